@@ -1,0 +1,63 @@
+"""Team-scoped reads. Every object fetch goes through ``team_scoped_get`` so that an object of
+a team the user is not in is a 404, indistinguishable from one that does not exist."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TypeVar
+
+from django.db.models import Model, QuerySet
+from django.http import Http404
+from django.utils import timezone
+
+from apps.accounts.models import ApiToken, Membership, Role, Team
+
+M = TypeVar("M", bound=Model)
+
+
+def team_list_for_user(*, user) -> QuerySet[Team]:
+    if not user.is_authenticated:
+        return Team.objects.none()
+    return Team.objects.filter(memberships__user=user).order_by("name")
+
+
+def membership_get(*, user, team: Team) -> Membership | None:
+    if not user.is_authenticated:
+        return None
+    return Membership.objects.filter(user=user, team=team).first()
+
+
+def team_scoped_get(*, queryset: QuerySet[M], user, pk, role: str = Role.VIEWER) -> M:
+    """Fetch an object of one of the user's teams, or raise Http404.
+
+    ``role`` is the least role needed; a member of the team with a lower role also gets 404
+    for writes, so nothing leaks about what exists.
+    """
+    if not user.is_authenticated:
+        raise Http404
+    try:
+        obj = queryset.select_related("team").get(pk=pk, team__memberships__user=user)
+    except (queryset.model.DoesNotExist, ValueError, TypeError):
+        raise Http404 from None
+    membership = membership_get(user=user, team=obj.team)
+    if membership is None or not membership.allows(role):
+        raise Http404
+    return obj
+
+
+def api_token_authenticate(*, raw: str) -> ApiToken | None:
+    if not raw:
+        return None
+    digest = hashlib.sha256(raw.encode()).hexdigest()
+    token = (
+        ApiToken.objects.select_related("team", "user")
+        .filter(key_hash=digest, revoked_at__isnull=True)
+        .first()
+    )
+    if token is not None:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    return token
+
+
+def api_token_list(*, team: Team) -> QuerySet[ApiToken]:
+    return ApiToken.objects.filter(team=team).select_related("user")

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from apps.accounts.models import ApiToken, Membership, Role, Team
+
+TOKEN_PREFIX = "ehk_"
+
+
+@transaction.atomic
+def team_create(*, name: str, slug: str = "", owner=None) -> Team:
+    team = Team(name=name, slug=slug or slugify(name))
+    team.full_clean()
+    team.save()
+    if owner is not None:
+        membership_set(team=team, user=owner, role=Role.ADMIN)
+    return team
+
+
+@transaction.atomic
+def membership_set(*, team: Team, user, role: str) -> Membership:
+    membership, _ = Membership.objects.update_or_create(
+        team=team, user=user, defaults={"role": Role(role)}
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_add_by_username(*, team: Team, username: str, role: str) -> Membership:
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise ValueError(f"No user named {username!r}.")
+    return membership_set(team=team, user=user, role=role)
+
+
+def membership_remove(*, team: Team, user) -> None:
+    admins = Membership.objects.filter(team=team, role=Role.ADMIN)
+    if admins.filter(user=user).exists() and admins.count() == 1:
+        raise ValueError("A team keeps at least one admin.")
+    Membership.objects.filter(team=team, user=user).delete()
+
+
+def api_token_create(*, team: Team, user, name: str) -> tuple[ApiToken, str]:
+    """Create a token; returns it with the secret, which is never stored and never shown again."""
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(
+        team=team,
+        user=user,
+        name=name,
+        prefix=raw[: len(TOKEN_PREFIX) + 6],
+        key_hash=hashlib.sha256(raw.encode()).hexdigest(),
+    )
+    token.full_clean()
+    token.save()
+    return token, raw
+
+
+def api_token_revoke(*, token: ApiToken) -> ApiToken:
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token

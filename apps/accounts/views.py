@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from apps.accounts.decorators import team_required
+from apps.accounts.forms import ApiTokenForm, MemberForm
+from apps.accounts.middleware import SESSION_KEY
+from apps.accounts.models import ApiToken, Membership, Role
+from apps.accounts.selectors import api_token_list, team_list_for_user
+from apps.accounts.services import (
+    api_token_create,
+    api_token_revoke,
+    membership_add_by_username,
+)
+
+
+@require_POST
+@login_required
+def team_switch(request):
+    team = team_list_for_user(user=request.user).filter(pk=request.POST.get("team")).first()
+    if team is None:
+        raise Http404
+    request.session[SESSION_KEY] = team.pk
+    return redirect(request.POST.get("next") or "core:home")
+
+
+@require_GET
+@team_required()
+def team_detail(request):
+    return render(
+        request,
+        "accounts/team.html",
+        {
+            "members": Membership.objects.filter(team=request.team).select_related("user"),
+            "tokens": api_token_list(team=request.team),
+            "token_form": ApiTokenForm(),
+            "member_form": MemberForm(),
+            "new_token": request.session.pop("new_token", None),
+        },
+    )
+
+
+@require_POST
+@team_required(Role.MEMBER)
+def token_create(request):
+    form = ApiTokenForm(request.POST)
+    if form.is_valid():
+        _, raw = api_token_create(team=request.team, user=request.user, name=form.cleaned_data["name"])
+        # Shown once on the next page, then gone: only its hash is stored.
+        request.session["new_token"] = raw
+    return redirect("accounts:team")
+
+
+@require_POST
+@team_required(Role.MEMBER)
+def token_revoke(request, pk: int):
+    token = ApiToken.objects.filter(team=request.team, pk=pk).first()
+    if token is None:
+        raise Http404
+    if token.user_id != request.user.pk and not request.membership.allows(Role.ADMIN):
+        raise Http404
+    api_token_revoke(token=token)
+    return redirect("accounts:team")
+
+
+@require_POST
+@team_required(Role.ADMIN)
+def member_add(request):
+    form = MemberForm(request.POST)
+    if form.is_valid():
+        try:
+            membership_add_by_username(
+                team=request.team,
+                username=form.cleaned_data["username"],
+                role=form.cleaned_data["role"],
+            )
+        except ValueError as exc:
+            messages.error(request, str(exc))
+    return redirect("accounts:team")

@@ -1,0 +1,1 @@
+# core has no forms of its own: it provides shared models and the job lifecycle.

@@ -1,0 +1,97 @@
+"""Shared abstract models: team ownership and the long-job row every background job uses."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class TeamOwned(models.Model):
+    """Every user-visible object belongs to exactly one team; selectors filter on it."""
+
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        abstract = True
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Job(models.Model):
+    """A long operation recorded as a row (NetBox/Baserow style).
+
+    The page reads this row, never the Celery result backend. The worker claims it with a
+    conditional UPDATE (pending → running), reports progress at most every few seconds, and
+    reads ``cancel_requested`` in the same call so cancellation is cooperative.
+    """
+
+    TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+    status = models.CharField(
+        max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING, db_index=True
+    )
+    stage = models.CharField(max_length=64, blank=True)
+    progress = models.FloatField(default=0.0)  # 0..1 within the current stage
+    progress_done = models.BigIntegerField(default=0)
+    progress_total = models.BigIntegerField(default=0)
+    error = models.TextField(blank=True)  # traceback, for the log
+    human_error = models.CharField(max_length=500, blank=True)  # one line, for the page
+    celery_task_id = models.CharField(max_length=64, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    stage_started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (JobStatus.PENDING, JobStatus.RUNNING)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+    @property
+    def percent(self) -> int:
+        if self.status == JobStatus.SUCCEEDED:
+            return 100
+        return int(round(100 * max(0.0, min(1.0, self.progress))))
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Remaining time of the current stage, from its rate so far."""
+        if (
+            self.status != JobStatus.RUNNING
+            or not self.stage_started_at
+            or not self.heartbeat_at
+            or self.progress_done <= 0
+            or self.progress_total <= self.progress_done
+        ):
+            return None
+        elapsed = (self.heartbeat_at - self.stage_started_at).total_seconds()
+        rate = self.progress_done / elapsed if elapsed > 0 else 0
+        if rate <= 0:
+            return None
+        return (self.progress_total - self.progress_done) / rate
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()

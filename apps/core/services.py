@@ -1,0 +1,201 @@
+"""The job-row lifecycle: enqueue after commit, claim, progress, finish, fail, cancel, reap.
+
+Every long operation (ingest, mining, training, evaluation, index build) is a concrete
+subclass of ``apps.core.models.Job`` and goes through these functions, so the rules about
+transactions, throttling and cancellation live in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from django.apps import apps
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.core.models import Job, JobStatus
+
+logger = logging.getLogger(__name__)
+J = TypeVar("J", bound=Job)
+
+
+class JobCancelled(Exception):
+    """Raised inside the worker when the row asks to stop; the task ends the row cancelled."""
+
+
+class InvalidTransition(Exception):
+    pass
+
+
+def job_models() -> list[type[Job]]:
+    return [m for m in apps.get_models() if issubclass(m, Job)]
+
+
+def job_enqueue(*, job: Job, task, kwargs: dict | None = None) -> None:
+    """Send ``task(job.pk)`` once the surrounding transaction commits.
+
+    The task id is chosen here and stored on the row now, so the row names its task even
+    before the broker has it; ids only travel through the queue (JSON serializer).
+    """
+    task_id = str(uuid.uuid4())
+    type(job).objects.filter(pk=job.pk).update(celery_task_id=task_id, queued_at=timezone.now())
+    job.celery_task_id = task_id
+    pk = job.pk
+    transaction.on_commit(lambda: task.apply_async(args=[pk], kwargs=kwargs or {}, task_id=task_id))
+
+
+def job_claim(*, model: type[J], pk: int) -> J | None:
+    """pending → running, atomically. Returns None if someone else has (or had) the row.
+
+    A conditional UPDATE rather than SELECT … FOR UPDATE: it works the same on SQLite, and a
+    redelivered message for a row already running or done becomes a no-op.
+    """
+    now = timezone.now()
+    claimed = model.objects.filter(pk=pk, status=JobStatus.PENDING, cancel_requested=False).update(
+        status=JobStatus.RUNNING, started_at=now, heartbeat_at=now, stage_started_at=now
+    )
+    if not claimed:
+        return None
+    return model.objects.get(pk=pk)
+
+
+class ProgressReporter:
+    """Callable given to long work: ``reporter(stage, done, total)``.
+
+    Writes at most every ``interval`` seconds (and on every stage change), each write its own
+    short UPDATE outside any long transaction; reads the cancel flag in the same round trip
+    and raises JobCancelled when it is set.
+    """
+
+    def __init__(self, job: Job, *, interval: float | None = None) -> None:
+        self.job = job
+        self.model = type(job)
+        self.interval = settings.JOB_PROGRESS_INTERVAL if interval is None else interval
+        self._last_write = 0.0
+        self._stage = job.stage
+
+    def __call__(self, stage: str, done: int = 0, total: int = 0) -> None:
+        now_mono = time.monotonic()
+        stage_changed = stage != self._stage
+        finished_stage = total > 0 and done >= total
+        if not stage_changed and not finished_stage and now_mono - self._last_write < self.interval:
+            return
+        self._last_write = now_mono
+        now = timezone.now()
+        fields = {
+            "stage": stage[:64],
+            "progress_done": done,
+            "progress_total": total,
+            "progress": (done / total) if total else 0.0,
+            "heartbeat_at": now,
+        }
+        if stage_changed:
+            fields["stage_started_at"] = now
+            self._stage = stage
+        self.model.objects.filter(pk=self.job.pk).update(**fields)
+        for key, value in fields.items():
+            setattr(self.job, key, value)
+        if self.model.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
+            raise JobCancelled()
+
+    def heartbeat(self) -> None:
+        self.model.objects.filter(pk=self.job.pk).update(heartbeat_at=timezone.now())
+
+
+def _finish(*, job: Job, status: str, **fields) -> bool:
+    now = timezone.now()
+    updated = type(job).objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+        status=status, finished_at=now, heartbeat_at=now, **fields
+    )
+    if updated:
+        job.refresh_from_db()
+    return bool(updated)
+
+
+def job_succeed(*, job: Job, **fields) -> bool:
+    """running → succeeded, with the result fields written in the same UPDATE."""
+    return _finish(job=job, status=JobStatus.SUCCEEDED, progress=1.0, **fields)
+
+
+def job_fail(*, job: Job, human_error: str, error: str = "") -> bool:
+    """running → failed. ``human_error`` is one line for the page, ``error`` the traceback."""
+    return _finish(
+        job=job, status=JobStatus.FAILED, human_error=human_error[:500], error=error or human_error
+    )
+
+
+def job_mark_cancelled(*, job: Job) -> bool:
+    return _finish(job=job, status=JobStatus.CANCELLED, human_error="Cancelled by request.")
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Ask a job to stop. A pending job stops at once; a running one at its next report."""
+    model = type(job)
+    now = timezone.now()
+    with transaction.atomic():
+        if model.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(
+            status=JobStatus.CANCELLED,
+            cancel_requested=True,
+            finished_at=now,
+            human_error="Cancelled before it started.",
+        ):
+            pass
+        elif not model.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+            cancel_requested=True
+        ):
+            raise InvalidTransition(f"A {job.status} job cannot be cancelled.")
+    job.refresh_from_db()
+    return job
+
+
+def jobs_reap(*, stale_after: int | None = None) -> int:
+    """Fail running rows whose worker stopped reporting (killed, machine lost).
+
+    Returns how many rows were failed. Runs periodically from Celery beat.
+    """
+    stale_after = settings.JOB_STALE_AFTER if stale_after is None else stale_after
+    cutoff = timezone.now() - timedelta(seconds=stale_after)
+    reaped = 0
+    for model in job_models():
+        stale = model.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff)
+        reaped += stale.update(
+            status=JobStatus.FAILED,
+            finished_at=timezone.now(),
+            human_error=f"The worker stopped reporting for over {stale_after // 60} minutes.",
+            error="Reaped: no heartbeat since the cutoff; the worker process probably died.",
+        )
+    if reaped:
+        logger.warning("Reaped %d stale job(s)", reaped)
+    return reaped
+
+
+def job_run(*, job: Job, work: Callable[[ProgressReporter], dict | None]) -> None:
+    """Run ``work(reporter)`` for a claimed job and end the row whatever happens.
+
+    ``work`` returns the result fields to store on success. Cancellation, the soft time limit
+    and any exception end the row as cancelled or failed with a human message.
+    """
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    reporter = ProgressReporter(job)
+    try:
+        fields = work(reporter) or {}
+    except JobCancelled:
+        job_mark_cancelled(job=job)
+    except SoftTimeLimitExceeded:
+        job_fail(job=job, human_error="The job ran past its time limit and was stopped.")
+    except Exception as exc:
+        import traceback
+
+        logger.exception("Job %s %s failed", type(job).__name__, job.pk)
+        human = getattr(exc, "human_message", None) or f"{type(exc).__name__}: {exc}"
+        job_fail(job=job, human_error=str(human).splitlines()[0] if human else "Failed.",
+                 error=traceback.format_exc())
+    else:
+        job_succeed(job=job, **fields)

@@ -1,0 +1,42 @@
+from django.contrib import admin
+
+from apps.datasets.models import Dataset, DatasetVersion, Document, Query
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Versions and their rows are immutable: the admin shows them and never edits them."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Dataset)
+class DatasetAdmin(admin.ModelAdmin):
+    list_display = ["name", "team", "created_at"]
+    list_filter = ["team"]
+    search_fields = ["name", "description"]
+
+
+@admin.register(DatasetVersion)
+class DatasetVersionAdmin(ReadOnlyAdmin):
+    list_display = ["dataset", "number", "document_count", "query_count", "created_at"]
+    list_filter = ["dataset__team"]
+    search_fields = ["dataset__name", "content_hash"]
+
+
+@admin.register(Document)
+class DocumentAdmin(ReadOnlyAdmin):
+    list_display = ["doc_id", "title", "version"]
+    search_fields = ["doc_id", "title"]
+    list_select_related = ["version__dataset"]
+    show_full_result_count = False
+
+
+@admin.register(Query)
+class QueryAdmin(ReadOnlyAdmin):
+    list_display = ["query_id", "text", "version"]
+    search_fields = ["query_id", "text"]
+    list_select_related = ["version__dataset"]

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from apps.core.models import TeamOwned
+
+
+class Dataset(TeamOwned):
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="unique_dataset_name_per_team"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def latest_version(self) -> DatasetVersion | None:
+        return self.versions.order_by("-number").first()
+
+
+class DatasetVersion(models.Model):
+    """An immutable, content-hashed snapshot of a dataset. Runs, evaluations and indexes always
+    name a version, never a dataset, so a result can be traced to the exact data."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    content_hash = models.CharField(max_length=64, db_index=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    source = models.CharField(max_length=500, blank=True)
+    document_count = models.PositiveIntegerField(default=0)
+    query_count = models.PositiveIntegerField(default=0)
+    qrels_counts = models.JSONField(default=dict, blank=True)  # {"test": 339, "train": 919}
+    warnings = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["dataset", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "number"], name="unique_version_number"),
+            models.UniqueConstraint(fields=["dataset", "content_hash"], name="unique_version_hash"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset.name} v{self.number}"
+
+    @property
+    def team(self):
+        return self.dataset.team
+
+    @property
+    def team_id(self) -> int:
+        return self.dataset.team_id
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted(self.qrels_counts)
+
+
+class Document(models.Model):
+    version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="documents")
+    doc_id = models.CharField(max_length=200)
+    title = models.TextField(blank=True)
+    text = models.TextField()
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["version", "doc_id"], name="unique_doc_id"),
+        ]
+
+    def __str__(self) -> str:
+        return self.doc_id
+
+
+class Query(models.Model):
+    version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="queries")
+    query_id = models.CharField(max_length=200)
+    text = models.TextField()
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name_plural = "queries"
+        constraints = [
+            models.UniqueConstraint(fields=["version", "query_id"], name="unique_query_id"),
+        ]
+
+    def __str__(self) -> str:
+        return self.query_id
+
+
+class Qrel(models.Model):
+    version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="qrels")
+    split = models.CharField(max_length=50)
+    query = models.ForeignKey(Query, on_delete=models.CASCADE, related_name="qrels")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="qrels")
+    score = models.IntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["version", "split"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "split", "query", "document"], name="unique_judgement"
+            ),
+        ]

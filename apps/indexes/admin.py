@@ -1,0 +1,1 @@
+# No index models yet; see apps/indexes/models.py.

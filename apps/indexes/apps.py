@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class IndexesConfig(AppConfig):
+    name = "apps.indexes"
+    label = "indexes"

@@ -1,0 +1,1 @@
+# Forms for index builds arrive with the index issue.

@@ -1,0 +1,1 @@
+# Writes for index builds and deployments arrive with the index issue.

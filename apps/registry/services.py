@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from apps.accounts.models import Team
+from apps.registry.models import EmbeddingModel
+
+
+class ModelRegistrationError(ValueError):
+    pass
+
+
+@transaction.atomic
+def embedding_model_register(
+    *,
+    team: Team,
+    name: str,
+    path: str = "",
+    package: str = "",
+    query_prefix: str | None = None,
+    document_prefix: str | None = None,
+) -> EmbeddingModel:
+    """Register a base model from a local folder or an installed package that ships one.
+
+    Reads only the folder's JSON files and weight headers (no torch in the web process) and
+    records dimension, max length, pooling, normalisation and prefixes.
+    """
+    # Pure JSON inspection: importing it never loads torch.
+    from workers.ml.inspect import ModelFolderError, find_package_model, inspect_model_folder
+
+    if bool(path) == bool(package):
+        raise ModelRegistrationError("Give either a folder path or a package name.")
+    try:
+        folder = find_package_model(package) if package else path
+        info = inspect_model_folder(folder)
+    except ModelFolderError as exc:
+        raise ModelRegistrationError(str(exc)) from exc
+    if EmbeddingModel.objects.filter(team=team, name=name).exists():
+        raise ModelRegistrationError(f"{team} already has a model named {name!r}.")
+    model = EmbeddingModel(
+        team=team,
+        name=name,
+        source=EmbeddingModel.Source.PACKAGE if package else EmbeddingModel.Source.FOLDER,
+        source_ref=package or str(path),
+        path=info.path,
+        layout=info.layout,
+        architecture=info.architecture[:100],
+        dimension=info.dimension,
+        max_seq_length=info.max_seq_length,
+        pooling=info.pooling,
+        normalize=info.normalize,
+        query_prefix=info.query_prefix if query_prefix is None else query_prefix,
+        document_prefix=info.document_prefix if document_prefix is None else document_prefix,
+        parameters=info.parameters,
+    )
+    try:
+        model.full_clean()
+    except ValidationError as exc:
+        raise ModelRegistrationError("; ".join(exc.messages)) from exc
+    model.save()
+    return model

@@ -1,0 +1,60 @@
+import time
+
+from apps.core.commands import InputError, JsonCommand
+from apps.core.models import JobStatus
+from apps.datasets.models import DatasetVersion
+from apps.registry.models import EmbeddingModel
+from apps.runs.models import Evaluation
+from apps.runs.services import EvaluationError, evaluation_create
+
+
+class Command(JsonCommand):
+    help = (
+        "Evaluate a model on a dataset version's split. Without --sync the job goes to the "
+        "worker and this waits for it; with --sync the same task code runs in this process."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--model", type=int, required=True)
+        parser.add_argument("--dataset-version", type=int, required=True)
+        parser.add_argument("--split", default="test")
+        parser.add_argument("--sync", action="store_true")
+        parser.add_argument("--timeout", type=float, default=24 * 3600)
+
+    def handle(self, *args, model, dataset_version, split, sync, timeout, **options):
+        m = EmbeddingModel.objects.filter(pk=model).select_related("team").first()
+        if m is None:
+            raise InputError(f"--model: no model {model}")
+        v = DatasetVersion.objects.filter(pk=dataset_version).select_related("dataset").first()
+        if v is None:
+            raise InputError(f"--dataset-version: no dataset version {dataset_version}")
+        try:
+            evaluation = evaluation_create(
+                team=m.team, model=m, dataset_version=v, split=split, enqueue=not sync
+            )
+        except EvaluationError as exc:
+            raise InputError(str(exc)) from exc
+        if sync:
+            from workers.tasks.evaluation import evaluate
+
+            evaluate.run(evaluation.pk)
+        else:
+            deadline = time.monotonic() + timeout
+            while True:
+                status = Evaluation.objects.values_list("status", flat=True).get(pk=evaluation.pk)
+                if status in Evaluation.TERMINAL:
+                    break
+                if time.monotonic() > deadline:
+                    raise InputError(f"evaluation {evaluation.pk} still {status} after {timeout}s")
+                time.sleep(1)
+        evaluation.refresh_from_db()
+        payload = {
+            "evaluation": evaluation.pk,
+            "status": evaluation.status,
+            "metrics": evaluation.metrics,
+        }
+        if evaluation.status != JobStatus.SUCCEEDED:
+            payload["error"] = evaluation.human_error
+            self.emit(payload)
+            raise SystemExit(1)
+        self.emit(payload)

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
+
+from apps.accounts.decorators import team_required
+from apps.accounts.models import Role
+from apps.core.services import InvalidTransition, job_cancel
+from apps.datasets.selectors import dataset_version_get
+from apps.runs.forms import EvaluationForm
+from apps.runs.selectors import evaluation_get, evaluation_list
+from apps.runs.services import EvaluationError, evaluation_create
+
+@require_GET
+@team_required()
+def evaluation_index(request):
+    return render(
+        request, "runs/list.html", {"evaluations": evaluation_list(team=request.team)[:200]}
+    )
+
+
+@require_POST
+@team_required(Role.MEMBER)
+def evaluation_start(request, version_pk: int):
+    version = dataset_version_get(user=request.user, pk=version_pk, role=Role.MEMBER)
+    form = EvaluationForm(request.POST, team=version.dataset.team, version=version)
+    if not form.is_valid():
+        messages.error(request, "Choose a model and a split.")
+        return redirect("datasets:version", pk=version.pk)
+    try:
+        evaluation = evaluation_create(
+            team=version.dataset.team,
+            model=form.cleaned_data["model"],
+            dataset_version=version,
+            split=form.cleaned_data["split"],
+            created_by=request.user,
+        )
+    except EvaluationError as exc:
+        messages.error(request, str(exc))
+        return redirect("datasets:version", pk=version.pk)
+    return redirect("runs:evaluation", pk=evaluation.pk)
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+@team_required()
+def evaluation_detail(request, pk: int):
+    evaluation = evaluation_get(user=request.user, pk=pk)
+    context = {"evaluation": evaluation}
+    if request.htmx:
+        # The fragment of a finished job carries no hx-trigger, so polling stops by itself.
+        return render(request, "runs/evaluation.html#status", context)
+    return render(request, "runs/evaluation.html", context)
+
+
+@require_POST
+@team_required(Role.MEMBER)
+def evaluation_cancel(request, pk: int):
+    evaluation = evaluation_get(user=request.user, pk=pk, role=Role.MEMBER)
+    try:
+        job_cancel(job=evaluation)
+    except InvalidTransition as exc:
+        messages.error(request, str(exc))
+    if request.htmx:
+        return render(request, "runs/evaluation.html#status", {"evaluation": evaluation})
+    return redirect("runs:evaluation", pk=pk)
+
+
+@require_GET
+@team_required()
+def evaluation_run_file(request, pk: int):
+    evaluation = evaluation_get(user=request.user, pk=pk)
+    if not evaluation.run_file:
+        return HttpResponse("No run file yet.", status=404, content_type="text/plain")
+    with open(evaluation.run_file, "rb") as fh:
+        response = HttpResponse(fh.read(), content_type="text/plain")
+    response["Content-Disposition"] = f'attachment; filename="evaluation-{pk}.trec"'
+    return response

@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("apps.core.urls")),
+    path("accounts/", include("apps.accounts.urls")),
+    path("models/", include("apps.registry.urls")),
+    path("datasets/", include("apps.datasets.urls")),
+    path("runs/", include("apps.runs.urls")),
+    path("indexes/", include("apps.indexes.urls")),
+    path("admin/", admin.site.urls),
+]
