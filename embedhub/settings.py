@@ -91,6 +91,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "apps.accounts.context_processors.team",
             ],
+            "builtins": ["django.contrib.humanize.templatetags.humanize"],
         },
     },
 ]
@@ -130,19 +131,20 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Hashed, compressed names once collectstatic has built the manifest (the Docker image does);
+# before that (a fresh checkout) files are served as they are, straight from static/.
+_MANIFEST = (STATIC_ROOT / "staticfiles.json").exists()
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
-        "BACKEND": (
-            "django.contrib.staticfiles.storage.StaticFilesStorage"
-            if DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        )
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if _MANIFEST
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
 # The dev server serves static files without collectstatic, even with DEBUG off.
 WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
-WHITENOISE_MANIFEST_STRICT = False
 
 ARTIFACTS_ROOT = Path(env.str("ARTIFACTS_ROOT", default=str(VAR_DIR / "artifacts")))
 

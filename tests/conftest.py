@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+
+TINY_CORPUS = [
+    {"_id": "d1", "title": "Cats", "text": "Cats are small domesticated carnivorous mammals."},
+    {"_id": "d2", "title": "Dogs", "text": "Dogs were the first species to be domesticated."},
+    {"_id": "d3", "title": "Python", "text": "Python is a programming language that lets you work quickly."},
+    {"_id": "d4", "title": "Rust", "text": "Rust is a language empowering everyone to build reliable software."},
+    {"_id": "d5", "title": "Coffee", "text": "Coffee is a brewed drink prepared from roasted coffee beans."},
+    {"_id": "d6", "title": "Tea", "text": "Tea is an aromatic beverage prepared by pouring hot water over leaves."},
+    {"_id": "d7", "title": "", "text": "The moon orbits the earth roughly once every twenty seven days."},
+    {"_id": "d8", "title": "Mars", "text": "Mars is the fourth planet from the sun and is red and dusty."},
+]
+TINY_QUERIES = [
+    {"_id": "q1", "text": "which animals were domesticated first"},
+    {"_id": "q2", "text": "programming language for reliable software"},
+    {"_id": "q3", "text": "hot drink made from leaves"},
+    {"_id": "q4", "text": "red planet"},
+    {"_id": "q5", "text": "an unjudged query about nothing"},
+]
+TINY_QRELS = {
+    "test": [("q1", "d2", 1), ("q2", "d4", 2), ("q2", "d3", 1), ("q3", "d6", 1)],
+    "train": [("q4", "d8", 1)],
+}
+
+
+def write_beir(folder: Path, *, corpus=None, queries=None, qrels=None) -> Path:
+    """Write a BEIR folder; the arguments default to the tiny hand-written collection."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "qrels").mkdir(exist_ok=True)
+    with open(folder / "corpus.jsonl", "w") as fh:
+        for row in TINY_CORPUS if corpus is None else corpus:
+            fh.write(json.dumps(row) + "\n")
+    with open(folder / "queries.jsonl", "w") as fh:
+        for row in TINY_QUERIES if queries is None else queries:
+            fh.write(json.dumps(row) + "\n")
+    for split, rows in (TINY_QRELS if qrels is None else qrels).items():
+        with open(folder / "qrels" / f"{split}.tsv", "w") as fh:
+            fh.write("query-id\tcorpus-id\tscore\n")
+            for q, d, s in rows:
+                fh.write(f"{q}\t{d}\t{s}\n")
+    return folder
+
+
+@pytest.fixture
+def beir_folder(tmp_path) -> Path:
+    return write_beir(tmp_path / "tiny-beir")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    from tests.support.tiny_model import build_tiny_model
+
+    sentences = [r["title"] + " " + r["text"] for r in TINY_CORPUS] + [q["text"] for q in TINY_QUERIES]
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model", sentences=sentences)
+
+
+@pytest.fixture(autouse=True)
+def _artifacts(settings, tmp_path):
+    settings.ARTIFACTS_ROOT = tmp_path / "artifacts"
+
+
+# --- personas ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def team(db):
+    from apps.accounts.services import team_create
+
+    return team_create(name="Acme Search", slug="acme")
+
+
+@pytest.fixture
+def other_team(db):
+    from apps.accounts.services import team_create
+
+    return team_create(name="Other Co", slug="other")
+
+
+def _user(username: str):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user(username=username, password="pw-" + username)
+
+
+@pytest.fixture
+def owner(team):
+    from apps.accounts.services import membership_set
+
+    user = _user("owner")
+    membership_set(team=team, user=user, role="admin")
+    return user
+
+
+@pytest.fixture
+def member(team):
+    from apps.accounts.services import membership_set
+
+    user = _user("member")
+    membership_set(team=team, user=user, role="member")
+    return user
+
+
+@pytest.fixture
+def viewer(team):
+    from apps.accounts.services import membership_set
+
+    user = _user("viewer")
+    membership_set(team=team, user=user, role="viewer")
+    return user
+
+
+@pytest.fixture
+def outsider(other_team):
+    from apps.accounts.services import membership_set
+
+    user = _user("outsider")
+    membership_set(team=other_team, user=user, role="admin")
+    return user
+
+
+@pytest.fixture
+def tiny_registered_model(team, tiny_model_path):
+    from apps.registry.services import embedding_model_register
+
+    return embedding_model_register(team=team, name="tiny", path=str(tiny_model_path))
+
+
+@pytest.fixture
+def tiny_version(team, beir_folder):
+    from apps.datasets.services import dataset_import_beir
+
+    return dataset_import_beir(team=team, name="tiny", path=beir_folder).version

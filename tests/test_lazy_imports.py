@@ -1,0 +1,34 @@
+"""The web process never imports torch & co (paperless-ngx's test_lazy_imports, in spirit)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+HEAVY = ["torch", "transformers", "sentence_transformers", "peft", "faiss", "ir_measures"]
+
+CODE = f"""
+import json, sys
+import django
+django.setup()
+from django.urls import get_resolver
+get_resolver().url_patterns  # load the whole URLconf, every view module
+import embedhub.wsgi
+from embedhub.celery import app
+app.loader.import_default_modules()  # the task modules, as a worker loads them
+import workers.tasks.core, workers.tasks.evaluation, workers.serving.server
+import workers.ml.inspect
+print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
+"""
+
+
+def test_web_and_task_modules_do_not_import_ml_libraries():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "embedhub.settings"}
+    out = subprocess.run(
+        [sys.executable, "-c", CODE], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

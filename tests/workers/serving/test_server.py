@@ -1,0 +1,64 @@
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from tests.conftest import REPO
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_search_process_starts_answers_health_and_stops_on_sigterm():
+    port = free_port()
+    env = {**os.environ, "SEARCH_URL": f"http://127.0.0.1:{port}"}
+    proc = subprocess.Popen([sys.executable, "-m", "workers.serving"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        body = None
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    body = json.loads(r.read())
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert body is not None and body["status"] == "ok" and body["pid"] == proc.pid
+        assert body["indexes"] == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_web_reports_search_process_up_and_down(settings, client, owner):
+    from django.urls import reverse
+
+    settings.SEARCH_URL = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    client.force_login(owner)
+    url = reverse("indexes:search_status")
+    down = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert "search down" in down
+
+    port = free_port()
+    settings.SEARCH_URL = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "SEARCH_URL": settings.SEARCH_URL}
+    proc = subprocess.Popen([sys.executable, "-m", "workers.serving"], cwd=REPO, env=env)
+    try:
+        for _ in range(100):
+            if "search up" in client.get(url, HTTP_HX_REQUEST="true").content.decode():
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the page never saw the search process up")
+        page = client.get(url).content.decode()
+        assert f"pid {proc.pid}" in page
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

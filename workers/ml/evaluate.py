@@ -1,0 +1,101 @@
+"""Dense retrieval evaluation: encode corpus and queries, exact top-k, metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from workers.ml.encode import document_text, encode_texts, free_memory, load_encoder
+from workers.ml.metrics import compute_metrics
+from workers.ml.search import exact_search
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    path: str
+    layout: str
+    pooling: str
+    normalize: bool
+    max_seq_length: int
+    query_prefix: str = ""
+    document_prefix: str = ""
+    device: str | None = None
+
+
+@dataclass
+class EvalOutput:
+    metrics: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+    run: dict[str, dict[str, float]]
+    timings: dict[str, float] = field(default_factory=dict)
+    documents: int = 0
+    queries: int = 0
+
+
+def evaluate_dense(
+    *,
+    model: EncoderSpec,
+    corpus: Sequence[tuple[str, str, str]],
+    queries: Sequence[tuple[str, str]],
+    qrels: dict[str, dict[str, int]],
+    top_k: int = 100,
+    batch_size: int = 32,
+    on_progress: Progress | None = None,
+) -> EvalOutput:
+    def report(stage: str, done: int = 0, total: int = 0) -> None:
+        if on_progress:
+            on_progress(stage, done, total)
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    report("loading model")
+    encoder = load_encoder(
+        path=model.path, layout=model.layout, pooling=model.pooling,
+        normalize=model.normalize, max_seq_length=model.max_seq_length, device=model.device,
+    )
+    timings["load_s"] = time.perf_counter() - t
+    try:
+        t = time.perf_counter()
+        doc_vectors = encode_texts(
+            encoder=encoder,
+            texts=[model.document_prefix + document_text(title, text) for _, title, text in corpus],
+            normalize=model.normalize,
+            batch_size=batch_size,
+            on_progress=lambda done, total: report("encoding documents", done, total),
+        )
+        timings["encode_documents_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        query_vectors = encode_texts(
+            encoder=encoder,
+            texts=[model.query_prefix + text for _, text in queries],
+            normalize=model.normalize,
+            batch_size=batch_size,
+            on_progress=lambda done, total: report("encoding queries", done, total),
+        )
+        timings["encode_queries_s"] = time.perf_counter() - t
+    finally:
+        device = str(encoder.device)
+        del encoder
+        free_memory(device)
+    t = time.perf_counter()
+    report("searching", 0, len(queries))
+    scores, indices = exact_search(
+        doc_embeddings=doc_vectors, query_embeddings=query_vectors, k=top_k
+    )
+    run: dict[str, dict[str, float]] = {}
+    for row, (query_id, _) in enumerate(queries):
+        run[query_id] = {
+            corpus[j][0]: float(s) for s, j in zip(scores[row], indices[row], strict=True) if j >= 0
+        }
+    timings["search_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    report("scoring", 0, len(queries))
+    metrics, per_query = compute_metrics(qrels=qrels, run=run)
+    timings["metrics_s"] = time.perf_counter() - t
+    return EvalOutput(
+        metrics=metrics, per_query=per_query, run=run, timings=timings,
+        documents=len(corpus), queries=len(queries),
+    )
