@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.worker import start_worker, stop_worker
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -14,12 +16,36 @@ REPO = Path(__file__).resolve().parent.parent
 TINY_CORPUS = [
     {"_id": "d1", "title": "Cats", "text": "Cats are small domesticated carnivorous mammals."},
     {"_id": "d2", "title": "Dogs", "text": "Dogs were the first species to be domesticated."},
-    {"_id": "d3", "title": "Python", "text": "Python is a programming language that lets you work quickly."},
-    {"_id": "d4", "title": "Rust", "text": "Rust is a language empowering everyone to build reliable software."},
-    {"_id": "d5", "title": "Coffee", "text": "Coffee is a brewed drink prepared from roasted coffee beans."},
-    {"_id": "d6", "title": "Tea", "text": "Tea is an aromatic beverage prepared by pouring hot water over leaves."},
-    {"_id": "d7", "title": "", "text": "The moon orbits the earth roughly once every twenty seven days."},
-    {"_id": "d8", "title": "Mars", "text": "Mars is the fourth planet from the sun and is red and dusty."},
+    {
+        "_id": "d3",
+        "title": "Python",
+        "text": "Python is a programming language that lets you work quickly.",
+    },
+    {
+        "_id": "d4",
+        "title": "Rust",
+        "text": "Rust is a language empowering everyone to build reliable software.",
+    },
+    {
+        "_id": "d5",
+        "title": "Coffee",
+        "text": "Coffee is a brewed drink prepared from roasted coffee beans.",
+    },
+    {
+        "_id": "d6",
+        "title": "Tea",
+        "text": "Tea is an aromatic beverage prepared by pouring hot water over leaves.",
+    },
+    {
+        "_id": "d7",
+        "title": "",
+        "text": "The moon orbits the earth roughly once every twenty seven days.",
+    },
+    {
+        "_id": "d8",
+        "title": "Mars",
+        "text": "Mars is the fourth planet from the sun and is red and dusty.",
+    },
 ]
 TINY_QUERIES = [
     {"_id": "q1", "text": "which animals were domesticated first"},
@@ -61,7 +87,9 @@ def beir_folder(tmp_path) -> Path:
 def tiny_model_path(tmp_path_factory) -> Path:
     from tests.support.tiny_model import build_tiny_model
 
-    sentences = [r["title"] + " " + r["text"] for r in TINY_CORPUS] + [q["text"] for q in TINY_QUERIES]
+    sentences = [r["title"] + " " + r["text"] for r in TINY_CORPUS] + [
+        q["text"] for q in TINY_QUERIES
+    ]
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model", sentences=sentences)
 
 
@@ -141,3 +169,31 @@ def tiny_version(team, beir_folder):
     from apps.datasets.services import dataset_import_beir
 
     return dataset_import_beir(team=team, name="tiny", path=beir_folder).version
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, settings, tmp_path):
+    """A worker process on the same PostgreSQL test database and Redis as this test."""
+    from django.db import connection
+
+    if not os.environ.get("REDIS_URL"):
+        pytest.fail("REDIS_URL is not set: run the suite with ./bin/test (real Redis needed)")
+    db = connection.settings_dict
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.fail("DATABASE_URL must name PostgreSQL: run the suite with ./bin/test")
+    import redis
+
+    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()  # no stale messages from other runs
+    url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "ARTIFACTS_ROOT": str(settings.ARTIFACTS_ROOT),
+        "JOB_PROGRESS_INTERVAL": "0.2",
+        "CONN_MAX_AGE": "0",
+    }
+    log = tmp_path / "worker.log"
+    proc = start_worker(env, log)
+    proc.log = log
+    yield proc
+    stop_worker(proc)

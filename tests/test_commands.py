@@ -40,8 +40,16 @@ def test_team_register_import_evaluate_sync(team, tiny_model_path, beir_folder):
     code, again, _ = run("import_dataset", str(beir_folder), "--team", "acme", "--name", "tiny")
     assert again["version"] == data["version"] and again["created"] is False
 
-    code, result, _ = run("evaluate", "--model", str(model["model"]), "--dataset-version",
-                          str(data["version"]), "--split", "test", "--sync")
+    code, result, _ = run(
+        "evaluate",
+        "--model",
+        str(model["model"]),
+        "--dataset-version",
+        str(data["version"]),
+        "--split",
+        "test",
+        "--sync",
+    )
     assert code == 0 and result["status"] == "succeeded"
     assert set(result["metrics"]) >= {"ndcg@10", "mrr@10", "recall@100"}
     assert all(0.0 <= v <= 1.0 for v in result["metrics"].values())
@@ -64,8 +72,16 @@ def test_bad_model_folder_and_unknown_team_exit_2(team, tmp_path):
 
 
 def test_evaluate_rejects_unknown_split(tiny_registered_model, tiny_version):
-    code, _, err = run("evaluate", "--model", str(tiny_registered_model.pk), "--dataset-version",
-                       str(tiny_version.pk), "--split", "dev", "--sync")
+    code, _, err = run(
+        "evaluate",
+        "--model",
+        str(tiny_registered_model.pk),
+        "--dataset-version",
+        str(tiny_version.pk),
+        "--split",
+        "dev",
+        "--sync",
+    )
     assert code == 2 and "no split 'dev'" in err and "test, train" in err
 
 

@@ -27,7 +27,11 @@ print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
 def test_web_and_task_modules_do_not_import_ml_libraries():
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "embedhub.settings"}
     out = subprocess.run(
-        [sys.executable, "-c", CODE], cwd=REPO, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", CODE],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     assert out.returncode == 0, out.stderr

@@ -18,8 +18,14 @@ PRODUCTION = {
 
 
 def run_manage(*args, env):
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_check_deploy_passes_with_the_documented_production_variables(tmp_path):
@@ -32,10 +38,18 @@ def test_debug_is_off_unless_asked(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DEBUG"}
     env["VAR_DIR"] = str(tmp_path)
     out = subprocess.run(
-        [sys.executable, "-c", "import django;django.setup();from django.conf import settings;"
-         "print(settings.DEBUG, settings.SECRET_KEY != '')"],
-        cwd=REPO, env={**env, "DJANGO_SETTINGS_MODULE": "embedhub.settings"},
-        capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-c",
+            "import django;django.setup();from django.conf import settings;"
+            "print(settings.DEBUG, settings.SECRET_KEY != '')",
+        ],
+        cwd=REPO,
+        env={**env, "DJANGO_SETTINGS_MODULE": "embedhub.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.stdout.split() == ["False", "True"], out.stderr
 
 
@@ -43,9 +57,21 @@ def test_secret_key_file(tmp_path):
     secret = tmp_path / "secret"
     secret.write_text("from-a-file-" + "y" * 50)
     env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
-    env.update(SECRET_KEY_FILE=str(secret), VAR_DIR=str(tmp_path),
-               DJANGO_SETTINGS_MODULE="embedhub.settings")
+    env.update(
+        SECRET_KEY_FILE=str(secret),
+        VAR_DIR=str(tmp_path),
+        DJANGO_SETTINGS_MODULE="embedhub.settings",
+    )
     out = subprocess.run(
-        [sys.executable, "-c", "import django;django.setup();from django.conf import settings;"
-         "print(settings.SECRET_KEY)"], cwd=REPO, env=env, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import django;django.setup();from django.conf import settings;"
+            "print(settings.SECRET_KEY)",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.stdout.strip() == "from-a-file-" + "y" * 50

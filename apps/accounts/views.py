@@ -49,7 +49,9 @@ def team_detail(request):
 def token_create(request):
     form = ApiTokenForm(request.POST)
     if form.is_valid():
-        _, raw = api_token_create(team=request.team, user=request.user, name=form.cleaned_data["name"])
+        _, raw = api_token_create(
+            team=request.team, user=request.user, name=form.cleaned_data["name"]
+        )
         # Shown once on the next page, then gone: only its hash is stored.
         request.session["new_token"] = raw
     return redirect("accounts:team")

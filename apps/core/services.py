@@ -110,8 +110,10 @@ class ProgressReporter:
 
 def _finish(*, job: Job, status: str, **fields) -> bool:
     now = timezone.now()
-    updated = type(job).objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
-        status=status, finished_at=now, heartbeat_at=now, **fields
+    updated = (
+        type(job)
+        .objects.filter(pk=job.pk, status=JobStatus.RUNNING)
+        .update(status=status, finished_at=now, heartbeat_at=now, **fields)
     )
     if updated:
         job.refresh_from_db()
@@ -195,7 +197,10 @@ def job_run(*, job: Job, work: Callable[[ProgressReporter], dict | None]) -> Non
 
         logger.exception("Job %s %s failed", type(job).__name__, job.pk)
         human = getattr(exc, "human_message", None) or f"{type(exc).__name__}: {exc}"
-        job_fail(job=job, human_error=str(human).splitlines()[0] if human else "Failed.",
-                 error=traceback.format_exc())
+        job_fail(
+            job=job,
+            human_error=str(human).splitlines()[0] if human else "Failed.",
+            error=traceback.format_exc(),
+        )
     else:
         job_succeed(job=job, **fields)

@@ -26,7 +26,11 @@ class BeirProblem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.reason}" if self.line else f"{self.file}: {self.reason}"
+        return (
+            f"{self.file}:{self.line}: {self.reason}"
+            if self.line
+            else f"{self.file}: {self.reason}"
+        )
 
 
 class BeirError(ValueError):
@@ -58,7 +62,9 @@ def _read_bytes(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def _lines(path: Path, label: str, raw: bytes, problems: list[BeirProblem]) -> Iterator[tuple[int, str]]:
+def _lines(
+    path: Path, label: str, raw: bytes, problems: list[BeirProblem]
+) -> Iterator[tuple[int, str]]:
     if not raw.strip():
         problems.append(BeirProblem(label, 0, "the file is empty"))
         return
@@ -108,9 +114,11 @@ def read_beir_folder(folder: str | Path) -> BeirData:
     corpus_path = _find(folder, "corpus.jsonl")
     queries_path = _find(folder, "queries.jsonl")
     qrels_dir = folder / "qrels"
-    qrels_paths = sorted(
-        p for p in qrels_dir.glob("*") if p.name.endswith((".tsv", ".tsv.gz"))
-    ) if qrels_dir.is_dir() else []
+    qrels_paths = (
+        sorted(p for p in qrels_dir.glob("*") if p.name.endswith((".tsv", ".tsv.gz")))
+        if qrels_dir.is_dir()
+        else []
+    )
     for path, what in ((corpus_path, "corpus.jsonl"), (queries_path, "queries.jsonl")):
         if path is None:
             problems.append(BeirProblem(str(folder / what), 0, "file not found"))
@@ -166,18 +174,26 @@ def read_beir_folder(folder: str | Path) -> BeirData:
         seen_pairs: set[tuple[str, str]] = set()
         for number, line in _lines(path, label, raw, problems):
             cells = next(csv.reader(io.StringIO(line), delimiter="\t"))
-            if number == 1 and cells and cells[0].strip().lower() in ("query-id", "query_id", "qid"):
+            if (
+                number == 1
+                and cells
+                and cells[0].strip().lower() in ("query-id", "query_id", "qid")
+            ):
                 continue  # header is optional
             if len(cells) != 3:
                 problems.append(
-                    BeirProblem(label, number, f"expected 3 tab-separated columns, found {len(cells)}")
+                    BeirProblem(
+                        label, number, f"expected 3 tab-separated columns, found {len(cells)}"
+                    )
                 )
                 continue
             qid, did, score_text = (c.strip() for c in cells)
             try:
                 score = int(score_text)
             except ValueError:
-                problems.append(BeirProblem(label, number, f"relevance {score_text!r} is not an integer"))
+                problems.append(
+                    BeirProblem(label, number, f"relevance {score_text!r} is not an integer")
+                )
                 continue
             if qid not in query_ids:
                 problems.append(BeirProblem(label, number, f"unknown query id {qid!r}"))

@@ -110,3 +110,6 @@ class Qrel(models.Model):
                 fields=["version", "split", "query", "document"], name="unique_judgement"
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.split}: {self.query_id} → {self.document_id} ({self.score})"

@@ -31,10 +31,14 @@ def evaluation_inputs(
     """Corpus, the split's judged queries and its qrels, as plain tuples for workers/ml."""
     corpus = list(version.documents.order_by("pk").values_list("doc_id", "title", "text"))
     qrels: dict[str, dict[str, int]] = {}
-    rows = version.qrels.filter(split=split).values_list("query__query_id", "document__doc_id", "score")
+    rows = version.qrels.filter(split=split).values_list(
+        "query__query_id", "document__doc_id", "score"
+    )
     for qid, did, score in rows.iterator():
         qrels.setdefault(qid, {})[did] = score
     queries = list(
-        version.queries.filter(query_id__in=list(qrels)).order_by("pk").values_list("query_id", "text")
+        version.queries.filter(query_id__in=list(qrels))
+        .order_by("pk")
+        .values_list("query_id", "text")
     )
     return corpus, queries, qrels

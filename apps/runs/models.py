@@ -52,3 +52,6 @@ class QueryResult(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["evaluation", "query"], name="unique_query_result"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.evaluation_id}/{self.query_id}"

@@ -8,9 +8,7 @@ from apps.runs.models import Evaluation
 
 
 def evaluation_list(*, team: Team) -> QuerySet[Evaluation]:
-    return Evaluation.objects.filter(team=team).select_related(
-        "model", "dataset_version__dataset"
-    )
+    return Evaluation.objects.filter(team=team).select_related("model", "dataset_version__dataset")
 
 
 def evaluation_get(*, user, pk, role: str = "viewer") -> Evaluation:

@@ -14,6 +14,7 @@ from apps.runs.forms import EvaluationForm
 from apps.runs.selectors import evaluation_get, evaluation_list
 from apps.runs.services import EvaluationError, evaluation_create
 
+
 @require_GET
 @team_required()
 def evaluation_index(request):

@@ -53,20 +53,30 @@ def build_tiny_model(
     )
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     # PreTrainedTokenizerFast(tokenizer_object=…): BertTokenizerFast(vocab_file=…) would silently
     # map every word to [UNK] under transformers 5 (see NOTES.md).
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]", model_max_length=max_seq_length,
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_seq_length,
     )
     fast.save_pretrained(raw)
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=tok.get_vocab_size(), hidden_size=dimension, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=128, max_position_embeddings=max(128, max_seq_length),
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=dimension,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=max(128, max_seq_length),
     )
     BertModel(config).save_pretrained(raw)
     transformer = models.Transformer(str(raw), max_seq_length=max_seq_length)

@@ -1,1 +1,3 @@
-"""Pure ML code over paths, configs and arrays. Never imports Django; heavy libraries load lazily."""
+"""Pure ML code over paths, configs and arrays.
+
+Never imports Django; heavy libraries load lazily inside functions."""

@@ -37,8 +37,10 @@ def load_encoder(
         encoder = SentenceTransformer(path, device=device, local_files_only=True)
     else:
         transformer = models.Transformer(
-            path, max_seq_length=max_seq_length,
-            model_args={"local_files_only": True}, tokenizer_args={"local_files_only": True},
+            path,
+            max_seq_length=max_seq_length,
+            model_args={"local_files_only": True},
+            tokenizer_args={"local_files_only": True},
         )
         modules = [
             transformer,
@@ -62,7 +64,7 @@ def encode_texts(
     texts: list[str],
     normalize: bool,
     batch_size: int = 32,
-    chunk_size: int = 256,
+    chunk_size: int = 128,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Encode ``texts`` in order, reporting ``on_progress(done, total)`` after each chunk.

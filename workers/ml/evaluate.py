@@ -53,8 +53,12 @@ def evaluate_dense(
     t = time.perf_counter()
     report("loading model")
     encoder = load_encoder(
-        path=model.path, layout=model.layout, pooling=model.pooling,
-        normalize=model.normalize, max_seq_length=model.max_seq_length, device=model.device,
+        path=model.path,
+        layout=model.layout,
+        pooling=model.pooling,
+        normalize=model.normalize,
+        max_seq_length=model.max_seq_length,
+        device=model.device,
     )
     timings["load_s"] = time.perf_counter() - t
     try:
@@ -96,6 +100,10 @@ def evaluate_dense(
     metrics, per_query = compute_metrics(qrels=qrels, run=run)
     timings["metrics_s"] = time.perf_counter() - t
     return EvalOutput(
-        metrics=metrics, per_query=per_query, run=run, timings=timings,
-        documents=len(corpus), queries=len(queries),
+        metrics=metrics,
+        per_query=per_query,
+        run=run,
+        timings=timings,
+        documents=len(corpus),
+        queries=len(queries),
     )

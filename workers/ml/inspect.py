@@ -12,8 +12,14 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "sentencepiece.bpe.model",
-                   "spiece.model", "vocab.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "tokenizer.model",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+    "vocab.json",
+)
 WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
 
 
@@ -84,7 +90,9 @@ def inspect_model_folder(path: str | Path) -> ModelInfo:
     folder = folder.resolve()
     modules_path, config_path = folder / "modules.json", folder / "config.json"
     if not config_path.is_file():
-        raise ModelFolderError(folder, "no config.json: not a transformers or sentence-transformers folder")
+        raise ModelFolderError(
+            folder, "no config.json: not a transformers or sentence-transformers folder"
+        )
     config = _json(config_path)
     if not isinstance(config, dict):
         raise ModelFolderError(config_path, "expected a JSON object")

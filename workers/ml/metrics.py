@@ -33,9 +33,7 @@ def compute_metrics(
     import ir_measures
 
     by_measure = {ir_measures.parse_measure(s): name for name, s in METRICS.items()}
-    per_query: dict[str, dict[str, float]] = {
-        qid: dict.fromkeys(METRICS, 0.0) for qid in qrels
-    }
+    per_query: dict[str, dict[str, float]] = {qid: dict.fromkeys(METRICS, 0.0) for qid in qrels}
     judged_run = {qid: docs for qid, docs in run.items() if qid in qrels and docs}
     if judged_run:
         for m in ir_measures.iter_calc(list(by_measure), qrels, judged_run):

@@ -18,8 +18,13 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def objects(team, tiny_registered_model, tiny_version):
-    evaluation = evaluation_create(team=team, model=tiny_registered_model,
-                                   dataset_version=tiny_version, split="test", enqueue=False)
+    evaluation = evaluation_create(
+        team=team,
+        model=tiny_registered_model,
+        dataset_version=tiny_version,
+        split="test",
+        enqueue=False,
+    )
     return {"model": tiny_registered_model, "version": tiny_version, "evaluation": evaluation}
 
 
@@ -75,7 +80,8 @@ def test_member_starts_an_evaluation_from_the_page(client, member, objects):
     response = client.post(url, {"model": objects["model"].pk, "split": "test"})
     latest = Evaluation.objects.order_by("-pk").first()
     assert response.status_code == 302 and response["Location"] == reverse(
-        "runs:evaluation", args=[latest.pk])
+        "runs:evaluation", args=[latest.pk]
+    )
     assert latest.status == "pending" and latest.created_by == member
 
 
@@ -109,8 +115,12 @@ def test_team_admin_adds_a_member_and_member_cannot(client, owner, member, team)
 
     get_user_model().objects.create_user("newbie")
     client.force_login(member)
-    assert client.post(reverse("accounts:member_add"), {"username": "newbie", "role": "viewer"}
-                       ).status_code == 403
+    assert (
+        client.post(
+            reverse("accounts:member_add"), {"username": "newbie", "role": "viewer"}
+        ).status_code
+        == 403
+    )
     client.force_login(owner)
     client.post(reverse("accounts:member_add"), {"username": "newbie", "role": "viewer"})
     assert team.memberships.filter(user__username="newbie", role="viewer").exists()

@@ -27,7 +27,10 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def evaluation(team, tiny_registered_model, tiny_version):
     return evaluation_create(
-        team=team, model=tiny_registered_model, dataset_version=tiny_version, split="test",
+        team=team,
+        model=tiny_registered_model,
+        dataset_version=tiny_version,
+        split="test",
         enqueue=False,
     )
 
@@ -45,8 +48,9 @@ def test_claim_refuses_a_cancelled_row(evaluation):
     assert job_claim(model=Evaluation, pk=evaluation.pk) is None
 
 
-def test_enqueue_happens_after_commit(team, tiny_registered_model, tiny_version,
-                                      django_capture_on_commit_callbacks):
+def test_enqueue_happens_after_commit(
+    team, tiny_registered_model, tiny_version, django_capture_on_commit_callbacks
+):
     with mock.patch("workers.tasks.evaluation.evaluate.apply_async") as apply_async:
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
             evaluation = evaluation_create(
@@ -69,7 +73,10 @@ def test_progress_is_throttled_and_reads_cancel(evaluation):
     reporter("encoding documents", 50, 100)  # within the interval: skipped
     evaluation.refresh_from_db()
     assert (evaluation.stage, evaluation.progress_done, evaluation.progress_total) == (
-        "encoding documents", 0, 100)
+        "encoding documents",
+        0,
+        100,
+    )
     reporter("encoding documents", 100, 100)  # end of a stage: always written
     evaluation.refresh_from_db()
     assert evaluation.progress_done == 100 and evaluation.progress == 1.0
@@ -82,8 +89,13 @@ def test_progress_is_throttled_and_reads_cancel(evaluation):
 
 def test_job_run_records_success_failure_and_cancel(team, tiny_registered_model, tiny_version):
     def make():
-        e = evaluation_create(team=team, model=tiny_registered_model,
-                              dataset_version=tiny_version, split="test", enqueue=False)
+        e = evaluation_create(
+            team=team,
+            model=tiny_registered_model,
+            dataset_version=tiny_version,
+            split="test",
+            enqueue=False,
+        )
         return job_claim(model=Evaluation, pk=e.pk)
 
     ok = make()
@@ -122,11 +134,17 @@ def test_cancel_of_finished_job_is_refused(evaluation):
 
 def test_reaper_fails_only_stale_running_rows(team, tiny_registered_model, tiny_version):
     def running(age_s):
-        e = evaluation_create(team=team, model=tiny_registered_model,
-                              dataset_version=tiny_version, split="test", enqueue=False)
+        e = evaluation_create(
+            team=team,
+            model=tiny_registered_model,
+            dataset_version=tiny_version,
+            split="test",
+            enqueue=False,
+        )
         job_claim(model=Evaluation, pk=e.pk)
         Evaluation.objects.filter(pk=e.pk).update(
-            heartbeat_at=timezone.now() - timedelta(seconds=age_s))
+            heartbeat_at=timezone.now() - timedelta(seconds=age_s)
+        )
         return e
 
     stale, fresh = running(3600), running(5)

@@ -37,8 +37,12 @@ def test_gzip_files_are_read_and_hash_like_plain(tmp_path, beir_folder):
 
 
 def test_every_problem_names_file_line_and_reason(tmp_path):
-    corpus = [*TINY_CORPUS, {"_id": "d1", "text": "again"}, {"_id": "", "text": "x"},
-              {"_id": "d9", "title": "t"}]
+    corpus = [
+        *TINY_CORPUS,
+        {"_id": "d1", "text": "again"},
+        {"_id": "", "text": "x"},
+        {"_id": "d9", "title": "t"},
+    ]
     folder = write_beir(tmp_path / "bad", corpus=corpus)
     with open(folder / "corpus.jsonl", "a") as fh:
         fh.write("{not json\n")
@@ -85,8 +89,10 @@ def test_import_creates_rows_and_reuses_identical_content(team, beir_folder, tmp
     v = first.version
     assert (v.document_count, v.query_count, v.qrels_counts) == (8, 5, {"test": 4, "train": 1})
     assert Document.objects.filter(version=v).count() == 8
-    assert Qrel.objects.get(version=v, split="test", query__query_id="q2",
-                            document__doc_id="d4").score == 2
+    assert (
+        Qrel.objects.get(version=v, split="test", query__query_id="q2", document__doc_id="d4").score
+        == 2
+    )
 
     again = dataset_import_beir(team=team, name="tiny", path=beir_folder)
     assert not again.created and again.version.pk == v.pk

@@ -19,8 +19,13 @@ def free_port() -> int:
 def test_search_process_starts_answers_health_and_stops_on_sigterm():
     port = free_port()
     env = {**os.environ, "SEARCH_URL": f"http://127.0.0.1:{port}"}
-    proc = subprocess.Popen([sys.executable, "-m", "workers.serving"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.serving"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         body = None
         for _ in range(100):
