@@ -1,0 +1,156 @@
+"""docker-compose.yml, the Dockerfile and the Procfile agree with the settings and each other.
+
+Docker cannot run here, so the files are parsed and their commands and environments checked;
+the settings are then loaded in a subprocess with each service's environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from embedhub.celery import QUEUES
+from tests.conftest import REPO
+from workers.serving.server import DEFAULT_PORT
+
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+APP_SERVICES = ["web", "worker-cpu", "worker-gpu", "beat", "search"]
+REQUIRED_ENV = [
+    "DATABASE_URL",
+    "REDIS_URL",
+    "ARTIFACTS_ROOT",
+    "VAR_DIR",
+    "SECRET_KEY",
+    "DEBUG",
+    "ALLOWED_HOSTS",
+    "CSRF_TRUSTED_ORIGINS",
+    "SEARCH_URL",
+    "ENCODE_QUEUE",
+]
+
+
+def command(service: str) -> list[str]:
+    cmd = SERVICES[service]["command"]
+    return cmd if isinstance(cmd, list) else shlex.split(cmd)
+
+
+def resolve(value: str) -> str:
+    """Compose's ${VAR:-default} / ${VAR:?err}, as if the variable were unset (SECRET_KEY set)."""
+    value = str(value)
+    value = re.sub(r"\$\{SECRET_KEY:\?[^}]*\}", "s" * 64, value)
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def env_of(service: str) -> dict[str, str]:
+    return {k: resolve(v) for k, v in SERVICES[service]["environment"].items()}
+
+
+def test_app_services_share_one_image_and_the_whole_environment():
+    for name in APP_SERVICES:
+        service = SERVICES[name]
+        assert service["build"] == "." and service["image"] == "embedhub:latest", name
+        missing = [v for v in REQUIRED_ENV if v not in service["environment"]]
+        assert not missing, f"{name} lacks {missing}"
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_urls_point_at_the_services_that_exist():
+    pg = SERVICES["postgres"]["environment"]
+    for name in APP_SERVICES:
+        env = env_of(name)
+        db = urlsplit(env["DATABASE_URL"])
+        assert db.hostname in SERVICES and db.hostname == "postgres"
+        assert (db.username, db.password, db.path.lstrip("/")) == (
+            pg["POSTGRES_USER"],
+            pg["POSTGRES_PASSWORD"],
+            pg["POSTGRES_DB"],
+        )
+        assert urlsplit(env["REDIS_URL"]).hostname == "redis"
+        search = urlsplit(env["SEARCH_URL"])
+        assert search.hostname == "search" and search.port == DEFAULT_PORT
+        mounts = [v.split(":")[1] for v in SERVICES[name]["volumes"]]
+        for var in ("ARTIFACTS_ROOT", "VAR_DIR"):
+            assert any(env[var].startswith(m) for m in mounts), f"{name}: {var} not on a volume"
+    assert str(DEFAULT_PORT) in SERVICES["search"]["environment"]["SEARCH_BIND"]
+    assert "redis-server" in command("redis") and "--appendonly" in command("redis")
+    assert command("redis")[command("redis").index("--appendonly") + 1] == "yes"
+
+
+def test_workers_cover_exactly_the_queues_of_the_celery_app():
+    covered = []
+    for name in ("worker-cpu", "worker-gpu"):
+        cmd = command(name)
+        assert cmd[:3] == ["celery", "-A", "embedhub"] and "worker" in cmd
+        assert cmd[cmd.index("--prefetch-multiplier") + 1] == "1"
+        covered += cmd[cmd.index("-Q") + 1].split(",")
+    assert sorted(covered) == sorted(QUEUES)
+    assert command("worker-gpu")[command("worker-gpu").index("-Q") + 1] == "gpu"
+    gpu = SERVICES["worker-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert command("beat")[:4] == ["celery", "-A", "embedhub", "beat"]
+
+
+def test_web_migrates_then_serves_the_wsgi_app():
+    text = " ".join(command("web"))
+    assert text.index("manage.py migrate") < text.index("gunicorn embedhub.wsgi:application")
+    assert (REPO / "embedhub" / "wsgi.py").exists()
+    assert command("search") == ["python", "-m", "workers.serving"]
+    assert (REPO / "workers" / "serving" / "__main__.py").exists()
+
+
+def test_every_compose_variable_is_documented():
+    documented = set(re.findall(r"^#?\s*([A-Z_]+)=", (REPO / ".env.example").read_text(), re.M))
+    names = {k for name in APP_SERVICES for k in SERVICES[name]["environment"]} - {"SEARCH_BIND"}
+    assert names <= documented, names - documented
+
+
+@pytest.mark.parametrize("service", ["web", "worker-cpu", "search"])
+def test_settings_load_coherently_with_a_service_environment(service, tmp_path):
+    env = {**os.environ, **env_of(service), "VAR_DIR": str(tmp_path), "STATIC_ROOT": str(tmp_path)}
+    env["ARTIFACTS_ROOT"] = str(tmp_path / "artifacts")
+    code = (
+        "import json, django; django.setup(); from django.conf import settings as s;"
+        "print(json.dumps([s.DATABASES['default']['ENGINE'], s.DATABASES['default']['HOST'],"
+        " s.CELERY_BROKER_URL, s.SEARCH_URL, s.DEBUG, s.ENCODE_QUEUE]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**env, "DJANGO_SETTINGS_MODULE": "embedhub.settings"},
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    engine, host, broker, search, debug, queue = json.loads(out.stdout)
+    assert (engine, host) == ("django.db.backends.postgresql", "postgres")
+    assert broker == "redis://redis:6379/0" and search == "http://search:8001"
+    assert debug is False and queue in QUEUES
+
+
+def test_procfile_starts_web_worker_with_the_reaper_and_search():
+    procs = dict(
+        line.split(":", 1) for line in (REPO / "Procfile").read_text().splitlines() if line.strip()
+    )
+    assert set(procs) == {"web", "worker", "search"}
+    worker = shlex.split(procs["worker"])
+    assert worker[1:3] == ["-A", "embedhub"] and "--beat" in worker
+    assert sorted(worker[worker.index("-Q") + 1].split(",")) == sorted(QUEUES)
+    assert "workers.serving" in procs["search"] and "runserver" in procs["web"]
+
+
+def test_dockerfile_installs_pinned_torch_before_the_requirements():
+    text = (REPO / "Dockerfile").read_text()
+    assert text.index('"torch==2.13.0"') < text.index("-r requirements/base.txt")
+    assert "torch==2.13.0" in (REPO / "requirements" / "base.txt").read_text()
