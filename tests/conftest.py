@@ -103,58 +103,42 @@ def _artifacts(settings, tmp_path):
 
 @pytest.fixture
 def team(db):
-    from apps.accounts.services import team_create
+    from tests.factories import TeamFactory
 
-    return team_create(name="Acme Search", slug="acme")
+    return TeamFactory(name="Acme Search", slug="acme")
 
 
 @pytest.fixture
 def other_team(db):
-    from apps.accounts.services import team_create
+    from tests.factories import TeamFactory
 
-    return team_create(name="Other Co", slug="other")
+    return TeamFactory(name="Other Co", slug="other")
 
 
-def _user(username: str):
-    from django.contrib.auth import get_user_model
+def _persona(username: str, team, role: str):
+    from tests.factories import MembershipFactory, UserFactory
 
-    return get_user_model().objects.create_user(username=username, password="pw-" + username)
+    return MembershipFactory(team=team, user=UserFactory(username=username), role=role).user
 
 
 @pytest.fixture
 def owner(team):
-    from apps.accounts.services import membership_set
-
-    user = _user("owner")
-    membership_set(team=team, user=user, role="admin")
-    return user
+    return _persona("owner", team, "admin")
 
 
 @pytest.fixture
 def member(team):
-    from apps.accounts.services import membership_set
-
-    user = _user("member")
-    membership_set(team=team, user=user, role="member")
-    return user
+    return _persona("member", team, "member")
 
 
 @pytest.fixture
 def viewer(team):
-    from apps.accounts.services import membership_set
-
-    user = _user("viewer")
-    membership_set(team=team, user=user, role="viewer")
-    return user
+    return _persona("viewer", team, "viewer")
 
 
 @pytest.fixture
 def outsider(other_team):
-    from apps.accounts.services import membership_set
-
-    user = _user("outsider")
-    membership_set(team=other_team, user=user, role="admin")
-    return user
+    return _persona("outsider", other_team, "admin")
 
 
 @pytest.fixture

@@ -75,3 +75,19 @@ def test_secret_key_file(tmp_path):
         text=True,
     )
     assert out.stdout.strip() == "from-a-file-" + "y" * 50
+
+
+def test_broker_visibility_timeout_outlasts_the_longest_job(settings):
+    from embedhub.celery import app
+
+    assert settings.JOB_TIME_LIMIT > settings.JOB_SOFT_TIME_LIMIT
+    if settings.REDIS_URL:
+        visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+        assert visibility > settings.JOB_TIME_LIMIT
+    conf = app.conf
+    assert conf.task_serializer == "json" and conf.accept_content == ["json"]
+    assert conf.task_acks_late and conf.worker_prefetch_multiplier == 1
+    from workers.tasks.evaluation import evaluate
+
+    assert evaluate.soft_time_limit == settings.JOB_SOFT_TIME_LIMIT
+    assert evaluate.time_limit == settings.JOB_TIME_LIMIT

@@ -11,7 +11,10 @@ METRICS: dict[str, str] = {
     "ndcg@5": "nDCG@5",
     "ndcg@10": "nDCG@10",
     "ndcg@100": "nDCG@100",
-    "mrr@10": "RR@10",
+    # pytrec_eval has no cut-off for reciprocal rank, and ir-measures would send RR@10 to another
+    # provider that breaks score ties differently; RR over the run cut at 10 in trec_eval's own
+    # order (score, then document id, both descending) is the same measure, from pytrec_eval.
+    "mrr@10": "RR",
     "recall@1": "R@1",
     "recall@5": "R@5",
     "recall@10": "R@10",
@@ -20,6 +23,18 @@ METRICS: dict[str, str] = {
     "p@1": "P@1",
     "p@10": "P@10",
 }
+
+
+# Metrics computed on the run cut at k before scoring (see "mrr@10" above).
+RUN_CUTS = {"mrr@10": 10}
+
+
+def trec_cut(run: dict[str, dict[str, float]], k: int) -> dict[str, dict[str, float]]:
+    """The top k of each query in trec_eval's order: score, then document id, descending."""
+    return {
+        qid: dict(sorted(docs.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)[:k])
+        for qid, docs in run.items()
+    }
 
 
 def compute_metrics(

@@ -39,6 +39,7 @@ class Command(JsonCommand):
 
             evaluate.run(evaluation.pk)
         else:
+            self.stderr.write(f"evaluation {evaluation.pk} queued; waiting for a worker…")
             deadline = time.monotonic() + timeout
             while True:
                 status = Evaluation.objects.values_list("status", flat=True).get(pk=evaluation.pk)
