@@ -47,12 +47,16 @@ def compute_metrics(
     """
     import ir_measures
 
-    by_measure = {ir_measures.parse_measure(s): name for name, s in METRICS.items()}
     per_query: dict[str, dict[str, float]] = {qid: dict.fromkeys(METRICS, 0.0) for qid in qrels}
     judged_run = {qid: docs for qid, docs in run.items() if qid in qrels and docs}
     if judged_run:
-        for m in ir_measures.iter_calc(list(by_measure), qrels, judged_run):
-            per_query[m.query_id][by_measure[m.measure]] = float(m.value)
+        full = {ir_measures.parse_measure(s): n for n, s in METRICS.items() if n not in RUN_CUTS}
+        for m in ir_measures.iter_calc(list(full), qrels, judged_run):
+            per_query[m.query_id][full[m.measure]] = float(m.value)
+        for name, k in RUN_CUTS.items():
+            measure = ir_measures.parse_measure(METRICS[name])
+            for m in ir_measures.iter_calc([measure], qrels, trec_cut(judged_run, k)):
+                per_query[m.query_id][name] = float(m.value)
     n = len(per_query)
     aggregate = {
         name: (sum(values[name] for values in per_query.values()) / n if n else 0.0)
