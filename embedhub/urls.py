@@ -8,5 +8,6 @@ urlpatterns = [
     path("datasets/", include("apps.datasets.urls")),
     path("runs/", include("apps.runs.urls")),
     path("indexes/", include("apps.indexes.urls")),
+    path("api/v1/", include("apps.runs.api_urls")),
     path("admin/", admin.site.urls),
 ]

@@ -139,19 +139,17 @@ def job_mark_cancelled(*, job: Job) -> bool:
 def job_cancel(*, job: Job) -> Job:
     """Ask a job to stop. A pending job stops at once; a running one at its next report."""
     model = type(job)
-    now = timezone.now()
-    with transaction.atomic():
-        if model.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(
-            status=JobStatus.CANCELLED,
-            cancel_requested=True,
-            finished_at=now,
-            human_error="Cancelled before it started.",
-        ):
-            pass
-        elif not model.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
-            cancel_requested=True
-        ):
-            raise InvalidTransition(f"A {job.status} job cannot be cancelled.")
+    stopped_pending = model.objects.filter(pk=job.pk, status=JobStatus.PENDING).update(
+        status=JobStatus.CANCELLED,
+        cancel_requested=True,
+        finished_at=timezone.now(),
+        human_error="Cancelled before it started.",
+    )
+    if not stopped_pending and not model.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+        cancel_requested=True
+    ):
+        job.refresh_from_db()
+        raise InvalidTransition(f"A {job.status} job cannot be cancelled.")
     job.refresh_from_db()
     return job
 
@@ -169,7 +167,7 @@ def jobs_reap(*, stale_after: int | None = None) -> int:
         reaped += stale.update(
             status=JobStatus.FAILED,
             finished_at=timezone.now(),
-            human_error=f"The worker stopped reporting for over {stale_after // 60} minutes.",
+            human_error=f"The worker stopped reporting for over {stale_after} seconds.",
             error="Reaped: no heartbeat since the cutoff; the worker process probably died.",
         )
     if reaped:

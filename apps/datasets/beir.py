@@ -62,9 +62,7 @@ def _read_bytes(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def _lines(
-    path: Path, label: str, raw: bytes, problems: list[BeirProblem]
-) -> Iterator[tuple[int, str]]:
+def _lines(label: str, raw: bytes, problems: list[BeirProblem]) -> Iterator[tuple[int, str]]:
     if not raw.strip():
         problems.append(BeirProblem(label, 0, "the file is empty"))
         return
@@ -79,7 +77,7 @@ def _lines(
 
 def _json_records(label, raw, problems, *, kind: str) -> Iterator[tuple[int, str, dict]]:
     seen: set[str] = set()
-    for number, line in _lines(Path(label), label, raw, problems):
+    for number, line in _lines(label, raw, problems):
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -172,7 +170,7 @@ def read_beir_folder(folder: str | Path) -> BeirData:
         label = str(path)
         rows: list[tuple[str, str, int]] = []
         seen_pairs: set[tuple[str, str]] = set()
-        for number, line in _lines(path, label, raw, problems):
+        for number, line in _lines(label, raw, problems):
             cells = next(csv.reader(io.StringIO(line), delimiter="\t"))
             if (
                 number == 1

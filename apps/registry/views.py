@@ -31,7 +31,7 @@ def model_detail(request, pk: int):
 
 
 @require_http_methods(["GET", "POST"])
-@team_required(Role.MEMBER)
+@team_required(Role.ADMIN)  # it reads folders on the server: team admins only
 def model_register(request):
     form = RegisterModelForm(request.POST or None)
     if request.method == "POST" and form.is_valid():

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from django.http import Http404, JsonResponse
+from django.views.decorators.http import require_GET
+
+from apps.accounts.api import token_required
+from apps.runs.models import Evaluation
+
+
+def evaluation_payload(evaluation: Evaluation) -> dict:
+    return {
+        "id": evaluation.pk,
+        "status": evaluation.status,
+        "stage": evaluation.stage,
+        "progress": {"done": evaluation.progress_done, "total": evaluation.progress_total},
+        "model": {"id": evaluation.model_id, "name": evaluation.model.name},
+        "dataset_version": evaluation.dataset_version_id,
+        "split": evaluation.split,
+        "metrics": evaluation.metrics,
+        "error": evaluation.human_error or None,
+        "created_at": evaluation.created_at.isoformat(),
+        "finished_at": evaluation.finished_at.isoformat() if evaluation.finished_at else None,
+    }
+
+
+@require_GET
+@token_required
+def evaluation_detail(request, pk: int):
+    # A token sees its own team only; another team's evaluation is a 404 like a missing one.
+    evaluation = Evaluation.objects.select_related("model").filter(team=request.team, pk=pk).first()
+    if evaluation is None:
+        raise Http404
+    return JsonResponse(evaluation_payload(evaluation))

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from apps.runs import api
+
+urlpatterns = [
+    path("evaluations/<int:pk>", api.evaluation_detail, name="api-evaluation"),
+]
