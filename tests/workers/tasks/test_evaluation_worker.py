@@ -55,3 +55,48 @@ def test_redelivered_message_is_a_no_op(
         log=celery_worker_process.log,
     )
     assert Evaluation.objects.get(pk=evaluation.pk).finished_at == finished
+
+
+def test_cancel_stops_a_running_evaluation_within_seconds(
+    celery_worker_process, team, tiny_registered_model, tmp_path
+):
+    import time
+
+    from apps.core.services import job_cancel
+    from apps.datasets.services import dataset_import_beir
+    from tests.conftest import write_beir
+
+    words = "cats dogs python rust coffee tea moon mars planet drink language".split()
+    corpus = [
+        {"_id": f"d{i}", "title": "", "text": " ".join(words * 6) + f" {i}"} for i in range(3000)
+    ]
+    folder = write_beir(
+        tmp_path / "big",
+        corpus=corpus,
+        queries=[{"_id": "q", "text": "tea"}],
+        qrels={"test": [("q", "d1", 1)]},
+    )
+    version = dataset_import_beir(team=team, name="big", path=folder).version
+    evaluation = evaluation_create(
+        team=team, model=tiny_registered_model, dataset_version=version, split="test"
+    )
+    wait_for(
+        lambda: Evaluation.objects.filter(
+            pk=evaluation.pk, stage="encoding documents", progress_done__gt=0
+        ).exists(),
+        timeout=120,
+        what="encoding to start",
+        log=celery_worker_process.log,
+    )
+    asked = time.monotonic()
+    job_cancel(job=evaluation)
+    done = wait_for(
+        lambda: Evaluation.objects.filter(pk=evaluation.pk, status__in=Evaluation.TERMINAL).first(),
+        timeout=30,
+        what="the cancel",
+        log=celery_worker_process.log,
+    )
+    assert done.status == JobStatus.CANCELLED
+    assert time.monotonic() - asked < 5
+    assert done.progress_done < 3000 and not done.metrics
+    assert not QueryResult.objects.filter(evaluation=done).exists()
