@@ -34,6 +34,7 @@ REQUIRED_ENV = [
     "CSRF_TRUSTED_ORIGINS",
     "SEARCH_URL",
     "ENCODE_QUEUE",
+    "SECURE_SSL_REDIRECT",
 ]
 
 
@@ -61,6 +62,26 @@ def test_app_services_share_one_image_and_the_whole_environment():
         assert not missing, f"{name} lacks {missing}"
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_the_shared_env_block_holds_exactly_the_settings_names():
+    assert set(COMPOSE["x-app-env"]) == set(REQUIRED_ENV)
+    for name in APP_SERVICES:
+        env = SERVICES[name]["environment"]
+        assert {k: env[k] for k in REQUIRED_ENV} == COMPOSE["x-app-env"], name
+    assert COMPOSE["x-app-env"]["ENCODE_QUEUE"] == "${ENCODE_QUEUE:-index}"
+    assert resolve(COMPOSE["x-app-env"]["ENCODE_QUEUE"]) in QUEUES
+
+
+def test_named_volumes_are_declared_and_used():
+    declared = set(COMPOSE["volumes"])
+    assert {"pgdata", "redisdata", "artifacts"} <= declared
+    for name, service in SERVICES.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            assert source.startswith((".", "/")) or source in declared, f"{name}: {source}"
+    assert "pgdata:/var/lib/postgresql/data" in SERVICES["postgres"]["volumes"]
+    assert "redisdata:/data" in SERVICES["redis"]["volumes"]
 
 
 def test_urls_point_at_the_services_that_exist():
@@ -98,15 +119,23 @@ def test_workers_cover_exactly_the_queues_of_the_celery_app():
     assert gpu["profiles"] == ["gpu"]
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
-    assert command("beat")[:4] == ["celery", "-A", "embedhub", "beat"]
+    assert device["count"] == "all"
+    beat = command("beat")
+    assert beat[:4] == ["celery", "-A", "embedhub", "beat"]
+    assert beat[beat.index("--schedule") + 1].startswith(env_of("beat")["VAR_DIR"] + "/")
 
 
 def test_web_migrates_then_serves_the_wsgi_app():
     text = " ".join(command("web"))
     assert text.index("manage.py migrate") < text.index("gunicorn embedhub.wsgi:application")
     assert (REPO / "embedhub" / "wsgi.py").exists()
+    assert "8000:8000" in SERVICES["web"]["ports"]
     assert command("search") == ["python", "-m", "workers.serving"]
     assert (REPO / "workers" / "serving" / "__main__.py").exists()
+    assert DEFAULT_PORT == 8001
+    assert str(DEFAULT_PORT) in [str(p) for p in SERVICES["search"]["expose"]]
+    probe = " ".join(SERVICES["search"]["healthcheck"]["test"])
+    assert f"http://localhost:{DEFAULT_PORT}/health" in probe and "urllib" in probe
 
 
 def test_every_compose_variable_is_documented():
@@ -145,7 +174,8 @@ def test_procfile_starts_web_worker_with_the_reaper_and_search():
     )
     assert set(procs) == {"web", "worker", "search"}
     worker = shlex.split(procs["worker"])
-    assert worker[1:3] == ["-A", "embedhub"] and "--beat" in worker
+    assert os.path.basename(worker[0]) == "celery" and worker[1:4] == ["-A", "embedhub", "worker"]
+    assert "--beat" in worker and worker[worker.index("--schedule") + 1].startswith("var/")
     assert sorted(worker[worker.index("-Q") + 1].split(",")) == sorted(QUEUES)
     assert "workers.serving" in procs["search"] and "runserver" in procs["web"]
 
@@ -154,3 +184,7 @@ def test_dockerfile_installs_pinned_torch_before_the_requirements():
     text = (REPO / "Dockerfile").read_text()
     assert text.index('"torch==2.13.0"') < text.index("-r requirements/base.txt")
     assert "torch==2.13.0" in (REPO / "requirements" / "base.txt").read_text()
+    for line in ("HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1", "DJANGO_SETTINGS_MODULE=embedhub"):
+        assert line in text, line
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1] not in ("root", "0"), "the image must run as a non-root user"
