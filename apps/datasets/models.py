@@ -39,6 +39,7 @@ class DatasetVersion(models.Model):
     query_count = models.PositiveIntegerField(default=0)
     qrels_counts = models.JSONField(default=dict, blank=True)  # {"test": 339, "train": 919}
     warnings = models.JSONField(default=list, blank=True)
+    stats = models.JSONField(default=dict, blank=True)  # e.g. the words-per-document histogram
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from apps.datasets.beir import BeirError, read_beir_folder
+from apps.datasets.beir import BeirError, iter_documents, scan_beir_folder
 from apps.datasets.models import Dataset, DatasetVersion, Document, Qrel, Query
 from apps.datasets.services import dataset_import_beir
 from tests.conftest import TINY_CORPUS, TINY_QRELS, TINY_QUERIES, write_beir
@@ -13,27 +13,28 @@ from tests.conftest import TINY_CORPUS, TINY_QRELS, TINY_QUERIES, write_beir
 
 def problems_of(folder) -> list[str]:
     with pytest.raises(BeirError) as info:
-        read_beir_folder(folder)
+        scan_beir_folder(folder)
     return [str(p) for p in info.value.problems]
 
 
 def test_reads_the_tiny_folder(beir_folder):
-    data = read_beir_folder(beir_folder)
-    assert len(data.documents) == 8 and len(data.queries) == 5
-    assert {s: len(r) for s, r in data.qrels.items()} == {"test": 4, "train": 1}
+    data = scan_beir_folder(beir_folder)
+    assert (data.document_count, data.query_count) == (8, 5)
+    assert data.qrels_counts == {"test": 4, "train": 1}
     assert data.warnings == ["1 document(s) have an empty title."]
     assert len(data.content_hash) == 64
 
 
 def test_gzip_files_are_read_and_hash_like_plain(tmp_path, beir_folder):
-    plain = read_beir_folder(beir_folder)
+    plain = scan_beir_folder(beir_folder)
+    plain_documents = list(iter_documents(plain))
     for name in ("corpus.jsonl", "queries.jsonl"):
         raw = (beir_folder / name).read_bytes()
         (beir_folder / name).unlink()
         (beir_folder / (name + ".gz")).write_bytes(gzip.compress(raw))
-    packed = read_beir_folder(beir_folder)
+    packed = scan_beir_folder(beir_folder)
     assert packed.content_hash == plain.content_hash
-    assert packed.documents == plain.documents
+    assert list(iter_documents(packed)) == plain_documents
 
 
 def test_every_problem_names_file_line_and_reason(tmp_path):
@@ -78,8 +79,14 @@ def test_non_utf8_and_empty_and_missing_files(tmp_path):
 def test_header_is_optional_and_grades_are_kept(tmp_path):
     folder = write_beir(tmp_path / "nohead")
     (folder / "qrels" / "test.tsv").write_text("q2\td4\t2\nq2\td3\t1\n")
-    data = read_beir_folder(folder)
-    assert data.qrels["test"] == [("q2", "d4", 2), ("q2", "d3", 1)]
+    from apps.datasets.beir import iter_qrels
+
+    data = scan_beir_folder(folder)
+    assert data.qrels_counts["test"] == 2
+    assert [r for r in iter_qrels(data) if r[0] == "test"] == [
+        ("test", "q2", "d4", 2),
+        ("test", "q2", "d3", 1),
+    ]
 
 
 @pytest.mark.django_db
@@ -118,7 +125,7 @@ def test_a_crash_mid_write_leaves_no_rows(team, beir_folder, monkeypatch):
     def explode(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(services.Qrel.objects, "bulk_create", explode)
+    monkeypatch.setattr(services.loader, "load_qrels", explode)
     with pytest.raises(RuntimeError):
         dataset_import_beir(team=team, name="tiny", path=beir_folder)
     assert not DatasetVersion.objects.exists()
@@ -132,11 +139,11 @@ def test_shipped_demo_scifact_is_the_shared_one():
     shipped = REPO / "demo" / "scifact"
     assert (shipped / "SOURCE.md").exists()
     shared = REPO.parent / "shared" / "data" / "scifact"
-    data = read_beir_folder(shipped)
-    assert len(data.documents) == 5183 and len(data.queries) == 1109
-    assert {s: len(r) for s, r in data.qrels.items()} == {"test": 339, "train": 919}
+    data = scan_beir_folder(shipped)
+    assert (data.document_count, data.query_count) == (5183, 1109)
+    assert data.qrels_counts == {"test": 339, "train": 919}
     if shared.exists():
-        assert read_beir_folder(shared).content_hash == data.content_hash
+        assert scan_beir_folder(shared).content_hash == data.content_hash
 
 
 def test_queries_fixture_is_consistent():

@@ -1,0 +1,121 @@
+"""Writing a validated dataset's rows: COPY on PostgreSQL, batched inserts on SQLite.
+
+Called inside the transaction that creates the version, so a failure anywhere leaves nothing.
+Memory stays flat: rows stream from the files to the database; judgements are resolved to row
+ids by the database itself (a join), never through an in-memory map of the whole corpus.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+
+from django.db import connection
+
+from apps.datasets.models import DatasetVersion, Document, Qrel, Query
+
+BATCH = 5000
+Progress = Callable[[str, int, int], None]
+
+
+def _batches(rows: Iterable, size: int = BATCH) -> Iterator[list]:
+    it = iter(rows)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def _copy(table: str, columns: list[str], rows: Iterable[tuple], on_row=None) -> int:
+    cursor = connection.cursor().cursor  # the psycopg 3 cursor under Django's wrapper
+    n = 0
+    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+            n += 1
+            if on_row and n % BATCH == 0:
+                on_row(n)
+    return n
+
+
+def load_documents(version: DatasetVersion, rows, *, total: int, report: Progress | None) -> int:
+    def tick(n):
+        if report:
+            report("loading documents", n, total)
+
+    if connection.vendor == "postgresql":
+        n = _copy(
+            Document._meta.db_table,
+            ["version_id", "doc_id", "title", "text", "metadata"],
+            ((version.pk, d, t, x, json.dumps(m)) for d, t, x, m in rows),
+            tick,
+        )
+    else:
+        n = 0
+        for batch in _batches(rows):
+            Document.objects.bulk_create(
+                Document(version=version, doc_id=d, title=t, text=x, metadata=m)
+                for d, t, x, m in batch
+            )
+            n += len(batch)
+            tick(n)
+    tick(n)
+    return n
+
+
+def load_queries(version: DatasetVersion, rows) -> int:
+    if connection.vendor == "postgresql":
+        return _copy(
+            Query._meta.db_table,
+            ["version_id", "query_id", "text", "metadata"],
+            ((version.pk, q, t, json.dumps(m)) for q, t, m in rows),
+        )
+    n = 0
+    for batch in _batches(rows):
+        Query.objects.bulk_create(
+            Query(version=version, query_id=q, text=t, metadata=m) for q, t, m in batch
+        )
+        n += len(batch)
+    return n
+
+
+def load_qrels(version: DatasetVersion, rows) -> int:
+    """rows: (split, query id, document id, score) with ids as in the files."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TEMP TABLE embedhub_qrel_load (split text, query_id text, doc_id text,"
+                " score integer) ON COMMIT DROP"
+            )
+        _copy("embedhub_qrel_load", ["split", "query_id", "doc_id", "score"], rows)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                INSERT INTO {Qrel._meta.db_table} (version_id, split, query_id, document_id, score)
+                SELECT %s, l.split, q.id, d.id, l.score
+                FROM embedhub_qrel_load l
+                JOIN {Query._meta.db_table} q ON q.version_id = %s AND q.query_id = l.query_id
+                JOIN {Document._meta.db_table} d ON d.version_id = %s AND d.doc_id = l.doc_id
+                """,
+                [version.pk, version.pk, version.pk],
+            )
+            n = cursor.rowcount
+            cursor.execute("DROP TABLE embedhub_qrel_load")
+        return n
+    n = 0
+    for batch in _batches(rows):
+        qpk = dict(
+            Query.objects.filter(version=version, query_id__in={r[1] for r in batch}).values_list(
+                "query_id", "pk"
+            )
+        )
+        dpk = dict(
+            Document.objects.filter(version=version, doc_id__in={r[2] for r in batch}).values_list(
+                "doc_id", "pk"
+            )
+        )
+        Qrel.objects.bulk_create(
+            Qrel(version=version, split=s, query_id=qpk[q], document_id=dpk[d], score=score)
+            for s, q, d, score in batch
+        )
+        n += len(batch)
+    return n
