@@ -43,7 +43,7 @@ app.conf.update(
     worker_max_tasks_per_child=50,
     broker_connection_retry_on_startup=True,
     # Task modules import no ML library at module level, so loading them is cheap.
-    imports=("workers.tasks.core", "workers.tasks.evaluation"),
+    imports=("workers.tasks.core", "workers.tasks.evaluation", "workers.tasks.ingest"),
     beat_schedule={
         "reap-stale-jobs": {"task": "workers.tasks.core.reap_stale_jobs", "schedule": 60.0},
     },

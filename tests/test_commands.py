@@ -16,10 +16,9 @@ pytestmark = pytest.mark.django_db
 
 
 def run(*args) -> tuple[int, dict | None, str]:
-    out, err = io.StringIO(), io.StringIO()
     import contextlib
-    import sys
 
+    out, err = io.StringIO(), io.StringIO()
     code = 0
     with contextlib.redirect_stderr(err):
         try:
@@ -27,7 +26,6 @@ def run(*args) -> tuple[int, dict | None, str]:
         except SystemExit as exc:
             code = exc.code
     text = out.getvalue().strip()
-    del sys
     return code, (json.loads(text) if text else None), err.getvalue()
 
 
@@ -85,11 +83,12 @@ def test_evaluate_rejects_unknown_split(tiny_registered_model, tiny_version):
     assert code == 2 and "no split 'dev'" in err and "test, train" in err
 
 
-def test_demo_is_idempotent(settings, tmp_path, monkeypatch):
+def test_demo_is_idempotent(settings, tmp_path, django_capture_on_commit_callbacks):
     from django.contrib.auth import get_user_model
 
     settings.VAR_DIR = tmp_path
-    code, first, _ = run("demo")
+    with django_capture_on_commit_callbacks(execute=True):
+        code, first, _ = run("demo")
     assert code == 0 and first["username"] == "admin" and len(first["password"]) >= 12
     assert first["documents"] == 5183 and first["qrels"] == {"test": 339, "train": 919}
     model = EmbeddingModel.objects.get(pk=first["model"])
@@ -97,6 +96,22 @@ def test_demo_is_idempotent(settings, tmp_path, monkeypatch):
     user = get_user_model().objects.get(username="admin")
     assert user.check_password(first["password"])
     counts = [M.objects.count() for M in (get_user_model(), EmbeddingModel, Dataset)]
-    code, second, _ = run("demo")
+    with django_capture_on_commit_callbacks(execute=True):
+        code, second, _ = run("demo")
     assert second == first
     assert [M.objects.count() for M in (get_user_model(), EmbeddingModel, Dataset)] == counts
+
+
+def test_demo_gives_a_new_password_when_var_was_wiped(
+    settings, tmp_path, django_capture_on_commit_callbacks
+):
+    from django.contrib.auth import get_user_model
+
+    settings.VAR_DIR = tmp_path
+    with django_capture_on_commit_callbacks(execute=True):
+        _, first, _ = run("demo")
+    (tmp_path / "demo-admin-password").unlink()
+    with django_capture_on_commit_callbacks(execute=True):
+        _, second, _ = run("demo")
+    assert second["password"] != first["password"]
+    assert get_user_model().objects.get(username="admin").check_password(second["password"])

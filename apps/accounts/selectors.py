@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 from typing import TypeVar
 
-from django.db.models import Model, QuerySet
+from django.core.exceptions import PermissionDenied
+from django.db.models import F, Model, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
@@ -30,8 +31,8 @@ def membership_get(*, user, team: Team) -> Membership | None:
 def team_scoped_get(*, queryset: QuerySet[M], user, pk, role: str = Role.VIEWER) -> M:
     """Fetch an object of one of the user's teams, or raise Http404.
 
-    ``role`` is the least role needed; a member of the team with a lower role also gets 404
-    for writes, so nothing leaks about what exists.
+    ``role`` is the least role needed, checked in the object's own team (not the session's):
+    a member with a lower role gets 403; anyone outside the team gets 404, as for nothing.
     """
     if not user.is_authenticated:
         raise Http404
@@ -40,9 +41,16 @@ def team_scoped_get(*, queryset: QuerySet[M], user, pk, role: str = Role.VIEWER)
     except (queryset.model.DoesNotExist, ValueError, TypeError):
         raise Http404 from None
     membership = membership_get(user=user, team=obj.team)
-    if membership is None or not membership.allows(role):
+    if membership is None:
         raise Http404
+    if not membership.allows(role):
+        raise PermissionDenied(f"This needs the {role} role in {obj.team}.")
     return obj
+
+
+def can_write(*, user, team: Team) -> bool:
+    membership = membership_get(user=user, team=team)
+    return membership is not None and membership.allows(Role.MEMBER)
 
 
 def api_token_authenticate(*, raw: str) -> ApiToken | None:
@@ -51,7 +59,13 @@ def api_token_authenticate(*, raw: str) -> ApiToken | None:
     digest = hashlib.sha256(raw.encode()).hexdigest()
     token = (
         ApiToken.objects.select_related("team", "user")
-        .filter(key_hash=digest, revoked_at__isnull=True)
+        .filter(
+            key_hash=digest,
+            revoked_at__isnull=True,
+            user__is_active=True,
+            # A member who leaves the team takes the token's access along.
+            team__memberships__user=F("user"),
+        )
         .first()
     )
     if token is not None:

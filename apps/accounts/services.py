@@ -25,8 +25,14 @@ def team_create(*, name: str, slug: str = "", owner=None) -> Team:
 
 @transaction.atomic
 def membership_set(*, team: Team, user, role: str) -> Membership:
+    role = Role(role)
+    if role != Role.ADMIN:
+        # Lock the admin rows so two demotions at once cannot leave the team without one.
+        admins = list(Membership.objects.select_for_update().filter(team=team, role=Role.ADMIN))
+        if [m.user_id for m in admins] == [user.pk]:
+            raise ValueError("A team keeps at least one admin.")
     membership, _ = Membership.objects.update_or_create(
-        team=team, user=user, defaults={"role": Role(role)}
+        team=team, user=user, defaults={"role": role}
     )
     return membership
 
@@ -37,13 +43,6 @@ def membership_add_by_username(*, team: Team, username: str, role: str) -> Membe
     if user is None:
         raise ValueError(f"No user named {username!r}.")
     return membership_set(team=team, user=user, role=role)
-
-
-def membership_remove(*, team: Team, user) -> None:
-    admins = Membership.objects.filter(team=team, role=Role.ADMIN)
-    if admins.filter(user=user).exists() and admins.count() == 1:
-        raise ValueError("A team keeps at least one admin.")
-    Membership.objects.filter(team=team, user=user).delete()
 
 
 def api_token_create(*, team: Team, user, name: str) -> tuple[ApiToken, str]:

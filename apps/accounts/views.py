@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.accounts.decorators import team_required
@@ -25,7 +26,12 @@ def team_switch(request):
     if team is None:
         raise Http404
     request.session[SESSION_KEY] = team.pk
-    return redirect(request.POST.get("next") or "core:home")
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        target = "core:home"
+    return redirect(target)
 
 
 @require_GET

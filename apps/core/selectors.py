@@ -1,9 +1,1 @@
-from __future__ import annotations
-
-from django.db.models import QuerySet
-
-from apps.core.models import Job, JobStatus
-
-
-def job_active_list(*, model: type[Job]) -> QuerySet[Job]:
-    return model.objects.filter(status__in=(JobStatus.PENDING, JobStatus.RUNNING))
+# Reads of job rows are team-scoped in each app (e.g. apps.runs.selectors).

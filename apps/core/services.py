@@ -8,6 +8,7 @@ transactions, throttling and cancellation live in one place.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +30,10 @@ class JobCancelled(Exception):
     """Raised inside the worker when the row asks to stop; the task ends the row cancelled."""
 
 
+class JobLost(Exception):
+    """The row is no longer running (reaped or finished elsewhere): stop without touching it."""
+
+
 class InvalidTransition(Exception):
     pass
 
@@ -43,11 +48,26 @@ def job_enqueue(*, job: Job, task, kwargs: dict | None = None) -> None:
     The task id is chosen here and stored on the row now, so the row names its task even
     before the broker has it; ids only travel through the queue (JSON serializer).
     """
+    model = type(job)
     task_id = str(uuid.uuid4())
-    type(job).objects.filter(pk=job.pk).update(celery_task_id=task_id, queued_at=timezone.now())
+    model.objects.filter(pk=job.pk).update(celery_task_id=task_id, queued_at=timezone.now())
     job.celery_task_id = task_id
     pk = job.pk
-    transaction.on_commit(lambda: task.apply_async(args=[pk], kwargs=kwargs or {}, task_id=task_id))
+
+    def send() -> None:
+        try:
+            task.apply_async(args=[pk], kwargs=kwargs or {}, task_id=task_id)
+        except Exception as exc:
+            # Otherwise the row would wait as "pending" for a message that never left.
+            logger.exception("Could not enqueue %s %s", model.__name__, pk)
+            model.objects.filter(pk=pk, status=JobStatus.PENDING).update(
+                status=JobStatus.FAILED,
+                finished_at=timezone.now(),
+                human_error="The job queue is unreachable; try again later.",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+    transaction.on_commit(send)
 
 
 def job_claim(*, model: type[J], pk: int) -> J | None:
@@ -98,14 +118,53 @@ class ProgressReporter:
         if stage_changed:
             fields["stage_started_at"] = now
             self._stage = stage
-        self.model.objects.filter(pk=self.job.pk).update(**fields)
+        # One round trip writes the progress and, by matching nothing, tells a cancel or a
+        # row that is no longer ours (reaped) apart from the normal case.
+        written = self.model.objects.filter(
+            pk=self.job.pk, status=JobStatus.RUNNING, cancel_requested=False
+        ).update(**fields)
+        if not written:
+            self.check()
         for key, value in fields.items():
             setattr(self.job, key, value)
-        if self.model.objects.filter(pk=self.job.pk, cancel_requested=True).exists():
+
+    def check(self) -> None:
+        """Raise JobCancelled if a cancel was asked for, JobLost if the row is not running."""
+        row = self.model.objects.filter(pk=self.job.pk).values("status", "cancel_requested")
+        row = row.first()
+        if row is None or row["status"] != JobStatus.RUNNING:
+            raise JobLost()
+        if row["cancel_requested"]:
             raise JobCancelled()
 
-    def heartbeat(self) -> None:
-        self.model.objects.filter(pk=self.job.pk).update(heartbeat_at=timezone.now())
+
+class Heartbeat:
+    """Keeps ``heartbeat_at`` fresh from a side thread while a step reports nothing for long
+    (loading a model, a big search), so the reaper only fails rows whose worker is gone."""
+
+    def __init__(self, job: Job, *, interval: float) -> None:
+        self.model, self.pk, self.interval = type(job), job.pk, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job.pk}", daemon=True)
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(self.interval):
+                self.model.objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        finally:
+            connection.close()  # this thread's own connection
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def _finish(*, job: Job, status: str, **fields) -> bool:
@@ -184,8 +243,14 @@ def job_run(*, job: Job, work: Callable[[ProgressReporter], dict | None]) -> Non
     from celery.exceptions import SoftTimeLimitExceeded
 
     reporter = ProgressReporter(job)
+    interval = max(1.0, min(60.0, settings.JOB_STALE_AFTER / 4))
     try:
-        fields = work(reporter) or {}
+        with Heartbeat(job, interval=interval):
+            fields = work(reporter) or {}
+    except JobLost:
+        logger.warning(
+            "%s %s was no longer running; its result is dropped", type(job).__name__, job.pk
+        )
     except JobCancelled:
         job_mark_cancelled(job=job)
     except SoftTimeLimitExceeded:

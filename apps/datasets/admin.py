@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from apps.datasets.models import Dataset, DatasetVersion, Document, Query
+from apps.datasets.models import Dataset, DatasetVersion, Document, IngestJob, Query
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -15,6 +15,11 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Dataset)
 class DatasetAdmin(admin.ModelAdmin):
+    def get_readonly_fields(self, request, obj=None):
+        # Moving an object to another team would leave the first team's runs pointing at it.
+        fields = list(super().get_readonly_fields(request, obj))
+        return fields + ["team"] if obj is not None else fields
+
     list_display = ["name", "team", "created_at"]
     list_filter = ["team"]
     search_fields = ["name", "description"]
@@ -40,3 +45,9 @@ class QueryAdmin(ReadOnlyAdmin):
     list_display = ["query_id", "text", "version"]
     search_fields = ["query_id", "text"]
     list_select_related = ["version__dataset"]
+
+
+@admin.register(IngestJob)
+class IngestJobAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "team", "dataset_name", "status", "created_at"]
+    list_filter = ["team", "status"]

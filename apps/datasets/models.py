@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from apps.core.models import TeamOwned
+from apps.core.models import Job, TeamOwned
 
 
 class Dataset(TeamOwned):
@@ -114,3 +114,23 @@ class Qrel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.split}: {self.query_id} → {self.document_id} ({self.score})"
+
+
+class IngestJob(TeamOwned, Job):
+    """An upload being validated and loaded on the ``ingest`` queue (a job row)."""
+
+    dataset_name = models.CharField(max_length=200)
+    upload_dir = models.CharField(max_length=1000)
+    file_names = models.JSONField(default=list)
+    total_bytes = models.BigIntegerField(default=0)
+    version = models.ForeignKey(
+        DatasetVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reused = models.BooleanField(default=False)
+    problems = models.JSONField(default=list, blank=True)  # ["FILE:LINE: reason", …]
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Ingest #{self.pk} → {self.dataset_name}"

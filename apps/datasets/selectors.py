@@ -21,10 +21,6 @@ def dataset_version_get(*, user, pk, role: str = "viewer") -> DatasetVersion:
     return dataset.versions.get(pk=pk)
 
 
-def dataset_version_list(*, team: Team) -> QuerySet[DatasetVersion]:
-    return DatasetVersion.objects.filter(dataset__team=team).select_related("dataset")
-
-
 def evaluation_inputs(
     *, version: DatasetVersion, split: str
 ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]], dict[str, dict[str, int]]]:

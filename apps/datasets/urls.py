@@ -5,6 +5,8 @@ from apps.datasets import views
 app_name = "datasets"
 urlpatterns = [
     path("", views.dataset_index, name="list"),
+    path("upload/", views.dataset_upload, name="upload"),
+    path("ingests/<int:pk>/", views.ingest_detail, name="ingest"),
     path("<int:pk>/", views.dataset_detail, name="detail"),
     path("versions/<int:pk>/", views.version_detail, name="version"),
 ]

@@ -1,9 +1,17 @@
 from __future__ import annotations
 
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.vary import vary_on_headers
 
 from apps.accounts.decorators import team_required
+from apps.accounts.models import Role
+from apps.accounts.selectors import can_write, team_scoped_get
+from apps.datasets.forms import UploadForm
+from apps.datasets.ingest import IngestError, ingest_create
+from apps.datasets.models import IngestJob
 from apps.datasets.selectors import dataset_get, dataset_list, dataset_version_get
 from apps.runs.forms import EvaluationForm
 from apps.runs.selectors import evaluation_list
@@ -12,7 +20,48 @@ from apps.runs.selectors import evaluation_list
 @require_GET
 @team_required()
 def dataset_index(request):
-    return render(request, "datasets/list.html", {"datasets": dataset_list(team=request.team)})
+    return render(
+        request,
+        "datasets/list.html",
+        {
+            "datasets": dataset_list(team=request.team),
+            "ingests": IngestJob.objects.filter(team=request.team)[:10],
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@team_required(Role.MEMBER)
+def dataset_upload(request):
+    form = UploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            job = ingest_create(
+                team=request.team,
+                user=request.user,
+                name=form.cleaned_data["name"],
+                files=form.cleaned_data["files"],
+            )
+        except IngestError as exc:
+            for problem in exc.problems:
+                form.add_error(None, problem)
+        else:
+            url = reverse("datasets:ingest", args=[job.pk])
+            if request.htmx:
+                response = HttpResponse(status=204)
+                response["HX-Redirect"] = url
+                return response
+            return redirect(url)
+    return render(request, "datasets/upload.html", {"form": form})
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+@team_required()
+def ingest_detail(request, pk: int):
+    job = team_scoped_get(queryset=IngestJob.objects.all(), user=request.user, pk=pk)
+    template = "datasets/ingest.html#status" if request.htmx else "datasets/ingest.html"
+    return render(request, template, {"job": job})
 
 
 @require_GET
@@ -37,6 +86,7 @@ def version_detail(request, pk: int):
             "version": version,
             "dataset": version.dataset,
             "form": EvaluationForm(team=version.dataset.team, version=version),
+            "can_write": can_write(user=request.user, team=version.dataset.team),
             "evaluations": evaluation_list(team=version.dataset.team).filter(
                 dataset_version=version
             ),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
@@ -26,11 +27,16 @@ def embedding_model_register(
     Reads only the folder's JSON files and weight headers (no torch in the web process) and
     records dimension, max length, pooling, normalisation and prefixes.
     """
-    # Pure JSON inspection: importing it never loads torch.
+    # Pure JSON inspection: importing it never loads torch, and packages are found, not run.
     from workers.ml.inspect import ModelFolderError, find_package_model, inspect_model_folder
 
     if bool(path) == bool(package):
         raise ModelRegistrationError("Give either a folder path or a package name.")
+    if package and package not in settings.MODEL_PACKAGES:
+        allowed = ", ".join(settings.MODEL_PACKAGES) or "none"
+        raise ModelRegistrationError(
+            f"{package}: not in MODEL_PACKAGES (allowed: {allowed}); an administrator adds it."
+        )
     try:
         folder = find_package_model(package) if package else path
         info = inspect_model_folder(folder)

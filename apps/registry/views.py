@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -31,8 +32,12 @@ def model_detail(request, pk: int):
 
 
 @require_http_methods(["GET", "POST"])
-@team_required(Role.ADMIN)  # it reads folders on the server: team admins only
+@team_required(Role.ADMIN)
 def model_register(request):
+    # It reads folders of the server, so it is for the site's operators (staff), who also run
+    # manage.py register_model; a team admin alone must not probe the server's disk.
+    if not request.user.is_staff:
+        raise PermissionDenied("Registering a model from the server needs a staff account.")
     form = RegisterModelForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:

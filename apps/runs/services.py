@@ -88,6 +88,7 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
             "query_id", "pk"
         )
     )
+    report.check()  # a reaped or cancelled row gets no results
     with transaction.atomic():
         QueryResult.objects.filter(evaluation=evaluation).delete()
         QueryResult.objects.bulk_create(

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+from django.conf import settings
 from django.contrib import messages
-from django.http import HttpResponse
+from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
+from apps.accounts.selectors import can_write
 from apps.core.services import InvalidTransition, job_cancel
 from apps.datasets.selectors import dataset_version_get
 from apps.runs.forms import EvaluationForm
@@ -24,7 +28,7 @@ def evaluation_index(request):
 
 
 @require_POST
-@team_required(Role.MEMBER)
+@team_required()
 def evaluation_start(request, version_pk: int):
     version = dataset_version_get(user=request.user, pk=version_pk, role=Role.MEMBER)
     form = EvaluationForm(request.POST, team=version.dataset.team, version=version)
@@ -50,7 +54,10 @@ def evaluation_start(request, version_pk: int):
 @team_required()
 def evaluation_detail(request, pk: int):
     evaluation = evaluation_get(user=request.user, pk=pk)
-    context = {"evaluation": evaluation}
+    context = {
+        "evaluation": evaluation,
+        "can_write": can_write(user=request.user, team=evaluation.team),
+    }
     if request.htmx:
         # The fragment of a finished job carries no hx-trigger, so polling stops by itself.
         return render(request, "runs/evaluation.html#status", context)
@@ -58,7 +65,7 @@ def evaluation_detail(request, pk: int):
 
 
 @require_POST
-@team_required(Role.MEMBER)
+@team_required()
 def evaluation_cancel(request, pk: int):
     evaluation = evaluation_get(user=request.user, pk=pk, role=Role.MEMBER)
     try:
@@ -66,7 +73,8 @@ def evaluation_cancel(request, pk: int):
     except InvalidTransition as exc:
         messages.error(request, str(exc))
     if request.htmx:
-        return render(request, "runs/evaluation.html#status", {"evaluation": evaluation})
+        context = {"evaluation": evaluation, "can_write": True}
+        return render(request, "runs/evaluation.html#status", context)
     return redirect("runs:evaluation", pk=pk)
 
 
@@ -74,9 +82,13 @@ def evaluation_cancel(request, pk: int):
 @team_required()
 def evaluation_run_file(request, pk: int):
     evaluation = evaluation_get(user=request.user, pk=pk)
-    if not evaluation.run_file:
-        return HttpResponse("No run file yet.", status=404, content_type="text/plain")
-    with open(evaluation.run_file, "rb") as fh:
-        response = HttpResponse(fh.read(), content_type="text/plain")
-    response["Content-Disposition"] = f'attachment; filename="evaluation-{pk}.trec"'
-    return response
+    path = Path(evaluation.run_file) if evaluation.run_file else None
+    root = Path(settings.ARTIFACTS_ROOT).resolve()
+    if path is None or not path.resolve().is_relative_to(root) or not path.is_file():
+        raise Http404("No run file for this evaluation.")
+    return FileResponse(
+        open(path, "rb"),  # noqa: SIM115 (FileResponse closes it)
+        as_attachment=True,
+        filename=f"evaluation-{pk}.trec",
+        content_type="text/plain",
+    )

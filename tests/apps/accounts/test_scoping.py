@@ -56,8 +56,9 @@ def test_outsider_gets_404_on_every_object_url(client, outsider, objects):
 def test_lists_show_only_the_current_team(client, outsider, objects):
     client.force_login(outsider)
     for name in ("core:home", "registry:list", "datasets:list", "runs:evaluations"):
-        body = client.get(reverse(name)).content.decode()
-        assert "tiny" not in body, name
+        response = client.get(reverse(name))
+        assert response.status_code == 200, name
+        assert "tiny" not in response.content.decode(), name
 
 
 @pytest.mark.parametrize("persona", ["owner", "member", "viewer"])
@@ -124,3 +125,52 @@ def test_team_admin_adds_a_member_and_member_cannot(client, owner, member, team)
     client.force_login(owner)
     client.post(reverse("accounts:member_add"), {"username": "newbie", "role": "viewer"})
     assert team.memberships.filter(user__username="newbie", role="viewer").exists()
+
+
+def test_role_is_checked_in_the_objects_team_not_the_sessions(client, team, other_team, objects):
+    """Viewer in the selected team, member in the object's team: may evaluate there."""
+    from tests.factories import MembershipFactory, UserFactory
+
+    user = UserFactory(username="two-hats")
+    MembershipFactory(team=other_team, user=user, role="viewer")
+    MembershipFactory(team=team, user=user, role="member")
+    client.force_login(user)
+    session = client.session
+    session["team_id"] = other_team.pk
+    session.save()
+    url = reverse("runs:evaluation_start", args=[objects["version"].pk])
+    response = client.post(url, {"model": objects["model"].pk, "split": "test"})
+    assert response.status_code == 302 and Evaluation.objects.count() == 2
+    page = client.get(reverse("datasets:version", args=[objects["version"].pk])).content.decode()
+    assert 'id="evaluate-form"' in page
+
+
+def test_token_stops_working_when_its_owner_leaves_the_team(team, member):
+    from apps.accounts.models import Membership
+
+    _, raw = api_token_create(team=team, user=member, name="laptop")
+    assert api_token_authenticate(raw=raw) is not None
+    Membership.objects.filter(team=team, user=member).delete()
+    assert api_token_authenticate(raw=raw) is None
+
+
+def test_team_keeps_an_admin(team, owner):
+    from apps.accounts.services import membership_set
+
+    with pytest.raises(ValueError, match="at least one admin"):
+        membership_set(team=team, user=owner, role="member")
+
+
+def test_team_switch_ignores_foreign_redirects(client, owner, team):
+    response = client.post(
+        reverse("accounts:team_switch"), {"team": team.pk, "next": "https://evil.example/"}
+    )
+    assert response.status_code == 302 and "evil" not in response["Location"]
+
+
+def test_run_file_is_404_for_outsiders_and_when_missing(client, owner, outsider, objects):
+    url = reverse("runs:evaluation_run_file", args=[objects["evaluation"].pk])
+    client.force_login(outsider)
+    assert client.get(url).status_code == 404
+    client.force_login(owner)
+    assert client.get(url).status_code == 404  # no run file yet

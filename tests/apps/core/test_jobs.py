@@ -163,3 +163,46 @@ def test_eta_from_stage_rate(evaluation):
     evaluation.heartbeat_at = now
     evaluation.progress_done, evaluation.progress_total = 100, 600
     assert evaluation.eta_seconds == pytest.approx(50.0)
+
+
+def test_a_reaped_row_is_not_revived_by_its_late_worker(evaluation):
+    from apps.core.services import JobLost
+
+    job = job_claim(model=Evaluation, pk=evaluation.pk)
+    Evaluation.objects.filter(pk=job.pk).update(status=JobStatus.FAILED)  # the reaper got it
+    reporter = ProgressReporter(job, interval=0)
+    with pytest.raises(JobLost):
+        reporter("encoding documents", 5, 10)
+    job_run(job=job, work=lambda report: {"metrics": {"ndcg@10": 1.0}})
+    evaluation.refresh_from_db()
+    assert evaluation.status == JobStatus.FAILED and evaluation.metrics == {}
+    assert evaluation.progress_done == 0
+
+
+def test_heartbeat_keeps_a_silent_step_alive(evaluation, settings, transactional_db):
+    import time as _time
+
+    from apps.core.services import Heartbeat
+
+    job = job_claim(model=Evaluation, pk=evaluation.pk)
+    old = timezone.now() - timedelta(hours=1)
+    Evaluation.objects.filter(pk=job.pk).update(heartbeat_at=old)
+    with Heartbeat(job, interval=0.05):
+        _time.sleep(0.4)
+    evaluation.refresh_from_db()
+    assert evaluation.heartbeat_at > old + timedelta(minutes=59)
+
+
+def test_a_failed_enqueue_fails_the_row(
+    team, tiny_registered_model, tiny_version, django_capture_on_commit_callbacks
+):
+    with mock.patch(
+        "workers.tasks.evaluation.evaluate.apply_async", side_effect=ConnectionError("broker down")
+    ):
+        with django_capture_on_commit_callbacks(execute=True):
+            evaluation = evaluation_create(
+                team=team, model=tiny_registered_model, dataset_version=tiny_version, split="test"
+            )
+    evaluation.refresh_from_db()
+    assert evaluation.status == JobStatus.FAILED
+    assert "queue is unreachable" in evaluation.human_error

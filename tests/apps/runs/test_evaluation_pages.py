@@ -70,7 +70,7 @@ def test_finished_fragment_stops_polling_and_shows_metrics(client, owner, evalua
     for name in ("ndcg@10", "mrr@10", "recall@100"):
         assert f'data-metric="{name}">{evaluation.metrics[name]:.4f}<' in body
     trec = client.get(reverse("runs:evaluation_run_file", args=[evaluation.pk]))
-    assert trec.status_code == 200 and b" Q0 " in trec.content
+    assert trec.status_code == 200 and b" Q0 " in b"".join(trec.streaming_content)
 
 
 def test_failed_evaluation_shows_a_human_error(

@@ -30,15 +30,25 @@ class Command(JsonCommand):
         User = get_user_model()
         with transaction.atomic():
             user = User.objects.filter(username=DEMO_USER).first()
-            if user is None:
-                # A fresh random password per install, kept under var/ so it can be shown again.
+            if user is None or not password_file.exists():
+                # A fresh random password per install, kept under var/ so it can be shown again;
+                # if var/ was wiped while the database survived, the admin gets a new one.
                 password = secrets.token_urlsafe(12)
-                user = User.objects.create_superuser(DEMO_USER, "admin@example.invalid", password)
-                password_file.write_text(password)
-                password_file.chmod(0o600)
-            password = (
-                password_file.read_text().strip() if password_file.exists() else "(unchanged)"
-            )
+                if user is None:
+                    user = User.objects.create_superuser(
+                        DEMO_USER, "admin@example.invalid", password
+                    )
+                else:
+                    user.set_password(password)
+                    user.save(update_fields=["password"])
+
+                def keep(password=password):
+                    password_file.write_text(password)
+                    password_file.chmod(0o600)
+
+                transaction.on_commit(keep)
+            else:
+                password = password_file.read_text().strip()
             team = Team.objects.filter(slug=DEMO_TEAM).first() or team_create(
                 name="Demo", slug=DEMO_TEAM
             )

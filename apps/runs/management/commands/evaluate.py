@@ -46,7 +46,8 @@ class Command(JsonCommand):
                 if status in Evaluation.TERMINAL:
                     break
                 if time.monotonic() > deadline:
-                    raise InputError(f"evaluation {evaluation.pk} still {status} after {timeout}s")
+                    self.emit({"evaluation": evaluation.pk, "status": status, "metrics": {}})
+                    raise SystemExit(1)  # not bad input: the job exists and is still queued
                 time.sleep(1)
         evaluation.refresh_from_db()
         payload = {

@@ -1,0 +1,118 @@
+"""Unpacking uploaded archives safely (zip, tar, tar.gz).
+
+Refused: paths that escape the target (absolute, ``..``), links and special files, and
+decompression bombs — too many bytes in all, or a member that expands far more than data
+does. Sizes are counted while writing, never taken from the archive's own headers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+CHUNK = 1 << 20
+
+
+class ArchiveError(ValueError):
+    def __init__(self, archive: str | Path, reason: str) -> None:
+        super().__init__(f"{Path(archive).name}: {reason}")
+
+
+def is_archive(name: str) -> bool:
+    return name.endswith((".zip", ".tar", ".tar.gz", ".tgz"))
+
+
+def _safe_target(root: Path, name: str, archive: Path) -> Path:
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not parts or name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+        raise ArchiveError(archive, f"member {name!r} points outside the archive")
+    target = root.joinpath(*parts)
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise ArchiveError(archive, f"member {name!r} points outside the archive")
+    return target
+
+
+class _Budget:
+    def __init__(self, archive: Path, max_bytes: int, max_ratio: float) -> None:
+        self.archive, self.max_bytes, self.max_ratio = archive, max_bytes, max_ratio
+        self.total = 0
+
+    def copy(self, src, dst: Path, *, name: str, compressed: int) -> None:
+        written = 0
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with open(dst, "wb") as out:
+            while chunk := src.read(CHUNK):
+                written += len(chunk)
+                self.total += len(chunk)
+                if self.total > self.max_bytes:
+                    raise ArchiveError(
+                        self.archive,
+                        f"expands to more than {self.max_bytes:,} bytes (a decompression bomb?)",
+                    )
+                # A small member may compress well; only a big expansion is suspicious.
+                if written > 10 * CHUNK and written > self.max_ratio * max(compressed, 1):
+                    raise ArchiveError(
+                        self.archive,
+                        f"member {name!r} expands over {self.max_ratio:g}× (a decompression bomb?)",
+                    )
+                out.write(chunk)
+
+
+def extract_archive(archive: Path, target: Path, *, max_bytes: int, max_ratio: float) -> Path:
+    """Extract ``archive`` into ``target`` (which must be empty or absent); return ``target``."""
+    target.mkdir(parents=True, exist_ok=True)
+    budget = _Budget(archive, max_bytes, max_ratio)
+    try:
+        if archive.name.endswith(".zip"):
+            _extract_zip(archive, target, budget)
+        else:
+            _extract_tar(archive, target, budget)
+    except ArchiveError:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        raise ArchiveError(archive, f"not a readable archive ({exc})") from exc
+    return target
+
+
+def _extract_zip(archive: Path, target: Path, budget: _Budget) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise ArchiveError(archive, f"member {info.filename!r} is a link")
+            dest = _safe_target(target, info.filename, archive)
+            if info.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            with zf.open(info) as src:
+                budget.copy(src, dest, name=info.filename, compressed=info.compress_size)
+
+
+def _extract_tar(archive: Path, target: Path, budget: _Budget) -> None:
+    compressed_total = archive.stat().st_size
+    with tarfile.open(archive, "r:*") as tf:
+        for member in tf:
+            if member.issym() or member.islnk():
+                raise ArchiveError(archive, f"member {member.name!r} is a link")
+            if not (member.isfile() or member.isdir()):
+                raise ArchiveError(archive, f"member {member.name!r} is not a regular file")
+            dest = _safe_target(target, member.name, archive)
+            if member.isdir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            src = tf.extractfile(member)
+            # tar has no per-member compressed size: hold each member to the whole archive's.
+            budget.copy(src, dest, name=member.name, compressed=compressed_total)
+
+
+def find_beir_root(folder: Path) -> Path | None:
+    """The folder holding corpus.jsonl[.gz], at the top or one level down (a zipped folder)."""
+    for candidate in (folder, *sorted(p for p in folder.iterdir() if p.is_dir())):
+        if any((candidate / n).is_file() for n in ("corpus.jsonl", "corpus.jsonl.gz")):
+            return candidate
+    return None

@@ -1,0 +1,129 @@
+"""Uploads become dataset versions through an IngestJob on the ``ingest`` queue."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from apps.accounts.models import Team
+from apps.core.services import ProgressReporter, job_enqueue
+from apps.datasets.archives import ArchiveError, extract_archive, find_beir_root, is_archive
+from apps.datasets.beir import BeirError, BeirProblem
+from apps.datasets.models import IngestJob
+from apps.datasets.services import dataset_import_beir
+
+BEIR_NAMES = ("corpus.jsonl", "queries.jsonl")
+
+
+class IngestError(ValueError):
+    """Rejected input. ``problems`` are FILE:LINE: reason lines; ``human_message`` one line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        n = len(problems)
+        self.human_message = problems[0] if n == 1 else f"{n} problems, the first: {problems[0]}"
+        super().__init__("\n".join(problems))
+
+
+def _safe_name(name: str) -> str:
+    base = Path(name.replace("\\", "/")).name
+    if not base or base in (".", ".."):
+        raise IngestError([f"{name!r}: not a usable file name"])
+    return base
+
+
+def ingest_create(*, team: Team, user, name: str, files: list) -> IngestJob:
+    """Store uploaded files (Django UploadedFile objects) and enqueue their ingest."""
+    if not files:
+        raise IngestError(["no file uploaded"])
+    total = sum(f.size for f in files)
+    if total > settings.DATASET_UPLOAD_MAX_BYTES:
+        limit = settings.DATASET_UPLOAD_MAX_BYTES
+        raise IngestError([f"upload of {total:,} bytes is over the limit of {limit:,}"])
+    names = [_safe_name(f.name) for f in files]
+    if len(set(names)) != len(names):
+        raise IngestError(["two uploaded files have the same name"])
+    folder = Path(settings.ARTIFACTS_ROOT) / "uploads" / uuid.uuid4().hex
+    incoming = folder / "incoming"
+    incoming.mkdir(parents=True)
+    for f, base in zip(files, names, strict=True):
+        with open(incoming / base, "wb") as out:
+            for chunk in f.chunks():
+                out.write(chunk)
+    from workers.tasks.ingest import ingest
+
+    with transaction.atomic():
+        job = IngestJob.objects.create(
+            team=team,
+            created_by=user,
+            dataset_name=name,
+            upload_dir=str(folder),
+            file_names=names,
+            total_bytes=total,
+        )
+        job_enqueue(job=job, task=ingest)
+    return job
+
+
+def arrange_upload(incoming: Path, staging: Path) -> Path:
+    """One archive, or loose BEIR files, → a BEIR folder. Returns its root."""
+    files = sorted(p for p in incoming.iterdir() if p.is_file())
+    if len(files) == 1 and is_archive(files[0].name):
+        extract_archive(
+            files[0],
+            staging,
+            max_bytes=settings.DATASET_ARCHIVE_MAX_BYTES,
+            max_ratio=settings.DATASET_ARCHIVE_MAX_RATIO,
+        )
+        root = find_beir_root(staging)
+        if root is None:
+            raise IngestError([f"{files[0].name}: no corpus.jsonl inside the archive"])
+        return root
+    (staging / "qrels").mkdir(parents=True, exist_ok=True)
+    problems = []
+    for path in files:
+        stem = path.name.removesuffix(".gz")
+        if stem in BEIR_NAMES:
+            shutil.move(path, staging / path.name)
+        elif stem.endswith(".tsv"):
+            shutil.move(path, staging / "qrels" / path.name)
+        else:
+            problems.append(
+                f"{path.name}: not a BEIR file (expected corpus.jsonl, queries.jsonl and "
+                "<split>.tsv, or one .zip / .tar.gz holding them)"
+            )
+    if problems:
+        raise IngestError(problems)
+    return staging
+
+
+def ingest_execute(*, job: IngestJob, report: ProgressReporter) -> dict:
+    """Validate and load one upload. Returns the fields of the success transition."""
+    folder = Path(job.upload_dir)
+    try:
+        report("unpacking", 0, 0)
+        root = arrange_upload(folder / "incoming", folder / "data")
+        result = dataset_import_beir(team=job.team, name=job.dataset_name, path=root, report=report)
+    except (BeirError, ArchiveError, IngestError) as exc:
+        problems = (
+            [_relative(p, folder) for p in exc.problems]
+            if isinstance(exc, BeirError | IngestError)
+            else [str(exc)]
+        )
+        IngestJob.objects.filter(pk=job.pk).update(problems=problems)
+        raise IngestError(problems) from exc
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"version": result.version, "reused": not result.created, "stage": "done"}
+
+
+def _relative(problem: BeirProblem | str, folder: Path) -> str:
+    """Show paths as the user knows them (inside the upload), not the server's staging path."""
+    text = str(problem)
+    for prefix in (str(folder / "data") + "/", str(folder / "incoming") + "/"):
+        text = text.replace(prefix, "")
+    return text
