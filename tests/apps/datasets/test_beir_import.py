@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 
@@ -53,7 +54,7 @@ def test_every_problem_names_file_line_and_reason(tmp_path):
     c, t = str(folder / "corpus.jsonl"), str(folder / "qrels" / "test.tsv")
     assert f"{c}:9: duplicate document id 'd1'" in found
     assert f"{c}:10: missing or empty '_id'" in found
-    assert f"{c}:11: missing or empty 'text'" in found
+    assert f"{c}:11: missing 'text' (a string)" in found
     assert any(p.startswith(f"{c}:12: malformed JSON") for p in found)
     assert f"{t}:6: unknown document id 'nope'" in found
     assert f"{t}:7: unknown query id 'zz'" in found
@@ -150,3 +151,46 @@ def test_queries_fixture_is_consistent():
     ids = {q["_id"] for q in TINY_QUERIES}
     assert all(q in ids for rows in TINY_QRELS.values() for q, _, _ in rows)
     assert json.dumps(TINY_CORPUS)
+
+
+SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is beside the repo in CI")
+def test_real_collections_ingest_with_exact_counts(team):
+    scifact = dataset_import_beir(team=team, name="scifact", path=SHARED / "scifact").version
+    assert (scifact.document_count, scifact.query_count) == (5183, 1109)
+    assert scifact.qrels_counts == {"test": 339, "train": 919}
+    assert scifact.documents.count() == 5183 and scifact.qrels.filter(split="train").count() == 919
+    cranfield = dataset_import_beir(team=team, name="cranfield", path=SHARED / "cranfield").version
+    assert (cranfield.document_count, cranfield.query_count) == (1400, 225)
+    assert cranfield.qrels_counts == {"test": 1837, "test_graded": 1837}
+    assert set(cranfield.qrels.filter(split="test_graded").values_list("score", flat=True)) > {1}
+
+
+@pytest.mark.django_db
+def test_import_command_takes_an_archive(team, beir_folder, tmp_path):
+    import io
+    import json
+    import tarfile
+
+    from django.core.management import call_command
+
+    archive = tmp_path / "tiny.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(beir_folder, arcname="tiny")
+    out = io.StringIO()
+    call_command("import_dataset", str(archive), "--team", "acme", "--name", "t", stdout=out)
+    assert json.loads(out.getvalue())["documents"] == 8
+
+
+def test_empty_document_is_a_warning_and_empty_query_an_error(tmp_path):
+    folder = write_beir(
+        tmp_path / "e", corpus=[*TINY_CORPUS, {"_id": "d9", "title": "", "text": ""}]
+    )
+    scan = scan_beir_folder(folder)
+    assert scan.document_count == 9
+    assert "1 document(s) have neither title nor text." in scan.warnings
+    bad = write_beir(tmp_path / "q", queries=[*TINY_QUERIES, {"_id": "q9", "text": "  "}])
+    assert problems_of(bad) == [f"{bad / 'queries.jsonl'}:6: empty 'text'"]

@@ -1,10 +1,19 @@
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+
 from apps.core.commands import InputError, JsonCommand
+from apps.datasets.archives import ArchiveError, extract_archive, find_beir_root, is_archive
 from apps.datasets.beir import BeirError
 from apps.datasets.services import dataset_import_beir
 
 
 class Command(JsonCommand):
-    help = "Import a BEIR folder as a new (or reused, if identical) dataset version. Prints JSON."
+    help = (
+        "Import a BEIR folder, or a .zip / .tar.gz holding one, as a new (or reused, if "
+        "identical) dataset version. Prints JSON."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("path")
@@ -12,10 +21,26 @@ class Command(JsonCommand):
         parser.add_argument("--name", required=True)
 
     def handle(self, *args, path, team, name, **options):
-        try:
-            result = dataset_import_beir(team=self.get_team(team), name=name, path=path)
-        except BeirError as exc:
-            raise InputError(*exc.problems) from exc
+        team = self.get_team(team)
+        with tempfile.TemporaryDirectory(prefix="embedhub-import-") as tmp:
+            folder = Path(path)
+            if folder.is_file() and is_archive(folder.name):
+                try:
+                    extracted = extract_archive(
+                        folder,
+                        Path(tmp),
+                        max_bytes=settings.DATASET_ARCHIVE_MAX_BYTES,
+                        max_ratio=settings.DATASET_ARCHIVE_MAX_RATIO,
+                    )
+                except ArchiveError as exc:
+                    raise InputError(str(exc)) from exc
+                folder = find_beir_root(extracted)
+                if folder is None:
+                    raise InputError(f"{path}: no corpus.jsonl inside the archive")
+            try:
+                result = dataset_import_beir(team=team, name=name, path=folder)
+            except BeirError as exc:
+                raise InputError(*exc.problems) from exc
         v = result.version
         self.emit(
             {
