@@ -1,5 +1,6 @@
-"""A user logs in, opens the dataset, starts an evaluation and sees the metric appear —
-in Chromium, against a live server, with the job on a real Celery worker."""
+"""A user logs in, opens the demo dataset (SciFact, as `manage.py demo` imports it), starts an
+evaluation with the tiny model and sees the progress bar and then the metrics — in Chromium,
+against a live server, with the job on a real Celery worker."""
 
 import re
 
@@ -10,8 +11,16 @@ from apps.runs.models import Evaluation
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
 
 
-def test_login_open_dataset_evaluate_see_metrics(
-    page, shot, live_server, celery_worker_process, owner, tiny_registered_model, tiny_version
+@pytest.fixture
+def demo_dataset(team):
+    from apps.datasets.services import dataset_import_beir
+    from tests.conftest import REPO
+
+    return dataset_import_beir(team=team, name="SciFact", path=REPO / "demo" / "scifact").version
+
+
+def test_login_open_demo_dataset_evaluate_see_progress_then_metrics(
+    page, shot, live_server, celery_worker_process, owner, tiny_registered_model, demo_dataset
 ):
     page.goto(live_server.url + "/")
     assert "/accounts/login/" in page.url
@@ -23,20 +32,23 @@ def test_login_open_dataset_evaluate_see_metrics(
 
     page.click("nav >> text=Datasets")
     page.wait_for_url(re.compile(r"/datasets/$"))
-    page.click("table >> text=tiny")
+    page.click("table >> text=SciFact")
     page.click("table >> text=v1")
     page.wait_for_selector("#evaluate-form")
+    assert page.inner_text("#doc-count") == "5,183"
     assert page.input_value("#id_model") == str(tiny_registered_model.pk)
     page.select_option("#id_split", "test")
     shot(page, "version")
     page.click("#evaluate-form button[type=submit]")
     page.wait_for_url(re.compile(r"/runs/evaluations/\d+/$"))
 
-    # The status fragment polls every 2 s and is replaced by the metrics when the job ends.
-    page.wait_for_selector('[data-metric="ndcg@10"]', timeout=120_000)
+    # While it runs, the polled fragment shows documents done / total.
+    page.wait_for_selector("#progress-text:has-text('/ 5,183 documents')", timeout=120_000)
+    shot(page, "evaluation-running")
+    # Then the fragment (polled every 2 s) is replaced by the metrics.
+    page.wait_for_selector('[data-metric="ndcg@10"]', timeout=300_000)
     evaluation = Evaluation.objects.get()
-    assert evaluation.status == "succeeded"
-    shown = page.inner_text('[data-metric="ndcg@10"]')
-    assert shown == f"{evaluation.metrics['ndcg@10']:.4f}"
+    assert evaluation.status == "succeeded" and evaluation.query_count == 300
+    assert page.inner_text('[data-metric="ndcg@10"]') == f"{evaluation.metrics['ndcg@10']:.4f}"
     assert page.inner_text("#status-label") == "Succeeded"
     shot(page, "evaluation-done")
