@@ -10,11 +10,13 @@ from django.conf import settings
 from django.db import transaction
 
 from apps.accounts.models import Team
+from apps.core.models import JobStatus
 from apps.core.services import ProgressReporter, job_enqueue
 from apps.datasets.archives import ArchiveError, extract_archive, find_beir_root, is_archive
 from apps.datasets.beir import BeirError, BeirProblem
 from apps.datasets.models import IngestJob
-from apps.datasets.services import dataset_import_beir
+from apps.datasets.services import dataset_import_beir, dataset_import_training
+from apps.datasets.training import is_training_file, preview_training_file
 
 BEIR_NAMES = ("corpus.jsonl", "queries.jsonl")
 
@@ -54,18 +56,47 @@ def ingest_create(*, team: Team, user, name: str, files: list) -> IngestJob:
         with open(incoming / base, "wb") as out:
             for chunk in f.chunks():
                 out.write(chunk)
-    from workers.tasks.ingest import ingest
-
+    training = len(names) == 1 and is_training_file(names[0])
     with transaction.atomic():
         job = IngestJob.objects.create(
             team=team,
             created_by=user,
             dataset_name=name,
+            kind=IngestJob.Kind.TRAINING if training else IngestJob.Kind.RETRIEVAL,
+            awaiting_confirmation=training,
             upload_dir=str(folder),
             file_names=names,
             total_bytes=total,
         )
-        job_enqueue(job=job, task=ingest)
+        if not training:
+            _enqueue(job)
+    return job
+
+
+def _enqueue(job: IngestJob) -> None:
+    from workers.tasks.ingest import ingest
+
+    job_enqueue(job=job, task=ingest)
+
+
+def ingest_preview(*, job: IngestJob) -> dict:
+    """Which column was taken for which role, and the first rows, before anything is imported."""
+    path = Path(job.upload_dir) / "incoming" / job.file_names[0]
+    try:
+        roles, rows = preview_training_file(path)
+    except BeirError as exc:
+        return {"problems": [_relative(p, Path(job.upload_dir)) for p in exc.problems]}
+    return {"roles": roles.as_dict(), "rows": rows}
+
+
+def ingest_confirm(*, job: IngestJob) -> IngestJob:
+    with transaction.atomic():
+        updated = IngestJob.objects.filter(
+            pk=job.pk, awaiting_confirmation=True, status=JobStatus.PENDING
+        ).update(awaiting_confirmation=False)
+        if updated:
+            _enqueue(job)
+    job.refresh_from_db()
     return job
 
 
@@ -94,7 +125,8 @@ def arrange_upload(incoming: Path, staging: Path) -> Path:
         else:
             problems.append(
                 f"{path.name}: not a BEIR file (expected corpus.jsonl, queries.jsonl and "
-                "<split>.tsv, or one .zip / .tar.gz holding them)"
+                "<split>.tsv, or one .zip / .tar.gz holding them; a training set is one "
+                ".jsonl or .csv file on its own)"
             )
     if problems:
         raise IngestError(problems)
@@ -105,9 +137,19 @@ def ingest_execute(*, job: IngestJob, report: ProgressReporter) -> dict:
     """Validate and load one upload. Returns the fields of the success transition."""
     folder = Path(job.upload_dir)
     try:
-        report("unpacking", 0, 0)
-        root = arrange_upload(folder / "incoming", folder / "data")
-        result = dataset_import_beir(team=job.team, name=job.dataset_name, path=root, report=report)
+        if job.kind == IngestJob.Kind.TRAINING:
+            result = dataset_import_training(
+                team=job.team,
+                name=job.dataset_name,
+                path=folder / "incoming" / job.file_names[0],
+                report=report,
+            )
+        else:
+            report("unpacking", 0, 0)
+            root = arrange_upload(folder / "incoming", folder / "data")
+            result = dataset_import_beir(
+                team=job.team, name=job.dataset_name, path=root, report=report
+            )
     except (BeirError, ArchiveError, IngestError) as exc:
         problems = (
             [_relative(p, folder) for p in exc.problems]

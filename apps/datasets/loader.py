@@ -13,7 +13,7 @@ from itertools import islice
 
 from django.db import connection
 
-from apps.datasets.models import DatasetVersion, Document, Qrel, Query
+from apps.datasets.models import DatasetVersion, Document, Qrel, Query, TrainingRow
 
 BATCH = 5000
 Progress = Callable[[str, int, int], None]
@@ -26,14 +26,15 @@ def _batches(rows: Iterable, size: int = BATCH) -> Iterator[list]:
 
 
 def _copy(table: str, columns: list[str], rows: Iterable[tuple], on_row=None) -> int:
-    cursor = connection.cursor().cursor  # the psycopg 3 cursor under Django's wrapper
     n = 0
-    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
-            n += 1
-            if on_row and n % BATCH == 0:
-                on_row(n)
+    with connection.cursor() as wrapper:
+        cursor = wrapper.cursor  # the psycopg 3 cursor under Django's wrapper
+        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+                n += 1
+                if on_row and n % BATCH == 0:
+                    on_row(n)
     return n
 
 
@@ -118,4 +119,33 @@ def load_qrels(version: DatasetVersion, rows) -> int:
             for s, q, d, score in batch
         )
         n += len(batch)
+    return n
+
+
+def load_training_rows(
+    version: DatasetVersion, rows, *, total: int, report: Progress | None
+) -> int:
+    """rows: (row, anchor, positive, negatives, score)."""
+
+    def tick(n):
+        if report:
+            report("loading training rows", n, total)
+
+    if connection.vendor == "postgresql":
+        n = _copy(
+            TrainingRow._meta.db_table,
+            ["version_id", "row", "anchor", "positive", "negatives", "score"],
+            ((version.pk, r, a, p, json.dumps(ns), s) for r, a, p, ns, s in rows),
+            tick,
+        )
+    else:
+        n = 0
+        for batch in _batches(rows):
+            TrainingRow.objects.bulk_create(
+                TrainingRow(version=version, row=r, anchor=a, positive=p, negatives=ns, score=s)
+                for r, a, p, ns, s in batch
+            )
+            n += len(batch)
+            tick(n)
+    tick(n)
     return n

@@ -28,8 +28,15 @@ class DatasetVersion(models.Model):
     """An immutable, content-hashed snapshot of a dataset. Runs, evaluations and indexes always
     name a version, never a dataset, so a result can be traced to the exact data."""
 
+    class Kind(models.TextChoices):
+        RETRIEVAL = "retrieval", "Retrieval collection"
+        TRAINING = "training", "Training set"
+
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.RETRIEVAL)
+    # For derived versions: what made them (e.g. {"operation": "pairs_from_qrels", "split": …}).
+    params = models.JSONField(default=dict, blank=True)
     content_hash = models.CharField(max_length=64, db_index=True)
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
@@ -38,6 +45,8 @@ class DatasetVersion(models.Model):
     document_count = models.PositiveIntegerField(default=0)
     query_count = models.PositiveIntegerField(default=0)
     qrels_counts = models.JSONField(default=dict, blank=True)  # {"test": 339, "train": 919}
+    training_count = models.PositiveIntegerField(default=0)
+    training_roles = models.JSONField(default=dict, blank=True)  # column → role, as imported
     warnings = models.JSONField(default=list, blank=True)
     stats = models.JSONField(default=dict, blank=True)  # e.g. the words-per-document histogram
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -116,10 +125,36 @@ class Qrel(models.Model):
         return f"{self.split}: {self.query_id} → {self.document_id} ({self.score})"
 
 
+class TrainingRow(models.Model):
+    """One training example: anchor, positive, optional hard negatives and score."""
+
+    version = models.ForeignKey(
+        DatasetVersion, on_delete=models.CASCADE, related_name="training_rows"
+    )
+    row = models.PositiveIntegerField()  # line in the source file, or order for derived sets
+    anchor = models.TextField()
+    positive = models.TextField()
+    negatives = models.JSONField(default=list, blank=True)
+    score = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["version", "row"])]
+
+    def __str__(self) -> str:
+        return f"{self.version_id}:{self.row}"
+
+
 class IngestJob(TeamOwned, Job):
     """An upload being validated and loaded on the ``ingest`` queue (a job row)."""
 
+    class Kind(models.TextChoices):
+        RETRIEVAL = "retrieval", "BEIR collection"
+        TRAINING = "training", "Training set"
+
     dataset_name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.RETRIEVAL)
+    # Training files wait for the user to confirm the column roles shown on the page.
+    awaiting_confirmation = models.BooleanField(default=False)
     upload_dir = models.CharField(max_length=1000)
     file_names = models.JSONField(default=list)
     total_bytes = models.BigIntegerField(default=0)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +12,7 @@ from apps.accounts.models import Team
 from apps.datasets import loader
 from apps.datasets.beir import iter_documents, iter_qrels, iter_queries, scan_beir_folder
 from apps.datasets.models import Dataset, DatasetVersion
+from apps.datasets.training import iter_training_rows, scan_training_file
 
 Progress = Callable[[str, int, int], None]
 
@@ -35,15 +38,9 @@ def dataset_import_beir(
     scan = scan_beir_folder(path)
     with transaction.atomic():
         dataset, _ = Dataset.objects.get_or_create(team=team, name=name)
-        existing = dataset.versions.filter(content_hash=scan.content_hash).first()
-        if existing is not None:
-            return ImportResult(version=existing, created=False)
-        parent = dataset.latest_version
-        version = DatasetVersion.objects.create(
+        version, created = _new_version(
             dataset=dataset,
-            number=(parent.number + 1) if parent else 1,
             content_hash=scan.content_hash,
-            parent=parent,
             source=str(path)[:500],
             document_count=scan.document_count,
             query_count=scan.query_count,
@@ -51,6 +48,8 @@ def dataset_import_beir(
             warnings=scan.warnings,
             stats={"document_words": {str(k): v for k, v in sorted(scan.word_histogram.items())}},
         )
+        if not created:
+            return ImportResult(version=version, created=False)
         loader.load_documents(
             version, iter_documents(scan), total=scan.document_count, report=report
         )
@@ -59,3 +58,89 @@ def dataset_import_beir(
         loader.load_queries(version, iter_queries(scan))
         loader.load_qrels(version, iter_qrels(scan))
     return ImportResult(version=version, created=True)
+
+
+def _new_version(*, dataset: Dataset, content_hash: str, **fields) -> tuple[DatasetVersion, bool]:
+    existing = dataset.versions.filter(content_hash=content_hash).first()
+    if existing is not None:
+        return existing, False
+    parent = fields.pop("parent", None) or dataset.latest_version
+    version = DatasetVersion.objects.create(
+        dataset=dataset,
+        number=(dataset.latest_version.number + 1) if dataset.latest_version else 1,
+        content_hash=content_hash,
+        parent=parent,
+        **fields,
+    )
+    return version, True
+
+
+def dataset_import_training(
+    *, team: Team, name: str, path: str | Path, report: Progress | None = None
+) -> ImportResult:
+    """Import a pairs/triplets file (JSONL or CSV, roles by column name) as a training version."""
+    if report:
+        report("validating", 0, 0)
+    scan = scan_training_file(path)
+    with transaction.atomic():
+        dataset, _ = Dataset.objects.get_or_create(team=team, name=name)
+        version, created = _new_version(
+            dataset=dataset,
+            content_hash=scan.content_hash,
+            kind=DatasetVersion.Kind.TRAINING,
+            source=str(path)[:500],
+            training_count=scan.row_count,
+            training_roles=scan.roles.as_dict(),
+            warnings=scan.warnings,
+        )
+        if created:
+            loader.load_training_rows(
+                version, iter_training_rows(scan), total=scan.row_count, report=report
+            )
+    return ImportResult(version=version, created=created)
+
+
+def dataset_version_pairs_from_qrels(
+    *, version: DatasetVersion, split: str, min_score: int = 1
+) -> ImportResult:
+    """A training set from a split's judgements: anchor = query, positive = relevant document.
+
+    A new version of the same dataset, with the source version as parent and the parameters
+    recorded; asking twice with the same parameters gives the same version.
+    """
+    if version.kind != DatasetVersion.Kind.RETRIEVAL or split not in version.qrels_counts:
+        raise ValueError(f"{version} has no judgements for split {split!r}.")
+    params = {
+        "operation": "pairs_from_qrels",
+        "source_version": version.pk,
+        "split": split,
+        "min_score": min_score,
+    }
+    content_hash = hashlib.sha256(
+        (version.content_hash + json.dumps(params, sort_keys=True)).encode()
+    ).hexdigest()
+    qrels = (
+        version.qrels.filter(split=split, score__gte=min_score)
+        .order_by("query__pk", "-score", "document__pk")
+        .values_list("query__text", "document__title", "document__text", "score")
+    )
+    with transaction.atomic():
+        new, created = _new_version(
+            dataset=version.dataset,
+            content_hash=content_hash,
+            kind=DatasetVersion.Kind.TRAINING,
+            parent=version,
+            params=params,
+            source=f"{version} qrels/{split}",
+            training_count=qrels.count(),
+            training_roles={"anchor": "query", "positive": "document (title + text)"},
+        )
+        if created:
+            # A list, not .iterator(): a server-side cursor open on the connection that is
+            # also running COPY blocks on PostgreSQL. Judgements are few next to documents.
+            rows = [
+                (i, query, (title + " " + text).strip(), [], float(score))
+                for i, (query, title, text, score) in enumerate(qrels, start=1)
+            ]
+            loader.load_training_rows(new, rows, total=new.training_count, report=None)
+    return ImportResult(version=new, created=created)

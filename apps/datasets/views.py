@@ -1,18 +1,21 @@
 from __future__ import annotations
 
-from django.http import HttpResponse
+from django.contrib import messages
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write, team_scoped_get
+from apps.datasets.exports import beir_zip, training_jsonl
 from apps.datasets.forms import UploadForm
-from apps.datasets.ingest import IngestError, ingest_create
-from apps.datasets.models import IngestJob
+from apps.datasets.ingest import IngestError, ingest_confirm, ingest_create, ingest_preview
+from apps.datasets.models import DatasetVersion, IngestJob
 from apps.datasets.selectors import dataset_get, dataset_list, dataset_version_get
+from apps.datasets.services import dataset_version_pairs_from_qrels
 from apps.runs.forms import EvaluationForm
 from apps.runs.selectors import evaluation_list
 
@@ -61,7 +64,46 @@ def dataset_upload(request):
 def ingest_detail(request, pk: int):
     job = team_scoped_get(queryset=IngestJob.objects.all(), user=request.user, pk=pk)
     template = "datasets/ingest.html#status" if request.htmx else "datasets/ingest.html"
-    return render(request, template, {"job": job})
+    context = {"job": job, "can_write": can_write(user=request.user, team=job.team)}
+    if job.awaiting_confirmation:
+        context["preview"] = ingest_preview(job=job)
+    return render(request, template, context)
+
+
+@require_POST
+@team_required()
+def ingest_start(request, pk: int):
+    job = team_scoped_get(
+        queryset=IngestJob.objects.all(), user=request.user, pk=pk, role=Role.MEMBER
+    )
+    ingest_confirm(job=job)
+    return redirect("datasets:ingest", pk=job.pk)
+
+
+@require_POST
+@team_required()
+def version_pairs(request, pk: int):
+    version = dataset_version_get(user=request.user, pk=pk, role=Role.MEMBER)
+    try:
+        result = dataset_version_pairs_from_qrels(
+            version=version, split=request.POST.get("split", "")
+        )
+    except ValueError as exc:
+        messages.error(request, str(exc))
+        return redirect("datasets:version", pk=version.pk)
+    return redirect("datasets:version", pk=result.version.pk)
+
+
+@require_GET
+@team_required()
+def version_export(request, pk: int):
+    version = dataset_version_get(user=request.user, pk=pk)
+    stem = f"{version.dataset.name}-v{version.number}".replace(" ", "_")
+    if version.kind == DatasetVersion.Kind.TRAINING:
+        response = StreamingHttpResponse(training_jsonl(version), content_type="application/jsonl")
+        response["Content-Disposition"] = f'attachment; filename="{stem}.jsonl"'
+        return response
+    return FileResponse(beir_zip(version), as_attachment=True, filename=f"{stem}.zip")
 
 
 @require_GET
@@ -91,5 +133,7 @@ def version_detail(request, pk: int):
                 dataset_version=version
             ),
             "sample_documents": version.documents.order_by("pk")[:5],
+            "sample_training": version.training_rows.order_by("row", "pk")[:5],
+            "children": version.children.order_by("number"),
         },
     )

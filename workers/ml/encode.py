@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
 
 
 def pick_device(device: str | None = None) -> str:
+    """The caller's device, else the GPU when there is one."""
     if device:
         return device
     import torch
@@ -28,19 +30,28 @@ def load_encoder(
     max_seq_length: int,
     device: str | None = None,
 ) -> SentenceTransformer:
-    """A SentenceTransformer for a local folder, never touching a hub."""
+    """A SentenceTransformer for a local folder, never touching a hub.
+
+    ``pooling`` and ``normalize`` only apply to the plain transformers layout: a
+    sentence-transformers folder brings its own Pooling and Normalize modules.
+    """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import modules as models
 
+    if not Path(path).is_dir():
+        # Otherwise sentence-transformers would take the path for a hub id and fail obscurely.
+        raise FileNotFoundError(f"{path}: no such model folder")
     device = pick_device(device)
     if layout == "sentence-transformers":
         encoder = SentenceTransformer(path, device=device, local_files_only=True)
-    else:
+    elif layout == "transformers":
+        offline = {"local_files_only": True}
         transformer = models.Transformer(
             path,
             max_seq_length=max_seq_length,
-            model_args={"local_files_only": True},
-            tokenizer_args={"local_files_only": True},
+            model_kwargs=offline,
+            processor_kwargs=dict(offline),
+            config_kwargs=dict(offline),
         )
         modules = [
             transformer,
@@ -49,7 +60,12 @@ def load_encoder(
         if normalize:
             modules.append(models.Normalize())
         encoder = SentenceTransformer(modules=modules, device=device)
+    else:
+        raise ValueError(f"unknown model layout {layout!r}")
     encoder.max_seq_length = max_seq_length
+    # Prefixes are applied explicitly by the caller (recorded per evaluation); a folder's
+    # default prompt would otherwise be prepended to documents and queries alike.
+    encoder.default_prompt_name = None
     return encoder
 
 
@@ -64,25 +80,29 @@ def encode_texts(
     texts: list[str],
     normalize: bool,
     batch_size: int = 32,
-    chunk_size: int = 128,
+    chunk_size: int = 256,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Encode ``texts`` in order, reporting ``on_progress(done, total)`` after each chunk.
+    """Encode ``texts`` in order as float32 (n, dim), calling ``on_progress(done, total)``.
 
     Texts are sorted by length once, globally, so every chunk holds texts of similar length and
-    padding stays what one big ``encode`` call would give; the callback may raise to cancel.
+    batches pad exactly as one big ``encode`` call would; an exception raised by the callback
+    (a cancel) propagates and stops the encode between chunks.
     """
     total = len(texts)
     dim = encoder.get_embedding_dimension()
-    out = np.empty((total, dim), dtype=np.float32)
     if total == 0:
-        return out
+        return np.empty((0, dim or 0), dtype=np.float32)
+    # Whole batches per chunk: a chunk ending mid-batch would add a short batch per chunk.
+    chunk = max(batch_size, chunk_size // batch_size * batch_size)
+    # Same key as sentence-transformers' own sort (character length, longest first).
     order = np.argsort([-len(t) for t in texts], kind="stable")
+    out: np.ndarray | None = None
     done = 0
     if on_progress:
         on_progress(0, total)
-    for start in range(0, total, chunk_size):
-        idx = order[start : start + chunk_size]
+    for start in range(0, total, chunk):
+        idx = order[start : start + chunk]
         vectors = encoder.encode(
             [texts[i] for i in idx],
             batch_size=batch_size,
@@ -90,10 +110,14 @@ def encode_texts(
             normalize_embeddings=normalize,
             show_progress_bar=False,
         )
-        out[idx] = vectors.astype(np.float32, copy=False)
+        if out is None:
+            # Sized from the first output: some models report no dimension up front.
+            out = np.empty((total, vectors.shape[1]), dtype=np.float32)
+        out[idx] = vectors
         done += len(idx)
         if on_progress:
             on_progress(done, total)
+    assert out is not None
     return out
 
 

@@ -12,9 +12,13 @@ from workers.ml.search import exact_search
 
 Progress = Callable[[str, int, int], None]
 
+STAGES = ("loading model", "encoding documents", "encoding queries", "searching", "scoring")
+
 
 @dataclass(frozen=True)
 class EncoderSpec:
+    """How to encode with a model; prefixes are prepended to every query / document text."""
+
     path: str
     layout: str
     pooling: str
@@ -29,7 +33,7 @@ class EncoderSpec:
 class EvalOutput:
     metrics: dict[str, float]
     per_query: dict[str, dict[str, float]]
-    run: dict[str, dict[str, float]]
+    run: dict[str, dict[str, float]]  # the top_k documents of every evaluated query
     timings: dict[str, float] = field(default_factory=dict)
     documents: int = 0
     queries: int = 0
@@ -45,6 +49,12 @@ def evaluate_dense(
     batch_size: int = 32,
     on_progress: Progress | None = None,
 ) -> EvalOutput:
+    """Evaluate ``model`` on (doc_id, title, text) documents and (query_id, text) queries.
+
+    ``on_progress(stage, done, total)`` runs at each stage and after every encoded chunk; an
+    exception it raises (a cancel) stops the evaluation and still frees the model.
+    """
+
     def report(stage: str, done: int = 0, total: int = 0) -> None:
         if on_progress:
             on_progress(stage, done, total)
@@ -81,6 +91,7 @@ def evaluate_dense(
         )
         timings["encode_queries_s"] = time.perf_counter() - t
     finally:
+        # Free the model before searching: on a shared GPU the next job should not wait for us.
         device = str(encoder.device)
         del encoder
         free_memory(device)
@@ -94,10 +105,12 @@ def evaluate_dense(
         run[query_id] = {
             corpus[j][0]: float(s) for s, j in zip(scores[row], indices[row], strict=True) if j >= 0
         }
+    report("searching", len(queries), len(queries))
     timings["search_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    report("scoring", 0, len(queries))
+    report("scoring", 0, len(qrels))
     metrics, per_query = compute_metrics(qrels=qrels, run=run)
+    report("scoring", len(qrels), len(qrels))
     timings["metrics_s"] = time.perf_counter() - t
     return EvalOutput(
         metrics=metrics,
