@@ -49,6 +49,7 @@ class DatasetVersion(models.Model):
     training_roles = models.JSONField(default=dict, blank=True)  # column → role, as imported
     warnings = models.JSONField(default=list, blank=True)
     stats = models.JSONField(default=dict, blank=True)  # e.g. the words-per-document histogram
+    health = models.JSONField(default=dict, blank=True)  # the data health report
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

@@ -57,6 +57,7 @@ def dataset_import_beir(
             report("loading queries and judgements", 0, 0)
         loader.load_queries(version, iter_queries(scan))
         loader.load_qrels(version, iter_qrels(scan))
+        _record_health(version, report)
     return ImportResult(version=version, created=True)
 
 
@@ -97,6 +98,7 @@ def dataset_import_training(
             loader.load_training_rows(
                 version, iter_training_rows(scan), total=scan.row_count, report=report
             )
+            _record_health(version, report)
     return ImportResult(version=version, created=created)
 
 
@@ -143,4 +145,14 @@ def dataset_version_pairs_from_qrels(
                 for i, (query, title, text, score) in enumerate(qrels, start=1)
             ]
             loader.load_training_rows(new, rows, total=new.training_count, report=None)
+            _record_health(new, None)
     return ImportResult(version=new, created=created)
+
+
+def _record_health(version: DatasetVersion, report: Progress | None) -> None:
+    from apps.datasets.health import version_health
+
+    if report:
+        report("health report", 0, 0)
+    version.health = version_health(version)
+    version.save(update_fields=["health"])
