@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
+from django.shortcuts import get_object_or_404
 
 from apps.accounts.models import Team
 from apps.accounts.selectors import team_scoped_get
-from apps.datasets.models import Dataset, DatasetVersion
+from apps.datasets.models import Dataset, DatasetVersion, Query
 
 
 def dataset_list(*, team: Team) -> QuerySet[Dataset]:
@@ -38,3 +39,35 @@ def evaluation_inputs(
         .values_list("query_id", "text")
     )
     return corpus, queries, qrels
+
+
+def document_search(*, version: DatasetVersion, q: str, limit: int = 20) -> list:
+    """Documents by exact id first, then by text.
+
+    PostgreSQL full text (websearch syntax, ranked); simple word matching on SQLite.
+    """
+    from django.db import connection
+
+    q = q.strip()
+    if not q:
+        return []
+    exact = list(version.documents.filter(doc_id=q)[:1])
+    docs = version.documents.exclude(doc_id=q)
+    if connection.vendor == "postgresql":
+        from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
+
+        query = SearchQuery(q, search_type="websearch", config="english")
+        vector = SearchVector("title", "text", config="english")
+        found = (
+            docs.annotate(rank=SearchRank(vector, query)).filter(rank__gt=0).order_by("-rank", "pk")
+        )
+    else:
+        found = docs
+        for word in q.split():
+            found = found.filter(Q(title__icontains=word) | Q(text__icontains=word))
+        found = found.order_by("pk")
+    return exact + list(found[: limit - len(exact)])
+
+
+def query_get(*, version: DatasetVersion, pk) -> Query:
+    return get_object_or_404(version.queries, pk=pk)

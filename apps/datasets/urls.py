@@ -9,6 +9,7 @@ urlpatterns = [
     path("ingests/<int:pk>/", views.ingest_detail, name="ingest"),
     path("ingests/<int:pk>/start/", views.ingest_start, name="ingest_start"),
     path("versions/<int:pk>/pairs/", views.version_pairs, name="version_pairs"),
+    path("versions/<int:pk>/queries/<int:query_pk>/", views.query_detail, name="query"),
     path("versions/<int:pk>/export/", views.version_export, name="version_export"),
     path("<int:pk>/", views.dataset_detail, name="detail"),
     path("versions/<int:pk>/", views.version_detail, name="version"),

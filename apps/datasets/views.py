@@ -14,7 +14,13 @@ from apps.datasets.exports import beir_zip, training_jsonl
 from apps.datasets.forms import UploadForm
 from apps.datasets.ingest import IngestError, ingest_confirm, ingest_create, ingest_preview
 from apps.datasets.models import DatasetVersion, IngestJob
-from apps.datasets.selectors import dataset_get, dataset_list, dataset_version_get
+from apps.datasets.selectors import (
+    dataset_get,
+    dataset_list,
+    dataset_version_get,
+    document_search,
+    query_get,
+)
 from apps.datasets.services import dataset_version_pairs_from_qrels
 from apps.runs.forms import EvaluationForm
 from apps.runs.selectors import evaluation_list
@@ -133,7 +139,25 @@ def version_detail(request, pk: int):
                 dataset_version=version
             ),
             "sample_documents": version.documents.order_by("pk")[:5],
+            "q": request.GET.get("q", ""),
+            "judged_queries": version.queries.filter(qrels__isnull=False)
+            .distinct()
+            .order_by("pk")[:10],
+            "found": document_search(version=version, q=request.GET.get("q", "")),
             "sample_training": version.training_rows.order_by("row", "pk")[:5],
             "children": version.children.order_by("number"),
         },
+    )
+
+
+@require_GET
+@team_required()
+def query_detail(request, pk: int, query_pk: int):
+    version = dataset_version_get(user=request.user, pk=pk)
+    query = query_get(version=version, pk=query_pk)
+    judgements = query.qrels.select_related("document").order_by("split", "-score", "document__pk")
+    return render(
+        request,
+        "datasets/query.html",
+        {"version": version, "dataset": version.dataset, "query": query, "judgements": judgements},
     )
