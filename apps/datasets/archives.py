@@ -11,6 +11,7 @@ import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 CHUNK = 1 << 20
@@ -73,7 +74,17 @@ def extract_archive(archive: Path, target: Path, *, max_bytes: int, max_ratio: f
     except ArchiveError:
         shutil.rmtree(target, ignore_errors=True)
         raise
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+    except (
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        EOFError,
+        OSError,
+        zlib.error,  # a damaged deflate stream inside a zip
+        NotImplementedError,  # an unknown compression method or zip version
+        RuntimeError,  # a member flagged as encrypted
+        OverflowError,  # a wild length in a tar PAX header
+        ValueError,  # e.g. a name that is not valid UTF-8 despite the zip's flag
+    ) as exc:
         shutil.rmtree(target, ignore_errors=True)
         raise ArchiveError(archive, f"not a readable archive ({exc})") from exc
     return target

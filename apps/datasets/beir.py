@@ -12,6 +12,7 @@ import csv
 import gzip
 import hashlib
 import json
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from pathlib import Path
 MAX_ERRORS = 50
 LONG_TEXT_WORDS = 2000
 MAX_ID_LENGTH = 200
+MAX_SPLIT_LENGTH = 50  # Qrel.split
+SCORE_RANGE = range(-(2**31), 2**31)  # Qrel.score, a PostgreSQL integer
 
 
 @dataclass
@@ -69,19 +72,40 @@ def open_binary(path: Path):
 def iter_lines(path: Path, problems: Problems, digest=None) -> Iterator[tuple[int, str]]:
     """Non-blank lines as (line number, text); feeds the exact bytes to ``digest``."""
     empty = True
-    with open_binary(path) as fh:
-        for number, raw in enumerate(fh, start=1):
-            if digest is not None:
-                digest.update(raw)
-            if not raw.strip():
-                continue
-            empty = False
-            try:
-                yield number, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as exc:
-                problems.add(path, number, f"not valid UTF-8 (byte {exc.start})")
+    number = 0
+    try:
+        with open_binary(path) as fh:
+            for number, raw in enumerate(fh, start=1):
+                if digest is not None:
+                    digest.update(raw)
+                if not raw.strip():
+                    continue
+                empty = False
+                try:
+                    yield number, raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as exc:
+                    problems.add(path, number, f"not valid UTF-8 (byte {exc.start})")
+    except (OSError, EOFError, zlib.error) as exc:
+        problems.add(path, number, f"unreadable compressed data ({exc})")
+        return
     if empty:
         problems.add(path, 0, "the file is empty")
+
+
+def _unstorable(value) -> str | None:
+    """Why PostgreSQL could not store ``value`` (a NUL, an unpaired surrogate), or None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "a NUL character"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "an unpaired surrogate"
+    elif isinstance(value, dict):
+        return next(filter(None, map(_unstorable, [*value, *value.values()])), None)
+    elif isinstance(value, list):
+        return next(filter(None, map(_unstorable, value)), None)
+    return None
 
 
 def _records(path, problems, *, kind: str, digest=None) -> Iterator[tuple[int, str, dict]]:
@@ -89,8 +113,11 @@ def _records(path, problems, *, kind: str, digest=None) -> Iterator[tuple[int, s
     for number, line in iter_lines(path, problems, digest):
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.add(path, number, f"malformed JSON ({exc.msg})")
+        except (ValueError, RecursionError) as exc:  # too deep, or an integer too long
+            problems.add(path, number, f"malformed JSON ({getattr(exc, 'msg', exc)})")
+            continue
+        if "\\u" in line and (why := _unstorable(obj)):
+            problems.add(path, number, f"contains {why}, which cannot be stored")
             continue
         if not isinstance(obj, dict):
             problems.add(path, number, "expected a JSON object")
@@ -144,7 +171,11 @@ def _qrels(path, problems, query_ids, doc_ids, digest=None) -> Iterator[tuple[st
     seen: set[tuple[str, str]] = set()
     lines = iter_lines(path, problems, digest)
     for number, line in lines:
-        cells = next(csv.reader([line], delimiter="\t"), [])
+        try:
+            cells = next(csv.reader([line], delimiter="\t"), [])
+        except csv.Error as exc:
+            problems.add(path, number, f"unreadable TSV line ({exc})")
+            continue
         if number == 1 and cells and cells[0].strip().lower() in ("query-id", "query_id", "qid"):
             continue  # the header is optional
         if len(cells) != 3:
@@ -154,7 +185,10 @@ def _qrels(path, problems, query_ids, doc_ids, digest=None) -> Iterator[tuple[st
         try:
             score = int(score_text)
         except ValueError:
-            problems.add(path, number, f"relevance {score_text!r} is not an integer")
+            problems.add(path, number, f"relevance {score_text[:20]!r} is not an integer")
+            continue
+        if score not in SCORE_RANGE:
+            problems.add(path, number, f"relevance {score} is out of range")
             continue
         if qid not in query_ids:
             problems.add(path, number, f"unknown query id {qid!r}")
@@ -211,6 +245,9 @@ def locate_beir_files(folder: str | Path) -> BeirScan:
         problems.add(folder / "queries.jsonl", 0, "file not found")
     if not qrels:
         problems.add(qrels_dir, 0, "no qrels/<split>.tsv file found")
+    for split, path in qrels.items():
+        if len(split) > MAX_SPLIT_LENGTH:
+            problems.add(path, 0, f"split name longer than {MAX_SPLIT_LENGTH} characters")
     problems.raise_if_any(folder)
     return BeirScan(folder=folder, corpus_path=corpus, queries_path=queries, qrels_paths=qrels)
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apps.datasets.beir import BeirError, BeirProblem, Problems, iter_lines
+from apps.datasets.beir import BeirError, BeirProblem, Problems, _unstorable, iter_lines
 
 TRAINING_SUFFIXES = (".jsonl", ".jsonl.gz", ".csv", ".csv.gz")
 ANCHOR = ("anchor", "query", "question", "sentence1")
@@ -109,6 +109,9 @@ def _csv_records(path: Path, problems: Problems, digest=None) -> Iterator[tuple[
             if len(cells) != len(header):
                 problems.add(path, line, f"expected {len(header)} columns, found {len(cells)}")
                 continue
+            if why := _unstorable(cells):
+                problems.add(path, line, f"contains {why}, which cannot be stored")
+                continue
             yield line, dict(zip(header, cells, strict=True))
     except csv.Error as exc:
         problems.add(path, numbers[-1] if numbers else 0, f"malformed CSV ({exc})")
@@ -118,8 +121,11 @@ def _jsonl_records(path: Path, problems: Problems, digest=None) -> Iterator[tupl
     for number, line in iter_lines(path, problems, digest):
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.add(path, number, f"malformed JSON ({exc.msg})")
+        except (ValueError, RecursionError) as exc:  # too deep, or an integer too long
+            problems.add(path, number, f"malformed JSON ({getattr(exc, 'msg', exc)})")
+            continue
+        if "\\u" in line and (why := _unstorable(obj)):
+            problems.add(path, number, f"contains {why}, which cannot be stored")
             continue
         if not isinstance(obj, dict):
             problems.add(path, number, "expected a JSON object")
