@@ -108,8 +108,8 @@ def _unstorable(value) -> str | None:
     return None
 
 
-def _records(path, problems, *, kind: str, digest=None) -> Iterator[tuple[int, str, dict]]:
-    seen: set[str] = set()
+def iter_json_objects(path, problems: Problems, digest=None) -> Iterator[tuple[int, dict]]:
+    """JSONL lines as (line number, object); every bad line becomes a problem, never a crash."""
     for number, line in iter_lines(path, problems, digest):
         try:
             obj = json.loads(line)
@@ -122,6 +122,12 @@ def _records(path, problems, *, kind: str, digest=None) -> Iterator[tuple[int, s
         if not isinstance(obj, dict):
             problems.add(path, number, "expected a JSON object")
             continue
+        yield number, obj
+
+
+def _records(path, problems, *, kind: str, digest=None) -> Iterator[tuple[int, str, dict]]:
+    seen: set[str] = set()
+    for number, obj in iter_json_objects(path, problems, digest):
         raw_id = obj.get("_id")
         if isinstance(raw_id, int) and not isinstance(raw_id, bool):
             raw_id = str(raw_id)

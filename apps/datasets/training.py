@@ -15,7 +15,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apps.datasets.beir import BeirError, BeirProblem, Problems, _unstorable, iter_lines
+from apps.datasets.beir import (
+    BeirError,
+    BeirProblem,
+    Problems,
+    _unstorable,
+    iter_json_objects,
+    iter_lines,
+)
 
 TRAINING_SUFFIXES = (".jsonl", ".jsonl.gz", ".csv", ".csv.gz")
 ANCHOR = ("anchor", "query", "question", "sentence1")
@@ -118,19 +125,7 @@ def _csv_records(path: Path, problems: Problems, digest=None) -> Iterator[tuple[
 
 
 def _jsonl_records(path: Path, problems: Problems, digest=None) -> Iterator[tuple[int, dict]]:
-    for number, line in iter_lines(path, problems, digest):
-        try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError) as exc:  # too deep, or an integer too long
-            problems.add(path, number, f"malformed JSON ({getattr(exc, 'msg', exc)})")
-            continue
-        if "\\u" in line and (why := _unstorable(obj)):
-            problems.add(path, number, f"contains {why}, which cannot be stored")
-            continue
-        if not isinstance(obj, dict):
-            problems.add(path, number, "expected a JSON object")
-            continue
-        yield number, obj
+    return iter_json_objects(path, problems, digest)
 
 
 def _format(path: Path) -> str:
