@@ -152,9 +152,12 @@ class Heartbeat:
 
         try:
             while not self._stop.wait(self.interval):
-                self.model.objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
+                try:
+                    self.model.objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except Exception:  # e.g. SQLite busy while an import holds the write lock
+                    logger.warning("heartbeat of %s %s skipped", self.model.__name__, self.pk)
         finally:
             connection.close()  # this thread's own connection
 

@@ -1,6 +1,8 @@
 """Writing a validated dataset's rows: COPY on PostgreSQL, batched inserts on SQLite.
 
 Called inside the transaction that creates the version, so a failure anywhere leaves nothing.
+``report`` must not write to the database on this connection: on PostgreSQL it is called while
+a COPY holds the connection (callers inside the import transaction pass None).
 Memory stays flat: rows stream from the files to the database; judgements are resolved to row
 ids by the database itself (a join), never through an in-memory map of the whole corpus.
 """

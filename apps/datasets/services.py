@@ -36,6 +36,8 @@ def dataset_import_beir(
     if report:
         report("validating", 0, 0)
     scan = scan_beir_folder(path)
+    if report:
+        report(f"loading {scan.document_count:,} documents", 0, 0)
     with transaction.atomic():
         dataset, _ = Dataset.objects.get_or_create(team=team, name=name)
         version, created = _new_version(
@@ -50,14 +52,12 @@ def dataset_import_beir(
         )
         if not created:
             return ImportResult(version=version, created=False)
-        loader.load_documents(
-            version, iter_documents(scan), total=scan.document_count, report=report
-        )
-        if report:
-            report("loading queries and judgements", 0, 0)
+        # No progress writes in here: the job row must not be written (and locked) by this
+        # long transaction, and on PostgreSQL a write from inside COPY would wait on itself.
+        loader.load_documents(version, iter_documents(scan), total=scan.document_count, report=None)
         loader.load_queries(version, iter_queries(scan))
         loader.load_qrels(version, iter_qrels(scan))
-        _record_health(version, report)
+        _record_health(version)
     return ImportResult(version=version, created=True)
 
 
@@ -83,6 +83,8 @@ def dataset_import_training(
     if report:
         report("validating", 0, 0)
     scan = scan_training_file(path)
+    if report:
+        report(f"loading {scan.row_count:,} training rows", 0, 0)
     with transaction.atomic():
         dataset, _ = Dataset.objects.get_or_create(team=team, name=name)
         version, created = _new_version(
@@ -96,9 +98,9 @@ def dataset_import_training(
         )
         if created:
             loader.load_training_rows(
-                version, iter_training_rows(scan), total=scan.row_count, report=report
+                version, iter_training_rows(scan), total=scan.row_count, report=None
             )
-            _record_health(version, report)
+            _record_health(version)
     return ImportResult(version=version, created=created)
 
 
@@ -145,14 +147,12 @@ def dataset_version_pairs_from_qrels(
                 for i, (query, title, text, score) in enumerate(qrels, start=1)
             ]
             loader.load_training_rows(new, rows, total=new.training_count, report=None)
-            _record_health(new, None)
+            _record_health(new)
     return ImportResult(version=new, created=created)
 
 
-def _record_health(version: DatasetVersion, report: Progress | None) -> None:
+def _record_health(version: DatasetVersion) -> None:
     from apps.datasets.health import version_health
 
-    if report:
-        report("health report", 0, 0)
     version.health = version_health(version)
     version.save(update_fields=["health"])

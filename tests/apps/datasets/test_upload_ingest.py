@@ -195,3 +195,22 @@ def test_garbage_is_not_an_archive(tmp_path):
     path.write_bytes(b"not a zip")
     with pytest.raises(ArchiveError, match="not a readable archive"):
         extract_archive(path, tmp_path / "out", max_bytes=10**6, max_ratio=100)
+
+
+@pytest.mark.timeout(120, method="thread")
+@pytest.mark.django_db(transaction=True)
+def test_ingest_job_with_more_rows_than_a_copy_batch_finishes(
+    client, member, beir_folder, monkeypatch, tmp_path
+):
+    """On PostgreSQL a progress write from inside COPY waited on itself forever (≥ BATCH rows)."""
+    from apps.datasets import loader
+    from apps.datasets.ingest import ingest_create
+
+    monkeypatch.setattr(loader, "BATCH", 2)
+    monkeypatch.setattr(ingest, "apply_async", lambda args, **kw: None)
+    files = [SimpleUploadedFile("tiny.zip", zip_folder(beir_folder))]
+    job = ingest_create(team=member.memberships.get().team, user=member, name="tiny", files=files)
+    ingest(job.pk)  # the real task: claim, real ProgressReporter and heartbeat, COPY in batches
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    assert job.version.documents.count() == 8 and job.version.training_count == 0
