@@ -1,8 +1,8 @@
 """Writing a validated dataset's rows: COPY on PostgreSQL, batched inserts on SQLite.
 
 Called inside the transaction that creates the version, so a failure anywhere leaves nothing.
-``report`` must not write to the database on this connection: on PostgreSQL it is called while
-a COPY holds the connection (callers inside the import transaction pass None).
+There is deliberately no progress callback: on PostgreSQL a database write from inside COPY
+waits on its own connection forever, and the job row must not be written by this transaction.
 Memory stays flat: rows stream from the files to the database; judgements are resolved to row
 ids by the database itself (a join), never through an in-memory map of the whole corpus.
 """
@@ -10,7 +10,7 @@ ids by the database itself (a join), never through an in-memory map of the whole
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from itertools import islice
 
 from django.db import connection
@@ -18,7 +18,6 @@ from django.db import connection
 from apps.datasets.models import DatasetVersion, Document, Qrel, Query, TrainingRow
 
 BATCH = 5000
-Progress = Callable[[str, int, int], None]
 
 
 def _batches(rows: Iterable, size: int = BATCH) -> Iterator[list]:
@@ -27,7 +26,7 @@ def _batches(rows: Iterable, size: int = BATCH) -> Iterator[list]:
         yield batch
 
 
-def _copy(table: str, columns: list[str], rows: Iterable[tuple], on_row=None) -> int:
+def _copy(table: str, columns: list[str], rows: Iterable[tuple]) -> int:
     n = 0
     with connection.cursor() as wrapper:
         cursor = wrapper.cursor  # the psycopg 3 cursor under Django's wrapper
@@ -35,22 +34,15 @@ def _copy(table: str, columns: list[str], rows: Iterable[tuple], on_row=None) ->
             for row in rows:
                 copy.write_row(row)
                 n += 1
-                if on_row and n % BATCH == 0:
-                    on_row(n)
     return n
 
 
-def load_documents(version: DatasetVersion, rows, *, total: int, report: Progress | None) -> int:
-    def tick(n):
-        if report:
-            report("loading documents", n, total)
-
+def load_documents(version: DatasetVersion, rows) -> int:
     if connection.vendor == "postgresql":
         n = _copy(
             Document._meta.db_table,
             ["version_id", "doc_id", "title", "text", "metadata"],
             ((version.pk, d, t, x, json.dumps(m)) for d, t, x, m in rows),
-            tick,
         )
     else:
         n = 0
@@ -60,8 +52,6 @@ def load_documents(version: DatasetVersion, rows, *, total: int, report: Progres
                 for d, t, x, m in batch
             )
             n += len(batch)
-            tick(n)
-    tick(n)
     return n
 
 
@@ -124,21 +114,14 @@ def load_qrels(version: DatasetVersion, rows) -> int:
     return n
 
 
-def load_training_rows(
-    version: DatasetVersion, rows, *, total: int, report: Progress | None
-) -> int:
+def load_training_rows(version: DatasetVersion, rows) -> int:
     """rows: (row, anchor, positive, negatives, score)."""
-
-    def tick(n):
-        if report:
-            report("loading training rows", n, total)
 
     if connection.vendor == "postgresql":
         n = _copy(
             TrainingRow._meta.db_table,
             ["version_id", "row", "anchor", "positive", "negatives", "score"],
             ((version.pk, r, a, p, json.dumps(ns), s) for r, a, p, ns, s in rows),
-            tick,
         )
     else:
         n = 0
@@ -148,6 +131,4 @@ def load_training_rows(
                 for r, a, p, ns, s in batch
             )
             n += len(batch)
-            tick(n)
-    tick(n)
     return n

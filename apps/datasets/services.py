@@ -54,7 +54,7 @@ def dataset_import_beir(
             return ImportResult(version=version, created=False)
         # No progress writes in here: the job row must not be written (and locked) by this
         # long transaction, and on PostgreSQL a write from inside COPY would wait on itself.
-        loader.load_documents(version, iter_documents(scan), total=scan.document_count, report=None)
+        loader.load_documents(version, iter_documents(scan))
         loader.load_queries(version, iter_queries(scan))
         loader.load_qrels(version, iter_qrels(scan))
         _record_health(version)
@@ -97,9 +97,7 @@ def dataset_import_training(
             warnings=scan.warnings,
         )
         if created:
-            loader.load_training_rows(
-                version, iter_training_rows(scan), total=scan.row_count, report=None
-            )
+            loader.load_training_rows(version, iter_training_rows(scan))
             _record_health(version)
     return ImportResult(version=version, created=created)
 
@@ -146,7 +144,7 @@ def dataset_version_pairs_from_qrels(
                 (i, query, (title + " " + text).strip(), [], float(score))
                 for i, (query, title, text, score) in enumerate(qrels, start=1)
             ]
-            loader.load_training_rows(new, rows, total=new.training_count, report=None)
+            loader.load_training_rows(new, rows)
             _record_health(new)
     return ImportResult(version=new, created=created)
 
