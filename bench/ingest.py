@@ -23,8 +23,8 @@ and dropped at the end unless ``--keep``)::
     .venv/bin/python -m bench.ingest --documents 100000 1000000
 
 A child that stops using CPU while the database is idle is reported STALLED with every thread's
-stack (the job deadlocks on PostgreSQL from 5,000 documents on: ``--side-progress`` works around
-it). ``--profile`` adds a cProfile'd EmbedHub run at the smallest size. See bench/README.md.
+stack (this caught a COPY deadlock, since fixed: see bench/README.md). ``--profile`` adds a
+cProfile'd EmbedHub run at the smallest size.
 """
 
 from __future__ import annotations
@@ -349,14 +349,12 @@ def child_bare(url: str, corpus: Path) -> dict:
     }
 
 
-def child_embedhub(source: Path, documents: int, profile: Path | None, side_progress: bool) -> dict:
+def child_embedhub(source: Path, documents: int, profile: Path | None) -> dict:
     """Play the ingest worker: set up a pending IngestJob like ``ingest_create`` and run the task.
 
     Stage times come from thin timing wrappers around the functions ``dataset_import_beir``
-    calls (the scan, then the three loads); what they do is unchanged. With ``side_progress``
-    the progress callback given to ``load_documents`` runs on a second thread, hence a second
-    database connection, and the loader waits for it: the workaround for the COPY deadlock
-    (see bench/README.md), everything else as in the worker.
+    calls (the scan, then the three loads); what they do is unchanged; everything else runs as
+    in the worker.
     """
     import django
 
@@ -383,22 +381,6 @@ def child_embedhub(source: Path, documents: int, profile: Path | None, side_prog
         return wrapper
 
     load_documents = services.loader.load_documents
-    pool = None
-    if side_progress:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from django.db import connection
-
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-progress")
-        real_load_documents = load_documents
-
-        def load_documents(version, rows, *, total, report):
-            def on_side_connection(*args):
-                return pool.submit(report, *args).result()  # JobCancelled still propagates
-
-            return real_load_documents(
-                version, rows, total=total, report=on_side_connection if report else None
-            )
 
     from django.db import connections
 
@@ -453,9 +435,6 @@ def child_embedhub(source: Path, documents: int, profile: Path | None, side_prog
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile)
-    if pool is not None:
-        pool.submit(lambda: connection.close()).result()  # that thread's own connection
-        pool.shutdown()
 
     job.refresh_from_db()
     if job.status != JobStatus.SUCCEEDED:
@@ -482,7 +461,6 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--source", type=Path, required=True)
     parser.add_argument("--documents", type=int, required=True)
     parser.add_argument("--profile", type=Path)
-    parser.add_argument("--side-progress", action="store_true")
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--stack", type=Path, required=True)
     a = parser.parse_args(argv)
@@ -493,7 +471,7 @@ def child_main(argv: list[str]) -> None:
     if a.kind == "bare":
         data = child_bare(a.database_url, a.source / "corpus.jsonl")
     else:
-        data = child_embedhub(a.source, a.documents, a.profile, a.side_progress)
+        data = child_embedhub(a.source, a.documents, a.profile)
     a.result.write_text(json.dumps(data))
 
 
@@ -536,12 +514,6 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the bench database (with the last run's rows) and the generated files",
     )
     parser.add_argument(
-        "--side-progress",
-        action="store_true",
-        help="work around the COPY deadlock: the job's progress callback during the document "
-        "COPY runs on a second thread and database connection (see bench/README.md)",
-    )
-    parser.add_argument(
         "--profile", action="store_true", help="also run a cProfile'd ingest at the smallest N"
     )
     parser.add_argument(
@@ -560,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     created = ensure_database(a.database_url)
     log(f"database {'created' if created else 'exists'}: {a.database_url}; work dir {work}")
     watch = {"url": a.database_url, "stall_s": a.stall_seconds}
-    extra = ["--side-progress"] if a.side_progress else []
+    extra: list[str] = []
     rows = []
     try:
         log("manage.py migrate")
@@ -607,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
             if not a.keep:
                 shutil.rmtree(source, ignore_errors=True)
 
-        print_table(rows, a.queries, a.side_progress)
+        print_table(rows, a.queries)
 
         if a.profile:
             n = min(sizes)
@@ -640,11 +612,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def print_table(rows: list, queries: int, side_progress: bool) -> None:
+def print_table(rows: list, queries: int) -> None:
     print()
     print(f"Ingest bench: {queries:,} queries per corpus; MB = 10^6 bytes; peak = child's max RSS")
-    if side_progress:
-        print("--side-progress: the document COPY's progress writes go through a second connection")
     head = (
         f"{'N':>10} | {'EmbedHub docs/s':>15} | {'peak MB':>7} | {'bare docs/s':>11} | "
         f"{'bare peak MB':>12} | {'ratio':>5}"
