@@ -149,6 +149,20 @@ def tiny_registered_model(team, tiny_model_path):
 
 
 @pytest.fixture
+def evaluation(team, tiny_registered_model, tiny_version):
+    """A pending evaluation of the tiny model on the tiny collection, not enqueued."""
+    from apps.runs.services import evaluation_create
+
+    return evaluation_create(
+        team=team,
+        model=tiny_registered_model,
+        dataset_version=tiny_version,
+        split="test",
+        enqueue=False,
+    )
+
+
+@pytest.fixture
 def tiny_version(team, beir_folder):
     from apps.datasets.services import dataset_import_beir
 

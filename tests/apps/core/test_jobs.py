@@ -24,17 +24,6 @@ from apps.runs.services import evaluation_create
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def evaluation(team, tiny_registered_model, tiny_version):
-    return evaluation_create(
-        team=team,
-        model=tiny_registered_model,
-        dataset_version=tiny_version,
-        split="test",
-        enqueue=False,
-    )
-
-
 def test_claim_is_conditional(evaluation):
     first = job_claim(model=Evaluation, pk=evaluation.pk)
     assert first is not None and first.status == JobStatus.RUNNING and first.started_at

@@ -1,20 +1,8 @@
 import pytest
 
 from apps.accounts.services import api_token_create, api_token_revoke
-from apps.runs.services import evaluation_create
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def evaluation(team, tiny_registered_model, tiny_version):
-    return evaluation_create(
-        team=team,
-        model=tiny_registered_model,
-        dataset_version=tiny_version,
-        split="test",
-        enqueue=False,
-    )
 
 
 def test_token_reads_its_team_evaluation_and_nothing_else(
