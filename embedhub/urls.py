@@ -9,5 +9,6 @@ urlpatterns = [
     path("runs/", include("apps.runs.urls")),
     path("indexes/", include("apps.indexes.urls")),
     path("api/v1/", include("apps.runs.api_urls")),
+    path("api/v1/", include("apps.datasets.api_urls")),
     path("admin/", admin.site.urls),
 ]

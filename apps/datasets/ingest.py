@@ -31,6 +31,10 @@ class IngestError(ValueError):
         super().__init__("\n".join(problems))
 
 
+class UploadTooLarge(IngestError):
+    """The upload is over ``DATASET_UPLOAD_MAX_BYTES`` (the API answers 413)."""
+
+
 def _safe_name(name: str) -> str:
     base = Path(name.replace("\\", "/")).name
     if not base or base in (".", ".."):
@@ -38,17 +42,27 @@ def _safe_name(name: str) -> str:
     return base
 
 
-def ingest_create(*, team: Team, user, name: str, files: list) -> IngestJob:
-    """Store uploaded files (Django UploadedFile objects) and enqueue their ingest."""
+def ingest_create(
+    *, team: Team, user, name: str, files: list, kind: str | None = None
+) -> IngestJob:
+    """Store uploaded files (Django UploadedFile objects) and enqueue their ingest.
+
+    ``kind`` None detects it as the page does: one .jsonl / .csv that is not corpus / queries
+    is a training set (which then waits for ``ingest_confirm``), anything else a BEIR upload.
+    A given ``kind`` that the files do not fit is refused before anything is stored.
+    """
     if not files:
         raise IngestError(["no file uploaded"])
     total = sum(f.size for f in files)
     if total > settings.DATASET_UPLOAD_MAX_BYTES:
         limit = settings.DATASET_UPLOAD_MAX_BYTES
-        raise IngestError([f"upload of {total:,} bytes is over the limit of {limit:,}"])
+        raise UploadTooLarge([f"upload of {total:,} bytes is over the limit of {limit:,}"])
     names = [_safe_name(f.name) for f in files]
     if len(set(names)) != len(names):
         raise IngestError(["two uploaded files have the same name"])
+    training = len(names) == 1 and is_training_file(names[0])
+    if kind is not None:
+        _check_kind(kind, names, training=training)
     folder = Path(settings.ARTIFACTS_ROOT) / "uploads" / uuid.uuid4().hex
     incoming = folder / "incoming"
     incoming.mkdir(parents=True)
@@ -56,7 +70,6 @@ def ingest_create(*, team: Team, user, name: str, files: list) -> IngestJob:
         with open(incoming / base, "wb") as out:
             for chunk in f.chunks():
                 out.write(chunk)
-    training = len(names) == 1 and is_training_file(names[0])
     with transaction.atomic():
         job = IngestJob.objects.create(
             team=team,
@@ -71,6 +84,35 @@ def ingest_create(*, team: Team, user, name: str, files: list) -> IngestJob:
         if not training:
             _enqueue(job)
     return job
+
+
+def _check_kind(kind: str, names: list[str], *, training: bool) -> None:
+    if kind not in IngestJob.Kind.values:
+        raise IngestError([f"kind {kind!r}: expected one of {', '.join(IngestJob.Kind.values)}"])
+    if kind == IngestJob.Kind.TRAINING and not training:
+        raise IngestError(
+            [
+                f"{', '.join(names)}: a training set is one .jsonl or .csv file (gzip allowed) "
+                "on its own, not named corpus or queries"
+            ]
+        )
+    if kind == IngestJob.Kind.RETRIEVAL and training:
+        raise IngestError(
+            [
+                f"{names[0]}: not a BEIR file (expected corpus.jsonl, queries.jsonl and "
+                "<split>.tsv, or one .zip / .tar.gz holding them); send kind=training for a "
+                "training set"
+            ]
+        )
+
+
+def ingest_discard(*, job: IngestJob) -> None:
+    """Drop an upload that never started (a training file whose columns cannot be read)."""
+    deleted, _ = IngestJob.objects.filter(
+        pk=job.pk, awaiting_confirmation=True, status=JobStatus.PENDING
+    ).delete()
+    if deleted:
+        shutil.rmtree(job.upload_dir, ignore_errors=True)
 
 
 def _enqueue(job: IngestJob) -> None:
