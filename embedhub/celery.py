@@ -15,7 +15,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 def _route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, str]:
     from django.conf import settings
 
-    if name.startswith("workers.tasks.evaluation."):
+    # Curation encodes with a model (dedup, mining) or tokenizes, like an evaluation.
+    if name.startswith(("workers.tasks.evaluation.", "workers.tasks.curation.")):
         return {"queue": settings.ENCODE_QUEUE}
     if name.startswith("workers.tasks.ingest."):
         return {"queue": "ingest"}
@@ -43,7 +44,12 @@ app.conf.update(
     worker_max_tasks_per_child=50,
     broker_connection_retry_on_startup=True,
     # Task modules import no ML library at module level, so loading them is cheap.
-    imports=("workers.tasks.core", "workers.tasks.evaluation", "workers.tasks.ingest"),
+    imports=(
+        "workers.tasks.core",
+        "workers.tasks.evaluation",
+        "workers.tasks.ingest",
+        "workers.tasks.curation",
+    ),
     beat_schedule={
         "reap-stale-jobs": {"task": "workers.tasks.core.reap_stale_jobs", "schedule": 60.0},
     },

@@ -7,7 +7,17 @@ import sys
 
 from tests.conftest import REPO
 
-HEAVY = ["torch", "transformers", "sentence_transformers", "peft", "faiss", "ir_measures"]
+HEAVY = [
+    "torch",
+    "transformers",
+    "sentence_transformers",
+    "peft",
+    "faiss",
+    "ir_measures",
+    "bm25s",
+    "data_selection",
+    "nltk",
+]
 
 CODE = f"""
 import json, sys
@@ -20,6 +30,7 @@ from embedhub.celery import app
 app.loader.import_default_modules()  # the task modules, as a worker loads them
 import workers.tasks.core, workers.tasks.evaluation, workers.serving.server
 import workers.ml.inspect
+import apps.datasets.curation, workers.tasks.curation
 print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
 """
 

@@ -170,3 +170,52 @@ class IngestJob(TeamOwned, Job):
 
     def __str__(self) -> str:
         return f"Ingest #{self.pk} → {self.dataset_name}"
+
+
+class CurationJob(TeamOwned, Job):
+    """A curation or analysis step over one version (a job row).
+
+    Most kinds end in a new derived version (lineage: parent = ``source``, params recorded);
+    semantic dedup first waits for the user to review what it would remove; token lengths
+    only annotate the source version's stats.
+    """
+
+    class Kind(models.TextChoices):
+        SEMDEDUP = "semdedup", "Semantic dedup"
+        MINE = "mine", "Hard-negative mining"
+        DSIR = "dsir", "Importance-resampling selection (DSIR)"
+        TOKENS = "tokens", "Token lengths"
+
+    class Review(models.TextChoices):
+        NONE = "", "No review"
+        PENDING = "pending", "Waiting for review"
+        ACCEPTED = "accepted", "Accepted"
+        DISCARDED = "discarded", "Discarded"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    source = models.ForeignKey(
+        DatasetVersion, on_delete=models.PROTECT, related_name="curation_jobs"
+    )
+    model = models.ForeignKey(
+        "registry.EmbeddingModel",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="curation_jobs",
+    )
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)  # summary shown on the page
+    review = models.CharField(max_length=16, choices=Review.choices, blank=True, default="")
+    version = models.ForeignKey(
+        DatasetVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # DSIR: the same-size random subset, always made beside the selection.
+    baseline_version = models.ForeignKey(
+        DatasetVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} on {self.source}"

@@ -11,6 +11,21 @@ urlpatterns = [
     path("versions/<int:pk>/pairs/", views.version_pairs, name="version_pairs"),
     path("versions/<int:pk>/queries/<int:query_pk>/", views.query_detail, name="query"),
     path("versions/<int:pk>/export/", views.version_export, name="version_export"),
+    path("versions/<int:pk>/curate/<str:kind>/", views.version_curate, name="version_curate"),
+    path("curation/<int:pk>/", views.curation_detail, name="curation"),
+    path(
+        "curation/<int:pk>/accept/",
+        views.curation_review,
+        {"decision": "accept"},
+        name="curation_accept",
+    ),
+    path(
+        "curation/<int:pk>/discard/",
+        views.curation_review,
+        {"decision": "discard"},
+        name="curation_discard",
+    ),
+    path("curation/<int:pk>/cancel/", views.curation_cancel, name="curation_cancel"),
     path("<int:pk>/", views.dataset_detail, name="detail"),
     path("versions/<int:pk>/", views.version_detail, name="version"),
 ]

@@ -10,10 +10,18 @@ from django.views.decorators.vary import vary_on_headers
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write, team_scoped_get
+from apps.core.services import InvalidTransition, job_cancel
+from apps.datasets.charts import histogram_chart, score_chart, token_charts, words_chart
+from apps.datasets.curation import (
+    CurationError,
+    curation_accept,
+    curation_create,
+    curation_discard,
+)
 from apps.datasets.exports import beir_zip, training_jsonl
 from apps.datasets.forms import UploadForm
 from apps.datasets.ingest import IngestError, ingest_confirm, ingest_create, ingest_preview
-from apps.datasets.models import DatasetVersion, IngestJob
+from apps.datasets.models import CurationJob, DatasetVersion, IngestJob
 from apps.datasets.selectors import (
     dataset_get,
     dataset_list,
@@ -22,6 +30,7 @@ from apps.datasets.selectors import (
     query_get,
 )
 from apps.datasets.services import dataset_version_pairs_from_qrels
+from apps.registry.models import EmbeddingModel
 from apps.runs.forms import EvaluationForm
 from apps.runs.selectors import evaluation_list
 
@@ -146,8 +155,107 @@ def version_detail(request, pk: int):
             "found": document_search(version=version, q=request.GET.get("q", "")),
             "sample_training": version.training_rows.order_by("row", "pk")[:5],
             "children": version.children.order_by("number"),
+            "words_chart": words_chart(version),
+            "token_charts": token_charts(version),
+            "models": EmbeddingModel.objects.filter(team=version.dataset.team).order_by("name"),
+            "target_versions": DatasetVersion.objects.filter(dataset__team=version.dataset.team)
+            .select_related("dataset")
+            .order_by("dataset__name", "-number"),
+            "curation_jobs": version.curation_jobs.select_related("model", "version")[:20],
         },
     )
+
+
+@require_POST
+@team_required()
+def version_curate(request, pk: int, kind: str):
+    version = dataset_version_get(user=request.user, pk=pk, role=Role.MEMBER)
+    team = version.dataset.team
+    model_pk = request.POST.get("model", "")
+    # Another team's model is simply not found: the service then asks for a model.
+    model = (
+        EmbeddingModel.objects.filter(team=team, pk=model_pk).first()
+        if model_pk.isdigit()
+        else None
+    )
+    try:
+        job = curation_create(
+            team=team,
+            source=version,
+            kind=kind,
+            params=request.POST.dict(),
+            model=model,
+            created_by=request.user,
+        )
+    except CurationError as exc:
+        messages.error(request, str(exc))
+        return redirect("datasets:version", pk=version.pk)
+    return redirect("datasets:curation", pk=job.pk)
+
+
+def _curation_context(request, job: CurationJob) -> dict:
+    similarity = job.result.get("similarity") or {}
+    return {
+        "similarity_chart": histogram_chart(
+            edges=similarity.get("edges") or [],
+            series=[("removed items", "s1", similarity.get("counts") or [])],
+        ),
+        "job": job,
+        "can_write": can_write(user=request.user, team=job.team),
+        "score_chart": score_chart(job.result.get("histograms") or {})
+        if job.kind == CurationJob.Kind.MINE
+        else None,
+        "token_charts": token_charts(job.source) if job.kind == CurationJob.Kind.TOKENS else [],
+    }
+
+
+def _curation_get(request, pk: int, role: str = Role.VIEWER) -> CurationJob:
+    return team_scoped_get(
+        queryset=CurationJob.objects.select_related(
+            "source__dataset", "model", "version", "baseline_version"
+        ),
+        user=request.user,
+        pk=pk,
+        role=role,
+    )
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+@team_required()
+def curation_detail(request, pk: int):
+    job = _curation_get(request, pk)
+    template = "datasets/curation.html#status" if request.htmx else "datasets/curation.html"
+    return render(request, template, _curation_context(request, job))
+
+
+@require_POST
+@team_required()
+def curation_review(request, pk: int, decision: str):
+    job = _curation_get(request, pk, role=Role.MEMBER)
+    try:
+        if decision == "accept":
+            version = curation_accept(job=job)
+            rows = version.document_count or version.training_count
+            messages.success(request, f"Accepted: {version} keeps {rows:,} rows.")
+            return redirect("datasets:version", pk=version.pk)
+        curation_discard(job=job)
+    except CurationError as exc:
+        messages.error(request, str(exc))
+    return redirect("datasets:curation", pk=job.pk)
+
+
+@require_POST
+@team_required()
+def curation_cancel(request, pk: int):
+    job = _curation_get(request, pk, role=Role.MEMBER)
+    try:
+        job = job_cancel(job=job)
+    except InvalidTransition as exc:
+        messages.error(request, str(exc))
+    if request.htmx:
+        return render(request, "datasets/curation.html#status", _curation_context(request, job))
+    return redirect("datasets:curation", pk=job.pk)
 
 
 @require_GET
