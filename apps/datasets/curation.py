@@ -216,6 +216,7 @@ def _histogram(values, *, bins: int = 30, lo: float | None = None, hi: float | N
     hi = float(values.max()) if hi is None else hi
     if hi <= lo:
         hi = lo + 1e-6
+    values = np.clip(values, lo, hi)  # float noise (a cosine of 1.0000001) stays in the chart
     counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
     return {"edges": [round(float(e), 4) for e in edges], "counts": counts.tolist()}
 
@@ -304,7 +305,7 @@ def _run_semdedup(job: CurationJob, report: ProgressReporter) -> dict:
     )
     report.check()
     return {
-        "stage": "waiting for review",
+        "stage": "done",
         "review": CurationJob.Review.PENDING,
         "result": {
             "items": len(texts),
@@ -313,7 +314,9 @@ def _run_semdedup(job: CurationJob, report: ProgressReporter) -> dict:
             "clusters": out.n_clusters,
             "largest_cluster": out.largest_cluster,
             "protected": int(protected.sum()) if protected is not None else 0,
-            "similarity": _histogram([p[2] for p in out.pairs], bins=20),
+            "similarity": _histogram(
+                [p[2] for p in out.pairs], bins=20, lo=job.params["threshold"], hi=1.0
+            ),
             "examples": [
                 {
                     "removed": labels[a],
