@@ -1,6 +1,14 @@
 from django.contrib import admin
 
-from apps.datasets.models import Dataset, DatasetVersion, Document, IngestJob, Query
+from apps.datasets.models import (
+    CurationJob,
+    Dataset,
+    DatasetVersion,
+    Document,
+    IngestJob,
+    Query,
+    TrainingRow,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -51,3 +59,18 @@ class QueryAdmin(ReadOnlyAdmin):
 class IngestJobAdmin(ReadOnlyAdmin):
     list_display = ["pk", "team", "dataset_name", "status", "created_at"]
     list_filter = ["team", "status"]
+
+
+@admin.register(TrainingRow)
+class TrainingRowAdmin(ReadOnlyAdmin):
+    list_display = ["row", "anchor", "version"]
+    search_fields = ["anchor", "positive"]
+    list_select_related = ["version__dataset"]
+    show_full_result_count = False
+
+
+@admin.register(CurationJob)
+class CurationJobAdmin(ReadOnlyAdmin):
+    list_display = ["pk", "kind", "team", "source", "status", "review", "created_at"]
+    list_filter = ["team", "kind", "status"]
+    list_select_related = ["source__dataset", "team"]
