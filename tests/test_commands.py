@@ -115,3 +115,18 @@ def test_demo_gives_a_new_password_when_var_was_wiped(
         _, second, _ = run("demo")
     assert second["password"] != first["password"]
     assert get_user_model().objects.get(username="admin").check_password(second["password"])
+
+
+def test_curate_mine_sync_and_bad_input(tiny_registered_model, tiny_version):
+    m, v = str(tiny_registered_model.pk), str(tiny_version.pk)
+    code, result, err = run(
+        "curate", "mine", "--dataset-version", v, "--model", m, "--sync",
+        "--param", "split=test", "--param", "range_max=7", "--param", "relative_margin=0",
+    )  # fmt: skip
+    assert code == 0, err
+    assert result["status"] == "succeeded" and result["version"]
+    assert result["result"]["queries"] == 3
+    code, _, err = run("curate", "mine", "--dataset-version", v, "--model", m, "--param", "x")
+    assert code == 2 and "is not KEY=VALUE" in err
+    code, _, err = run("curate", "mine", "--dataset-version", v, "--model", m, "--param", "split=x")
+    assert code == 2 and "has no split" in err

@@ -1,0 +1,81 @@
+import time
+
+from apps.core.commands import InputError, JsonCommand
+from apps.datasets.curation import CurationError, curation_accept, curation_create
+from apps.datasets.models import CurationJob, DatasetVersion
+from apps.registry.models import EmbeddingModel
+
+
+class Command(JsonCommand):
+    help = (
+        "Run a curation job on a dataset version: semdedup, mine, dsir or tokens. Parameters "
+        "as the version page takes them (--param range_max=100 --param split=train). Without "
+        "--sync the job goes to the worker and this waits; --accept accepts a dedup's result."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("kind", choices=CurationJob.Kind.values)
+        parser.add_argument("--dataset-version", type=int, required=True)
+        parser.add_argument("--model", type=int)
+        parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+        parser.add_argument("--sync", action="store_true")
+        parser.add_argument("--accept", action="store_true")
+        parser.add_argument("--timeout", type=float, default=24 * 3600)
+
+    def handle(self, *args, kind, dataset_version, model, param, sync, accept, timeout, **opts):
+        version = (
+            DatasetVersion.objects.filter(pk=dataset_version).select_related("dataset").first()
+        )
+        if version is None:
+            raise InputError(f"--dataset-version: no dataset version {dataset_version}")
+        m = None
+        if model is not None:
+            m = EmbeddingModel.objects.filter(pk=model, team=version.dataset.team).first()
+            if m is None:
+                raise InputError(f"--model: no model {model} in the version's team")
+        params = {}
+        for item in param:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise InputError(f"--param: {item!r} is not KEY=VALUE")
+            params[key.strip()] = value.strip()
+        try:
+            job = curation_create(
+                team=version.dataset.team,
+                source=version,
+                kind=kind,
+                params=params,
+                model=m,
+                enqueue=not sync,
+            )
+        except CurationError as exc:
+            raise InputError(str(exc)) from exc
+        started = time.monotonic()
+        if sync:
+            from workers.tasks.curation import curate
+
+            curate.run(job.pk)
+        else:
+            self.stderr.write(f"curation job {job.pk} queued; waiting for a worker…")
+            while CurationJob.objects.filter(pk=job.pk, status__in=["pending", "running"]):
+                if time.monotonic() - started > timeout:
+                    self.emit({"job": job.pk, "status": "pending"})
+                    raise SystemExit(1)
+                time.sleep(1)
+        job.refresh_from_db()
+        if accept and job.review == CurationJob.Review.PENDING:
+            curation_accept(job=job)
+            job.refresh_from_db()
+        payload = {
+            "job": job.pk,
+            "status": job.status,
+            "seconds": round(time.monotonic() - started, 1),
+            "version": job.version_id,
+            "baseline_version": job.baseline_version_id,
+            "result": {k: v for k, v in job.result.items() if k not in ("samples", "examples")},
+        }
+        if job.status != "succeeded":
+            payload["error"] = job.human_error
+            self.emit(payload)
+            raise SystemExit(1)
+        self.emit(payload)
