@@ -13,7 +13,10 @@ def evaluation_payload(evaluation: Evaluation) -> dict:
         "status": evaluation.status,
         "stage": evaluation.stage,
         "progress": {"done": evaluation.progress_done, "total": evaluation.progress_total},
-        "model": {"id": evaluation.model_id, "name": evaluation.model.name},
+        "method": evaluation.method,
+        "model": {"id": evaluation.model_id, "name": evaluation.model.name}
+        if evaluation.model_id
+        else None,
         "dataset_version": evaluation.dataset_version_id,
         "split": evaluation.split,
         "metrics": evaluation.metrics,

@@ -8,10 +8,20 @@ HEADLINE_METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
 
 class Evaluation(TeamOwned, Job):
-    """One model version evaluated on one dataset version's split (a job row)."""
+    """One model version (or the BM25 baseline) evaluated on one dataset version's split."""
 
+    class Method(models.TextChoices):
+        DENSE = "dense", "Dense (model)"
+        BM25 = "bm25", "BM25 (bm25s)"
+
+    method = models.CharField(max_length=16, choices=Method.choices, default=Method.DENSE)
+    # Empty for BM25, which needs no model.
     model = models.ForeignKey(
-        "registry.EmbeddingModel", on_delete=models.PROTECT, related_name="evaluations"
+        "registry.EmbeddingModel",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="evaluations",
     )
     dataset_version = models.ForeignKey(
         "datasets.DatasetVersion", on_delete=models.PROTECT, related_name="evaluations"
@@ -28,13 +38,25 @@ class Evaluation(TeamOwned, Job):
     document_count = models.PositiveIntegerField(default=0)
     query_count = models.PositiveIntegerField(default=0)
     run_file = models.CharField(max_length=1000, blank=True)
+    # The embedding cache entry the documents were read from or written to, and whether it was
+    # already there (a hit means this evaluation did not encode the corpus).
+    embedding_key = models.CharField(max_length=64, blank=True)
+    cache_hit = models.BooleanField(default=False)
+    # What-if rows over the same embeddings: {"dim", "precision", "bytes", "ndcg@10", …}.
+    sweep = models.JSONField(default=list, blank=True)
+    diagnostics = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["team", "-created_at"])]
 
     def __str__(self) -> str:
-        return f"Evaluation #{self.pk}: {self.model} on {self.dataset_version} {self.split}"
+        return f"Evaluation #{self.pk}: {self.label} on {self.dataset_version} {self.split}"
+
+    @property
+    def label(self) -> str:
+        """What was evaluated, for tables: the model's name, or the method for BM25."""
+        return self.model.name if self.model_id else self.get_method_display()
 
     @property
     def headline(self) -> list[tuple[str, float | None]]:
