@@ -26,6 +26,10 @@ def _batches(rows: Iterable, size: int = BATCH) -> Iterator[list]:
         yield batch
 
 
+def _json(value: dict) -> str:
+    return json.dumps(value) if value else "{}"  # most rows have no metadata
+
+
 def _copy(table: str, columns: list[str], rows: Iterable[tuple]) -> int:
     n = 0
     with connection.cursor() as wrapper:
@@ -42,7 +46,7 @@ def load_documents(version: DatasetVersion, rows) -> int:
         n = _copy(
             Document._meta.db_table,
             ["version_id", "doc_id", "title", "text", "metadata"],
-            ((version.pk, d, t, x, json.dumps(m)) for d, t, x, m in rows),
+            ((version.pk, d, t, x, _json(m)) for d, t, x, m in rows),
         )
     else:
         n = 0
@@ -60,7 +64,7 @@ def load_queries(version: DatasetVersion, rows) -> int:
         return _copy(
             Query._meta.db_table,
             ["version_id", "query_id", "text", "metadata"],
-            ((version.pk, q, t, json.dumps(m)) for q, t, m in rows),
+            ((version.pk, q, t, _json(m)) for q, t, m in rows),
         )
     n = 0
     for batch in _batches(rows):
@@ -72,7 +76,8 @@ def load_queries(version: DatasetVersion, rows) -> int:
 
 
 def load_qrels(version: DatasetVersion, rows) -> int:
-    """rows: (split, query id, document id, score) with ids as in the files."""
+    """rows: (split, query id, document id, score) with ids as in the files. Returns how many
+    were written: judgements naming an id absent from the version are left out."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
@@ -106,11 +111,15 @@ def load_qrels(version: DatasetVersion, rows) -> int:
                 "doc_id", "pk"
             )
         )
-        Qrel.objects.bulk_create(
+        # Like the join above, a judgement whose ids are not both there is left out: the
+        # caller compares the count with the scan's.
+        found = [
             Qrel(version=version, split=s, query_id=qpk[q], document_id=dpk[d], score=score)
             for s, q, d, score in batch
-        )
-        n += len(batch)
+            if q in qpk and d in dpk
+        ]
+        Qrel.objects.bulk_create(found)
+        n += len(found)
     return n
 
 

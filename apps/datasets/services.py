@@ -30,9 +30,15 @@ def dataset_import_beir(
 
     A first streaming pass validates everything before anything is written (BeirError lists
     FILE:LINE: reason); the rows then stream into the database in one transaction (COPY on
-    PostgreSQL), so a failure leaves no trace and memory stays flat. Identical content reuses the
-    existing version; changed content makes version n+1 with the previous one as parent.
+    PostgreSQL), so a failure leaves no trace and memory stays flat. The second pass does not
+    validate again: it re-hashes the files and fails (BeirError, nothing written) if they
+    changed in between; it also counts the words per document and hashes the documents for the
+    health report. Identical content reuses the existing version; changed content makes
+    version n+1 with the previous one as parent.
     """
+    from apps.datasets.beir import BeirError, BeirProblem, LoadStats
+    from apps.datasets.health import version_health
+
     if report:
         report("validating", 0, 0)
     scan = scan_beir_folder(path)
@@ -48,16 +54,33 @@ def dataset_import_beir(
             query_count=scan.query_count,
             qrels_counts=scan.qrels_counts,
             warnings=scan.warnings,
-            stats={"document_words": {str(k): v for k, v in sorted(scan.word_histogram.items())}},
         )
         if not created:
             return ImportResult(version=version, created=False)
         # No progress writes in here: the job row must not be written (and locked) by this
         # long transaction, and on PostgreSQL a write from inside COPY would wait on itself.
-        loader.load_documents(version, iter_documents(scan))
+        stats = LoadStats()
+        loader.load_documents(version, iter_documents(scan, stats))
         loader.load_queries(version, iter_queries(scan))
-        loader.load_qrels(version, iter_qrels(scan))
-        _record_health(version)
+        judgements = loader.load_qrels(version, iter_qrels(scan))
+        if judgements != sum(scan.qrels_counts.values()):
+            # The scan looks ids up by 64-bit hash; an unknown id with a known one's hash (odds
+            # about 1 in 10^10 for a million documents) would be dropped here: refuse instead.
+            missing = sum(scan.qrels_counts.values()) - judgements
+            raise BeirError(
+                [
+                    BeirProblem(
+                        str(Path(path) / "qrels"),
+                        0,
+                        f"{missing} judgement(s) name a query or document id that is not there",
+                    )
+                ]
+            )
+        version.stats = {
+            "document_words": {str(k): v for k, v in sorted(stats.word_histogram.items())}
+        }
+        version.health = version_health(version)
+        version.save(update_fields=["stats", "health"])
     return ImportResult(version=version, created=True)
 
 
