@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from django.db import connection
 from django.db.models import Count, Max
 
-from apps.datasets.models import DatasetVersion
+from apps.datasets.models import DatasetVersion, Document
 
 EXAMPLES = 5
 
 
 def _duplicate_documents(version: DatasetVersion) -> dict:
+    if connection.vendor == "postgresql":
+        return _duplicate_documents_postgresql(version)
+    return _duplicate_documents_orm(version)
+
+
+def _duplicate_documents_orm(version: DatasetVersion) -> dict:
     groups = (
         version.documents.values("title", "text")
         .annotate(n=Count("id"))
@@ -22,6 +29,45 @@ def _duplicate_documents(version: DatasetVersion) -> dict:
         ids = version.documents.filter(title=group["title"], text=group["text"])
         examples.append(sorted(ids.values_list("doc_id", flat=True)[:5]))
     return {"count": extra, "examples": examples}
+
+
+# An 8-byte hash of (title, text): grouping by it needs no sort of the whole texts. Equal
+# documents have equal hashes, so only rows whose hash repeats can be duplicates; those few are
+# then grouped exactly by their texts.
+_CONTENT_HASH = "(hashtextextended(title, 0) # hashtextextended(text, 1))"
+
+
+def _duplicate_documents_postgresql(version: DatasetVersion) -> dict:
+    table = Document._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_CONTENT_HASH} AS h FROM {table} WHERE version_id = %s"
+            " GROUP BY h HAVING count(*) > 1",
+            [version.pk],
+        )
+        suspects = [h for (h,) in cursor.fetchall()]
+        if not suspects:
+            return {"count": 0, "examples": []}
+        cursor.execute(
+            f"""
+            SELECT n, ids, sum(n - 1) OVER ()
+            FROM (
+                SELECT count(*) AS n, min(id) AS first,
+                    (array_agg(doc_id ORDER BY id))[1:5] AS ids
+                FROM {table}
+                WHERE version_id = %s AND {_CONTENT_HASH} = ANY(%s::bigint[])
+                GROUP BY title, text
+                HAVING count(*) > 1
+            ) groups
+            ORDER BY n DESC, first
+            LIMIT {EXAMPLES}
+            """,
+            [version.pk, suspects],
+        )
+        rows = cursor.fetchall()
+    if not rows:
+        return {"count": 0, "examples": []}
+    return {"count": int(rows[0][2]), "examples": [sorted(ids) for _, ids, _ in rows]}
 
 
 def _queries_without_relevant(version: DatasetVersion) -> dict:
@@ -88,11 +134,16 @@ def _training(version: DatasetVersion) -> dict:
     return report
 
 
-def version_health(version: DatasetVersion) -> dict:
+def version_health(version: DatasetVersion, *, documents_may_repeat: bool = True) -> dict:
+    """``documents_may_repeat=False``: the caller knows no two documents have the same title
+    and text (the import hashed them as they streamed by), so the search is skipped."""
     if version.kind == DatasetVersion.Kind.TRAINING:
         return _training(version)
+    no_duplicates = {"count": 0, "examples": []}
     return {
-        "duplicate_documents": _duplicate_documents(version),
+        "duplicate_documents": (
+            _duplicate_documents(version) if documents_may_repeat else no_duplicates
+        ),
         "queries_without_relevant": _queries_without_relevant(version),
         "split_leakage": _split_leakage(version),
         # Judgements naming a document absent from the corpus are rejected at validation.

@@ -4,6 +4,7 @@ and the health report's duplicate search by hash. Each must give what the exact 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -202,3 +203,25 @@ def test_import_stores_the_histogram_and_the_health_report(team, tmp_path):
 
     clean = dataset_import_beir(team=team, name="clean", path=write_beir(tmp_path / "c")).version
     assert clean.health["duplicate_documents"] == {"count": 0, "examples": []}
+
+
+@pytest.mark.django_db
+def test_duplicate_search_by_hash_matches_the_exact_grouping(team, tmp_path):
+    from apps.datasets import health
+
+    texts = {"A": ("t", "alpha"), "B": ("", "beta"), "C": ("x", "gamma"), "D": ("gamma", "x")}
+    layout = ["A", "B", "A", "C", "D", "B", "A", "C", "E", "F"] + ["G"] * 7
+    corpus = []
+    for i, key in enumerate(layout):
+        title, text = texts.get(key, ("", key * 3))
+        corpus.append({"_id": f"doc{i:02d}", "title": title, "text": text})
+    corpus.append({"_id": "Z", "title": "", "text": "GGG"})  # the 6th of its group: no example
+    folder = write_beir(tmp_path / "d", corpus=corpus, qrels={"test": [("q1", "doc00", 1)]})
+    version = dataset_import_beir(team=team, name="d", path=folder).version
+    found = version.health["duplicate_documents"]
+    assert found == health._duplicate_documents_orm(version)
+    assert found["count"] == 2 + 1 + 1 + 7  # A×3, B×2, C×2 (not D: title and text swapped), G×8
+    assert found["examples"][0] == ["doc10", "doc11", "doc12", "doc13", "doc14"]  # file order
+    assert found["examples"][1] == ["doc00", "doc02", "doc06"]
+    assert sorted(found["examples"][2:]) == [["doc01", "doc05"], ["doc03", "doc07"]]
+    assert json.dumps(found)
