@@ -1,10 +1,16 @@
 from django import forms
 
 from apps.registry.models import EmbeddingModel
+from apps.runs.models import Evaluation
 
 
 class EvaluationForm(forms.Form):
-    model = forms.ModelChoiceField(queryset=EmbeddingModel.objects.none(), empty_label=None)
+    method = forms.ChoiceField(
+        choices=Evaluation.Method.choices, initial=Evaluation.Method.DENSE, required=False
+    )
+    model = forms.ModelChoiceField(
+        queryset=EmbeddingModel.objects.none(), empty_label=None, required=False
+    )
     split = forms.ChoiceField(choices=())
 
     def __init__(self, *args, team, version, **kwargs):
@@ -18,3 +24,10 @@ class EvaluationForm(forms.Form):
         ]
         if "test" in splits:
             self.fields["split"].initial = "test"
+
+    def clean(self):
+        data = super().clean()
+        data["method"] = data.get("method") or Evaluation.Method.DENSE
+        if data["method"] == Evaluation.Method.DENSE and not data.get("model"):
+            self.add_error("model", "Choose a model (BM25 needs none).")
+        return data

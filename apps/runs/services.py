@@ -20,16 +20,28 @@ class EvaluationError(ValueError):
 def evaluation_create(
     *,
     team: Team,
-    model: EmbeddingModel,
+    model: EmbeddingModel | None,
     dataset_version: DatasetVersion,
     split: str,
+    method: str = Evaluation.Method.DENSE,
     created_by=None,
     enqueue: bool = True,
 ) -> Evaluation:
-    """Create a pending evaluation and enqueue it once the transaction commits."""
+    """Create a pending evaluation and enqueue it once the transaction commits.
+
+    ``method="bm25"`` is the lexical baseline and takes no model.
+    """
     from workers.tasks.evaluation import evaluate
 
-    if model.team_id != team.pk or dataset_version.dataset.team_id != team.pk:
+    if method not in Evaluation.Method.values:
+        raise EvaluationError(f"Unknown method {method!r}.")
+    if method == Evaluation.Method.BM25:
+        model = None
+    elif model is None:
+        raise EvaluationError("Choose a model to evaluate.")
+    if (
+        model is not None and model.team_id != team.pk
+    ) or dataset_version.dataset.team_id != team.pk:
         raise EvaluationError("The model and the dataset must belong to the same team.")
     if split not in dataset_version.qrels_counts:
         known = ", ".join(sorted(dataset_version.qrels_counts)) or "none"
@@ -37,12 +49,13 @@ def evaluation_create(
     with transaction.atomic():
         evaluation = Evaluation.objects.create(
             team=team,
+            method=method,
             model=model,
             dataset_version=dataset_version,
             split=split,
-            max_seq_length=model.max_seq_length,
-            query_prefix=model.query_prefix,
-            document_prefix=model.document_prefix,
+            max_seq_length=model.max_seq_length if model else 0,
+            query_prefix=model.query_prefix if model else "",
+            document_prefix=model.document_prefix if model else "",
             created_by=created_by,
         )
         if enqueue:
@@ -50,34 +63,86 @@ def evaluation_create(
     return evaluation
 
 
-def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> dict:
-    """The work of an evaluation: encode, search, score, store per-query rows and the run file.
+def embedding_cache():
+    from workers.ml.cache import EmbeddingCache
 
-    Returns the fields that the success transition writes on the row.
+    return EmbeddingCache(Path(settings.ARTIFACTS_ROOT) / "embeddings")
+
+
+def embedding_keys(
+    *,
+    model: EmbeddingModel,
+    version: DatasetVersion,
+    split: str,
+    max_seq_length: int,
+    query_prefix: str,
+    document_prefix: str,
+) -> tuple[str, str]:
+    """Cache keys of a version's documents and of a split's queries under one encoding setup.
+
+    Everything that changes a vector is in the key, so a hit is always the right vectors; the
+    same keys serve evaluations and index builds.
     """
-    from workers.ml.evaluate import EncoderSpec, evaluate_dense
+    from workers.ml.cache import embedding_key, model_fingerprint
+
+    common = {
+        "model": model_fingerprint(model.path),
+        "layout": model.layout,
+        "pooling": model.pooling,
+        "normalize": model.normalize,
+        "max_seq_length": max_seq_length,
+        "data": version.content_hash,
+    }
+    return (
+        embedding_key(kind="documents", prefix=document_prefix, **common),
+        embedding_key(kind="queries", split=split, prefix=query_prefix, **common),
+    )
+
+
+def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> dict:
+    """The work of an evaluation: encode (or read the cache), search, score, store per-query
+    rows and the run file. Returns the fields that the success transition writes on the row.
+    """
+    from workers.ml.evaluate import EncoderSpec, evaluate_bm25, evaluate_dense
     from workers.ml.metrics import write_trec_run
 
     model = evaluation.model
     corpus, queries, qrels = evaluation_inputs(
         version=evaluation.dataset_version, split=evaluation.split
     )
-    out = evaluate_dense(
-        model=EncoderSpec(
-            path=model.path,
-            layout=model.layout,
-            pooling=model.pooling,
-            normalize=model.normalize,
+    document_key = ""
+    if evaluation.method == Evaluation.Method.BM25:
+        out = evaluate_bm25(
+            corpus=corpus, queries=queries, qrels=qrels, top_k=evaluation.top_k, on_progress=report
+        )
+    else:
+        document_key, query_key = embedding_keys(
+            model=model,
+            version=evaluation.dataset_version,
+            split=evaluation.split,
             max_seq_length=evaluation.max_seq_length,
             query_prefix=evaluation.query_prefix,
             document_prefix=evaluation.document_prefix,
-        ),
-        corpus=corpus,
-        queries=queries,
-        qrels=qrels,
-        top_k=evaluation.top_k,
-        on_progress=report,
-    )
+        )
+        out = evaluate_dense(
+            model=EncoderSpec(
+                path=model.path,
+                layout=model.layout,
+                pooling=model.pooling,
+                normalize=model.normalize,
+                max_seq_length=evaluation.max_seq_length,
+                query_prefix=evaluation.query_prefix,
+                document_prefix=evaluation.document_prefix,
+            ),
+            corpus=corpus,
+            queries=queries,
+            qrels=qrels,
+            top_k=evaluation.top_k,
+            on_progress=report,
+            cache=embedding_cache(),
+            document_key=document_key,
+            query_key=query_key,
+        )
     report("saving", 0, 0)
     folder = Path(settings.ARTIFACTS_ROOT) / "evaluations" / str(evaluation.pk)
     folder.mkdir(parents=True, exist_ok=True)
@@ -101,5 +166,7 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
         "document_count": out.documents,
         "query_count": out.queries,
         "run_file": str(run_path),
+        "embedding_key": document_key,
+        "cache_hit": out.cache_hit,
         "stage": "done",
     }

@@ -6,6 +6,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from workers.ml.cache import EmbeddingCache
 from workers.ml.encode import document_text, encode_texts, free_memory, load_encoder
 from workers.ml.metrics import compute_metrics
 from workers.ml.search import exact_search
@@ -37,6 +40,10 @@ class EvalOutput:
     timings: dict[str, float] = field(default_factory=dict)
     documents: int = 0
     queries: int = 0
+    cache_hit: bool = False  # the document embeddings came from the cache
+    # Kept for the what-if sweep and the diagnostics; not serialised.
+    doc_vectors: np.ndarray | None = field(default=None, repr=False)
+    query_vectors: np.ndarray | None = field(default=None, repr=False)
 
 
 def evaluate_dense(
@@ -48,6 +55,9 @@ def evaluate_dense(
     top_k: int = 100,
     batch_size: int = 32,
     on_progress: Progress | None = None,
+    cache: EmbeddingCache | None = None,
+    document_key: str | None = None,
+    query_key: str | None = None,
 ) -> EvalOutput:
     """Evaluate ``model`` on (doc_id, title, text) documents and (query_id, text) queries.
 
@@ -60,41 +70,56 @@ def evaluate_dense(
             on_progress(stage, done, total)
 
     timings: dict[str, float] = {}
-    t = time.perf_counter()
-    report("loading model")
-    encoder = load_encoder(
-        path=model.path,
-        layout=model.layout,
-        pooling=model.pooling,
-        normalize=model.normalize,
-        max_seq_length=model.max_seq_length,
-        device=model.device,
-    )
-    timings["load_s"] = time.perf_counter() - t
-    try:
+    doc_ids = [doc_id for doc_id, _, _ in corpus]
+    query_ids = [query_id for query_id, _ in queries]
+    doc_vectors = _cached(cache, document_key, doc_ids)
+    query_vectors = _cached(cache, query_key, query_ids)
+    cache_hit = doc_vectors is not None
+    if doc_vectors is None or query_vectors is None:
         t = time.perf_counter()
-        doc_vectors = encode_texts(
-            encoder=encoder,
-            texts=[model.document_prefix + document_text(title, text) for _, title, text in corpus],
+        report("loading model")
+        encoder = load_encoder(
+            path=model.path,
+            layout=model.layout,
+            pooling=model.pooling,
             normalize=model.normalize,
-            batch_size=batch_size,
-            on_progress=lambda done, total: report("encoding documents", done, total),
+            max_seq_length=model.max_seq_length,
+            device=model.device,
         )
-        timings["encode_documents_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        query_vectors = encode_texts(
-            encoder=encoder,
-            texts=[model.query_prefix + text for _, text in queries],
-            normalize=model.normalize,
-            batch_size=batch_size,
-            on_progress=lambda done, total: report("encoding queries", done, total),
-        )
-        timings["encode_queries_s"] = time.perf_counter() - t
-    finally:
-        # Free the model before searching: on a shared GPU the next job should not wait for us.
-        device = str(encoder.device)
-        del encoder
-        free_memory(device)
+        timings["load_s"] = time.perf_counter() - t
+        try:
+            if doc_vectors is None:
+                t = time.perf_counter()
+                doc_vectors = encode_texts(
+                    encoder=encoder,
+                    texts=[
+                        model.document_prefix + document_text(title, text)
+                        for _, title, text in corpus
+                    ],
+                    normalize=model.normalize,
+                    batch_size=batch_size,
+                    on_progress=lambda done, total: report("encoding documents", done, total),
+                )
+                timings["encode_documents_s"] = time.perf_counter() - t
+                if cache is not None and document_key:
+                    cache.put(document_key, doc_vectors, doc_ids, {"kind": "documents"})
+            if query_vectors is None:
+                t = time.perf_counter()
+                query_vectors = encode_texts(
+                    encoder=encoder,
+                    texts=[model.query_prefix + text for _, text in queries],
+                    normalize=model.normalize,
+                    batch_size=batch_size,
+                    on_progress=lambda done, total: report("encoding queries", done, total),
+                )
+                timings["encode_queries_s"] = time.perf_counter() - t
+                if cache is not None and query_key:
+                    cache.put(query_key, query_vectors, query_ids, {"kind": "queries"})
+        finally:
+            # Free the model before searching: on a shared GPU the next job should not wait.
+            device = str(encoder.device)
+            del encoder
+            free_memory(device)
     t = time.perf_counter()
     report("searching", 0, len(queries))
     scores, indices = exact_search(
@@ -111,6 +136,75 @@ def evaluate_dense(
     report("scoring", 0, len(qrels))
     metrics, per_query = compute_metrics(qrels=qrels, run=run)
     report("scoring", len(qrels), len(qrels))
+    timings["metrics_s"] = time.perf_counter() - t
+    return EvalOutput(
+        metrics=metrics,
+        per_query=per_query,
+        run=run,
+        timings=timings,
+        documents=len(corpus),
+        queries=len(queries),
+        cache_hit=cache_hit,
+        doc_vectors=doc_vectors,
+        query_vectors=query_vectors,
+    )
+
+
+def _cached(cache: EmbeddingCache | None, key: str | None, ids: list[str]) -> np.ndarray | None:
+    """The cached vectors for exactly these ids in this order, else None (encode them)."""
+    if cache is None or not key:
+        return None
+    hit = cache.get(key)
+    if hit is None or hit[1] != ids:
+        return None
+    return hit[0]
+
+
+def evaluate_bm25(
+    *,
+    corpus: Sequence[tuple[str, str, str]],
+    queries: Sequence[tuple[str, str]],
+    qrels: dict[str, dict[str, int]],
+    top_k: int = 100,
+    on_progress: Progress | None = None,
+) -> EvalOutput:
+    """The lexical baseline: bm25s (Lucene BM25, k1=1.5, b=0.75, English stopwords)."""
+    import bm25s
+
+    def report(stage: str, done: int = 0, total: int = 0) -> None:
+        if on_progress:
+            on_progress(stage, done, total)
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    report("indexing documents", 0, len(corpus))
+    retriever = bm25s.BM25()
+    retriever.index(
+        bm25s.tokenize(
+            [document_text(title, text) for _, title, text in corpus],
+            stopwords="en",
+            show_progress=False,
+        ),
+        show_progress=False,
+    )
+    timings["index_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    report("searching", 0, len(queries))
+    k = max(1, min(top_k, len(corpus)))
+    tokens = bm25s.tokenize([text for _, text in queries], stopwords="en", show_progress=False)
+    indices, scores = retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+    run: dict[str, dict[str, float]] = {}
+    for row, (query_id, _) in enumerate(queries):
+        # A document sharing no term with the query scores 0: it was not retrieved.
+        run[query_id] = {
+            corpus[int(j)][0]: float(sc)
+            for sc, j in zip(scores[row], indices[row], strict=True)
+            if sc > 0
+        }
+    timings["search_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    report("scoring", 0, len(qrels))
+    metrics, per_query = compute_metrics(qrels=qrels, run=run)
     timings["metrics_s"] = time.perf_counter() - t
     return EvalOutput(
         metrics=metrics,

@@ -1,0 +1,74 @@
+"""An on-disk cache of embeddings, so a corpus is encoded once per (model, data, max length).
+
+Entries are folders named by a key that hashes everything that changes the vectors: the model
+folder and its weight files' sizes and times, layout, pooling, normalisation, max sequence
+length, the prefix, and the data's content hash. Writes go to a temporary folder renamed into
+place, so a crash never leaves a half-written entry that a later reader would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".json", ".txt", ".model")
+
+
+def model_fingerprint(path: str) -> str:
+    """Name, size and mtime of the files that define a model (cheap; no weights are read)."""
+    root = Path(path)
+    items = []
+    for file in sorted(root.rglob("*")):
+        if file.is_file() and file.suffix in WEIGHT_SUFFIXES:
+            st = file.stat()
+            items.append((str(file.relative_to(root)), st.st_size, int(st.st_mtime)))
+    return hashlib.sha256(json.dumps([str(root.resolve()), items]).encode()).hexdigest()
+
+
+def embedding_key(**parts) -> str:
+    """A stable key over keyword parts (model fingerprint, prefix, max length, data hash, …)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class EmbeddingCache:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def get(self, key: str) -> tuple[np.ndarray, list[str]] | None:
+        """(vectors, ids) or None. Vectors are memory-mapped: a hit costs no encode and no copy."""
+        folder = self.path(key)
+        try:
+            ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
+            vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+        except (FileNotFoundError, ValueError, json.JSONDecodeError):
+            return None
+        if len(ids) != len(vectors):
+            return None
+        return vectors, ids
+
+    def put(self, key: str, vectors: np.ndarray, ids: list[str], meta: dict | None = None) -> Path:
+        folder = self.path(key)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=folder.parent))
+        try:
+            np.save(tmp / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+            (tmp / "ids.json").write_text(json.dumps(ids), encoding="utf-8")
+            (tmp / "meta.json").write_text(json.dumps(meta or {}, indent=1), encoding="utf-8")
+            try:
+                os.replace(tmp, folder)
+            except OSError:
+                # Another worker wrote the same entry first; theirs is as good as ours.
+                if not folder.exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return folder
