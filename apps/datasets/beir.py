@@ -33,7 +33,7 @@ MAX_ID_LENGTH = 200
 MAX_SPLIT_LENGTH = 50  # Qrel.split
 SCORE_RANGE = range(-(2**31), 2**31)  # Qrel.score, a PostgreSQL integer
 QRELS_HEADER = ("query-id", "query_id", "qid")
-READ_BLOCK = 1 << 20  # the load pass reads (and hashes) the files in blocks this size
+READ_BLOCK = 1 << 18  # the load pass reads (and hashes) the files in blocks this size
 _hash = hash  # of ids and id pairs; a name of its own so tests can make it collide
 
 
@@ -214,10 +214,27 @@ def iter_json_objects(path, problems: Problems, digest=None) -> Iterator[tuple[i
         yield number, obj
 
 
+_scan_json = json.JSONDecoder().scan_once  # the C scanner under json.loads
+
+
+def _loads(line: str):
+    """``json.loads(line)``, minus its Python layers for the usual ``{...}`` line; anything
+    else (whitespace around, an error) goes through json.loads for its exact result."""
+    if line[:1] == "{" and line[-1:] == "}":
+        try:
+            obj, end = _scan_json(line, 0)
+        except (ValueError, StopIteration, RecursionError):
+            pass
+        else:
+            if end == len(line):
+                return obj
+    return json.loads(line)
+
+
 def _records(path, problems, *, kind: str, ids, digest=None) -> Iterator[tuple[str, dict]]:
     """Valid documents or queries as (id, object); ``ids`` (``IdHashes`` or ``_ExactIds``)
     gets every id. One loop (``iter_json_objects`` inlined): the corpus runs through it."""
-    known, add, reject, loads = ids.known, ids.add, ids.reject, json.loads
+    known, add, reject, loads = ids.known, ids.add, ids.reject, _loads
     documents = kind == "document"
     for number, line in iter_lines(path, problems, digest):
         try:
@@ -366,15 +383,13 @@ def locate_beir_files(folder: str | Path) -> BeirScan:
     return BeirScan(folder=folder, corpus_path=corpus, queries_path=queries, qrels_paths=qrels)
 
 
-def _longer_than(limit: int, *texts: str) -> bool:
-    # n words take at least 2n - 1 characters: split only texts long enough to matter
-    if sum((len(t) + 1) // 2 for t in texts) <= limit:
-        return False
-    return sum(len(t.split()) for t in texts) > limit
+def _count(rows) -> int:
+    return sum(1 for _ in rows)
 
 
 def _read(problems: Problems, rows, digest=None) -> tuple[int, IdHashes]:
-    """Run a file's pass: ``rows(ids, digest)`` yields its valid rows and gives ``ids`` the ids.
+    """Run a file's pass: ``rows(ids, digest)`` reads it, gives ``ids`` the ids and returns
+    how many rows were valid.
 
     A repeated hash afterwards is a duplicate id (or, very rarely, two ids with one hash): that
     file's problems are forgotten and it is read again, exact for the suspects only, so the
@@ -382,11 +397,11 @@ def _read(problems: Problems, rows, digest=None) -> tuple[int, IdHashes]:
     """
     mark = problems.mark()
     ids = IdHashes()
-    count = sum(1 for _ in rows(ids, digest))
+    count = rows(ids, digest)
     if suspects := ids.freeze().repeated():
         problems.rewind(mark)
         ids = _ExactIds(suspects)
-        count = sum(1 for _ in rows(ids, None))
+        count = rows(ids, None)
         ids.freeze()
     return count, ids
 
@@ -406,29 +421,40 @@ def scan_beir_folder(folder: str | Path) -> BeirScan:
     corpus, queries = scan.corpus_path, scan.queries_path
     empty_titles = long_texts = empty_texts = 0
 
-    def documents(ids, dig):
+    # n words take at least 2n - 1 characters: only texts this long can pass the limit
+    long_chars = 2 * LONG_TEXT_WORDS - 2
+
+    def documents(ids, dig) -> int:
         nonlocal empty_titles, long_texts, empty_texts
-        for row in _records(corpus, problems, kind="document", ids=ids, digest=dig):
-            if dig is not None:  # not again on a re-read
-                title, text = row[1].get("title") or "", row[1]["text"]
-                if not title.strip():
-                    empty_titles += 1
-                    empty_texts += not text.strip()
-                long_texts += _longer_than(LONG_TEXT_WORDS, title, text)
-            yield row
+        rows = _records(corpus, problems, kind="document", ids=ids, digest=dig)
+        if dig is None:  # the re-read: problems only
+            return _count(rows)
+        count = 0
+        for _, obj in rows:
+            count += 1
+            title, text = obj.get("title") or "", obj["text"]
+            if not title.strip():
+                empty_titles += 1
+                empty_texts += not text.strip()
+            if len(title) + len(text) > long_chars:
+                long_texts += len(title.split()) + len(text.split()) > LONG_TEXT_WORDS
+        return count
 
     digest.update(b"corpus\0")
     scan.document_count, doc_ids = read(corpus, documents)
     digest.update(b"queries\0")
     scan.query_count, query_ids = read(
-        queries, lambda ids, dig: _records(queries, problems, kind="query", ids=ids, digest=dig)
+        queries,
+        lambda ids, dig: _count(_records(queries, problems, kind="query", ids=ids, digest=dig)),
     )
     for split, path in scan.qrels_paths.items():
         digest.update(b"qrels\0" + split.encode() + b"\0")
         before = len(problems.items)
         count, _ = read(
             path,
-            lambda pairs, dig, path=path: _qrels(path, problems, query_ids, doc_ids, pairs, dig),
+            lambda pairs, dig, path=path: _count(
+                _qrels(path, problems, query_ids, doc_ids, pairs, dig)
+            ),
         )
         if count == 0 and len(problems.items) == before:
             problems.add(path, 0, "no judgements")
@@ -505,7 +531,7 @@ def iter_documents(
 ) -> Iterator[tuple[str, str, str, dict]]:
     """(id, title, text, metadata) of every document; fills ``stats`` on the way."""
     path = scan.corpus_path
-    loads = json.loads
+    loads = _loads
     if stats is not None:
         histogram, add_content = stats.word_histogram, stats.contents.add
     for number, raw in _lines_again(scan, path):
@@ -530,7 +556,7 @@ def iter_queries(scan: BeirScan) -> Iterator[tuple[str, str, dict]]:
     path = scan.queries_path
     for number, raw in _lines_again(scan, path):
         try:
-            obj = json.loads(raw.decode("utf-8"))
+            obj = _loads(raw.decode("utf-8"))
             query_id = obj["_id"]
             if type(query_id) is not str:
                 query_id = str(query_id)
