@@ -4,6 +4,7 @@ from django.http import Http404, JsonResponse
 from django.views.decorators.http import require_GET
 
 from apps.accounts.api import token_required
+from apps.runs import compare
 from apps.runs.models import Evaluation
 
 
@@ -34,3 +35,21 @@ def evaluation_detail(request, pk: int):
     if evaluation is None:
         raise Http404
     return JsonResponse(evaluation_payload(evaluation))
+
+
+@require_GET
+@token_required
+def comparison_detail(request):
+    """GET /api/v1/compare?e=1&e=2&baseline=1: metrics, deltas, p-values and intervals.
+
+    Any evaluation of another team in the request is a 404, as on the pages; a comparison that
+    cannot be made (different dataset versions or splits, unfinished runs) is a 400.
+    """
+    try:
+        evaluations, baseline = compare.comparison_evaluations_get(
+            pks=request.GET.getlist("e"), baseline=request.GET.get("baseline"), team=request.team
+        )
+        comparison = compare.comparison_build(evaluations=evaluations, baseline=baseline)
+    except compare.ComparisonError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse(compare.comparison_payload(comparison))

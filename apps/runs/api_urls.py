@@ -4,4 +4,5 @@ from apps.runs import api
 
 urlpatterns = [
     path("evaluations/<int:pk>", api.evaluation_detail, name="api-evaluation"),
+    path("compare", api.comparison_detail, name="api-compare"),
 ]

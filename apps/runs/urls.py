@@ -8,5 +8,11 @@ urlpatterns = [
     path("evaluations/<int:pk>/", views.evaluation_detail, name="evaluation"),
     path("evaluations/<int:pk>/cancel/", views.evaluation_cancel, name="evaluation_cancel"),
     path("evaluations/<int:pk>/run.trec", views.evaluation_run_file, name="evaluation_run_file"),
+    path("evaluations/<int:pk>/mteb.json", views.evaluation_mteb, name="evaluation_mteb"),
     path("evaluate/<int:version_pk>/", views.evaluation_start, name="evaluation_start"),
+    path("compare/", views.comparison_detail, name="compare"),
+    path("compare/export.csv", views.comparison_csv, name="compare_csv"),
+    path("compare/queries/", views.comparison_queries, name="compare_queries"),
+    path("leaderboard/<int:version_pk>/", views.leaderboard, name="leaderboard"),
+    path("leaderboard/<int:version_pk>/export.csv", views.leaderboard_csv, name="leaderboard_csv"),
 ]

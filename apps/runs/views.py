@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
@@ -13,7 +15,9 @@ from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write
 from apps.core.services import InvalidTransition, job_cancel
-from apps.datasets.selectors import dataset_version_get
+from apps.datasets.selectors import dataset_version_get, query_get
+from apps.runs import compare, exports
+from apps.runs.charts import scatter_chart
 from apps.runs.forms import EvaluationForm
 from apps.runs.selectors import evaluation_get, evaluation_list
 from apps.runs.services import EvaluationError, evaluation_create
@@ -39,6 +43,7 @@ def evaluation_start(request, version_pk: int):
         evaluation = evaluation_create(
             team=version.dataset.team,
             model=form.cleaned_data["model"],
+            method=form.cleaned_data["method"],
             dataset_version=version,
             split=form.cleaned_data["split"],
             created_by=request.user,
@@ -92,3 +97,138 @@ def evaluation_run_file(request, pk: int):
         filename=f"evaluation-{pk}.trec",
         content_type="text/plain",
     )
+
+
+# --- comparison ----------------------------------------------------------------------------
+
+
+def _comparison_from(request):
+    """The comparison named by ?e=…&e=…&baseline=…; another team's evaluation is a 404."""
+    evaluations, baseline = compare.comparison_evaluations_get(
+        pks=request.GET.getlist("e"), baseline=request.GET.get("baseline"), user=request.user
+    )
+    return compare.comparison_build(evaluations=evaluations, baseline=baseline)
+
+
+def _compare_error(request, exc: compare.ComparisonError):
+    return render(request, "runs/compare.html", {"error": str(exc)}, status=400)
+
+
+@require_GET
+@team_required()
+def comparison_detail(request):
+    try:
+        comparison = _comparison_from(request)
+    except compare.ComparisonError as exc:
+        return _compare_error(request, exc)
+    return render(request, "runs/compare.html", {"comparison": comparison})
+
+
+@require_GET
+@team_required()
+def comparison_csv(request):
+    try:
+        comparison = _comparison_from(request)
+    except compare.ComparisonError as exc:
+        return _compare_error(request, exc)
+    pks = "-".join(str(e.pk) for e in comparison.evaluations)
+    return _csv(exports.comparison_csv(comparison), f"comparison-{pks}.csv")
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+@team_required()
+def comparison_queries(request):
+    """Per-query drill-down of A (the baseline) against B; ?q= opens one query's top-10s."""
+    try:
+        a, b = compare.comparison_evaluations_get(
+            pks=[request.GET.get("a", ""), request.GET.get("b", "")],
+            baseline=request.GET.get("a"),
+            user=request.user,
+        )[0]
+    except compare.ComparisonError as exc:
+        return _compare_error(request, exc)
+    metric = request.GET.get("metric") or compare.DEFAULT_METRIC
+    order = "desc" if request.GET.get("order") == "desc" else "asc"
+    try:
+        rows = compare.query_deltas(a=a, b=b, metric=metric, order=order)
+    except compare.ComparisonError as exc:
+        return _compare_error(request, exc)
+    context = {"a": a, "b": b, "metric": metric, "order": order, "query": None}
+    if request.GET.get("q"):
+        query = query_get(version=a.dataset_version, pk=request.GET["q"])
+        context["query"] = query
+        context["sides"] = compare.query_compare(a=a, b=b, query=query, metric=metric)
+        context["row"] = next((r for r in rows if r.pk == query.pk), None)
+    if request.htmx and request.htmx.target == "query-panel":
+        # A click in the list or on the chart swaps only the side-by-side panel.
+        return render(request, "runs/query_compare.html#sides", context)
+    base = reverse("runs:compare_queries")
+    context.update(
+        rows=rows,
+        metrics=compare.metric_names([a, b]),
+        chart=scatter_chart(
+            points=[
+                (
+                    r.a,
+                    r.b,
+                    f"{r.query_id}: {r.text[:60]}",
+                    f"{base}?{_drill_query(a, b, metric, order)}&q={r.pk}",
+                )
+                for r in rows
+            ],
+            x_label=f"A: {a.label} (#{a.pk}) {metric}",
+            y_label=f"B: {b.label} (#{b.pk}) {metric}",
+        ),
+    )
+    return render(request, "runs/query_compare.html", context)
+
+
+def _drill_query(a, b, metric: str, order: str) -> str:
+    return urlencode({"a": a.pk, "b": b.pk, "metric": metric, "order": order})
+
+
+# --- leaderboard and exports ---------------------------------------------------------------
+
+
+def _leaderboard_from(request, version_pk: int):
+    version = dataset_version_get(user=request.user, pk=version_pk)
+    return compare.leaderboard_get(
+        version=version,
+        split=request.GET.get("split", ""),
+        model=request.GET.get("model", ""),
+        method=request.GET.get("method", ""),
+        sort=request.GET.get("sort", compare.DEFAULT_METRIC),
+        direction=request.GET.get("dir", "desc"),
+    )
+
+
+@require_GET
+@team_required()
+def leaderboard(request, version_pk: int):
+    board = _leaderboard_from(request, version_pk)
+    return render(request, "runs/leaderboard.html", {"board": board})
+
+
+@require_GET
+@team_required()
+def leaderboard_csv(request, version_pk: int):
+    board = _leaderboard_from(request, version_pk)
+    return _csv(exports.leaderboard_csv(board), f"leaderboard-version-{version_pk}.csv")
+
+
+@require_GET
+@team_required()
+def evaluation_mteb(request, pk: int):
+    evaluation = evaluation_get(user=request.user, pk=pk)
+    if evaluation.status != "succeeded":
+        raise Http404("This evaluation has no results yet.")
+    response = JsonResponse(exports.evaluation_mteb(evaluation), json_dumps_params={"indent": 2})
+    response["Content-Disposition"] = f'attachment; filename="evaluation-{pk}-mteb.json"'
+    return response
+
+
+def _csv(text: str, filename: str) -> HttpResponse:
+    response = HttpResponse(text, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
