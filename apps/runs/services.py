@@ -143,6 +143,8 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
             document_key=document_key,
             query_key=query_key,
         )
+    sweep, diagnostics = _analyse(out=out, corpus=corpus, queries=queries, qrels=qrels,
+                                  report=report)  # fmt: skip
     report("saving", 0, 0)
     folder = Path(settings.ARTIFACTS_ROOT) / "evaluations" / str(evaluation.pk)
     folder.mkdir(parents=True, exist_ok=True)
@@ -168,5 +170,45 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
         "run_file": str(run_path),
         "embedding_key": document_key,
         "cache_hit": out.cache_hit,
+        "sweep": sweep,
+        "diagnostics": diagnostics,
         "stage": "done",
     }
+
+
+def _analyse(*, out, corpus, queries, qrels, report: ProgressReporter) -> tuple[list, dict]:
+    """The what-if sweep and the diagnostics, on the embeddings the evaluation already holds
+    (a few seconds next to the encode); BM25 has no embeddings and gets neither."""
+    import time
+
+    from workers.ml.diagnostics import embedding_diagnostics
+    from workers.ml.sweep import whatif_sweep
+
+    if out.doc_vectors is None or out.query_vectors is None or not len(out.doc_vectors):
+        return [], {}
+    doc_ids = [doc_id for doc_id, _, _ in corpus]
+    query_ids = [query_id for query_id, _ in queries]
+    t = time.perf_counter()
+    sweep = whatif_sweep(
+        doc_embeddings=out.doc_vectors,
+        query_embeddings=out.query_vectors,
+        doc_ids=doc_ids,
+        query_ids=query_ids,
+        qrels=qrels,
+        on_progress=lambda done, total: report("what-if sweep", done, total),
+    )
+    out.timings["sweep_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    report("diagnostics")
+    diagnostics = embedding_diagnostics(
+        doc_embeddings=out.doc_vectors,
+        query_embeddings=out.query_vectors,
+        doc_ids=doc_ids,
+        query_ids=query_ids,
+        qrels=qrels,
+        run=out.run,
+        per_query_ndcg={qid: m["ndcg@10"] for qid, m in out.per_query.items()},
+        query_texts=dict(queries),
+    )
+    out.timings["diagnostics_s"] = time.perf_counter() - t
+    return sweep, diagnostics

@@ -126,3 +126,45 @@ def test_base_model_baseline_button(client, member, team, tiny_registered_model,
     )
     base = Evaluation.objects.exclude(pk=evaluation.pk).get()
     assert base.model == tiny_registered_model
+
+
+def test_evaluation_stores_and_shows_sweep_and_diagnostics(
+    client, member, team, tiny_registered_model, tiny_version
+):
+    evaluation = run(
+        evaluation_create(
+            team=team,
+            model=tiny_registered_model,
+            dataset_version=tiny_version,
+            split="test",
+            enqueue=False,
+        )
+    )
+    full = max(r["dim"] for r in evaluation.sweep)
+    exact = next(r for r in evaluation.sweep if r["dim"] == full and r["precision"] == "float32")
+    # The full-size float32 row is the evaluation itself.
+    assert exact["ndcg@10"] == pytest.approx(evaluation.metrics["ndcg@10"], abs=1e-9)
+    assert {r["precision"] for r in evaluation.sweep} == {
+        "float32",
+        "int8",
+        "binary",
+        "binary_rescore",
+    }
+    d = evaluation.diagnostics
+    assert d["alignment_pairs"] == 4 and 0 < d["effective_rank"] <= d["effective_rank_max"]
+    assert "sweep_s" in evaluation.timings
+    client.force_login(member)
+    page = client.get(reverse("runs:evaluation", args=[evaluation.pk])).content.decode()
+    assert 'id="sweep-table"' in page and 'id="sweep-chart"' in page
+    assert 'id="diagnostics"' in page and "Effective rank" in page and "<circle" in page
+    bm25 = run(
+        evaluation_create(
+            team=team,
+            model=None,
+            method="bm25",
+            dataset_version=tiny_version,
+            split="test",
+            enqueue=False,
+        )
+    )
+    assert bm25.sweep == [] and bm25.diagnostics == {}

@@ -1,0 +1,110 @@
+"""Shapes for the evaluation page's what-if sweep and diagnostics (tables and SVG geometry)."""
+
+from __future__ import annotations
+
+from math import log2
+
+from apps.datasets.charts import histogram_chart
+
+PRECISION_CSS = {"float32": "s1", "int8": "s2", "binary": "s3", "binary_rescore": "s4"}
+PRECISION_LABEL = {
+    "float32": "float32",
+    "int8": "int8",
+    "binary": "binary",
+    "binary_rescore": "binary + float re-scoring",
+}
+W, H, PAD = 640, 240, 36
+
+
+def sweep_table(rows: list[dict]) -> dict:
+    """{"dims": [...], "rows": [{"precision", "label", "cells": [row or None per dim]}]}, with
+    the best nDCG@10 per dimension marked."""
+    dims = sorted({r["dim"] for r in rows})
+    precisions = [p for p in PRECISION_CSS if any(r["precision"] == p for r in rows)]
+    by = {(r["dim"], r["precision"]): r for r in rows}
+    best = {d: max((by[(d, p)]["ndcg@10"] for p in precisions if (d, p) in by), default=None)
+            for d in dims}  # fmt: skip
+    table = []
+    for p in precisions:
+        cells = []
+        for d in dims:
+            r = by.get((d, p))
+            cells.append(dict(r, best=r is not None and r["ndcg@10"] == best[d]) if r else None)
+        table.append({"precision": p, "label": PRECISION_LABEL[p], "cells": cells})
+    return {"dims": dims, "rows": table}
+
+
+def sweep_chart(rows: list[dict]) -> dict | None:
+    """nDCG@10 against bytes per vector (log scale), one series per precision."""
+    points = [r for r in rows if r.get("bytes_per_vector")]
+    if not points:
+        return None
+    xs = [log2(r["bytes_per_vector"]) for r in points]
+    ys = [r["ndcg@10"] for r in points]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    pad_y = max((y1 - y0) * 0.1, 0.01)
+    y0, y1 = max(0.0, y0 - pad_y), min(1.0, y1 + pad_y)
+
+    def px(x):
+        return PAD + (W - 2 * PAD) * ((x - x0) / ((x1 - x0) or 1))
+
+    def py(y):
+        return H - PAD - (H - 2 * PAD) * ((y - y0) / ((y1 - y0) or 1))
+
+    series = []
+    for p, css in PRECISION_CSS.items():
+        mine = sorted(
+            (r for r in points if r["precision"] == p), key=lambda r: r["bytes_per_vector"]
+        )
+        if not mine:
+            continue
+        coords = [
+            {
+                "x": round(px(log2(r["bytes_per_vector"])), 1),
+                "y": round(py(r["ndcg@10"]), 1),
+                "title": f"{PRECISION_LABEL[p]}, {r['dim']} dims, {r['bytes_per_vector']:,} B: "
+                f"nDCG@10 {r['ndcg@10']:.4f}",
+            }
+            for r in mine
+        ]
+        series.append({
+            "label": PRECISION_LABEL[p],
+            "css": css,
+            "points": coords,
+            "path": " ".join(f"{c['x']},{c['y']}" for c in coords),
+        })  # fmt: skip
+    x_ticks = sorted({r["bytes_per_vector"] for r in points})
+    return {
+        "width": W,
+        "height": H,
+        "left": PAD,
+        "right": W - PAD,
+        "top": PAD,
+        "bottom": H - PAD,
+        "series": series,
+        "x_ticks": [{"x": round(px(log2(b)), 1), "label": f"{b:,}"} for b in x_ticks],
+        "y_ticks": [{"y": round(py(v), 1), "label": f"{v:.3f}"} for v in (y0, (y0 + y1) / 2, y1)],
+    }
+
+
+def score_distribution_chart(diagnostics: dict) -> dict | None:
+    """Positive vs negative cosine histograms as shares of their own totals, so the two shapes
+    compare even though a query has far more retrieved negatives than judged positives."""
+    dist = diagnostics.get("score_distributions") or {}
+    edges = dist.get("edges") or []
+    pos, neg = dist.get("positive") or [], dist.get("negative") or []
+    if not edges or not (sum(pos) or sum(neg)):
+        return None
+
+    def share(counts):
+        total = sum(counts) or 1
+        return [round(1000 * c / total) for c in counts]  # per mille keeps integer bars
+
+    return histogram_chart(
+        edges=[round(e, 3) for e in edges],
+        series=[
+            ("judged relevant", "s1", share(pos)),
+            ("retrieved non-relevant (top 10)", "s3", share(neg)),
+        ],
+    )
