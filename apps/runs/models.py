@@ -77,3 +77,56 @@ class QueryResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.evaluation_id}/{self.query_id}"
+
+
+class TrainingRun(TeamOwned, Job):
+    """A fine-tune of a registered model on a training version (a job row on the ``gpu`` queue).
+
+    Training itself runs in a child process the worker supervises (so cancel can kill it and
+    free the GPU at once); checkpoints go to ``output_dir``. A run whose worker died is put
+    back to pending by the reaper and resumes from its last checkpoint, up to ``max_attempts``.
+    """
+
+    name = models.CharField(max_length=200)
+    base_model = models.ForeignKey(
+        "registry.EmbeddingModel", on_delete=models.PROTECT, related_name="training_runs"
+    )
+    train_version = models.ForeignKey(
+        "datasets.DatasetVersion", on_delete=models.PROTECT, related_name="training_runs"
+    )
+    eval_version = models.ForeignKey(
+        "datasets.DatasetVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    eval_split = models.CharField(max_length=50, blank=True)
+    config = models.JSONField(default=dict)  # workers.ml.train.TrainConfig.to_dict()
+    estimate = models.JSONField(default=dict, blank=True)  # memory / steps / time before launch
+    output_dir = models.CharField(max_length=1000, blank=True)
+    # The curves: [{"step", "epoch", "loss", "learning_rate", "samples_per_s", "eval": {...}}]
+    log = models.JSONField(default=list, blank=True)
+    log_tail = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    resumed_from = models.CharField(max_length=1000, blank=True)  # last checkpoint used
+    result = models.JSONField(default=dict, blank=True)
+    result_model = models.ForeignKey(
+        "registry.EmbeddingModel",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    evaluation = models.ForeignKey(
+        Evaluation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    max_attempts = 3
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["team", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"Run #{self.pk} {self.name}"
