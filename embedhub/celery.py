@@ -49,6 +49,7 @@ app.conf.update(
         "workers.tasks.evaluation",
         "workers.tasks.ingest",
         "workers.tasks.curation",
+        "workers.tasks.training",
     ),
     beat_schedule={
         "reap-stale-jobs": {"task": "workers.tasks.core.reap_stale_jobs", "schedule": 60.0},

@@ -217,15 +217,21 @@ def job_cancel(*, job: Job) -> Job:
 
 
 def jobs_reap(*, stale_after: int | None = None) -> int:
-    """Fail running rows whose worker stopped reporting (killed, machine lost).
+    """Deal with running rows whose worker stopped reporting (killed, machine lost).
 
-    Returns how many rows were failed. Runs periodically from Celery beat.
+    A resumable kind (one naming a ``resume_task``, e.g. training with checkpoints) goes back
+    to pending and is sent again, up to its ``max_attempts``; every other stale row fails.
+    Returns how many rows were reaped. Runs periodically from Celery beat.
     """
     stale_after = settings.JOB_STALE_AFTER if stale_after is None else stale_after
     cutoff = timezone.now() - timedelta(seconds=stale_after)
     reaped = 0
     for model in job_models():
         stale = model.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff)
+        resume_task = getattr(model, "resume_task", None)
+        if resume_task:
+            reaped += _requeue(model=model, stale=stale, task=resume_task)
+            stale = stale.filter(attempts__gte=model.max_attempts)
         reaped += stale.update(
             status=JobStatus.FAILED,
             finished_at=timezone.now(),
@@ -235,6 +241,34 @@ def jobs_reap(*, stale_after: int | None = None) -> int:
     if reaped:
         logger.warning("Reaped %d stale job(s)", reaped)
     return reaped
+
+
+def _requeue(*, model, stale, task: str) -> int:
+    """running (dead worker) → pending, then send the task again; it resumes from checkpoints."""
+    from celery import current_app
+    from django.db.models import F
+
+    count = 0
+    for pk in stale.filter(attempts__lt=model.max_attempts).values_list("pk", flat=True):
+        with transaction.atomic():
+            updated = model.objects.filter(pk=pk, status=JobStatus.RUNNING).update(
+                status=JobStatus.PENDING,
+                attempts=F("attempts") + 1,
+                stage="worker lost: waiting to resume",
+                celery_task_id="",
+            )
+            if updated:
+                count += 1
+                transaction.on_commit(
+                    lambda pk=pk: current_app.send_task(task, args=[pk], queue=_queue_of(task))
+                )
+    return count
+
+
+def _queue_of(task: str) -> str:
+    from embedhub.celery import _route
+
+    return _route(task, (), {}, {})["queue"]
 
 
 def job_run(*, job: Job, work: Callable[[ProgressReporter], dict | None]) -> None:

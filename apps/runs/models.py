@@ -122,6 +122,8 @@ class TrainingRun(TeamOwned, Job):
         Evaluation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
 
+    # The reaper sends a dead worker's run here again (it resumes from its last checkpoint).
+    resume_task = "workers.tasks.training.train"
     max_attempts = 3
 
     class Meta:

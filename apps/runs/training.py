@@ -1,0 +1,337 @@
+"""Fine-tuning runs: create (validated config + estimate), execute (supervise the training child
+process), resume, and turn the result into a registered model with lineage and an evaluation.
+
+The child is ``python -m workers.ml.train_child CONFIG.json``; it prints JSON lines on stdout
+(``{"event": "log", …}``, ``{"event": "done", "result": …}``, ``{"event": "error", "message": …}``).
+Its stderr goes to ``output_dir/train.log`` (the page shows the tail). The worker reads the cancel
+flag every second and kills the child's whole process group, so the GPU is free at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.accounts.models import Team
+from apps.core.models import JobStatus
+from apps.core.services import JobCancelled, ProgressReporter, job_enqueue
+from apps.datasets.models import DatasetVersion
+from apps.datasets.selectors import evaluation_inputs
+from apps.registry.models import EmbeddingModel
+from apps.runs.models import TrainingRun
+
+CANCEL_POLL_S = 1.0
+LOG_SAVE_S = 2.0
+KILL_GRACE_S = 3.0
+TAIL_CHARS = 6000
+
+
+class TrainingError(ValueError):
+    pass
+
+
+def _config_for(*, base_model: EmbeddingModel, options: dict):
+    """A TrainConfig from the user's options over the base model's encoding settings."""
+    from workers.ml.train import TrainConfig
+
+    merged = {
+        "model_path": base_model.path,
+        "layout": base_model.layout,
+        "pooling": base_model.pooling,
+        "normalize": base_model.normalize,
+        "max_seq_length": base_model.max_seq_length,
+        "query_prefix": base_model.query_prefix,
+        "document_prefix": base_model.document_prefix,
+        **{k: v for k, v in options.items() if v not in (None, "")},
+    }
+    try:
+        return TrainConfig.from_dict(merged)
+    except (TypeError, ValueError) as exc:
+        raise TrainingError(str(exc)) from None
+
+
+def training_run_create(
+    *,
+    team: Team,
+    base_model: EmbeddingModel,
+    train_version: DatasetVersion,
+    options: dict | None = None,
+    eval_version: DatasetVersion | None = None,
+    eval_split: str = "",
+    name: str = "",
+    created_by=None,
+    enqueue: bool = True,
+) -> TrainingRun:
+    """Validate, estimate and queue a run (``gpu`` queue) once the transaction commits."""
+    from workers.ml.train import estimate
+
+    from workers.tasks.training import train
+
+    for obj in (base_model, train_version.dataset) + (
+        (eval_version.dataset,) if eval_version else ()
+    ):
+        if obj.team_id != team.pk:
+            raise TrainingError("The model and the data must belong to your team.")
+    if train_version.kind != DatasetVersion.Kind.TRAINING or not train_version.training_count:
+        raise TrainingError(
+            f"{train_version} is not a training set: make pairs from judgements or mine "
+            "negatives first (on its version page)."
+        )
+    if eval_version is not None and eval_split not in eval_version.qrels_counts:
+        raise TrainingError(f"{eval_version} has no split {eval_split!r} to evaluate on.")
+    config = _config_for(base_model=base_model, options=options or {})
+    with transaction.atomic():
+        run = TrainingRun.objects.create(
+            team=team,
+            name=name or f"{base_model.name} on {train_version}",
+            base_model=base_model,
+            train_version=train_version,
+            eval_version=eval_version,
+            eval_split=eval_split if eval_version else "",
+            config=config.to_dict(),
+            estimate=estimate(config, train_version.training_count),
+            created_by=created_by,
+        )
+        run.output_dir = str(Path(settings.ARTIFACTS_ROOT) / "runs" / str(run.pk))
+        run.save(update_fields=["output_dir"])
+        if enqueue:
+            job_enqueue(job=run, task=train)
+    return run
+
+
+def training_run_resume(*, run: TrainingRun) -> TrainingRun:
+    """failed or cancelled → pending, from the last checkpoint (the Resume button)."""
+    from workers.tasks.training import train
+
+    with transaction.atomic():
+        updated = TrainingRun.objects.filter(
+            pk=run.pk, status__in=[JobStatus.FAILED, JobStatus.CANCELLED]
+        ).update(
+            status=JobStatus.PENDING,
+            cancel_requested=False,
+            human_error="",
+            finished_at=None,
+            stage="waiting to resume",
+        )
+        if not updated:
+            raise TrainingError("Only a failed or cancelled run can be resumed.")
+        run.refresh_from_db()
+        job_enqueue(job=run, task=train)
+    return run
+
+
+def last_checkpoint(output_dir: str | Path) -> Path | None:
+    folder = Path(output_dir) / "checkpoints"
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()]
+    return max(found, key=lambda p: int(p.name[11:]), default=None)
+
+
+def _training_rows(version: DatasetVersion, path: Path) -> int:
+    """Write the version's rows as the child's JSONL input (streamed, not held in memory)."""
+    n = 0
+    with path.open("w", encoding="utf-8") as fh:
+        for anchor, positive, negatives in (
+            version.training_rows.order_by("row").values_list("anchor", "positive", "negatives")
+        ).iterator(chunk_size=2000):
+            fh.write(
+                json.dumps({"anchor": anchor, "positive": positive, "negatives": negatives}) + "\n"
+            )
+            n += 1
+    return n
+
+
+def _eval_data(run: TrainingRun, path: Path) -> str | None:
+    if run.eval_version is None:
+        return None
+    corpus, queries, qrels = evaluation_inputs(version=run.eval_version, split=run.eval_split)
+    path.write_text(
+        json.dumps(
+            {
+                "corpus": {doc_id: (title + " " + text).strip() for doc_id, title, text in corpus},
+                "queries": dict(queries),
+                "qrels": qrels,
+            }
+        ),
+        encoding="utf-8",
+    )
+    return str(path)
+
+
+def training_run_execute(*, run: TrainingRun, report: ProgressReporter) -> dict:
+    """Run (or resume) the training child, keep the row live, and register the result."""
+    out = Path(run.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report("preparing data")
+    rows_path = out / "train.jsonl"
+    if not rows_path.exists():
+        _training_rows(run.train_version, rows_path)
+    checkpoint = last_checkpoint(out)
+    job = {
+        "config": run.config,
+        "rows": str(rows_path),
+        "eval_data": _eval_data(run, out / "eval.json"),
+        "output_dir": str(out),
+        "resume_from": str(checkpoint) if checkpoint else None,
+    }
+    (out / "job.json").write_text(json.dumps(job), encoding="utf-8")
+    if checkpoint:
+        TrainingRun.objects.filter(pk=run.pk).update(resumed_from=str(checkpoint))
+    result = _supervise(run=run, report=report, job_path=out / "job.json")
+    report("registering the model")
+    model = _register_result(run=run, result=result)
+    evaluation = None
+    if run.eval_version is not None:
+        from apps.runs.services import evaluation_create
+
+        evaluation = evaluation_create(
+            team=run.team,
+            model=model,
+            dataset_version=run.eval_version,
+            split=run.eval_split,
+            created_by=run.created_by,
+        )
+    return {
+        "result": {k: v for k, v in result.items() if k != "log_history"},
+        "result_model": model,
+        "evaluation": evaluation,
+        "stage": "done",
+    }
+
+
+def _supervise(*, run: TrainingRun, report: ProgressReporter, job_path: Path) -> dict:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+    log_path = Path(run.output_dir) / "train.log"
+    with log_path.open("a", encoding="utf-8") as stderr:
+        stderr.write(f"--- attempt at {timezone.now().isoformat()}\n")
+        stderr.flush()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.ml.train_child", str(job_path)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,  # its own process group: a kill reaches its workers too
+            env=env,
+        )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, name=f"train-{run.pk}-stdout", daemon=True).start()
+    curve = list(run.log)
+    total = int(run.estimate.get("total_steps") or 0)
+    result: dict | None = None
+    error: str | None = None
+    last_cancel_check = last_save = 0.0
+    eof = False
+    try:
+        while not eof:
+            try:
+                line = lines.get(timeout=CANCEL_POLL_S)
+            except queue.Empty:
+                line = ""
+            if line is None:
+                eof = True
+            elif line.strip():
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    event = {"event": "text", "message": line.strip()}
+                kind = event.get("event")
+                if kind == "log":
+                    point = {k: v for k, v in event.items() if k != "event"}
+                    # A resumed attempt replays nothing before its checkpoint: keep one curve.
+                    curve = [p for p in curve if p.get("step", -1) < point.get("step", 0)]
+                    curve.append(point)
+                    total = int(event.get("total_steps") or total)
+                    report("training", int(event.get("step") or 0), total)
+                elif kind == "done":
+                    result = event.get("result") or {}
+                elif kind == "error":
+                    error = event.get("message") or "Training failed."
+            now = time.monotonic()
+            if now - last_save >= LOG_SAVE_S or eof:
+                last_save = now
+                TrainingRun.objects.filter(pk=run.pk).update(
+                    log=curve, log_tail=_tail(Path(run.output_dir) / "train.log")
+                )
+            if now - last_cancel_check >= CANCEL_POLL_S:
+                last_cancel_check = now
+                if TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
+                    _kill(proc)
+                    raise JobCancelled()
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:  # an exception above (lost row, time limit): never leave it
+            _kill(proc)
+    if result is not None and code == 0:
+        return result
+    raise TrainingError(error or f"The training process exited with status {code}; see the log.")
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGTERM the child's process group, SIGKILL after a grace period."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _tail(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - TAIL_CHARS))
+            return fh.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _register_result(*, run: TrainingRun, result: dict) -> EmbeddingModel:
+    """The fine-tune as a registry model: same encoding settings, lineage to base and run."""
+    from workers.ml.inspect import inspect_model_folder
+
+    base, config = run.base_model, run.config
+    info = inspect_model_folder(result["model_dir"])
+    name = f"{base.name}-ft-{run.pk}"
+    model, _ = EmbeddingModel.objects.update_or_create(
+        team=run.team,
+        name=name,
+        defaults={
+            "kind": EmbeddingModel.Kind.FINETUNED,
+            "source": EmbeddingModel.Source.FOLDER,
+            "source_ref": f"run {run.pk}",
+            "path": str(result["model_dir"]),
+            "layout": info.layout,
+            "architecture": info.architecture,
+            "dimension": info.dimension,
+            "max_seq_length": config.get("max_seq_length") or base.max_seq_length,
+            "pooling": config.get("pooling") or base.pooling,
+            "normalize": base.normalize,
+            "query_prefix": config.get("query_prefix", base.query_prefix),
+            "document_prefix": config.get("document_prefix", base.document_prefix),
+            "parameters": info.parameters,
+            "parent": base,
+        },
+    )
+    return model
