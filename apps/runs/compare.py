@@ -48,7 +48,8 @@ def _pks(values: list[str], what: str) -> list[int]:
 def comparison_evaluations_get(
     *, pks: list[str], baseline: str | None, user=None, team: Team | None = None
 ) -> tuple[list[Evaluation], Evaluation]:
-    """The evaluations named by ``pks`` (in that order) and the baseline among them.
+    """The evaluations named by ``pks`` (in that order) and the baseline among them (by
+    default the earliest).
 
     Every evaluation is fetched through the team scope first: one that belongs to another team
     is a 404 before anything else is said about the request, so an error message never reveals
@@ -68,7 +69,9 @@ def comparison_evaluations_get(
         evaluations = [found[pk] for pk in ids]
     else:
         evaluations = [team_scoped_get(queryset=queryset, user=user, pk=pk) for pk in ids]
-    base_pk = _pks([baseline], "baseline")[0] if baseline else ids[0]
+    # Without a choice the earliest evaluation is the baseline: usually the one a newer run is
+    # meant to beat, and independent of the order the boxes were ticked in.
+    base_pk = _pks([baseline], "baseline")[0] if baseline else min(ids)
     base = next((e for e in evaluations if e.pk == base_pk), None)
     if base is None:
         # A baseline outside the compared set: fetch it through the scope for the same 404.

@@ -219,6 +219,6 @@ def format_p(p: float) -> str:
 
 
 def p_phrase(p: float) -> str:
-    """"p = 0.41", or "p < 0.001" for very small values."""
+    """The p-value as a phrase: p = 0.41, or p < 0.001 for very small values."""
     text = format_p(p)
     return f"p {text}" if text.startswith("<") else f"p = {text}"

@@ -164,8 +164,18 @@ def comparison_queries(request):
         # A click in the list or on the chart swaps only the side-by-side panel.
         return render(request, "runs/query_compare.html#sides", context)
     base = reverse("runs:compare_queries")
+    n = len(rows) or 1
     context.update(
         rows=rows,
+        summary={
+            "n": len(rows),
+            "mean_a": sum(r.a for r in rows) / n,
+            "mean_b": sum(r.b for r in rows) / n,
+            "delta": compare.signed(sum(r.delta for r in rows) / n),
+            "better": sum(1 for r in rows if round(r.delta, 9) > 0),
+            "worse": sum(1 for r in rows if round(r.delta, 9) < 0),
+            "same": sum(1 for r in rows if round(r.delta, 9) == 0),
+        },
         metrics=compare.metric_names([a, b]),
         chart=scatter_chart(
             points=[

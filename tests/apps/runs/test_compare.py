@@ -430,3 +430,22 @@ def test_api_compare(client, team, owner, outsider, other_team, trio, version):
 
     _, foreign = api_token_create(team=other_team, user=outsider, name="theirs")
     assert client.get(url, HTTP_AUTHORIZATION=f"Bearer {foreign}").status_code == 404
+
+
+def test_the_web_process_loads_scipy_only_when_comparing():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = (
+        "import django, sys; django.setup();"
+        "from django.urls import get_resolver; get_resolver().url_patterns;"
+        "import apps.runs.views, apps.runs.api, apps.runs.compare;"
+        "print('scipy' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
