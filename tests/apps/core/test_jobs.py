@@ -195,3 +195,37 @@ def test_a_failed_enqueue_fails_the_row(
     evaluation.refresh_from_db()
     assert evaluation.status == JobStatus.FAILED
     assert "queue is unreachable" in evaluation.human_error
+
+
+def test_reaper_requeues_a_resumable_run_until_its_attempts_are_spent(
+    team, tiny_registered_model, tiny_version, monkeypatch, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.core.services import jobs_reap
+    from apps.runs.models import TrainingRun
+
+    sent = []
+    monkeypatch.setattr(
+        "celery.current_app.send_task",
+        lambda name, args, queue: sent.append((name, args, queue)),
+    )
+    old = timezone.now() - timedelta(hours=2)
+    run = TrainingRun.objects.create(
+        team=team, name="r", base_model=tiny_registered_model, train_version=tiny_version,
+        status="running", heartbeat_at=old, started_at=old,
+    )  # fmt: skip
+    with django_capture_on_commit_callbacks(execute=True):
+        assert jobs_reap(stale_after=60) == 1
+    run.refresh_from_db()
+    assert run.status == "pending" and run.attempts == 1
+    assert sent == [("workers.tasks.training.train", [run.pk], "gpu")]
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status="running", heartbeat_at=old, attempts=TrainingRun.max_attempts
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        assert jobs_reap(stale_after=60) == 1
+    run.refresh_from_db()
+    assert run.status == "failed" and len(sent) == 1
