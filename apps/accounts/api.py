@@ -6,7 +6,7 @@ from functools import wraps
 
 from django.http import JsonResponse
 
-from apps.accounts.selectors import api_token_authenticate
+from apps.accounts.selectors import api_token_authenticate, membership_get
 
 
 def token_required(view):
@@ -25,3 +25,21 @@ def token_required(view):
         return view(request, *args, **kwargs)
 
     return wrapped
+
+
+def error(message: str, status: int = 400, problems: list[str] | None = None) -> JsonResponse:
+    """The API's one error shape: ``{"error": ..., "problems": ["FILE:LINE: reason", ...]}``."""
+    return JsonResponse({"error": message, "problems": problems or []}, status=status)
+
+
+def not_found() -> JsonResponse:
+    # Another team's object answers exactly like a missing one.
+    return error("not found", status=404)
+
+
+def forbidden_below(request, role: str) -> JsonResponse | None:
+    """403 unless the token's user holds ``role`` or above in the token's team."""
+    membership = membership_get(user=request.api_token.user, team=request.team)
+    if membership is None or not membership.allows(role):
+        return error(f"this needs the {role} role in {request.team}", status=403)
+    return None

@@ -16,9 +16,8 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.accounts.api import token_required
+from apps.accounts.api import error, forbidden_below, not_found, token_required
 from apps.accounts.models import Role
-from apps.accounts.selectors import membership_get
 from apps.datasets.forms import UploadForm
 from apps.datasets.ingest import (
     IngestError,
@@ -34,22 +33,6 @@ from apps.datasets.selectors import dataset_list
 # Room for the multipart framing and the other fields around the files themselves.
 MULTIPART_OVERHEAD = 1024 * 1024
 TRUE = ("1", "true", "yes", "on")
-
-
-def error(message: str, status: int = 400, problems: list[str] | None = None) -> JsonResponse:
-    return JsonResponse({"error": message, "problems": problems or []}, status=status)
-
-
-def not_found() -> JsonResponse:
-    return error("not found", status=404)
-
-
-def _forbidden_below(request, role: str) -> JsonResponse | None:
-    """403 unless the token's user holds ``role`` or above in the token's team."""
-    membership = membership_get(user=request.api_token.user, team=request.team)
-    if membership is None or not membership.allows(role):
-        return error(f"this needs the {role} role in {request.team}", status=403)
-    return None
 
 
 # --- payloads ------------------------------------------------------------------------------
@@ -155,7 +138,7 @@ def _job_get(request, pk: int) -> IngestJob | None:
 @token_required
 def upload(request):
     """``POST /api/v1/datasets/uploads`` (multipart): name, files, optional kind and confirm."""
-    if denied := _forbidden_below(request, Role.MEMBER):
+    if denied := forbidden_below(request, Role.MEMBER):
         return denied
     limit = settings.DATASET_UPLOAD_MAX_BYTES
     try:
@@ -212,7 +195,7 @@ def ingest_start(request, pk: int):
     job = _job_get(request, pk)
     if job is None:
         return not_found()
-    if denied := _forbidden_below(request, Role.MEMBER):
+    if denied := forbidden_below(request, Role.MEMBER):
         return denied
     if not job.awaiting_confirmation:
         return error(f"ingest {job.pk} is not waiting for confirmation", status=409)

@@ -1,11 +1,19 @@
 from __future__ import annotations
 
-from django.http import Http404, JsonResponse
-from django.views.decorators.http import require_GET
+import json
 
-from apps.accounts.api import token_required
+from django.http import Http404, JsonResponse
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods
+
+from apps.accounts.api import error, forbidden_below, token_required
+from apps.accounts.models import Role
+from apps.datasets.models import DatasetVersion
+from apps.registry.models import EmbeddingModel
 from apps.runs import compare
 from apps.runs.models import Evaluation
+from apps.runs.services import EvaluationError, evaluation_create
 
 
 def evaluation_payload(evaluation: Evaluation) -> dict:
@@ -21,10 +29,65 @@ def evaluation_payload(evaluation: Evaluation) -> dict:
         "dataset_version": evaluation.dataset_version_id,
         "split": evaluation.split,
         "metrics": evaluation.metrics,
+        "cache_hit": evaluation.cache_hit,
+        "timings": evaluation.timings,
+        "sweep": evaluation.sweep,
+        "diagnostics": evaluation.diagnostics,
         "error": evaluation.human_error or None,
         "created_at": evaluation.created_at.isoformat(),
         "finished_at": evaluation.finished_at.isoformat() if evaluation.finished_at else None,
     }
+
+
+@csrf_exempt  # authenticated by the bearer token only, never by a session cookie
+@require_http_methods(["GET", "POST"])
+@token_required
+def evaluations(request):
+    """``GET /api/v1/evaluations`` lists the team's evaluations (``?dataset_version=&split=``);
+    ``POST`` with JSON ``{"dataset_version", "split", "model"}`` or ``{"method": "bm25", …}``
+    starts one (202, ``Location`` names it)."""
+    if request.method == "GET":
+        rows = Evaluation.objects.filter(team=request.team).select_related("model")
+        if request.GET.get("dataset_version", "").isdigit():
+            rows = rows.filter(dataset_version_id=int(request.GET["dataset_version"]))
+        if request.GET.get("split"):
+            rows = rows.filter(split=request.GET["split"])
+        return JsonResponse({"evaluations": [evaluation_payload(e) for e in rows[:500]]})
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    try:
+        body = json.loads(request.body or b"{}")
+    except json.JSONDecodeError as exc:
+        return error(f"request body: line {exc.lineno}: {exc.msg}")
+    if not isinstance(body, dict):
+        return error("request body must be a JSON object")
+    version = DatasetVersion.objects.filter(
+        pk=body.get("dataset_version"), dataset__team=request.team
+    ).first() if str(body.get("dataset_version", "")).isdigit() else None  # fmt: skip
+    if version is None:
+        return error("dataset_version: no such dataset version in your team", status=404)
+    method = body.get("method", Evaluation.Method.DENSE)
+    model = None
+    if method != Evaluation.Method.BM25:
+        model = EmbeddingModel.objects.filter(
+            pk=body.get("model"), team=request.team
+        ).first() if str(body.get("model", "")).isdigit() else None  # fmt: skip
+        if model is None:
+            return error("model: no such model in your team", status=404)
+    try:
+        evaluation = evaluation_create(
+            team=request.team,
+            model=model,
+            method=method,
+            dataset_version=version,
+            split=str(body.get("split", "test")),
+            created_by=request.api_token.user,
+        )
+    except EvaluationError as exc:
+        return error(str(exc))
+    response = JsonResponse(evaluation_payload(evaluation), status=202)
+    response["Location"] = reverse("api-evaluation", args=[evaluation.pk])
+    return response
 
 
 @require_GET
