@@ -192,6 +192,8 @@ ENCODE_QUEUE = env.str("ENCODE_QUEUE", default="index")
 JOB_PROGRESS_INTERVAL = env.float("JOB_PROGRESS_INTERVAL", default=2.0)
 # A running row whose heartbeat is older than this is failed by the reaper.
 JOB_STALE_AFTER = env.int("JOB_STALE_AFTER", default=15 * 60)
+# GPU memory of the training workers, for the "will it fit" warning before a run (0: unknown).
+TRAINING_GPU_MEMORY_GIB = env.float("TRAINING_GPU_MEMORY_GIB", default=0.0)
 JOB_SOFT_TIME_LIMIT = env.int("JOB_SOFT_TIME_LIMIT", default=6 * 3600)
 JOB_TIME_LIMIT = env.int("JOB_TIME_LIMIT", default=JOB_SOFT_TIME_LIMIT + 300)
 

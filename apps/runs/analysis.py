@@ -108,3 +108,44 @@ def score_distribution_chart(diagnostics: dict) -> dict | None:
             ("retrieved non-relevant (top 10)", "s3", share(neg)),
         ],
     )
+
+
+def curve_chart(points: list[dict], *, key: str, label: str) -> dict | None:
+    """A line over training steps of ``point[key]`` (loss, or an eval metric under "eval")."""
+    xy = []
+    for p in points:
+        value = p.get(key) if key in p else (p.get("eval") or {}).get(key)
+        if isinstance(value, int | float) and p.get("step") is not None:
+            xy.append((float(p["step"]), float(value)))
+    if not xy:
+        return None
+    x0, x1 = min(x for x, _ in xy), max(x for x, _ in xy)
+    y0, y1 = min(y for _, y in xy), max(y for _, y in xy)
+    if y1 - y0 < 1e-9:
+        y0, y1 = y0 - 0.5, y1 + 0.5
+
+    def px(x):
+        return PAD + (W - 2 * PAD) * ((x - x0) / ((x1 - x0) or 1))
+
+    def py(y):
+        return H - PAD - (H - 2 * PAD) * ((y - y0) / (y1 - y0))
+
+    coords = [(round(px(x), 1), round(py(y), 1), x, y) for x, y in xy]
+    return {
+        "width": W,
+        "height": H,
+        "left": PAD,
+        "right": W - PAD,
+        "top": PAD,
+        "bottom": H - PAD,
+        "label": label,
+        "path": " ".join(f"{cx},{cy}" for cx, cy, _, _ in coords),
+        "points": [
+            {"x": cx, "y": cy, "title": f"step {int(x)}: {y:.4f}"} for cx, cy, x, y in coords
+        ]
+        if len(coords) <= 60
+        else [],
+        "x_ticks": [{"x": round(px(v), 1), "label": f"{int(v)}"} for v in (x0, (x0 + x1) / 2, x1)],
+        "y_ticks": [{"y": round(py(v), 1), "label": f"{v:.3g}"} for v in (y0, (y0 + y1) / 2, y1)],
+        "last": xy[-1][1],
+    }

@@ -46,7 +46,7 @@ def _config_for(*, base_model: EmbeddingModel, options: dict):
     from workers.ml.train import TrainConfig
 
     merged = {
-        "model_path": base_model.path,
+        "base_model_path": base_model.path,
         "layout": base_model.layout,
         "pooling": base_model.pooling,
         "normalize": base_model.normalize,
@@ -75,7 +75,6 @@ def training_run_create(
 ) -> TrainingRun:
     """Validate, estimate and queue a run (``gpu`` queue) once the transaction commits."""
     from workers.ml.train import estimate
-
     from workers.tasks.training import train
 
     for obj in (base_model, train_version.dataset) + (

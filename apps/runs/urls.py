@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.runs import views
+from apps.runs import training_views, views
 
 app_name = "runs"
 urlpatterns = [
@@ -15,4 +15,10 @@ urlpatterns = [
     path("compare/queries/", views.comparison_queries, name="compare_queries"),
     path("leaderboard/<int:version_pk>/", views.leaderboard, name="leaderboard"),
     path("leaderboard/<int:version_pk>/export.csv", views.leaderboard_csv, name="leaderboard_csv"),
+    path("training/", training_views.training_index, name="training_runs"),
+    path("training/new/", training_views.training_new, name="training_new"),
+    path("training/<int:pk>/", training_views.training_detail, name="training"),
+    path("training/<int:pk>/cancel/", training_views.training_cancel, name="training_cancel"),
+    path("training/<int:pk>/resume/", training_views.training_resume, name="training_resume"),
+    path("training/<int:pk>/model.zip", training_views.training_model_zip, name="training_zip"),
 ]

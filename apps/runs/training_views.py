@@ -1,0 +1,165 @@
+"""Pages of fine-tuning runs: new (form + estimate preview), list, live run page, cancel, resume,
+download of the resulting model."""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from pathlib import Path
+
+from django.contrib import messages
+from django.http import FileResponse, Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+
+from apps.accounts.decorators import team_required
+from apps.accounts.models import Role
+from apps.accounts.selectors import can_write, team_scoped_get
+from apps.core.services import InvalidTransition, job_cancel
+from apps.runs.analysis import curve_chart
+from apps.runs.forms import TrainingRunForm
+from apps.runs.models import TrainingRun
+from apps.runs.training import TrainingError, training_run_create, training_run_resume
+
+
+def _run_get(request, pk: int, role: str = Role.VIEWER) -> TrainingRun:
+    return team_scoped_get(
+        queryset=TrainingRun.objects.select_related(
+            "base_model", "train_version__dataset", "eval_version__dataset", "result_model",
+            "evaluation",
+        ),
+        user=request.user,
+        pk=pk,
+        role=role,
+    )  # fmt: skip
+
+
+@require_GET
+@team_required()
+def training_index(request):
+    runs = TrainingRun.objects.filter(team=request.team).select_related("base_model")[:100]
+    return render(request, "runs/training_list.html", {"runs": runs})
+
+
+@require_http_methods(["GET", "POST"])
+@team_required(Role.MEMBER)
+def training_new(request):
+    form = TrainingRunForm(request.POST or None, team=request.team)
+    preview = error = None
+    if request.method == "POST" and form.is_valid():
+        d = form.cleaned_data
+        try:
+            if request.POST.get("action") == "preview":
+                preview = _preview(form)
+            else:
+                run = training_run_create(
+                    team=request.team,
+                    base_model=d["base_model"],
+                    train_version=d["train_version"],
+                    eval_version=d.get("eval_version"),
+                    eval_split=d.get("eval_split") or "",
+                    options=form.options(),
+                    name=d.get("name") or "",
+                    created_by=request.user,
+                )
+                return redirect("runs:training", pk=run.pk)
+        except TrainingError as exc:
+            error = str(exc)
+    if request.htmx and request.POST.get("action") == "preview":
+        return render(
+            request,
+            "runs/training_new.html#preview",
+            {"preview": preview, "error": error, "form": form},
+        )
+    return render(
+        request,
+        "runs/training_new.html",
+        {"form": form, "preview": preview, "error": error},
+    )
+
+
+def _preview(form: TrainingRunForm) -> dict:
+    """What would run: the resolved config and the estimate, against the worker's GPU."""
+    from django.conf import settings
+
+    from apps.runs.training import _config_for
+    from workers.ml.train import estimate
+
+    d = form.cleaned_data
+    config = _config_for(base_model=d["base_model"], options=form.options())
+    est = estimate(config, d["train_version"].training_count)
+    gpu = settings.TRAINING_GPU_MEMORY_GIB
+    return {
+        "config": config.to_dict(),
+        "estimate": est,
+        "gpu_gib": gpu,
+        "fits": gpu <= 0 or est["total_gib"] <= gpu,
+    }
+
+
+def _context(request, run: TrainingRun) -> dict:
+    evals = sorted({k for p in run.log for k in (p.get("eval") or {})})
+    headline = next((k for k in evals if "ndcg@10" in k), evals[0] if evals else None)
+    return {
+        "run": run,
+        "can_write": can_write(user=request.user, team=run.team),
+        "loss_chart": curve_chart(run.log, key="loss", label="training loss"),
+        "eval_chart": curve_chart(run.log, key=headline, label=headline) if headline else None,
+        "last": run.log[-1] if run.log else {},
+    }
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+@team_required()
+def training_detail(request, pk: int):
+    run = _run_get(request, pk)
+    template = "runs/training.html#live" if request.htmx else "runs/training.html"
+    return render(request, template, _context(request, run))
+
+
+@require_POST
+@team_required()
+def training_cancel(request, pk: int):
+    run = _run_get(request, pk, role=Role.MEMBER)
+    try:
+        run = job_cancel(job=run)
+    except InvalidTransition as exc:
+        messages.error(request, str(exc))
+    if request.htmx:
+        return render(request, "runs/training.html#live", _context(request, run))
+    return redirect("runs:training", pk=run.pk)
+
+
+@require_POST
+@team_required()
+def training_resume(request, pk: int):
+    run = _run_get(request, pk, role=Role.MEMBER)
+    try:
+        training_run_resume(run=run)
+    except TrainingError as exc:
+        messages.error(request, str(exc))
+    return redirect("runs:training", pk=run.pk)
+
+
+@require_GET
+@team_required()
+def training_model_zip(request, pk: int):
+    """The resulting model folder (and the LoRA adapter when there is one) as a zip."""
+    run = _run_get(request, pk)
+    model_dir = Path(run.result.get("model_dir") or "")
+    if not run.result_model_id or not model_dir.is_dir():
+        raise Http404
+    buffer = tempfile.TemporaryFile()  # on disk: a model is tens to hundreds of MB
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for folder, prefix in (
+            (model_dir, "model"),
+            (Path(run.result.get("adapter_dir") or ""), "adapter"),
+        ):
+            if folder.is_dir() and str(folder) != ".":
+                for f in sorted(folder.rglob("*")):
+                    if f.is_file():
+                        zf.write(f, f"{prefix}/{f.relative_to(folder)}")
+    buffer.seek(0)
+    return FileResponse(buffer, as_attachment=True, filename=f"{run.result_model.name}.zip")
