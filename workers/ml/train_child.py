@@ -1,0 +1,341 @@
+"""Run :func:`workers.ml.train.train` in a child process that the worker can watch and kill.
+
+Usage::
+
+    python -m workers.ml.train_child SPEC.json [--events EVENTS.jsonl]
+
+``SPEC.json`` is one object::
+
+    {"config": {...TrainConfig.to_dict()...},
+     "rows": "train.jsonl" | [{"anchor": ..., "positive": ..., "negatives": [...]}, ...],
+     "output_dir": "...",
+     "eval_data": null | {"corpus": ..., "queries": ..., "qrels": ...} | "eval.json",
+     "resume_from": null | "latest" | "<checkpoint folder>"}
+
+Protocol: **stdout carries only JSON lines**, one event each, flushed as written (and appended to
+``--events`` too, when given); library output and warnings go to stderr. Events, in order:
+
+* ``{"event": "start", "pid": N, "rows": N}`` — spec and rows checked; loading libraries/model.
+* ``{"event": "log", "kind": "begin", "step": S, "total_steps": T}`` — the first step is about
+  to run (S > 0 when resumed).
+* ``{"event": "log", "kind": "train", "step", "total_steps", "epoch", "loss", "learning_rate",
+  "grad_norm", "samples_per_s"}`` — every ``logging_steps``.
+* ``{"event": "log", "kind": "eval", "step", "total_steps", "epoch", "metrics": {...}}`` —
+  every ``eval_steps`` when eval data is given.
+* ``{"event": "log", "kind": "checkpoint", "step", "path"}`` — a checkpoint was written.
+* then exactly one of:
+
+  - ``{"event": "done", "result": {...}}`` — exit status 0; ``result`` as returned by
+    :func:`workers.ml.train.train`;
+  - ``{"event": "stopped", "result": {...} | null}`` — a SIGTERM/SIGINT was honoured; exit
+    status 128 + the signal number (143 for SIGTERM);
+  - ``{"event": "error", "message", "kind", "detail"}`` — exit status 1 (2 for a bad spec).
+    ``message`` is one human line for the page ("CUDA out of memory: lower the batch size …"),
+    ``kind`` one of ``oom``, ``config``, ``data``, ``spec``, ``internal``, ``detail`` the
+    exception's type and text for the log. The message is also the last line on stderr.
+
+A child that dies without a final event (SIGKILL, the kernel's OOM killer) is reported by
+:func:`run_in_child` from its exit status and the tail of its stderr.
+
+Cancel: SIGTERM (or SIGINT) before the "begin" event (imports, model loading) exits at once;
+after it, the trainer stops at the end of the current optimizer step (the checkpoints stay, so a
+later run can use ``resume_from: "latest"``). A supervisor sends SIGTERM, waits a grace period,
+then SIGKILLs: :func:`run_in_child` does exactly that, and is what the worker calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from queue import Empty, Queue
+from typing import IO, Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXIT_ERROR = 1
+EXIT_SPEC = 2
+
+
+class ChildError(RuntimeError):
+    """The child failed; ``str()`` is its human message, ``event`` its error event (if any)."""
+
+    def __init__(self, message: str, event: dict[str, Any] | None = None) -> None:
+        self.event = event or {}
+        super().__init__(message)
+
+
+class ChildStopped(RuntimeError):
+    """The child stopped on request; ``event`` is its stopped event (if it managed to send one)."""
+
+    def __init__(self, event: dict[str, Any] | None = None) -> None:
+        self.event = event or {}
+        super().__init__("training stopped on request")
+
+
+# --- errors for people ---------------------------------------------------------------------
+
+
+def human_error(exc: BaseException) -> tuple[str, str]:
+    """(kind, one-line message) for the page; never imports torch."""
+    from workers.ml.train import ConfigError, DataError
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    name = type(exc).__name__
+    if name == "OutOfMemoryError" or "CUDA out of memory" in str(exc):
+        return "oom", (
+            "CUDA out of memory: lower the batch size or max_seq_length, "
+            "or turn on gradient checkpointing or LoRA"
+        )
+    if isinstance(exc, MemoryError) or "DefaultCPUAllocator: can't allocate memory" in str(exc):
+        return "oom", "Out of memory: lower the batch size or max_seq_length"
+    if isinstance(exc, ConfigError):
+        return "config", f"Bad training configuration: {text}"
+    if isinstance(exc, DataError):
+        return "data", f"Bad training data: {text}"
+    if isinstance(exc, FileNotFoundError):
+        return "data", text
+    return "internal", f"Training failed: {name}: {text}"[:300]
+
+
+# --- the child -----------------------------------------------------------------------------
+
+
+class _Events:
+    """JSON lines to the real stdout (and a file), whatever else writes to fd 1 or sys.stdout."""
+
+    def __init__(self, events_path: str | None) -> None:
+        sys.stdout.flush()
+        self.out: IO[str] = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+        os.dup2(2, 1)  # stray prints (and C-level writes) go to stderr from now on
+        sys.stdout = sys.stderr
+        self.file: IO[str] | None = (
+            open(events_path, "a", buffering=1, encoding="utf-8") if events_path else None
+        )
+        self.lock = threading.Lock()
+
+    def emit(self, event: str, **data: Any) -> None:
+        line = json.dumps({"event": event, **data}, default=str)
+        with self.lock:
+            for stream in (self.out, self.file):
+                if stream is not None:
+                    stream.write(line + "\n")
+                    stream.flush()
+
+
+def _load_spec(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        spec = json.load(fh)
+    if not isinstance(spec, dict):
+        raise ValueError("the spec must be a JSON object")
+    for key in ("config", "rows", "output_dir"):
+        if key not in spec:
+            raise ValueError(f"the spec has no {key!r}")
+    unknown = set(spec) - {"config", "rows", "output_dir", "eval_data", "resume_from"}
+    if unknown:
+        raise ValueError(f"unknown spec keys: {', '.join(sorted(unknown))}")
+    eval_data = spec.get("eval_data")
+    if isinstance(eval_data, str):
+        with open(eval_data, encoding="utf-8") as fh:
+            spec["eval_data"] = json.load(fh)
+    return spec
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    events_path = None
+    if "--events" in argv:
+        i = argv.index("--events")
+        if i + 1 >= len(argv):
+            print(
+                "usage: python -m workers.ml.train_child SPEC.json [--events FILE]", file=sys.stderr
+            )
+            return EXIT_SPEC
+        events_path = argv[i + 1]
+        del argv[i : i + 2]
+    if len(argv) != 1:
+        print("usage: python -m workers.ml.train_child SPEC.json [--events FILE]", file=sys.stderr)
+        return EXIT_SPEC
+    # Before the heavy imports read them: no progress bars, no hub.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    events = _Events(events_path)
+
+    def fail(kind: str, message: str, detail: str, status: int) -> int:
+        events.emit("error", message=message, kind=kind, detail=detail)
+        print(message, file=sys.stderr, flush=True)
+        return status
+
+    try:
+        spec = _load_spec(argv[0])
+    except (OSError, ValueError) as exc:
+        return fail("spec", f"Bad training spec: {exc}", f"{type(exc).__name__}: {exc}", EXIT_SPEC)
+
+    from workers.ml.train import TrainConfig, read_rows, train
+
+    stop = {"requested": 0, "training": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop["requested"] = signum
+        if not stop["training"]:
+            raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        try:
+            config = TrainConfig.from_dict(spec["config"])
+            rows = read_rows(spec["rows"])  # checked here, before torch is imported
+            events.emit("start", pid=os.getpid(), rows=len(rows))
+
+            def on_log(event: dict[str, Any]) -> None:
+                if event.get("kind") == "begin":
+                    stop["training"] = True  # from now on a signal stops at a step boundary
+                events.emit("log", **event)
+
+            result = train(
+                config=config,
+                rows=rows,
+                output_dir=spec["output_dir"],
+                eval_data=spec.get("eval_data"),
+                resume_from=spec.get("resume_from"),
+                on_log=on_log,
+                should_stop=lambda: bool(stop["requested"]),
+            )
+        except SystemExit:
+            events.emit("stopped", result=None)
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes an error event
+            if stop["requested"]:
+                events.emit("stopped", result=None)
+                return 128 + stop["requested"]
+            kind, message = human_error(exc)
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+            return fail(kind, message, f"{type(exc).__name__}: {exc}"[:2000], EXIT_ERROR)
+    finally:
+        stop["training"] = False
+    if result.get("stopped"):
+        events.emit("stopped", result=result)
+        return 128 + (stop["requested"] or signal.SIGTERM)
+    events.emit("done", result=result)
+    return 0
+
+
+# --- the supervisor side -------------------------------------------------------------------
+
+
+def child_command(spec_path: str | Path, events_path: str | Path | None = None) -> list[str]:
+    command = [sys.executable, "-m", "workers.ml.train_child", str(spec_path)]
+    if events_path is not None:
+        command += ["--events", str(events_path)]
+    return command
+
+
+def run_in_child(
+    spec: dict[str, Any],
+    *,
+    spec_path: str | Path | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    poll_s: float = 1.0,
+    grace_s: float = 30.0,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Train in a child process and return its result.
+
+    Writes ``spec`` to ``spec_path`` (default ``<output_dir>/train_spec.json``), starts the
+    child, hands every event to ``on_event``, and polls ``should_stop()`` every ``poll_s``:
+    when True it sends SIGTERM, then SIGKILL after ``grace_s``. Raises :class:`ChildStopped`
+    when stopped, :class:`ChildError` (human message) when the child failed or died.
+    """
+    output_dir = Path(spec["output_dir"])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    spec_path = Path(spec_path or output_dir / "train_spec.json")
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    child_env = dict(os.environ if env is None else env)
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), child_env.get("PYTHONPATH", "")) if p
+    )
+    process = subprocess.Popen(
+        child_command(spec_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        cwd=str(REPO_ROOT),
+        env=child_env,
+    )
+    lines: Queue[str | None] = Queue()
+    stderr_tail: list[str] = []
+
+    def pump_stdout() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    def pump_stderr() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            stderr_tail.append(line.rstrip("\n"))
+            del stderr_tail[:-50]
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (pump_stdout, pump_stderr)]
+    for thread in threads:
+        thread.start()
+    last: dict[str, Any] | None = None
+    terminated_at: float | None = None
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=poll_s)
+            except Empty:
+                line = ""
+            if line is None:
+                break
+            if line.strip():
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                last = event
+                if on_event is not None:
+                    on_event(event)
+            if terminated_at is None and should_stop is not None and should_stop():
+                process.send_signal(signal.SIGTERM)
+                terminated_at = time.monotonic()
+            if terminated_at is not None and time.monotonic() - terminated_at > grace_s:
+                process.kill()
+    finally:
+        if process.poll() is None and terminated_at is not None:
+            process.kill()
+        status = process.wait()
+        for thread in threads:
+            thread.join(timeout=5)
+    if last is not None and last.get("event") == "done" and status == 0:
+        return last["result"]
+    if terminated_at is not None or (last is not None and last.get("event") == "stopped"):
+        raise ChildStopped(last if last and last.get("event") == "stopped" else None)
+    if last is not None and last.get("event") == "error":
+        raise ChildError(last.get("message") or "training failed", last)
+    tail = next((line for line in reversed(stderr_tail) if line.strip()), "")
+    if status < 0:
+        message = f"Training process killed by signal {-status}"
+        if -status == signal.SIGKILL:
+            message += " (out of memory?)"
+    else:
+        message = f"Training process exited with status {status}"
+    raise ChildError(f"{message}: {tail}" if tail else message)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
