@@ -225,3 +225,24 @@ def test_duplicate_search_by_hash_matches_the_exact_grouping(team, tmp_path):
     assert found["examples"][1] == ["doc00", "doc02", "doc06"]
     assert sorted(found["examples"][2:]) == [["doc01", "doc05"], ["doc03", "doc07"]]
     assert json.dumps(found)
+
+
+def test_words_counted_a_block_at_a_time_match_split(tmp_path):
+    import random
+
+    rng = random.Random(3)
+    alphabet = ["a", "bc", "D", "7", ".", " ", "  ", "   "]
+    corpus = []
+    for i in range(600):  # more than one 256 KiB block: some long texts
+        size = rng.choice([0, 1, 3, 40, 2500])
+        text = "".join(rng.choice(alphabet) for _ in range(size))
+        title = "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 4])))
+        row = {"_id": f"d{i}", "title": title, "text": text}
+        if i % 7 == 0:
+            row["text"] += rng.choice(["\t tab", " café", "\n", "a\\b"])  # the exact path
+        corpus.append(row)
+    folder = write_beir(tmp_path / "w", corpus=corpus, qrels={"test": [("q1", "d1", 1)]})
+    stats = LoadStats()
+    assert len(list(iter_documents(scan_beir_folder(folder), stats))) == 600
+    expected = Counter(len(d["title"].split()) + len(d["text"].split()) for d in corpus)
+    assert stats.word_histogram == expected
