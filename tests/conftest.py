@@ -192,6 +192,6 @@ def celery_worker_process(transactional_db, settings, tmp_path):
     }
     log = tmp_path / "worker.log"
     proc = start_worker(env, log)
-    proc.log = log
+    proc.log, proc.env = log, env
     yield proc
     stop_worker(proc)

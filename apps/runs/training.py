@@ -131,8 +131,14 @@ def training_run_resume(*, run: TrainingRun) -> TrainingRun:
 
 
 def last_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest *complete* checkpoint: the trainer writes ``trainer_state.json`` last, so a
+    folder without it is one the dead worker was still writing."""
     folder = Path(output_dir) / "checkpoints"
-    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()]
+    found = [
+        p
+        for p in folder.glob("checkpoint-*")
+        if p.name[11:].isdigit() and (p / "trainer_state.json").is_file()
+    ]
     return max(found, key=lambda p: int(p.name[11:]), default=None)
 
 
@@ -187,7 +193,8 @@ def training_run_execute(*, run: TrainingRun, report: ProgressReporter) -> dict:
     if checkpoint:
         TrainingRun.objects.filter(pk=run.pk).update(resumed_from=str(checkpoint))
     result = _supervise(run=run, report=report, job_path=out / "job.json")
-    report("registering the model")
+    steps = int(result.get("steps") or 0)
+    report("registering the model", steps, steps)  # keeps the step count on the page
     model = _register_result(run=run, result=result)
     evaluation = None
     if run.eval_version is not None:
@@ -220,6 +227,7 @@ def _supervise(*, run: TrainingRun, report: ProgressReporter, job_path: Path) ->
             stderr=stderr,
             text=True,
             start_new_session=True,  # its own process group: a kill reaches its workers too
+            preexec_fn=_die_with_parent,
             env=env,
         )
     lines: queue.Queue[str | None] = queue.Queue()
@@ -252,12 +260,10 @@ def _supervise(*, run: TrainingRun, report: ProgressReporter, job_path: Path) ->
                     event = {"event": "text", "message": line.strip()}
                 kind = event.get("event")
                 if kind == "log":
-                    point = {k: v for k, v in event.items() if k != "event"}
-                    # A resumed attempt replays nothing before its checkpoint: keep one curve.
-                    curve = [p for p in curve if p.get("step", -1) < point.get("step", 0)]
-                    curve.append(point)
+                    curve = _merge_point(curve, event)
                     total = int(event.get("total_steps") or total)
-                    report("training", int(event.get("step") or 0), total)
+                    if event.get("kind") == "train":
+                        report("training", int(event.get("step") or 0), total)
                 elif kind == "done":
                     result = event.get("result") or {}
                 elif kind == "error":
@@ -280,6 +286,39 @@ def _supervise(*, run: TrainingRun, report: ProgressReporter, job_path: Path) ->
     if result is not None and code == 0:
         return result
     raise TrainingError(error or f"The training process exited with status {code}; see the log.")
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL it when the worker dies (kill -9, OOM), so a dead
+    worker never leaves a training process behind to race the resumed run for the GPU."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _merge_point(curve: list[dict], event: dict) -> list[dict]:
+    """One curve across attempts: a training log replaces what a resumed run logged from that
+    step on; an evaluation log attaches its metrics to its step's point."""
+    step = int(event.get("step") or 0)
+    if event.get("kind") == "train":
+        point = {
+            k: event.get(k)
+            for k in ("step", "epoch", "loss", "learning_rate", "samples_per_s")
+            if event.get(k) is not None
+        }
+        return [p for p in curve if p.get("step", -1) < step] + [point]
+    if event.get("kind") == "eval":
+        metrics = {
+            k: v for k, v in (event.get("metrics") or {}).items() if isinstance(v, int | float)
+        }
+        for p in curve:
+            if p.get("step") == step:
+                p["eval"] = metrics
+                return curve
+        return curve + [{"step": step, "epoch": event.get("epoch"), "eval": metrics}]
+    return curve
 
 
 def _kill(proc: subprocess.Popen) -> None:

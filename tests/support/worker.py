@@ -39,6 +39,9 @@ def start_worker(env: dict, log: Path) -> subprocess.Popen:
         env=env,
         stdout=fh,
         stderr=subprocess.STDOUT,
+        # Its own process group, so a test can kill the worker with its pool (kill -9 of a
+        # machine) without touching pytest.
+        start_new_session=True,
     )
 
 

@@ -1,0 +1,156 @@
+"""Fine-tuning runs through the product: the form and its estimate, a run in the worker's own
+code path (child process and all), the registered result, cancel and resume on a real worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from apps.core.services import job_claim, job_run, jobs_reap
+from apps.datasets.services import dataset_version_pairs_from_qrels
+from apps.registry.models import EmbeddingModel
+from apps.runs.models import Evaluation, TrainingRun
+from apps.runs.training import training_run_create, training_run_execute
+
+FAST = {"batch_size": 2, "logging_steps": 1, "save_steps": 2, "warmup_ratio": 0.0}
+
+
+@pytest.fixture
+def pairs(tiny_version):
+    return dataset_version_pairs_from_qrels(version=tiny_version, split="test").version
+
+
+def run_sync(run: TrainingRun) -> TrainingRun:
+    claimed = job_claim(model=TrainingRun, pk=run.pk)
+    job_run(job=claimed, work=lambda report: training_run_execute(run=claimed, report=report))
+    claimed.refresh_from_db()
+    return claimed
+
+
+def test_form_preview_then_start_then_result_is_a_registered_model(
+    client, member, team, tiny_registered_model, tiny_version, pairs,
+    django_capture_on_commit_callbacks, monkeypatch,
+):  # fmt: skip
+    monkeypatch.setattr("workers.tasks.training.train.apply_async", lambda *a, **k: None)
+    monkeypatch.setattr("workers.tasks.evaluation.evaluate.apply_async", lambda *a, **k: None)
+    client.force_login(member)
+    form = {
+        "base_model": tiny_registered_model.pk, "train_version": pairs.pk,
+        "eval_version": tiny_version.pk, "eval_split": "test", "method": "lora", "lora_r": 4,
+        "lora_alpha": 8, "loss": "mnrl", "batch_size": 2, "max_steps": 4, "precision": "fp32",
+        "save_steps": 2, "eval_steps": 2, "no_duplicates": "on", "merge_lora": "on",
+    }  # fmt: skip
+    preview = client.post(reverse("runs:training_new"), {**form, "action": "preview"},
+                          HTTP_HX_REQUEST="true").content.decode()  # fmt: skip
+    assert 'id="trainable"' in preview and "GiB" in preview and "4 steps" in preview
+    assert not TrainingRun.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("runs:training_new"), {**form, "action": "start"})
+    run = TrainingRun.objects.get()
+    assert response.url == reverse("runs:training", args=[run.pk])
+    assert run.config["method"] == "lora" and run.estimate["total_steps"] == 4
+    run = run_sync(run)
+    assert run.status == "succeeded", (run.human_error, run.log_tail[-2000:])
+    assert run.progress_done == 4 and any("loss" in p for p in run.log)
+    assert [p["step"] for p in run.log if "eval" in p] == [2, 4]  # eval_steps=2
+    model = run.result_model
+    assert model.kind == EmbeddingModel.Kind.FINETUNED and model.parent == tiny_registered_model
+    assert Path(model.path, "README.md").exists()
+    assert run.result["trainable_parameters"] < run.result["total_parameters"]
+    assert run.evaluation.model == model and run.evaluation.status == "pending"
+    page = client.get(reverse("runs:training", args=[run.pk])).content.decode()
+    assert 'id="loss-chart"' in page and model.name in page
+    zipped = client.get(reverse("runs:training_zip", args=[run.pk]))
+    assert zipped.status_code == 200 and b"".join(zipped.streaming_content)[:2] == b"PK"
+
+
+def test_bad_config_and_bad_data_are_refused_with_a_reason(
+    team, tiny_registered_model, tiny_version, pairs
+):
+    from apps.runs.training import TrainingError
+
+    with pytest.raises(TrainingError, match="batch_size"):
+        training_run_create(team=team, base_model=tiny_registered_model, train_version=pairs,
+                            options={"batch_size": 0}, enqueue=False)  # fmt: skip
+    with pytest.raises(TrainingError, match="not a training set"):
+        training_run_create(team=team, base_model=tiny_registered_model,
+                            train_version=tiny_version, enqueue=False)  # fmt: skip
+
+
+def test_another_team_sees_no_run(client, outsider, team, tiny_registered_model, pairs):
+    run = training_run_create(team=team, base_model=tiny_registered_model, train_version=pairs,
+                              options={"max_steps": 2}, enqueue=False)  # fmt: skip
+    client.force_login(outsider)
+    for name in ("runs:training", "runs:training_zip"):
+        assert client.get(reverse(name, args=[run.pk])).status_code == 404
+    assert client.post(reverse("runs:training_cancel", args=[run.pk])).status_code == 404
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.worker
+def test_cancel_on_a_real_worker_stops_within_5_seconds(
+    celery_worker_process, team, tiny_registered_model, pairs
+):
+    run = training_run_create(team=team, base_model=tiny_registered_model, train_version=pairs,
+                              options={**FAST, "max_steps": 100_000})  # fmt: skip
+    _wait(lambda: TrainingRun.objects.filter(pk=run.pk, progress_done__gte=2).exists(), 120,
+          "training steps")  # fmt: skip
+    TrainingRun.objects.filter(pk=run.pk).update(cancel_requested=True)
+    asked = time.monotonic()
+    _wait(lambda: TrainingRun.objects.filter(pk=run.pk, status="cancelled").exists(), 10,
+          "the cancel")  # fmt: skip
+    assert time.monotonic() - asked < 5.0
+    # No training process is left behind.
+    spec = str(Path(run.output_dir) / "job.json")
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            assert spec not in cmd, "the training child survived the cancel"
+
+
+@pytest.mark.worker
+def test_worker_killed_mid_run_resumes_from_checkpoint_to_the_same_total(
+    celery_worker_process, team, tiny_registered_model, pairs, settings
+):
+    from tests.support.worker import start_worker
+
+    total = 40
+    run = training_run_create(team=team, base_model=tiny_registered_model, train_version=pairs,
+                              options={**FAST, "max_steps": total, "save_steps": 5})  # fmt: skip
+    _wait(lambda: list(Path(run.output_dir, "checkpoints").glob("checkpoint-*/trainer_state.json")),
+          120, "a complete checkpoint")  # fmt: skip
+    os.killpg(celery_worker_process.pid, signal.SIGKILL)  # the worker and its pool, at once
+    celery_worker_process.wait(timeout=10)
+    time.sleep(2.5)
+    assert jobs_reap(stale_after=2) == 1
+    assert TrainingRun.objects.get(pk=run.pk).status == "pending"
+    replacement = start_worker(celery_worker_process.env, celery_worker_process.log)
+    try:
+        _wait(lambda: TrainingRun.objects.filter(pk=run.pk, status__in=["succeeded", "failed"])
+              .exists(), 240, "the resumed run")  # fmt: skip
+    finally:
+        from tests.support.worker import stop_worker
+
+        stop_worker(replacement)
+    run.refresh_from_db()
+    assert run.status == "succeeded", (run.human_error, run.log_tail[-2000:])
+    assert run.attempts == 1 and "checkpoint-" in run.resumed_from
+    assert run.result["steps"] == total and run.progress_done == total
+    assert Evaluation.objects.count() == 0  # no eval data chosen
