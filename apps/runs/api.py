@@ -116,3 +116,113 @@ def comparison_detail(request):
     except compare.ComparisonError as exc:
         return JsonResponse({"error": str(exc)}, status=400)
     return JsonResponse(compare.comparison_payload(comparison))
+
+
+def training_run_payload(run) -> dict:
+    return {
+        "id": run.pk,
+        "name": run.name,
+        "status": run.status,
+        "stage": run.stage,
+        "progress": {"step": run.progress_done, "total": run.progress_total},
+        "base_model": run.base_model_id,
+        "train_version": run.train_version_id,
+        "eval_version": run.eval_version_id,
+        "eval_split": run.eval_split,
+        "config": run.config,
+        "estimate": run.estimate,
+        "curve": run.log,
+        "attempts": run.attempts,
+        "model": run.result_model_id,
+        "evaluation": run.evaluation_id,
+        "result": run.result,
+        "error": run.human_error or None,
+        "created_at": run.created_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }
+
+
+@csrf_exempt  # authenticated by the bearer token only
+@require_http_methods(["GET", "POST"])
+@token_required
+def training_runs(request):
+    """``GET /api/v1/training-runs``; ``POST`` JSON ``{"base_model", "train_version",
+    "eval_version"?, "eval_split"?, "name"?, "options": {TrainConfig fields}}`` → 202."""
+    from apps.runs.models import TrainingRun
+    from apps.runs.training import TrainingError, training_run_create
+
+    if request.method == "GET":
+        runs = TrainingRun.objects.filter(team=request.team)[:200]
+        return JsonResponse({"training_runs": [training_run_payload(r) for r in runs]})
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    try:
+        body = json.loads(request.body or b"{}")
+    except json.JSONDecodeError as exc:
+        return error(f"request body: line {exc.lineno}: {exc.msg}")
+    if not isinstance(body, dict):
+        return error("request body must be a JSON object")
+
+    def team_pk(model, key, **scope):
+        value = body.get(key)
+        if value is None or not str(value).isdigit():
+            return None
+        return model.objects.filter(pk=int(value), **scope).first()
+
+    base = team_pk(EmbeddingModel, "base_model", team=request.team)
+    if base is None:
+        return error("base_model: no such model in your team", status=404)
+    train = team_pk(DatasetVersion, "train_version", dataset__team=request.team)
+    if train is None:
+        return error("train_version: no such dataset version in your team", status=404)
+    evaluation_version = None
+    if body.get("eval_version") is not None:
+        evaluation_version = team_pk(DatasetVersion, "eval_version", dataset__team=request.team)
+        if evaluation_version is None:
+            return error("eval_version: no such dataset version in your team", status=404)
+    try:
+        run = training_run_create(
+            team=request.team,
+            base_model=base,
+            train_version=train,
+            eval_version=evaluation_version,
+            eval_split=str(body.get("eval_split", "test")) if evaluation_version else "",
+            options=body.get("options") or {},
+            name=str(body.get("name", "")),
+            created_by=request.api_token.user,
+        )
+    except TrainingError as exc:
+        return error(str(exc))
+    response = JsonResponse(training_run_payload(run), status=202)
+    response["Location"] = reverse("api-training-run", args=[run.pk])
+    return response
+
+
+@require_GET
+@token_required
+def training_run_detail(request, pk: int):
+    from apps.runs.models import TrainingRun
+
+    run = TrainingRun.objects.filter(team=request.team, pk=pk).first()
+    if run is None:
+        raise Http404
+    return JsonResponse(training_run_payload(run))
+
+
+@csrf_exempt
+@require_http_methods(["POST"])
+@token_required
+def training_run_cancel(request, pk: int):
+    from apps.core.services import InvalidTransition, job_cancel
+    from apps.runs.models import TrainingRun
+
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    run = TrainingRun.objects.filter(team=request.team, pk=pk).first()
+    if run is None:
+        raise Http404
+    try:
+        run = job_cancel(job=run)
+    except InvalidTransition as exc:
+        return error(str(exc), status=409)
+    return JsonResponse(training_run_payload(run), status=202)

@@ -154,3 +154,56 @@ def test_worker_killed_mid_run_resumes_from_checkpoint_to_the_same_total(
     assert run.attempts == 1 and "checkpoint-" in run.resumed_from
     assert run.result["steps"] == total and run.progress_done == total
     assert Evaluation.objects.count() == 0  # no eval data chosen
+
+
+def test_train_command_sync_prints_run_model_and_metrics(
+    team, tiny_registered_model, tiny_version, pairs, tmp_path
+):
+    import json as _json
+
+    from tests.test_commands import run as run_command
+
+    config = tmp_path / "run.json"
+    config.write_text(_json.dumps({
+        "base_model": tiny_registered_model.pk, "train_version": pairs.pk,
+        "eval_version": tiny_version.pk, "eval_split": "test",
+        "options": {"loss": "matryoshka", "batch_size": 2, "max_steps": 2, "save_steps": 1},
+    }))  # fmt: skip
+    code, out, err = run_command("train", "--config", str(config), "--sync")
+    assert code == 0, err
+    assert out["status"] == "succeeded" and out["steps"] == 2 and out["model"]
+    assert "ndcg@10" in out["metrics"]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"base_model": 1,\n "train_version": }')
+    code, _, err = run_command("train", "--config", str(bad))
+    assert code == 2 and f"{bad}:2:" in err
+
+
+def test_training_runs_api(team, member, viewer, outsider, other_team, tiny_registered_model,
+                           pairs, monkeypatch):  # fmt: skip
+    from django.test import Client
+
+    from apps.accounts.services import api_token_create
+
+    monkeypatch.setattr("workers.tasks.training.train.apply_async", lambda *a, **k: None)
+    client = Client(enforce_csrf_checks=True)
+    _, raw = api_token_create(team=team, user=member, name="ci")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}", "content_type": "application/json"}
+    body = {"base_model": tiny_registered_model.pk, "train_version": pairs.pk,
+            "options": {"method": "lora", "max_steps": 3}}  # fmt: skip
+    created = client.post("/api/v1/training-runs", body, **auth)
+    assert created.status_code == 202, created.content
+    run_id = created.json()["id"]
+    assert created["Location"] == f"/api/v1/training-runs/{run_id}"
+    assert created.json()["estimate"]["total_steps"] == 3
+    bad = client.post("/api/v1/training-runs", {**body, "options": {"loss": "nope"}}, **auth)
+    assert bad.status_code == 400 and "loss" in bad.json()["error"]
+    assert client.get(f"/api/v1/training-runs/{run_id}", **auth).json()["status"] == "pending"
+    cancelled = client.post(f"/api/v1/training-runs/{run_id}/cancel", **auth)
+    assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+    _, ro = api_token_create(team=team, user=viewer, name="ro")
+    assert client.post("/api/v1/training-runs", body, HTTP_AUTHORIZATION=f"Bearer {ro}",
+                       content_type="application/json").status_code == 403  # fmt: skip
+    _, foreign = api_token_create(team=other_team, user=outsider, name="x")
+    assert client.get(f"/api/v1/training-runs/{run_id}",
+                      HTTP_AUTHORIZATION=f"Bearer {foreign}").status_code == 404  # fmt: skip
