@@ -16,7 +16,8 @@ are imported inside the functions that need them, so importing this module is ch
 Training rows are dicts ``{"anchor": str, "positive": str, "negatives": [str, ...]}`` (negatives
 optional), a list of them or a JSONL file. The trainer needs the same number of negatives in every
 row: ``num_negatives`` None takes the smallest count found (so no row is dropped); an explicit
-``num_negatives`` keeps the first that many per row and drops rows that have fewer.
+``num_negatives`` keeps the first that many per row and drops rows that have fewer. GIST takes
+at most one negative (the first).
 ``query_prefix`` is prepended to anchors (and eval queries), ``document_prefix`` to positives,
 negatives (and eval documents).
 
@@ -37,7 +38,7 @@ from typing import Any
 from workers.ml.losses import check_pairs, default_dims, default_starbucks_pairs
 
 LAYOUTS = ("sentence-transformers", "transformers")
-POOLINGS = ("mean", "cls", "lasttoken")
+POOLINGS = ("mean", "cls", "max", "lasttoken")
 METHODS = ("full", "lora")
 LOSSES = ("mnrl", "cached_mnrl", "gist", "matryoshka", "matryoshka2d", "starbucks")
 LOSS_LABELS = {
@@ -91,7 +92,7 @@ class TrainConfig:
 
     base_model_path: str
     layout: str = "sentence-transformers"  # sentence-transformers | transformers
-    pooling: str = "mean"  # mean | cls | lasttoken (transformers layout only)
+    pooling: str = "mean"  # mean | cls | max | lasttoken (transformers layout only)
     normalize: bool = True  # (transformers layout only)
     max_seq_length: int = 256
     # method
@@ -215,6 +216,8 @@ class TrainConfig:
         _string("document_prefix", self.document_prefix)
         if self.num_negatives is not None:
             _int("num_negatives", self.num_negatives, 0, 1000)
+            if self.loss == "gist" and self.num_negatives > 1:
+                raise ConfigError("num_negatives", "the gist loss takes at most 1 negative per row")
         _bool("no_duplicates", self.no_duplicates)
         _int("batch_size", self.batch_size, 1, 1_000_000)
         if self.learning_rate is not None:
@@ -336,6 +339,11 @@ def _columns(
     """The trainer's columns (anchor, positive, negative_1..k) with prefixes; k; rows dropped."""
     counts = [len(r["negatives"]) for r in rows]
     k = min(counts) if config.num_negatives is None else config.num_negatives
+    if config.loss == "gist":
+        # GISTEmbedLoss takes (anchor, positive) or (anchor, positive, negative).
+        if config.num_negatives is not None and config.num_negatives > 1:
+            raise ConfigError("num_negatives", "the gist loss takes at most 1 negative per row")
+        k = min(k, 1)
     kept = [r for r in rows if len(r["negatives"]) >= k]
     if not kept:
         raise DataError(f"no row has {k} negatives (num_negatives)")
