@@ -387,6 +387,9 @@ def child_embedhub(source: Path, documents: int, profile: Path | None) -> dict:
     wrapper_class = type(connections["default"])  # commits of the import's transaction
     wrapper_class._commit = timed("commit", wrapper_class._commit)
     services.scan_beir_folder = timed("scan", services.scan_beir_folder)
+    from apps.datasets import health  # dataset_import_beir imports version_health when called
+
+    health.version_health = timed("health", health.version_health)
     services.loader = type(
         "TimedLoader",
         (),
@@ -646,7 +649,8 @@ def print_table(rows: list, queries: int) -> None:
             f"N={n:,} ({info['bytes'] / 1e6:,.0f} MB on disk): EmbedHub {eh['seconds']:.1f} s = "
             f"scan {s.get('scan', 0):.1f} + documents {s.get('load_documents', 0):.1f} + "
             f"queries {s.get('load_queries', 0):.2f} + qrels {s.get('load_qrels', 0):.2f} + "
-            f"commit {s.get('commit', 0):.1f} + rest {eh['seconds'] - known:.1f} s; "
+            f"health {s.get('health', 0):.2f} + commit {s.get('commit', 0):.1f} + "
+            f"rest {eh['seconds'] - known:.1f} s; "
             f"bare {bare['seconds']:.1f} s = COPY {bare['seconds'] - bare['commit_s']:.1f} + "
             f"commit {bare['commit_s']:.1f} s"
         )
