@@ -79,9 +79,13 @@ class TrainingRunForm(forms.Form):
     eval_split = forms.CharField(required=False, initial="test", max_length=50)
     method = forms.ChoiceField(choices=[("full", "Full"), ("lora", "LoRA (peft)")])
     lora_r = forms.IntegerField(required=False, initial=8, min_value=1, label="LoRA rank")
-    lora_alpha = forms.IntegerField(required=False, initial=16, min_value=1)
-    lora_dropout = forms.FloatField(required=False, initial=0.1, min_value=0, max_value=0.9)
-    lora_target_modules = forms.CharField(required=False, help_text="empty: attention projections")
+    lora_alpha = forms.IntegerField(required=False, initial=16, min_value=1, label="LoRA alpha")
+    lora_dropout = forms.FloatField(
+        required=False, initial=0.1, min_value=0, max_value=0.9, label="LoRA dropout"
+    )
+    lora_target_modules = forms.CharField(
+        required=False, label="LoRA target modules", help_text="empty: attention projections"
+    )
     merge_lora = forms.BooleanField(required=False, initial=True, label="Merge the adapter")
     loss = forms.ChoiceField(choices=LOSSES)
     scale = forms.FloatField(required=False, initial=20.0, help_text="1 / temperature")
