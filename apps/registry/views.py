@@ -9,6 +9,7 @@ from apps.accounts.models import Role
 from apps.registry.forms import RegisterModelForm
 from apps.registry.selectors import embedding_model_get, embedding_model_list
 from apps.registry.services import ModelRegistrationError, embedding_model_register
+from apps.runs.models import TrainingRun
 from apps.runs.selectors import evaluation_list
 
 
@@ -27,7 +28,15 @@ def model_detail(request, pk: int):
     return render(
         request,
         "registry/detail.html",
-        {"model": model, "evaluations": evaluation_list(team=model.team).filter(model=model)},
+        {
+            "model": model,
+            "evaluations": evaluation_list(team=model.team).filter(model=model),
+            # Lineage: the run that made this model (fine-tunes) and runs that started from it.
+            "made_by": TrainingRun.objects.filter(result_model=model)
+            .select_related("train_version__dataset")
+            .first(),
+            "children": model.children.order_by("name"),
+        },
     )
 
 
