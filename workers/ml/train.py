@@ -1025,7 +1025,14 @@ def train(
             if isinstance(v, (int, float))
         }
 
+    import shutil
+
     model_dir = out / MODEL
+    # A previous attempt's files must not mix in (a stale adapter_config.json would make a
+    # merged folder load as base + adapter).
+    for stale in (model_dir, out / ADAPTER):
+        if stale.exists():
+            shutil.rmtree(stale)
     if config.method == "lora":
         adapter_dir = out / ADAPTER
         model[0].auto_model.save_pretrained(str(adapter_dir))

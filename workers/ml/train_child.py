@@ -87,7 +87,8 @@ def human_error(exc: BaseException) -> tuple[str, str]:
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     name = type(exc).__name__
-    if name == "OutOfMemoryError" or "CUDA out of memory" in str(exc):
+    lowered = str(exc).lower()
+    if name == "OutOfMemoryError" or ("out of memory" in lowered and "cuda" in lowered):
         return "oom", (
             "CUDA out of memory: lower the batch size or max_seq_length, "
             "or turn on gradient checkpointing or LoRA"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -89,6 +90,7 @@ def background_child(tiny_model_path, tmp_path_factory):
                 should_stop=lambda: state["stop"],
                 poll_s=0.2,
                 grace_s=10,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
             )
         except Exception as exc:  # noqa: BLE001 - reported by the test
             state["error"] = exc
@@ -99,9 +101,15 @@ def background_child(tiny_model_path, tmp_path_factory):
     # Every trainer.train() starts with a full gc.collect() (accelerate's free_memory), ~0.5 s
     # over the heap of torch + transformers + pytest; frozen objects are not scanned again.
     import sentence_transformers  # noqa: F401 - imported now so that its objects are frozen
+    import torch
 
     gc.freeze()
+    # One thread: the tiny model's matmuls gain nothing from two, the child uses the other core,
+    # and on a busy 2-core machine OpenMP's spinning threads made the file twice as slow.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield state
+    torch.set_num_threads(threads)
     gc.unfreeze()
     state["stop"] = True  # only matters when the collecting test did not run
     thread.join(timeout=60)
@@ -405,6 +413,20 @@ def test_stop_then_resume_ends_where_an_uninterrupted_run_ends(tiny_model_path, 
     np.testing.assert_allclose(
         _encode(resumed["model_dir"], texts), _encode(straight["model_dir"], texts), atol=1e-5
     )
+
+
+def test_lora_run_resumes_from_an_adapter_checkpoint(tiny_model_path, tmp_path):
+    config = _config(tiny_model_path, method="lora", max_steps=2, save_steps=1)
+    first = train(config=config, rows=ROWS, output_dir=tmp_path, should_stop=lambda: True)
+    assert first["stopped"] and first["steps"] == 1
+    checkpoint = Path(last_checkpoint(tmp_path))
+    assert (checkpoint / "adapter_model.safetensors").is_file()
+    assert (checkpoint / "optimizer.pt").is_file() and (checkpoint / "scheduler.pt").is_file()
+    assert not (checkpoint / "model.safetensors").exists()  # the adapter, not the whole model
+    resumed = train(config=config, rows=ROWS, output_dir=tmp_path, resume_from=str(checkpoint))
+    assert resumed["steps"] == 2 and resumed["resumed_from"] == str(checkpoint)
+    assert resumed["trainable_parameters"] == first["trainable_parameters"] == 6144
+    assert Path(resumed["adapter_dir"], "adapter_config.json").is_file()
 
 
 def test_measure_step_time(tiny_model_path):
