@@ -55,7 +55,7 @@ DEFAULT_LEARNING_RATE = {"full": 2e-5, "lora": 1e-4}
 # gets peft's "all-linear" (every linear layer but the output head).
 ATTENTION_PROJECTIONS: dict[str, list[str]] = {
     **dict.fromkeys(
-        ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "nomic_bert_like"),
+        ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie"),
         ["query", "key", "value"],
     ),
     "mpnet": ["q", "k", "v"],
@@ -125,7 +125,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     seed: int = 42
-    bf16: bool = False  # only on CUDA (ignored on CPU; the result says what was used)
+    bf16: bool = False  # only on CUDA with bf16 support (else fp32; the result says which)
     fp16: bool = False  # only on CUDA
     gradient_checkpointing: bool = False
     # schedule of side work, in optimizer steps
@@ -524,8 +524,10 @@ def estimate(
     d_len = min(document_tokens or config.max_seq_length, config.max_seq_length)
     half = config.bf16 or config.fp16
     act_bytes = 2 if half else 4
-    rows = min(config.batch_size, config.mini_batch_size) if config.loss == "cached_mnrl" else None
-    rows = rows or config.batch_size
+    # Rows whose activations are alive at once (cached MNRL: one mini-batch at a time).
+    rows = config.batch_size
+    if config.loss == "cached_mnrl":
+        rows = min(config.batch_size, config.mini_batch_size)
 
     def per_text(s: int) -> float:
         # Values kept per text across all layers.
@@ -742,7 +744,7 @@ def _training_args(
         warmup_steps=config.warmup_ratio if config.warmup_ratio > 0 else 0,
         weight_decay=config.weight_decay,
         seed=config.seed,
-        bf16=config.bf16 and cuda,
+        bf16=config.bf16 and cuda and _bf16_supported(),
         fp16=config.fp16 and cuda,
         **{checkpointing: config.gradient_checkpointing},
         batch_sampler=(
@@ -761,6 +763,12 @@ def _training_args(
         use_cpu=not cuda,
         dataloader_num_workers=0,
     )
+
+
+def _bf16_supported() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
 def _quiet(trainer: Any) -> None:
@@ -907,16 +915,19 @@ def train(
 
     ``on_log(event)`` receives dicts with a ``kind``: ``"begin"`` (step: 0, or the step resumed
     from; total_steps) once the model is loaded and the first step is about to run; ``"train"``
-    (step, total_steps, epoch, loss,
-    learning_rate, grad_norm, samples_per_s: training rows per second since the previous log),
-    ``"eval"`` (step, total_steps, epoch, metrics) every ``eval_steps`` when ``eval_data`` is
-    given, ``"checkpoint"`` (step, path) after each checkpoint is written.
+    (step, total_steps, epoch, loss, learning_rate, grad_norm, samples_per_s: training rows per
+    second since the previous log) every ``logging_steps``; ``"eval"`` (step, total_steps, epoch,
+    metrics) every ``eval_steps`` when ``eval_data`` is given; ``"checkpoint"`` (step, path)
+    after each checkpoint is written.
 
     ``should_stop()`` is called after every optimizer step; True stops the trainer cleanly (no
     final model is written, ``result["stopped"]`` is True, the checkpoints stay for a resume).
 
-    Returns steps, epochs, train_loss, trainable/total parameters, model_dir, adapter_dir,
-    metrics (final evaluation, when eval data was given), log_history, and the resolved setup.
+    Returns steps, epochs, train_loss (mean over the steps this call ran), final_loss (last
+    logged), trainable/total parameters, model_dir, adapter_dir (LoRA), metrics (the final
+    evaluation when eval data was given: cosine_ndcg@10, cosine_mrr@10, cosine_recall@k, …),
+    log_history (the trainer's), and the resolved setup (rows, negatives_per_row, learning_rate,
+    precision, device, matryoshka_dims / starbucks_pairs / lora_target_modules).
     """
     config.validate()
     data = read_rows(rows)

@@ -118,6 +118,20 @@ def background_child(tiny_model_path, tmp_path_factory):
 # --- configuration -------------------------------------------------------------------------
 
 
+def test_modules_import_without_the_heavy_libraries():
+    code = (
+        "import json, sys; import workers.ml.train, workers.ml.losses, workers.ml.train_child; "
+        "print(json.dumps([m for m in ('torch', 'transformers', 'sentence_transformers', "
+        "'peft', 'datasets', 'django') if m in sys.modules]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == []
+
+
 def test_config_round_trips_through_json(tiny_model_path):
     config = _config(
         tiny_model_path,
