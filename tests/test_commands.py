@@ -121,7 +121,7 @@ def test_curate_mine_sync_and_bad_input(tiny_registered_model, tiny_version):
     m, v = str(tiny_registered_model.pk), str(tiny_version.pk)
     code, result, err = run(
         "curate", "mine", "--dataset-version", v, "--model", m, "--sync",
-        "--param", "split=test", "--param", "range_max=7", "--param", "relative_margin=0",
+        "--param", "split=test", "--param", "range_max=7", "--param", "relative_margin=",
     )  # fmt: skip
     assert code == 0, err
     assert result["status"] == "succeeded" and result["version"]

@@ -347,10 +347,14 @@ def _tail(path: Path) -> str:
 
 def _register_result(*, run: TrainingRun, result: dict) -> EmbeddingModel:
     """The fine-tune as a registry model: same encoding settings, lineage to base and run."""
-    from workers.ml.inspect import inspect_model_folder
+    from workers.ml.inspect import ModelFolderError, inspect_model_folder
 
     base, config = run.base_model, run.config
-    info = inspect_model_folder(result["model_dir"])
+    try:
+        info = inspect_model_folder(result["model_dir"])
+    except ModelFolderError:
+        # An unmerged LoRA folder holds the adapter and names the base: same shape as the base.
+        info = inspect_model_folder(base.path)
     name = f"{base.name}-ft-{run.pk}"
     model, _ = EmbeddingModel.objects.update_or_create(
         team=run.team,

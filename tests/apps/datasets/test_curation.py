@@ -40,10 +40,22 @@ def judged_positive_texts(version) -> dict[str, set[str]]:
 @pytest.mark.parametrize(
     "params",
     [
-        {"candidates": "dense", "range_min": 0, "range_max": 7, "num_negatives": 3},
+        {
+            "candidates": "dense",
+            "range_min": 0,
+            "range_max": 7,
+            "num_negatives": 3,
+            "relative_margin": "",
+        },
         {"candidates": "dense", "relative_margin": "", "range_max": 8, "num_negatives": 8},
         {"candidates": "bm25", "range_max": 7, "num_negatives": 2, "relative_margin": ""},
-        {"candidates": "hybrid", "range_max": 6, "num_negatives": 2, "sampling": "random"},
+        {
+            "candidates": "hybrid",
+            "range_max": 6,
+            "num_negatives": 2,
+            "sampling": "random",
+            "relative_margin": "",
+        },
     ],
 )
 def test_mining_never_returns_a_judged_positive(team, tiny_version, tiny_registered_model, params):
@@ -84,7 +96,7 @@ def test_negatives_inspector_page(
             source=tiny_version,
             kind="mine",
             model=tiny_registered_model,
-            params={"split": "test", "range_max": 7, "num_negatives": 2, "relative_margin": "0"},
+            params={"split": "test", "range_max": 7, "num_negatives": 2, "relative_margin": ""},
             enqueue=False,
         )
     )

@@ -209,3 +209,18 @@ def test_training_runs_api(team, member, viewer, outsider, other_team, tiny_regi
     _, foreign = api_token_create(team=other_team, user=outsider, name="x")
     assert client.get(f"/api/v1/training-runs/{run_id}",
                       HTTP_AUTHORIZATION=f"Bearer {foreign}").status_code == 404  # fmt: skip
+
+
+def test_an_unmerged_lora_run_registers_and_encodes(team, tiny_registered_model, pairs):
+    from workers.ml.encode import encode_texts, load_encoder
+
+    run = training_run_create(team=team, base_model=tiny_registered_model, train_version=pairs,
+                              options={**FAST, "method": "lora", "merge_lora": False,
+                                       "max_steps": 2}, enqueue=False)  # fmt: skip
+    run = run_sync(run)
+    assert run.status == "succeeded", (run.human_error, run.log_tail[-2000:])
+    model = run.result_model
+    assert model.dimension == tiny_registered_model.dimension and run.result["adapter_dir"]
+    encoder = load_encoder(path=model.path, layout=model.layout, pooling=model.pooling,
+                           normalize=True, max_seq_length=32, device="cpu")  # fmt: skip
+    assert encode_texts(encoder=encoder, texts=["cats"], normalize=True).shape == (1, 64)
