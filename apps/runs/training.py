@@ -157,7 +157,10 @@ def _training_rows(version: DatasetVersion, path: Path) -> int:
 
 
 def _eval_data(run: TrainingRun, path: Path) -> str | None:
-    if run.eval_version is None:
+    """Evaluation data for the curve during training, only when a curve was asked for: the
+    final figures come from the evaluation row made after the run, and encoding the corpus
+    twice at the end would double the wait for nothing."""
+    if run.eval_version is None or not run.config.get("eval_steps"):
         return None
     corpus, queries, qrels = evaluation_inputs(version=run.eval_version, split=run.eval_split)
     path.write_text(
