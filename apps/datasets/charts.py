@@ -116,8 +116,15 @@ def score_chart(histograms: dict) -> dict | None:
     """Positive vs mined-negative vs flagged score distributions of a mining job."""
     pos = histograms.get("positive") or {}
     edges = pos.get("edges") or (histograms.get("negative") or {}).get("edges") or []
+
+    def share(counts):
+        # Per mille of each series' own total: 800 positives and 9,000 flagged on one axis
+        # would otherwise hide the positives.
+        total = sum(counts) or 1
+        return [round(1000 * c / total) for c in counts]
+
     series = [
-        (label, css, (histograms.get(key) or {}).get("counts") or [0] * (len(edges) - 1))
+        (label, css, share((histograms.get(key) or {}).get("counts") or [0] * (len(edges) - 1)))
         for key, label, css in (
             ("positive", "positives", "s1"),
             ("negative", "mined negatives", "s2"),

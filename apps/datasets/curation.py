@@ -527,6 +527,7 @@ def _mining_summary(*, job, mined, anchors, corpus, corpus_labels, scored, rows)
                 "flagged": [cand(c, floor) for c in m.flagged[:10]],
             }
         )
+    samples.sort(key=lambda x: not x["negatives"])  # queries that got negatives first
     want = job.params["config"]["num_negatives"]
     return {
         "result": {

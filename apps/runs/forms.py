@@ -20,7 +20,7 @@ class EvaluationForm(forms.Form):
         self.fields["model"].initial = models.first()
         splits = version.splits
         self.fields["split"].choices = [
-            (s, f"{s} ({version.qrels_counts[s]} judgements)") for s in splits
+            (s, f"{s} ({version.qrels_counts[s]:,} judgements)") for s in splits
         ]
         if "test" in splits:
             self.fields["split"].initial = "test"
@@ -111,6 +111,12 @@ class TrainingRunForm(forms.Form):
         choices=[("fp32", "fp32"), ("bf16", "bf16 (CUDA)"), ("fp16", "fp16 (CUDA)")]
     )
     gradient_checkpointing = forms.BooleanField(required=False)
+    num_negatives = forms.IntegerField(
+        required=False,
+        min_value=0,
+        label="Hard negatives per row",
+        help_text="empty: the fewest any row has; rows with fewer are dropped",
+    )
     no_duplicates = forms.BooleanField(required=False, initial=True)
     eval_steps = forms.IntegerField(required=False, min_value=1, help_text="empty: at the end")
     save_steps = forms.IntegerField(required=False, initial=500, min_value=1)
@@ -169,6 +175,7 @@ class TrainingRunForm(forms.Form):
             "bf16": d["precision"] == "bf16",
             "fp16": d["precision"] == "fp16",
             "gradient_checkpointing": bool(d.get("gradient_checkpointing")),
+            "num_negatives": d.get("num_negatives"),
             "no_duplicates": bool(d.get("no_duplicates")),
             "eval_steps": d.get("eval_steps"),
             "save_steps": d.get("save_steps"),
