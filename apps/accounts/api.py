@@ -43,3 +43,34 @@ def forbidden_below(request, role: str) -> JsonResponse | None:
     if membership is None or not membership.allows(role):
         return error(f"this needs the {role} role in {request.team}", status=403)
     return None
+
+
+class BadRequest(Exception):
+    """Raised by the body helpers below; ``response`` is the JSON error to return."""
+
+    def __init__(self, response: JsonResponse) -> None:
+        super().__init__(response.content)
+        self.response = response
+
+
+def json_object(request) -> dict:
+    """The request body as a JSON object, or BadRequest naming the line and the reason."""
+    import json
+
+    try:
+        body = json.loads(request.body or b"{}")
+    except json.JSONDecodeError as exc:
+        raise BadRequest(error(f"request body: line {exc.lineno}: {exc.msg}")) from None
+    if not isinstance(body, dict):
+        raise BadRequest(error("request body must be a JSON object"))
+    return body
+
+
+def team_object(queryset, body: dict, key: str, *, what: str):
+    """``queryset``'s row whose pk is ``body[key]`` (the caller scopes it to the team), else a
+    404 BadRequest: another team's object reads exactly like a missing one."""
+    value = body.get(key)
+    found = queryset.filter(pk=int(value)).first() if str(value or "").isdigit() else None
+    if found is None:
+        raise BadRequest(error(f"{key}: no such {what} in your team", status=404))
+    return found

@@ -1,13 +1,18 @@
 from __future__ import annotations
 
-import json
-
 from django.http import Http404, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from apps.accounts.api import error, forbidden_below, token_required
+from apps.accounts.api import (
+    BadRequest,
+    error,
+    forbidden_below,
+    json_object,
+    team_object,
+    token_required,
+)
 from apps.accounts.models import Role
 from apps.datasets.models import DatasetVersion
 from apps.registry.models import EmbeddingModel
@@ -56,24 +61,21 @@ def evaluations(request):
     if denied := forbidden_below(request, Role.MEMBER):
         return denied
     try:
-        body = json.loads(request.body or b"{}")
-    except json.JSONDecodeError as exc:
-        return error(f"request body: line {exc.lineno}: {exc.msg}")
-    if not isinstance(body, dict):
-        return error("request body must be a JSON object")
-    version = DatasetVersion.objects.filter(
-        pk=body.get("dataset_version"), dataset__team=request.team
-    ).first() if str(body.get("dataset_version", "")).isdigit() else None  # fmt: skip
-    if version is None:
-        return error("dataset_version: no such dataset version in your team", status=404)
-    method = body.get("method", Evaluation.Method.DENSE)
-    model = None
-    if method != Evaluation.Method.BM25:
-        model = EmbeddingModel.objects.filter(
-            pk=body.get("model"), team=request.team
-        ).first() if str(body.get("model", "")).isdigit() else None  # fmt: skip
-        if model is None:
-            return error("model: no such model in your team", status=404)
+        body = json_object(request)
+        version = team_object(
+            DatasetVersion.objects.filter(dataset__team=request.team),
+            body,
+            "dataset_version",
+            what="dataset version",
+        )
+        method = body.get("method", Evaluation.Method.DENSE)
+        model = None
+        if method != Evaluation.Method.BM25:
+            model = team_object(
+                EmbeddingModel.objects.filter(team=request.team), body, "model", what="model"
+            )
+    except BadRequest as exc:
+        return exc.response
     try:
         evaluation = evaluation_create(
             team=request.team,
@@ -156,30 +158,18 @@ def training_runs(request):
         return JsonResponse({"training_runs": [training_run_payload(r) for r in runs]})
     if denied := forbidden_below(request, Role.MEMBER):
         return denied
+    versions = DatasetVersion.objects.filter(dataset__team=request.team)
     try:
-        body = json.loads(request.body or b"{}")
-    except json.JSONDecodeError as exc:
-        return error(f"request body: line {exc.lineno}: {exc.msg}")
-    if not isinstance(body, dict):
-        return error("request body must be a JSON object")
-
-    def team_pk(model, key, **scope):
-        value = body.get(key)
-        if value is None or not str(value).isdigit():
-            return None
-        return model.objects.filter(pk=int(value), **scope).first()
-
-    base = team_pk(EmbeddingModel, "base_model", team=request.team)
-    if base is None:
-        return error("base_model: no such model in your team", status=404)
-    train = team_pk(DatasetVersion, "train_version", dataset__team=request.team)
-    if train is None:
-        return error("train_version: no such dataset version in your team", status=404)
-    evaluation_version = None
-    if body.get("eval_version") is not None:
-        evaluation_version = team_pk(DatasetVersion, "eval_version", dataset__team=request.team)
-        if evaluation_version is None:
-            return error("eval_version: no such dataset version in your team", status=404)
+        body = json_object(request)
+        base = team_object(
+            EmbeddingModel.objects.filter(team=request.team), body, "base_model", what="model"
+        )
+        train = team_object(versions, body, "train_version", what="dataset version")
+        evaluation_version = None
+        if body.get("eval_version") is not None:
+            evaluation_version = team_object(versions, body, "eval_version", what="dataset version")
+    except BadRequest as exc:
+        return exc.response
     try:
         run = training_run_create(
             team=request.team,
