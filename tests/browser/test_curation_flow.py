@@ -55,5 +55,5 @@ def test_mine_then_inspect_then_dedup_and_accept(
     page.click("#accept")
     page.wait_for_selector("#doc-count")
     assert page.inner_text("#doc-count") == "8"
-    assert "semdedup" in page.inner_text("dl.facts")
+    assert "by semantic dedup" in page.inner_text("dl.facts")
     shot(page, "dedup-accepted")
