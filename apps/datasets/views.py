@@ -10,7 +10,7 @@ from django.views.decorators.vary import vary_on_headers
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write, team_scoped_get
-from apps.core.services import InvalidTransition, job_cancel
+from apps.core.responses import job_cancel_response
 from apps.datasets.charts import histogram_chart, score_chart, token_charts, words_chart
 from apps.datasets.curation import (
     CurationError,
@@ -248,14 +248,13 @@ def curation_review(request, pk: int, decision: str):
 @require_POST
 @team_required()
 def curation_cancel(request, pk: int):
-    job = _curation_get(request, pk, role=Role.MEMBER)
-    try:
-        job = job_cancel(job=job)
-    except InvalidTransition as exc:
-        messages.error(request, str(exc))
-    if request.htmx:
-        return render(request, "datasets/curation.html#status", _curation_context(request, job))
-    return redirect("datasets:curation", pk=job.pk)
+    return job_cancel_response(
+        request,
+        job=_curation_get(request, pk, role=Role.MEMBER),
+        partial="datasets/curation.html#status",
+        context=lambda job: _curation_context(request, job),
+        url=reverse("datasets:curation", args=[pk]),
+    )
 
 
 @require_GET

@@ -130,18 +130,6 @@ def training_run_resume(*, run: TrainingRun) -> TrainingRun:
     return run
 
 
-def last_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest *complete* checkpoint: the trainer writes ``trainer_state.json`` last, so a
-    folder without it is one the dead worker was still writing."""
-    folder = Path(output_dir) / "checkpoints"
-    found = [
-        p
-        for p in folder.glob("checkpoint-*")
-        if p.name[11:].isdigit() and (p / "trainer_state.json").is_file()
-    ]
-    return max(found, key=lambda p: int(p.name[11:]), default=None)
-
-
 def _training_rows(version: DatasetVersion, path: Path) -> int:
     """Write the version's rows as the child's JSONL input (streamed, not held in memory)."""
     n = 0
@@ -184,6 +172,8 @@ def training_run_execute(*, run: TrainingRun, report: ProgressReporter) -> dict:
     rows_path = out / "train.jsonl"
     if not rows_path.exists():
         _training_rows(run.train_version, rows_path)
+    from workers.ml.train import last_checkpoint
+
     checkpoint = last_checkpoint(out)
     job = {
         "config": run.config,

@@ -10,13 +10,14 @@ from pathlib import Path
 from django.contrib import messages
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write, team_scoped_get
-from apps.core.services import InvalidTransition, job_cancel
+from apps.core.responses import job_cancel_response
 from apps.runs.analysis import curve_chart
 from apps.runs.forms import TrainingRunForm
 from apps.runs.models import TrainingRun
@@ -122,14 +123,13 @@ def training_detail(request, pk: int):
 @require_POST
 @team_required()
 def training_cancel(request, pk: int):
-    run = _run_get(request, pk, role=Role.MEMBER)
-    try:
-        run = job_cancel(job=run)
-    except InvalidTransition as exc:
-        messages.error(request, str(exc))
-    if request.htmx:
-        return render(request, "runs/training.html#live", _context(request, run))
-    return redirect("runs:training", pk=run.pk)
+    return job_cancel_response(
+        request,
+        job=_run_get(request, pk, role=Role.MEMBER),
+        partial="runs/training.html#live",
+        context=lambda run: _context(request, run),
+        url=reverse("runs:training", args=[pk]),
+    )
 
 
 @require_POST

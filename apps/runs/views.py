@@ -14,7 +14,7 @@ from django.views.decorators.vary import vary_on_headers
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write
-from apps.core.services import InvalidTransition, job_cancel
+from apps.core.responses import job_cancel_response
 from apps.datasets.selectors import dataset_version_get, query_get
 from apps.runs import compare, exports
 from apps.runs.charts import scatter_chart
@@ -72,15 +72,13 @@ def evaluation_detail(request, pk: int):
 @require_POST
 @team_required()
 def evaluation_cancel(request, pk: int):
-    evaluation = evaluation_get(user=request.user, pk=pk, role=Role.MEMBER)
-    try:
-        job_cancel(job=evaluation)
-    except InvalidTransition as exc:
-        messages.error(request, str(exc))
-    if request.htmx:
-        context = {"evaluation": evaluation, "can_write": True}
-        return render(request, "runs/evaluation.html#status", context)
-    return redirect("runs:evaluation", pk=pk)
+    return job_cancel_response(
+        request,
+        job=evaluation_get(user=request.user, pk=pk, role=Role.MEMBER),
+        partial="runs/evaluation.html#status",
+        context=lambda job: {"evaluation": job, "can_write": True},
+        url=reverse("runs:evaluation", args=[pk]),
+    )
 
 
 @require_GET
