@@ -196,6 +196,43 @@ def _encode(encoder, texts: list[str], *, stage: str, report: ProgressReporter, 
     )
 
 
+def _document_cache_key(job: CurationJob) -> str:
+    """The evaluations' embedding-cache key for the source's documents, when this job encodes
+    them exactly as an evaluation does (same model, max length, prefix, normalised vectors), so
+    neither re-encodes a corpus the other already did. Empty when they would differ."""
+    model, source = job.model, job.source
+    if model is None or not model.normalize or source.kind != DatasetVersion.Kind.RETRIEVAL:
+        return ""
+    from apps.runs.services import embedding_keys
+
+    key, _ = embedding_keys(
+        model=model,
+        version=source,
+        split="",
+        max_seq_length=model.max_seq_length,
+        query_prefix=model.query_prefix,
+        document_prefix=model.document_prefix,
+    )
+    return key
+
+
+def _document_vectors(job: CurationJob, *, ids: list[str], encode):
+    """The source's document vectors from the embedding cache, else ``encode()`` them and
+    cache them for the evaluations and index builds that follow."""
+    import numpy as np
+
+    from apps.runs.services import embedding_cache
+
+    key = _document_cache_key(job)
+    hit = embedding_cache().get(key) if key else None
+    if hit is not None and hit[1] == ids:
+        return np.asarray(hit[0])
+    vectors = encode()
+    if key:
+        embedding_cache().put(key, vectors, ids, {"kind": "documents"})
+    return vectors
+
+
 def _trim(text: str) -> str:
     return text if len(text) <= TEXT_CHARS else text[: TEXT_CHARS - 1] + "…"
 
@@ -273,13 +310,20 @@ def _run_semdedup(job: CurationJob, report: ProgressReporter) -> dict:
     encoder = _encoder(job.model)
     device = str(encoder.device)
     try:
-        vectors = _encode(
-            encoder,
-            texts,
-            stage="encoding",
-            report=report,
-            prefix="" if source.kind == DatasetVersion.Kind.TRAINING else job.model.document_prefix,
-        )
+        if source.kind == DatasetVersion.Kind.TRAINING:
+            vectors = _encode(encoder, texts, stage="encoding", report=report)
+        else:
+            vectors = _document_vectors(
+                job,
+                ids=labels,
+                encode=lambda enc=encoder: _encode(
+                    enc,
+                    texts,
+                    stage="encoding",
+                    report=report,
+                    prefix=job.model.document_prefix,
+                ),
+            )
     finally:
         del encoder
         free_memory(device)
@@ -392,13 +436,18 @@ def _run_mining(job: CurationJob, report: ProgressReporter) -> dict:
         encoder = _encoder(job.model)
         device = str(encoder.device)
         try:
-            corpus_vectors = _encode(
-                encoder,
+            encode_corpus = lambda enc=encoder: _encode(  # noqa: E731
+                enc,
                 corpus,
                 stage="encoding documents",
                 report=report,
                 prefix=job.model.document_prefix,
             )
+            if job.source.kind == DatasetVersion.Kind.RETRIEVAL:
+                corpus_vectors = _document_vectors(job, ids=corpus_labels, encode=encode_corpus)
+            else:
+                corpus_vectors = encode_corpus()
+            del encode_corpus  # holds the encoder: drop it before the model is freed
             query_vectors = _encode(
                 encoder,
                 anchors,

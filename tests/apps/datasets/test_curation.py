@@ -302,3 +302,42 @@ def test_curation_runs_on_the_encode_queue(settings):
     from embedhub.celery import _route
 
     assert _route("workers.tasks.curation.curate", (), {}, {}) == {"queue": settings.ENCODE_QUEUE}
+
+
+def test_mining_reuses_the_evaluations_document_embeddings(
+    team, tiny_registered_model, tiny_version, monkeypatch
+):
+    import apps.datasets.curation as curation
+    from apps.runs.models import Evaluation
+    from apps.runs.services import evaluation_create, evaluation_execute
+
+    assert tiny_registered_model.normalize  # the shared-cache condition
+    evaluation = evaluation_create(
+        team=team,
+        model=tiny_registered_model,
+        dataset_version=tiny_version,
+        split="test",
+        enqueue=False,
+    )
+    claimed = job_claim(model=Evaluation, pk=evaluation.pk)
+    job_run(job=claimed, work=lambda report: evaluation_execute(evaluation=claimed, report=report))
+    stages = []
+    real = curation._encode
+
+    def counting(encoder, texts, *, stage, report, prefix=""):
+        stages.append(stage)
+        return real(encoder, texts, stage=stage, report=report, prefix=prefix)
+
+    monkeypatch.setattr(curation, "_encode", counting)
+    job = run(
+        curation_create(
+            team=team,
+            source=tiny_version,
+            kind="mine",
+            model=tiny_registered_model,
+            params={"split": "test", "range_max": 7, "relative_margin": ""},
+            enqueue=False,
+        )  # fmt: skip
+    )
+    assert job.status == "succeeded", job.human_error
+    assert stages == ["encoding queries"]  # the corpus came from the evaluation's cache
