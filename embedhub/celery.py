@@ -20,7 +20,7 @@ def _route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, str]:
         return {"queue": settings.ENCODE_QUEUE}
     if name.startswith("workers.tasks.ingest."):
         return {"queue": "ingest"}
-    if name.startswith("workers.tasks.index."):
+    if name.startswith("workers.tasks.indexing."):
         return {"queue": "index"}
     if name.startswith("workers.tasks.training."):
         return {"queue": "gpu"}
@@ -50,6 +50,7 @@ app.conf.update(
         "workers.tasks.ingest",
         "workers.tasks.curation",
         "workers.tasks.training",
+        "workers.tasks.indexing",
     ),
     beat_schedule={
         "reap-stale-jobs": {"task": "workers.tasks.core.reap_stale_jobs", "schedule": 60.0},

@@ -1,2 +1,134 @@
-# Index builds and deployments arrive with the index issue; the search process they will live in
-# already runs (workers/serving) and this app reports its health.
+"""Index builds (faiss indexes of a model's document embeddings), the deployments that make one
+live under a name, and the audit log of every deploy and undeploy."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from apps.core.models import Job, TeamOwned
+
+
+class IndexType(models.TextChoices):
+    FLAT = "flat", "Flat (exact)"
+    HNSW = "hnsw", "HNSW"
+    IVF_FLAT = "ivf_flat", "IVF-Flat"
+    IVF_PQ = "ivf_pq", "IVF-PQ"
+    SQ8 = "sq8", "Scalar int8"
+    BINARY = "binary", "Binary (sign bits)"
+    BINARY_HNSW = "binary_hnsw", "Binary HNSW"
+
+
+class IndexBuild(TeamOwned, Job):
+    """One faiss index over one model's embeddings of one dataset version.
+
+    ``encoder`` is the exact query encoder the index needs (model fingerprint, pooling,
+    prefixes, dimensions, truncation); a deployment copies it and the search process refuses
+    the index when the two differ.
+    """
+
+    model = models.ForeignKey(
+        "registry.EmbeddingModel", on_delete=models.PROTECT, related_name="index_builds"
+    )
+    dataset_version = models.ForeignKey(
+        "datasets.DatasetVersion", on_delete=models.PROTECT, related_name="index_builds"
+    )
+    index_type = models.CharField(max_length=16, choices=IndexType.choices)
+    params = models.JSONField(default=dict, blank=True)  # what the user asked for
+    spec = models.JSONField(default=dict, blank=True)  # every parameter, defaults resolved
+    split = models.CharField(max_length=50, blank=True)  # the queries the index is measured on
+    max_seq_length = models.PositiveIntegerField(default=0)
+    query_prefix = models.CharField(max_length=200, blank=True)
+    document_prefix = models.CharField(max_length=200, blank=True)
+    embedding_key = models.CharField(max_length=64, blank=True)
+    cache_hit = models.BooleanField(default=False)
+    encoder = models.JSONField(default=dict, blank=True)
+    path = models.CharField(max_length=1000, blank=True)
+    document_count = models.PositiveIntegerField(null=True, blank=True)
+    dimension = models.PositiveIntegerField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Index #{self.pk} ({self.get_index_type_display()})"
+
+    @property
+    def label(self) -> str:
+        """Type and the parameters that set it apart, e.g. ``HNSW M=32 · 128 dims``."""
+        spec = self.spec or {}
+        parts = [self.get_index_type_display()]
+        t = self.index_type
+        if t in (IndexType.HNSW, IndexType.BINARY_HNSW):
+            parts.append(f"M={spec.get('hnsw_m')} ef={spec.get('ef_search')}")
+        if t in (IndexType.IVF_FLAT, IndexType.IVF_PQ):
+            parts.append(f"nlist={spec.get('nlist') or 'auto'} nprobe={spec.get('nprobe')}")
+        if t == IndexType.IVF_PQ:
+            parts.append(f"PQ{spec.get('pq_m') or 'auto'}×{spec.get('pq_nbits')}")
+        if t in (IndexType.BINARY, IndexType.BINARY_HNSW):
+            rescore = spec.get("rescore") or 0
+            parts.append(f"re-score ×{rescore}" if rescore else "no re-scoring")
+        if spec.get("dim"):
+            parts.append(f"first {spec['dim']} dims")
+        if spec.get("pca_dim"):
+            parts.append(f"PCA {spec['pca_dim']}")
+        return " · ".join(parts)
+
+
+class Deployment(TeamOwned):
+    """A named alias pointing at one index; deploying another index under the same name swaps
+    it in the search process without dropping a query."""
+
+    name = models.SlugField(max_length=100)
+    index = models.ForeignKey(IndexBuild, on_delete=models.PROTECT, related_name="deployments")
+    encoder = models.JSONField(default=dict)  # the query encoder recorded at deploy time
+    deployed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="unique_deployment_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def serving_key(self) -> str:
+        """The deployment's key in the search process: names are unique per team only."""
+        return f"{self.team_id}/{self.name}"
+
+
+class DeploymentEvent(models.Model):
+    """Who deployed or undeployed what, when, from which index to which. Never edited."""
+
+    class Action(models.TextChoices):
+        DEPLOY = "deploy", "Deployed"
+        SWAP = "swap", "Swapped"
+        UNDEPLOY = "undeploy", "Undeployed"
+
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="+")
+    name = models.SlugField(max_length=100)  # kept when the deployment itself is gone
+    action = models.CharField(max_length=16, choices=Action.choices)
+    from_index = models.ForeignKey(
+        IndexBuild, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    to_index = models.ForeignKey(
+        IndexBuild, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.get_action_display()} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -1,1 +1,330 @@
-# Writes for index builds and deployments arrive with the index issue.
+"""Writes for index builds and deployments.
+
+An index build is a job row on the ``index`` queue: it reads the document embeddings from the
+evaluations' cache (or encodes and caches them), builds the faiss index, and measures it. A
+deployment points a name at one index; every change rewrites the search process's manifest
+after commit and asks the process to reload, and every change is kept in the audit log.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.accounts.models import Team
+from apps.core.models import JobStatus
+from apps.core.services import ProgressReporter, job_enqueue
+from apps.datasets.models import DatasetVersion
+from apps.indexes.models import Deployment, DeploymentEvent, IndexBuild, IndexType
+from apps.registry.models import EmbeddingModel
+
+logger = logging.getLogger(__name__)
+
+# Queries used to measure recall and latency when the version has no judged split.
+SAMPLE_QUERIES = 500
+
+
+class IndexBuildError(Exception):
+    """A user-facing reason why an index cannot be built or deployed."""
+
+
+def index_build_create(
+    *,
+    team: Team,
+    model: EmbeddingModel,
+    dataset_version: DatasetVersion,
+    index_type: str,
+    params: dict | None = None,
+    split: str | None = None,
+    created_by=None,
+    enqueue: bool = True,
+) -> IndexBuild:
+    """Validate the parameters now (a typo is a message, not a failed job) and enqueue."""
+    from workers.ml.indexing import IndexSpec
+    from workers.tasks.indexing import build_index
+
+    if model.team_id != team.pk or dataset_version.dataset.team_id != team.pk:
+        raise IndexBuildError("The model and the dataset must belong to the same team.")
+    if index_type not in IndexType.values:
+        known = ", ".join(IndexType.values)
+        raise IndexBuildError(f"type: unknown index type {index_type!r} (known: {known}).")
+    if not dataset_version.document_count:
+        raise IndexBuildError(f"{dataset_version} has no documents to index.")
+    params = {k: v for k, v in (params or {}).items() if v not in (None, "")}
+    try:
+        spec = IndexSpec.from_params(index_type, params)
+    except (ValueError, TypeError) as exc:
+        raise IndexBuildError(str(exc)) from None
+    if spec.dim and spec.dim > model.dimension:
+        raise IndexBuildError(f"dim: {spec.dim} is more than the model's {model.dimension}.")
+    splits = dataset_version.splits
+    if split is None:
+        split = "test" if "test" in splits else (splits[0] if splits else "")
+    elif split and split not in splits:
+        known = ", ".join(splits) or "none"
+        raise IndexBuildError(f"split: {dataset_version} has no split {split!r} ({known}).")
+    with transaction.atomic():
+        build = IndexBuild.objects.create(
+            team=team,
+            model=model,
+            dataset_version=dataset_version,
+            index_type=index_type,
+            params=params,
+            spec=spec.to_dict(),
+            split=split,
+            max_seq_length=model.max_seq_length,
+            query_prefix=model.query_prefix,
+            document_prefix=model.document_prefix,
+            created_by=created_by,
+        )
+        if enqueue:
+            job_enqueue(job=build, task=build_index)
+    return build
+
+
+def index_encoder(*, build: IndexBuild) -> dict:
+    """The query encoder an index needs: everything that changes a query vector."""
+    from workers.ml.cache import model_fingerprint
+
+    model = build.model
+    spec = build.spec or {}
+    return {
+        "model_id": model.pk,
+        "model_name": model.name,
+        "fingerprint": model_fingerprint(model.path),
+        "path": model.path,
+        "layout": model.layout,
+        "pooling": model.pooling,
+        "normalize": model.normalize,
+        "max_seq_length": build.max_seq_length,
+        "query_prefix": build.query_prefix,
+        "model_dimension": model.dimension,
+        "truncate_dim": spec.get("dim"),
+        "pca_dim": spec.get("pca_dim"),
+    }
+
+
+def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict:
+    """Embed (or read the cache), build, measure. Returns the success transition's fields."""
+    import numpy as np
+
+    from apps.datasets.selectors import evaluation_inputs
+    from apps.runs.services import embedding_cache, embedding_keys
+    from workers.ml.evaluate import EncoderSpec, embed_corpus
+    from workers.ml.indexing import IndexSpec, LoadedIndex, build_index, measure_index
+
+    version, model = build.dataset_version, build.model
+    if build.split:
+        corpus, queries, qrels = evaluation_inputs(version=version, split=build.split)
+    else:
+        corpus = list(version.documents.order_by("pk").values_list("doc_id", "title", "text"))
+        queries, qrels = [], {}
+    metadata = list(version.documents.order_by("pk").values_list("metadata", flat=True))
+    document_key, query_key = embedding_keys(
+        model=model,
+        version=version,
+        split=build.split or "-",
+        max_seq_length=build.max_seq_length,
+        query_prefix=build.query_prefix,
+        document_prefix=build.document_prefix,
+    )
+    doc_vectors, query_vectors, timings, cache_hit = embed_corpus(
+        model=EncoderSpec(
+            path=model.path,
+            layout=model.layout,
+            pooling=model.pooling,
+            normalize=model.normalize,
+            max_seq_length=build.max_seq_length,
+            query_prefix=build.query_prefix,
+            document_prefix=build.document_prefix,
+        ),
+        corpus=corpus,
+        queries=queries,
+        on_progress=report,
+        cache=embedding_cache(),
+        document_key=document_key,
+        query_key=query_key if queries else None,
+    )
+    doc_ids = [doc_id for doc_id, _, _ in corpus]
+    query_ids = [query_id for query_id, _ in queries]
+    if not len(query_vectors):
+        # No judged queries: documents stand in for queries, for recall and speed only.
+        rng = np.random.default_rng(0)
+        picks = np.sort(rng.choice(len(doc_vectors), min(SAMPLE_QUERIES, len(doc_vectors)), False))
+        query_vectors = np.asarray(doc_vectors)[picks]
+        query_ids = [f"doc:{doc_ids[i]}" for i in picks]
+        qrels = {}
+    report.check()
+    spec = IndexSpec.from_params(build.index_type, build.params)
+    folder = index_folder(build)
+    if folder.exists():  # a retried build starts clean
+        shutil.rmtree(folder)
+    built = build_index(
+        vectors=np.asarray(doc_vectors, dtype=np.float32),
+        doc_ids=doc_ids,
+        spec=spec,
+        out_dir=folder,
+        metadata=metadata if any(metadata) else None,
+        on_progress=report,
+    )
+    encoder = index_encoder(build=build)
+    _write_json(folder / "encoder.json", encoder)
+    report("measuring", 0, 0)
+    loaded = LoadedIndex.load(folder)
+    measured = measure_index(
+        loaded=loaded,
+        doc_vectors=np.asarray(doc_vectors),
+        query_vectors=np.asarray(query_vectors),
+        query_ids=query_ids,
+        doc_ids=doc_ids,
+        qrels=qrels or None,
+    )
+    report.check()
+    timings = {**timings, "build_s": built["build_s"]}
+    return {
+        "spec": spec.to_dict(),
+        "path": str(folder),
+        "embedding_key": document_key,
+        "cache_hit": cache_hit,
+        "encoder": encoder,
+        "document_count": len(doc_ids),
+        "dimension": built["dimension"],
+        "metrics": {**_plain(built), **_plain(measured), "queries": len(query_ids)},
+        "timings": timings,
+        "stage": "done",
+    }
+
+
+def index_folder(build: IndexBuild) -> Path:
+    return Path(settings.ARTIFACTS_ROOT) / "indexes" / str(build.pk)
+
+
+def _plain(values: dict) -> dict:
+    """JSON-safe copies of numpy scalars."""
+    out = {}
+    for key, value in values.items():
+        if hasattr(value, "item"):
+            value = value.item()
+        if isinstance(value, int | float | str | bool) or value is None:
+            out[key] = value
+    return out
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --- deployments -----------------------------------------------------------------------------
+
+
+def deployment_deploy(*, team: Team, name: str, index: IndexBuild, user=None) -> Deployment:
+    """Point ``name`` at ``index`` (creating the alias or swapping it) and log it."""
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_slug
+
+    name = (name or "").strip()
+    try:
+        validate_slug(name)
+    except ValidationError:
+        raise IndexBuildError(
+            "name: use letters, numbers, hyphens or underscores (e.g. scifact-prod)."
+        ) from None
+    if index.team_id != team.pk:
+        raise IndexBuildError("index: no such index in your team.")
+    if index.status != JobStatus.SUCCEEDED:
+        raise IndexBuildError(f"index: #{index.pk} is {index.status}; only a built index deploys.")
+    with transaction.atomic():
+        current = Deployment.objects.select_for_update().filter(team=team, name=name).first()
+        previous = current.index if current else None
+        if current and current.index_id == index.pk:
+            raise IndexBuildError(f"{name} already serves index #{index.pk}.")
+        if current:
+            current.index = index
+            current.encoder = index.encoder
+            current.deployed_by = user
+            current.updated_at = timezone.now()
+            current.save(update_fields=["index", "encoder", "deployed_by", "updated_at"])
+            deployment = current
+        else:
+            deployment = Deployment.objects.create(
+                team=team, name=name, index=index, encoder=index.encoder, deployed_by=user
+            )
+        DeploymentEvent.objects.create(
+            team=team,
+            name=name,
+            action=DeploymentEvent.Action.SWAP if previous else DeploymentEvent.Action.DEPLOY,
+            from_index=previous,
+            to_index=index,
+            user=user,
+        )
+        transaction.on_commit(deployments_publish)
+    return deployment
+
+
+def deployment_undeploy(*, deployment: Deployment, user=None) -> None:
+    with transaction.atomic():
+        DeploymentEvent.objects.create(
+            team=deployment.team,
+            name=deployment.name,
+            action=DeploymentEvent.Action.UNDEPLOY,
+            from_index=deployment.index,
+            user=user,
+        )
+        deployment.delete()
+        transaction.on_commit(deployments_publish)
+
+
+def deployments_manifest() -> dict:
+    """What the search process should serve: every deployment of every team."""
+    rows = Deployment.objects.select_related("index").order_by("team_id", "name")
+    return {
+        "written_at": time.time(),
+        "deployments": {
+            d.serving_key: {
+                "team": d.team_id,
+                "name": d.name,
+                "index_id": d.index_id,
+                "path": d.index.path,
+                "encoder": d.encoder,
+                "updated_at": d.updated_at.isoformat(),
+            }
+            for d in rows
+        },
+    }
+
+
+def deployments_publish(*, notify: bool = True) -> dict | None:
+    """Rewrite the manifest from the database (under a lock, so two deploys cannot interleave
+    their writes), then ask the search process to reload. The process also polls the file, so
+    a missed notification only delays the swap by a second; a down process loads it on start.
+    Returns the search process's answer, or None when it could not be reached."""
+    path = Path(settings.SEARCH_MANIFEST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = deployments_manifest()
+        fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(manifest, out, indent=1)
+        os.replace(tmp, path)
+    if not notify:
+        return None
+    from apps.indexes.selectors import search_call
+
+    try:
+        return search_call("POST", "/reload", {}, timeout=settings.SEARCH_RELOAD_TIMEOUT)
+    except OSError as exc:
+        logger.warning("search process not told about the new manifest: %s", exc)
+        return None

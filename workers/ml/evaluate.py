@@ -69,6 +69,67 @@ def evaluate_dense(
         if on_progress:
             on_progress(stage, done, total)
 
+    doc_vectors, query_vectors, timings, cache_hit = embed_corpus(
+        model=model,
+        corpus=corpus,
+        queries=queries,
+        batch_size=batch_size,
+        on_progress=on_progress,
+        cache=cache,
+        document_key=document_key,
+        query_key=query_key,
+    )
+    t = time.perf_counter()
+    report("searching", 0, len(queries))
+    scores, indices = exact_search(
+        doc_embeddings=doc_vectors, query_embeddings=query_vectors, k=top_k
+    )
+    run: dict[str, dict[str, float]] = {}
+    for row, (query_id, _) in enumerate(queries):
+        run[query_id] = {
+            corpus[j][0]: float(s) for s, j in zip(scores[row], indices[row], strict=True) if j >= 0
+        }
+    report("searching", len(queries), len(queries))
+    timings["search_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    report("scoring", 0, len(qrels))
+    metrics, per_query = compute_metrics(qrels=qrels, run=run)
+    report("scoring", len(qrels), len(qrels))
+    timings["metrics_s"] = time.perf_counter() - t
+    return EvalOutput(
+        metrics=metrics,
+        per_query=per_query,
+        run=run,
+        timings=timings,
+        documents=len(corpus),
+        queries=len(queries),
+        cache_hit=cache_hit,
+        doc_vectors=doc_vectors,
+        query_vectors=query_vectors,
+    )
+
+
+def embed_corpus(
+    *,
+    model: EncoderSpec,
+    corpus: Sequence[tuple[str, str, str]],
+    queries: Sequence[tuple[str, str]],
+    batch_size: int = 32,
+    on_progress: Progress | None = None,
+    cache: EmbeddingCache | None = None,
+    document_key: str | None = None,
+    query_key: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, float], bool]:
+    """(document vectors, query vectors, timings, documents came from the cache).
+
+    Reads the cache first and loads the model only for what is missing, then caches what it
+    encoded; evaluations and index builds share it, so a corpus is encoded once.
+    """
+
+    def report(stage: str, done: int = 0, total: int = 0) -> None:
+        if on_progress:
+            on_progress(stage, done, total)
+
     timings: dict[str, float] = {}
     doc_ids = [doc_id for doc_id, _, _ in corpus]
     query_ids = [query_id for query_id, _ in queries]
@@ -120,34 +181,7 @@ def evaluate_dense(
             device = str(encoder.device)
             del encoder
             free_memory(device)
-    t = time.perf_counter()
-    report("searching", 0, len(queries))
-    scores, indices = exact_search(
-        doc_embeddings=doc_vectors, query_embeddings=query_vectors, k=top_k
-    )
-    run: dict[str, dict[str, float]] = {}
-    for row, (query_id, _) in enumerate(queries):
-        run[query_id] = {
-            corpus[j][0]: float(s) for s, j in zip(scores[row], indices[row], strict=True) if j >= 0
-        }
-    report("searching", len(queries), len(queries))
-    timings["search_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    report("scoring", 0, len(qrels))
-    metrics, per_query = compute_metrics(qrels=qrels, run=run)
-    report("scoring", len(qrels), len(qrels))
-    timings["metrics_s"] = time.perf_counter() - t
-    return EvalOutput(
-        metrics=metrics,
-        per_query=per_query,
-        run=run,
-        timings=timings,
-        documents=len(corpus),
-        queries=len(queries),
-        cache_hit=cache_hit,
-        doc_vectors=doc_vectors,
-        query_vectors=query_vectors,
-    )
+    return doc_vectors, query_vectors, timings, cache_hit
 
 
 def _cached(cache: EmbeddingCache | None, key: str | None, ids: list[str]) -> np.ndarray | None:

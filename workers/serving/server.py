@@ -1,8 +1,13 @@
-"""The long-lived search process.
+"""The long-lived search process: deployed indexes and warm query encoders in memory.
 
-It will hold deployed indexes and warm query encoders in memory (the index issue); for now it
-starts, reports its health and the indexes it holds. It is deliberately free of Django so it
-can be scaled out on its own.
+It is deliberately free of Django so it can be scaled out on its own. What to serve comes from
+a manifest file the web rewrites on every deploy (``SEARCH_MANIFEST``); the process loads it on
+start, on ``POST /reload`` and whenever the file changes (polled), so several replicas follow
+one manifest.
+
+A swap is atomic: the new index and its encoder are loaded and warmed aside, then one
+reference is replaced. A query holds the deployment it started with, so queries in flight
+during a swap finish on the old index and none fails.
 """
 
 from __future__ import annotations
@@ -13,36 +18,283 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 logger = logging.getLogger("embedhub.search")
 
 DEFAULT_PORT = 8001
+MAX_QUERIES = 256
+MAX_K = 1000
+MAX_BODY = 1 << 20
+
+# What must match between a deployment's recorded encoder and its index's, and what the live
+# model folder must still be: anything that changes a query vector.
+ENCODER_FIELDS = (
+    "fingerprint",
+    "layout",
+    "pooling",
+    "normalize",
+    "max_seq_length",
+    "query_prefix",
+    "model_dimension",
+    "truncate_dim",
+    "pca_dim",
+)
+
+
+def manifest_path() -> Path:
+    """The same default chain as the web's settings (SEARCH_MANIFEST, ARTIFACTS_ROOT, VAR_DIR)."""
+    if os.environ.get("SEARCH_MANIFEST"):
+        return Path(os.environ["SEARCH_MANIFEST"])
+    var = Path(os.environ.get("VAR_DIR") or Path(__file__).resolve().parents[2] / "var")
+    artifacts = Path(os.environ.get("ARTIFACTS_ROOT") or var / "artifacts")
+    return artifacts / "serving" / "deployments.json"
+
+
+class Refused(Exception):
+    """The index cannot be served as the deployment records it."""
+
+
+@dataclass
+class Encoder:
+    model: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def encode(self, texts: list[str], *, normalize: bool):
+        # One encode at a time per model: a fast tokenizer is not safe to share across threads
+        # ("Already borrowed"), and two cores gain nothing from parallel forward passes.
+        with self.lock:
+            return self.model.encode(
+                texts,
+                batch_size=32,
+                convert_to_numpy=True,
+                normalize_embeddings=normalize,
+                show_progress_bar=False,
+            )
+
+
+@dataclass
+class Deployed:
+    key: str
+    index_id: int
+    path: str
+    encoder_spec: dict
+    index: Any  # workers.ml.indexing.LoadedIndex
+    encoder: Encoder
+    loaded_at: str
+
+    def describe(self) -> dict:
+        return {
+            "index_id": self.index_id,
+            "count": int(getattr(self.index, "count", 0)),
+            "dimension": int(getattr(self.index, "dimension", 0)),
+            "mmap": bool(getattr(self.index, "mmap", False)),
+            "model": self.encoder_spec.get("model_name"),
+            "loaded_at": self.loaded_at,
+        }
+
+
+def encoder_key(spec: dict) -> str:
+    return json.dumps({k: spec.get(k) for k in ("path", *ENCODER_FIELDS)}, sort_keys=True)
+
+
+def load_encoder_for(spec: dict):
+    from workers.ml.cache import model_fingerprint
+    from workers.ml.encode import load_encoder
+
+    if model_fingerprint(spec["path"]) != spec.get("fingerprint"):
+        raise Refused(
+            f"the model folder {spec['path']} changed since the index was built "
+            "(its files differ from the recorded fingerprint)"
+        )
+    model = load_encoder(
+        path=spec["path"],
+        layout=spec["layout"],
+        pooling=spec["pooling"],
+        normalize=spec["normalize"],
+        max_seq_length=spec["max_seq_length"],
+        device=os.environ.get("SEARCH_DEVICE") or None,
+    )
+    encoder = Encoder(model=model)
+    encoder.encode(["warm up"], normalize=spec["normalize"])  # the first call pays for setup
+    return encoder
 
 
 class SearchState:
-    def __init__(self) -> None:
+    def __init__(self, manifest: Path | None = None) -> None:
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.started_mono = time.monotonic()
-        self.indexes: dict[str, object] = {}
-        self.lock = threading.RLock()
+        self.manifest = manifest or manifest_path()
+        # Replaced whole, never mutated: a reader takes the dict once and needs no lock.
+        self.deployments: dict[str, Deployed] = {}
+        self.encoders: dict[str, Encoder] = {}
+        self.errors: dict[str, str] = {}
+        self.manifest_mtime: float | None = None
+        self.reload_lock = threading.Lock()
+        self.reloads = 0
 
     def health(self) -> dict:
-        with self.lock:
+        deployments = self.deployments
+        return {
+            "status": "ok",
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "uptime_s": round(time.monotonic() - self.started_mono, 1),
+            "indexes": len(deployments),
+            "deployments": {key: d.describe() for key, d in deployments.items()},
+            "errors": dict(self.errors),
+            "manifest": str(self.manifest),
+            "reloads": self.reloads,
+        }
+
+    # --- loading ------------------------------------------------------------------------
+
+    def read_manifest(self) -> dict:
+        try:
+            return json.loads(self.manifest.read_text(encoding="utf-8")).get("deployments", {})
+        except FileNotFoundError:
+            return {}
+
+    def reload(self) -> dict:
+        """Bring the served set in line with the manifest; unchanged deployments stay as they
+        are, a refused one keeps serving what it served before and reports why."""
+        with self.reload_lock:
+            try:
+                self.manifest_mtime = self.manifest.stat().st_mtime
+            except FileNotFoundError:
+                self.manifest_mtime = None
+            wanted = self.read_manifest()
+            current = self.deployments
+            encoders = dict(self.encoders)
+            new: dict[str, Deployed] = {}
+            errors: dict[str, str] = {}
+            for key, entry in wanted.items():
+                old = current.get(key)
+                if old and old.index_id == entry["index_id"] and old.path == entry["path"]:
+                    new[key] = old
+                    continue
+                try:
+                    new[key] = self._load(key, entry, encoders)
+                    logger.info("serving %s from index #%s", key, entry["index_id"])
+                except Exception as exc:  # noqa: BLE001 (any failure keeps the old one serving)
+                    errors[key] = f"index #{entry.get('index_id')} refused: {exc}"
+                    logger.warning("%s: %s", key, errors[key])
+                    if old:
+                        new[key] = old
+            used = {encoder_key(d.encoder_spec) for d in new.values()}
+            self.encoders = {k: e for k, e in encoders.items() if k in used}
+            self.deployments = new  # the swap: one reference
+            self.errors = errors
+            self.reloads += 1
             return {
-                "status": "ok",
-                "pid": os.getpid(),
-                "started_at": self.started_at,
-                "uptime_s": round(time.monotonic() - self.started_mono, 1),
-                "indexes": len(self.indexes),
+                "deployments": {k: d.describe() for k, d in new.items()},
+                "errors": errors,
             }
+
+    def _load(self, key: str, entry: dict, encoders: dict[str, Encoder]) -> Deployed:
+        from workers.ml.indexing import LoadedIndex
+
+        spec = entry["encoder"]
+        folder = Path(entry["path"])
+        try:
+            recorded = json.loads((folder / "encoder.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise Refused(f"{folder} holds no index") from None
+        differs = [f for f in ENCODER_FIELDS if recorded.get(f) != spec.get(f)]
+        if differs:
+            raise Refused(
+                "the index was built with another query encoder than the deployment records "
+                f"({', '.join(differs)} differ)"
+            )
+        ekey = encoder_key(spec)
+        if ekey not in encoders:
+            encoders[ekey] = load_encoder_for(spec)
+        index = LoadedIndex.load(folder, mmap=True)
+        return Deployed(
+            key=key,
+            index_id=int(entry["index_id"]),
+            path=entry["path"],
+            encoder_spec=spec,
+            index=index,
+            encoder=encoders[ekey],
+            loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+
+    def watch(self, interval: float, stop: threading.Event) -> None:
+        """Reload when the manifest file changes (another replica's deploy, a missed POST)."""
+        while not stop.wait(interval):
+            try:
+                mtime = self.manifest.stat().st_mtime
+            except FileNotFoundError:
+                mtime = None
+            if mtime != self.manifest_mtime:
+                try:
+                    self.reload()
+                except Exception:  # noqa: BLE001 (the watcher must outlive a bad manifest)
+                    logger.exception("reload failed")
+
+    # --- searching ----------------------------------------------------------------------
+
+    def search(self, body: dict) -> tuple[int, dict]:
+        key = body.get("deployment")
+        deployed = self.deployments.get(key) if isinstance(key, str) else None
+        if deployed is None:
+            reason = self.errors.get(key, "not loaded") if isinstance(key, str) else "missing"
+            return 404, {"error": f"deployment {key!r} is not served here ({reason})"}
+        queries = body.get("queries")
+        if (
+            not isinstance(queries, list)
+            or not queries
+            or not all(isinstance(q, str) and q.strip() for q in queries)
+        ):
+            return 400, {"error": "queries: a non-empty list of non-empty strings"}
+        if len(queries) > MAX_QUERIES:
+            return 400, {"error": f"queries: at most {MAX_QUERIES} per request"}
+        k = body.get("k", 10)
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+            return 400, {"error": f"k: an integer from 1 to {MAX_K}"}
+        filters = body.get("filters") or None
+        if filters is not None and not isinstance(filters, dict):
+            return 400, {"error": "filters: an object of field → value"}
+        spec = deployed.encoder_spec
+        t0 = time.perf_counter()
+        prefix = spec.get("query_prefix") or ""
+        vectors = deployed.encoder.encode(
+            [prefix + q for q in queries], normalize=spec["normalize"]
+        )
+        t1 = time.perf_counter()
+        try:
+            scores, ids = deployed.index.search(vectors, k, filters=filters)
+        except ValueError as exc:
+            return 400, {"error": f"filters: {exc}"}
+        t2 = time.perf_counter()
+        results = [
+            [
+                {"id": doc_id, "score": round(float(s), 6)}
+                for doc_id, s in zip(row, srow, strict=False)
+            ]
+            for row, srow in zip(ids, scores, strict=True)
+        ]
+        return 200, {
+            "deployment": key,
+            "index_id": deployed.index_id,
+            "results": results,
+            "timings": {
+                "encode_ms": round((t1 - t0) * 1000, 3),
+                "search_ms": round((t2 - t1) * 1000, 3),
+            },
+        }
 
 
 def make_handler(state: SearchState) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        server_version = "EmbedHubSearch/0.1"
+        server_version = "EmbedHubSearch/0.2"
+        protocol_version = "HTTP/1.1"  # keep-alive: the web reuses one connection per thread
 
         def _send(self, status: int, payload: dict) -> None:
             body = json.dumps(payload).encode()
@@ -52,9 +304,42 @@ def make_handler(state: SearchState) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def _body(self) -> dict | None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                self._send(413, {"error": "request body too large"})
+                return None
+            raw = self.rfile.read(length) if length else b"{}"
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError as exc:
+                self._send(400, {"error": f"request body: {exc}"})
+                return None
+            if not isinstance(body, dict):
+                self._send(400, {"error": "request body must be a JSON object"})
+                return None
+            return body
+
         def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
             if urlsplit(self.path).path == "/health":
                 self._send(200, state.health())
+            else:
+                self._send(404, {"error": "not found"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            path = urlsplit(self.path).path
+            body = self._body()
+            if body is None:
+                return
+            if path == "/search":
+                try:
+                    status, payload = state.search(body)
+                except Exception as exc:  # noqa: BLE001 (one bad query must not kill the thread)
+                    logger.exception("search failed")
+                    status, payload = 500, {"error": f"search failed: {exc}"}
+                self._send(status, payload)
+            elif path == "/reload":
+                self._send(200, state.reload())
             else:
                 self._send(404, {"error": "not found"})
 
@@ -75,18 +360,35 @@ def bind_address() -> tuple[str, int]:
     return host, url.port or DEFAULT_PORT
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # 16+ concurrent clients connect at once
+
+
 def serve(host: str, port: int) -> None:
     state = SearchState()
-    server = ThreadingHTTPServer((host, port), make_handler(state))
-    server.daemon_threads = True
+    server = Server((host, port), make_handler(state))
+    stop_watch = threading.Event()
 
     def stop(signum, frame):
+        stop_watch.set()
         # shutdown() blocks until serve_forever returns, so it must run on another thread.
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # Listen first (health answers at once), then load what is deployed.
     logger.info("search process listening on http://%s:%d", host, port)
+    interval = float(os.environ.get("SEARCH_POLL_S", "1.0"))
+
+    def start() -> None:
+        try:
+            state.reload()
+        except Exception:  # noqa: BLE001
+            logger.exception("initial load failed")
+        state.watch(interval, stop_watch)
+
+    threading.Thread(target=start, daemon=True, name="manifest-watch").start()
     try:
         server.serve_forever(poll_interval=0.5)
     finally:

@@ -1,0 +1,20 @@
+from celery import shared_task
+from django.conf import settings
+
+
+@shared_task(
+    name="workers.tasks.indexing.build_index",
+    soft_time_limit=settings.JOB_SOFT_TIME_LIMIT,
+    time_limit=settings.JOB_TIME_LIMIT,
+)
+def build_index(build_id: int) -> None:
+    """Build and measure one IndexBuild row (index queue). Idempotent: a row that is not
+    pending is left alone. The index lands in ARTIFACTS_ROOT/indexes/<id>/."""
+    from apps.core.services import job_claim, job_run
+    from apps.indexes.models import IndexBuild
+    from apps.indexes.services import index_build_execute
+
+    build = job_claim(model=IndexBuild, pk=build_id)
+    if build is None:
+        return
+    job_run(job=build, work=lambda report: index_build_execute(build=build, report=report))
