@@ -4,6 +4,7 @@ a team the user is not in is a 404, indistinguishable from one that does not exi
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from typing import TypeVar
 
 from django.core.exceptions import PermissionDenied
@@ -53,6 +54,9 @@ def can_write(*, user, team: Team) -> bool:
     return membership is not None and membership.allows(Role.MEMBER)
 
 
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
 def api_token_authenticate(*, raw: str) -> ApiToken | None:
     if not raw:
         return None
@@ -68,8 +72,12 @@ def api_token_authenticate(*, raw: str) -> ApiToken | None:
         )
         .first()
     )
-    if token is not None:
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    now = timezone.now()
+    # At most one write a minute per token: a search API must not write on every query.
+    if token is not None and (
+        token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION
+    ):
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token
 
 

@@ -1,7 +1,349 @@
-"""REST API of index builds, deployments and search (a django-ninja router)."""
+"""REST API of index builds, deployments and search.
+
+Search is ``POST /api/v1/deployments/{name}/search`` with ``{"query": "…"}`` or
+``{"queries": […]}``, ``k`` and ``filters`` (field → value, applied inside the index search).
+Names are per team: another team's deployment is a 404 like a missing one.
+"""
 
 from __future__ import annotations
 
-from ninja import Router
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from ninja import Router, Schema, Status
+from pydantic import Field
+
+from apps.accounts.api import ERRORS, error, forbidden_below, not_found
+from apps.accounts.models import Role
+from apps.datasets.models import DatasetVersion, Document
+from apps.indexes.models import Deployment, IndexBuild
+from apps.indexes.selectors import (
+    SearchUnavailable,
+    deployment_events,
+    deployment_list,
+    deployment_search,
+    index_build_list,
+)
+from apps.indexes.services import (
+    IndexBuildError,
+    deployment_deploy,
+    deployment_undeploy,
+    index_build_create,
+)
+from apps.registry.models import EmbeddingModel
 
 router = Router(tags=["indexes"])
+
+MAX_QUERIES = 256
+
+
+class IndexOut(Schema):
+    id: int
+    type: str
+    label: str
+    status: str
+    stage: str
+    progress: float
+    model: int
+    dataset_version: int
+    spec: dict[str, Any]
+    split: str
+    encoder: dict[str, Any]
+    document_count: int | None
+    dimension: int | None
+    metrics: dict[str, Any]
+    timings: dict[str, Any]
+    error: str
+    created_at: str
+    finished_at: str | None
+
+
+class IndexListOut(Schema):
+    indexes: list[IndexOut]
+
+
+class IndexIn(Schema):
+    model: int
+    dataset_version: int
+    type: str = Field(description="flat, hnsw, ivf_flat, ivf_pq, sq8, binary or binary_hnsw")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="dim, pca_dim, hnsw_m, ef_construction, ef_search, nlist, nprobe, pq_m, "
+        "pq_nbits, rescore; empty: the defaults",
+    )
+    split: str | None = Field(default=None, description="queries to measure on (default test)")
+
+
+class EventOut(Schema):
+    action: str
+    from_index: int | None
+    to_index: int | None
+    user: str | None
+    at: str
+
+
+class DeploymentOut(Schema):
+    name: str
+    index: int
+    model: int
+    dataset_version: int
+    encoder: dict[str, Any]
+    deployed_by: str | None
+    updated_at: str
+    history: list[EventOut]
+
+
+class DeploymentListOut(Schema):
+    deployments: list[DeploymentOut]
+
+
+class DeployIn(Schema):
+    name: str
+    index: int
+
+
+class SearchIn(Schema):
+    query: str | None = None
+    queries: list[str] | None = None
+    k: int = Field(default=10, ge=1, le=1000)
+    filters: dict[str, str | int | float | bool] | None = Field(
+        default=None, description="document metadata field → value; all must match"
+    )
+    documents: bool = Field(default=False, description="include each hit's title and text")
+
+
+class Hit(Schema):
+    id: str
+    score: float
+    title: str | None = None
+    text: str | None = None
+
+
+class QueryHits(Schema):
+    query: str
+    hits: list[Hit]
+
+
+class SearchOut(Schema):
+    deployment: str
+    index: int
+    k: int
+    results: list[QueryHits]
+    timings: dict[str, float]
+
+
+def index_payload(build: IndexBuild) -> dict:
+    return {
+        "id": build.pk,
+        "type": build.index_type,
+        "label": build.label,
+        "status": build.status,
+        "stage": build.stage,
+        "progress": build.progress,
+        "model": build.model_id,
+        "dataset_version": build.dataset_version_id,
+        "spec": build.spec,
+        "split": build.split,
+        "encoder": build.encoder,
+        "document_count": build.document_count,
+        "dimension": build.dimension,
+        "metrics": build.metrics,
+        "timings": build.timings,
+        "error": build.human_error,
+        "created_at": build.created_at.isoformat(),
+        "finished_at": build.finished_at.isoformat() if build.finished_at else None,
+    }
+
+
+def deployment_payload(deployment: Deployment, *, history: bool = False) -> dict:
+    events = deployment_events(team=deployment.team, name=deployment.name)[:50] if history else []
+    return {
+        "name": deployment.name,
+        "index": deployment.index_id,
+        "model": deployment.index.model_id,
+        "dataset_version": deployment.index.dataset_version_id,
+        "encoder": deployment.encoder,
+        "deployed_by": deployment.deployed_by.username if deployment.deployed_by else None,
+        "updated_at": deployment.updated_at.isoformat(),
+        "history": [
+            {
+                "action": e.action,
+                "from_index": e.from_index_id,
+                "to_index": e.to_index_id,
+                "user": e.user.username if e.user else None,
+                "at": e.at.isoformat(),
+            }
+            for e in events
+        ],
+    }
+
+
+@router.get(
+    "/indexes",
+    response={200: IndexListOut, **ERRORS},
+    summary="List index builds",
+    url_name="indexes",
+)
+def indexes(request: HttpRequest):
+    return {"indexes": [index_payload(b) for b in index_build_list(team=request.team)[:500]]}
+
+
+@router.post(
+    "/indexes",
+    response={202: IndexOut, **ERRORS},
+    summary="Build an index (member role)",
+    url_name="index_create",
+)
+def index_create(request: HttpRequest, body: IndexIn):
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    model = EmbeddingModel.objects.filter(team=request.team, pk=body.model).first()
+    version = DatasetVersion.objects.filter(
+        dataset__team=request.team, pk=body.dataset_version
+    ).first()
+    if model is None:
+        return error("model: no such model in your team", status=404)
+    if version is None:
+        return error("dataset_version: no such dataset version in your team", status=404)
+    try:
+        build = index_build_create(
+            team=request.team,
+            model=model,
+            dataset_version=version,
+            index_type=body.type,
+            params=body.params,
+            split=body.split,
+            created_by=request.api_token.user,
+        )
+    except IndexBuildError as exc:
+        return error(str(exc))
+    response = JsonResponse(index_payload(build), status=202)
+    response["Location"] = f"/api/v1/indexes/{build.pk}"
+    return response
+
+
+@router.get(
+    "/indexes/{int:pk}",
+    response={200: IndexOut, **ERRORS},
+    summary="An index build",
+    url_name="index_detail",
+)
+def index_detail(request: HttpRequest, pk: int):
+    build = index_build_list(team=request.team).filter(pk=pk).first()
+    return index_payload(build) if build else not_found()
+
+
+@router.get(
+    "/deployments",
+    response={200: DeploymentListOut, **ERRORS},
+    summary="Deployments",
+    url_name="deployments",
+)
+def deployments(request: HttpRequest):
+    return {"deployments": [deployment_payload(d) for d in deployment_list(team=request.team)]}
+
+
+@router.post(
+    "/deployments",
+    response={200: DeploymentOut, **ERRORS},
+    summary="Deploy an index under a name, or swap the name to another index (member role)",
+    url_name="deployment_create",
+)
+def deployment_create(request: HttpRequest, body: DeployIn):
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    build = index_build_list(team=request.team).filter(pk=body.index).first()
+    if build is None:
+        return error("index: no such index in your team", status=404)
+    try:
+        deployment = deployment_deploy(
+            team=request.team, name=body.name, index=build, user=request.api_token.user
+        )
+    except IndexBuildError as exc:
+        return error(str(exc), status=409 if "already serves" in str(exc) else 400)
+    return deployment_payload(deployment, history=True)
+
+
+def _deployment(request: HttpRequest, name: str) -> Deployment | None:
+    return deployment_list(team=request.team).filter(name=name).first()
+
+
+@router.get(
+    "/deployments/{name}",
+    response={200: DeploymentOut, **ERRORS},
+    summary="A deployment",
+    url_name="deployment_detail",
+)
+def deployment_detail(request: HttpRequest, name: str):
+    deployment = _deployment(request, name)
+    return deployment_payload(deployment, history=True) if deployment else not_found()
+
+
+@router.delete(
+    "/deployments/{name}",
+    response={204: None, **ERRORS},
+    summary="Undeploy (member role)",
+    url_name="deployment_delete",
+)
+def deployment_delete(request: HttpRequest, name: str):
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    deployment = _deployment(request, name)
+    if deployment is None:
+        return not_found()
+    deployment_undeploy(deployment=deployment, user=request.api_token.user)
+    return Status(204, None)
+
+
+@router.post(
+    "/deployments/{name}/search",
+    response={200: SearchOut, **ERRORS, 503: dict},
+    summary="Search a deployment",
+    url_name="search",
+)
+def search(request: HttpRequest, name: str, body: SearchIn):
+    deployment = _deployment(request, name)
+    if deployment is None:
+        return not_found()
+    if (body.query is None) == (body.queries is None):
+        return error("give either query (one string) or queries (a list of strings)")
+    queries = [body.query] if body.query is not None else body.queries
+    if not queries or any(not q.strip() for q in queries):
+        return error("queries: every query must be a non-empty string")
+    if len(queries) > MAX_QUERIES:
+        return error(f"queries: at most {MAX_QUERIES} per request")
+    filters = {k: str(v) for k, v in body.filters.items()} if body.filters else None
+    try:
+        status, found = deployment_search(
+            deployment=deployment, queries=queries, k=body.k, filters=filters
+        )
+    except SearchUnavailable as exc:
+        return error(f"the search service is not reachable: {exc}", status=503)
+    if status != 200:
+        # 404 from the process means "not loaded (yet)": the name exists, so it is a 503.
+        return error(found.get("error", "search failed"), status=503 if status >= 404 else status)
+    documents = {}
+    if body.documents:
+        ids = {h["id"] for row in found["results"] for h in row}
+        documents = {
+            d.doc_id: d
+            for d in Document.objects.filter(
+                version_id=deployment.index.dataset_version_id, doc_id__in=ids
+            ).only("doc_id", "title", "text")
+        }
+    results = []
+    for query, row in zip(queries, found["results"], strict=True):
+        hits = []
+        for h in row:
+            hit = {"id": h["id"], "score": h["score"]}
+            if body.documents and h["id"] in documents:
+                hit.update(title=documents[h["id"]].title, text=documents[h["id"]].text)
+            hits.append(hit)
+        results.append({"query": query, "hits": hits})
+    return {
+        "deployment": deployment.name,
+        "index": found["index_id"],
+        "k": body.k,
+        "results": results,
+        "timings": found["timings"],
+    }

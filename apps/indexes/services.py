@@ -191,15 +191,18 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict:
     )
     report.check()
     timings = {**timings, "build_s": built["build_s"]}
+    metrics = {**_plain(built), **_plain(measured), "queries": len(query_ids)}
+    if metrics.get("ndcg_at_10") is not None and metrics.get("exact_ndcg_at_10") is not None:
+        metrics["ndcg_loss"] = metrics["exact_ndcg_at_10"] - metrics["ndcg_at_10"]
     return {
-        "spec": spec.to_dict(),
+        "spec": built.get("spec") or spec.to_dict(),  # nlist and pq_m resolved
         "path": str(folder),
         "embedding_key": document_key,
         "cache_hit": cache_hit,
         "encoder": encoder,
         "document_count": len(doc_ids),
         "dimension": built["dimension"],
-        "metrics": {**_plain(built), **_plain(measured), "queries": len(query_ids)},
+        "metrics": metrics,
         "timings": timings,
         "stage": "done",
     }

@@ -4,5 +4,17 @@ from apps.indexes import views
 
 app_name = "indexes"
 urlpatterns = [
+    path("", views.index_list, name="list"),
+    path("new/", views.index_new, name="new"),
+    path("<int:pk>/", views.index_detail, name="detail"),
+    path("<int:pk>/cancel/", views.index_cancel, name="cancel"),
+    path("<int:pk>/deploy/", views.index_deploy, name="deploy"),
+    path("deployments/<slug:name>/", views.deployment_detail, name="deployment"),
+    path(
+        "deployments/<slug:name>/undeploy/",
+        views.deployment_undeploy_view,
+        name="undeploy",
+    ),
+    path("console/", views.console, name="console"),
     path("search-service/", views.search_status, name="search_status"),
 ]

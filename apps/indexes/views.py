@@ -1,11 +1,34 @@
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from apps.indexes.selectors import search_health
+from apps.accounts.decorators import team_required
+from apps.accounts.models import Role
+from apps.accounts.selectors import can_write
+from apps.core.responses import job_cancel_response
+from apps.indexes.charts import tradeoff_charts
+from apps.indexes.console import ConsoleError, console_search, filters_parse
+from apps.indexes.forms import IndexBuildForm
+from apps.indexes.selectors import (
+    deployment_events,
+    deployment_get,
+    deployment_list,
+    index_build_get,
+    index_build_list,
+    index_siblings,
+    search_health,
+)
+from apps.indexes.services import (
+    IndexBuildError,
+    deployment_deploy,
+    deployment_undeploy,
+    index_build_create,
+)
 
 
 @require_GET
@@ -15,3 +38,170 @@ def search_status(request):
     health = search_health()
     template = "indexes/search.html#badge" if request.htmx else "indexes/search.html"
     return render(request, template, {"health": health})
+
+
+def _serving(health: dict, deployment) -> dict:
+    """What the search process says about one deployment: live (which index), refused, or not
+    loaded yet."""
+    if not health.get("up"):
+        return {"state": "down"}
+    key = deployment.serving_key
+    live = (health.get("deployments") or {}).get(key)
+    error = (health.get("errors") or {}).get(key)
+    if live and live["index_id"] == deployment.index_id:
+        return {"state": "live", **live, "error": error}
+    if error:
+        return {"state": "refused", "error": error, "live": live}
+    return {"state": "loading", "live": live}
+
+
+@require_GET
+@team_required()
+def index_list(request):
+    health = search_health()
+    deployments = list(deployment_list(team=request.team))
+    for d in deployments:
+        d.serving = _serving(health, d)
+    return render(
+        request,
+        "indexes/list.html",
+        {
+            "builds": index_build_list(team=request.team)[:200],
+            "deployments": deployments,
+            "events": deployment_events(team=request.team)[:20],
+            "health": health,
+            "can_write": can_write(user=request.user, team=request.team),
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@team_required(Role.MEMBER)
+def index_new(request):
+    form = IndexBuildForm(request.POST or None, team=request.team, initial=request.GET.dict())
+    error = None
+    if request.method == "POST" and form.is_valid():
+        d = form.cleaned_data
+        try:
+            build = index_build_create(
+                team=request.team,
+                model=d["model"],
+                dataset_version=d["dataset_version"],
+                index_type=d["index_type"],
+                params=form.params(),
+                created_by=request.user,
+            )
+        except IndexBuildError as exc:
+            error = str(exc)
+        else:
+            return redirect("indexes:detail", pk=build.pk)
+    return render(request, "indexes/new.html", {"form": form, "error": error})
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+@team_required()
+def index_detail(request, pk: int):
+    build = index_build_get(user=request.user, pk=pk)
+    context = _detail_context(request, build)
+    if request.htmx:
+        return render(request, "indexes/detail.html#status", context)
+    return render(request, "indexes/detail.html", context)
+
+
+def _detail_context(request, build) -> dict:
+    from apps.runs.models import TrainingRun
+
+    siblings = index_siblings(build=build) if build.status == "succeeded" else []
+    return {
+        "build": build,
+        "can_write": can_write(user=request.user, team=build.team),
+        "charts": tradeoff_charts(builds=siblings, current=build.pk) if siblings else [],
+        "siblings": siblings,
+        "deployments": list(build.deployments.all()),
+        "trained_by": TrainingRun.objects.filter(result_model=build.model).first(),
+    }
+
+
+@require_POST
+@team_required()
+def index_cancel(request, pk: int):
+    return job_cancel_response(
+        request,
+        job=index_build_get(user=request.user, pk=pk, role=Role.MEMBER),
+        partial="indexes/detail.html#status",
+        context=lambda job: _detail_context(request, job),
+        url=reverse("indexes:detail", args=[pk]),
+    )
+
+
+@require_POST
+@team_required()
+def index_deploy(request, pk: int):
+    build = index_build_get(user=request.user, pk=pk, role=Role.MEMBER)
+    try:
+        deployment = deployment_deploy(
+            team=build.team, name=request.POST.get("name", ""), index=build, user=request.user
+        )
+    except IndexBuildError as exc:
+        messages.error(request, str(exc))
+        return redirect("indexes:detail", pk=pk)
+    messages.success(request, f"{deployment.name} now serves index #{build.pk}.")
+    return redirect("indexes:deployment", name=deployment.name)
+
+
+@require_GET
+@team_required()
+def deployment_detail(request, name: str):
+    deployment = deployment_get(team=request.team, name=name)
+    return render(
+        request,
+        "indexes/deployment.html",
+        {
+            "deployment": deployment,
+            "serving": _serving(search_health(), deployment),
+            "events": deployment_events(team=request.team, name=name)[:100],
+            "can_write": can_write(user=request.user, team=request.team),
+        },
+    )
+
+
+@require_POST
+@team_required(Role.MEMBER)
+def deployment_undeploy_view(request, name: str):
+    deployment = deployment_get(team=request.team, name=name)
+    deployment_undeploy(deployment=deployment, user=request.user)
+    messages.success(request, f"{name} is undeployed.")
+    return redirect("indexes:list")
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+@team_required()
+def console(request):
+    """Type a query, see the hits (debounced htmx); ``b`` runs it on a second deployment too."""
+    deployments = list(deployment_list(team=request.team))
+    names = {d.name: d for d in deployments}
+    a = names.get(request.GET.get("d", "")) or (deployments[0] if deployments else None)
+    b = names.get(request.GET.get("b", ""))
+    q = request.GET.get("q", "").strip()
+    try:
+        k = min(max(int(request.GET.get("k") or 10), 1), 100)
+    except ValueError:
+        k = 10
+    context = {"deployments": deployments, "a": a, "b": b, "q": q, "k": k,
+               "filters": request.GET.get("filters", "")}  # fmt: skip
+    columns, error = [], None
+    if q and a:
+        try:
+            filters = filters_parse(context["filters"])
+        except ConsoleError as exc:
+            error = str(exc)
+        else:
+            for d in (a, b) if b else (a,):
+                columns.append({"deployment": d, **console_search(
+                    deployment=d, query=q, k=k, filters=filters)})  # fmt: skip
+    context.update(columns=columns, error=error)
+    if request.htmx and request.GET.get("partial") == "results":
+        return render(request, "indexes/console.html#results", context)
+    return render(request, "indexes/console.html", context)

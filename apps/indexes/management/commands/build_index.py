@@ -1,0 +1,91 @@
+import time
+
+from apps.core.commands import InputError, JsonCommand
+from apps.core.models import JobStatus
+from apps.datasets.models import DatasetVersion
+from apps.indexes.models import IndexBuild, IndexType
+from apps.indexes.services import IndexBuildError, index_build_create
+from apps.registry.models import EmbeddingModel
+
+
+def _value(text: str):
+    """Numbers as numbers (the page's form gives them typed); anything else stays text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+class Command(JsonCommand):
+    help = (
+        "Build a faiss index of a model's embeddings of a dataset version, then measure it. "
+        "Parameters as on the page: --param hnsw_m=32 --param ef_search=64 --param dim=256. "
+        "Without --sync the job goes to the index queue and this waits for it."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--model", type=int, required=True)
+        parser.add_argument("--dataset-version", type=int, required=True)
+        parser.add_argument("--type", choices=IndexType.values, required=True, dest="index_type")
+        parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+        parser.add_argument("--split", help="queries to measure on (default: test if present)")
+        parser.add_argument("--sync", action="store_true")
+        parser.add_argument("--timeout", type=float, default=24 * 3600)
+
+    def handle(self, *args, model, dataset_version, index_type, param, split, sync, timeout, **o):
+        v = DatasetVersion.objects.filter(pk=dataset_version).select_related("dataset").first()
+        if v is None:
+            raise InputError(f"--dataset-version: no dataset version {dataset_version}")
+        m = EmbeddingModel.objects.filter(pk=model).first()
+        if m is None:
+            raise InputError(f"--model: no model {model}")
+        params = {}
+        for item in param:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise InputError(f"--param: {item!r} is not KEY=VALUE")
+            params[key.strip()] = _value(value.strip())
+        try:
+            build = index_build_create(
+                team=v.dataset.team,
+                model=m,
+                dataset_version=v,
+                index_type=index_type,
+                params=params,
+                split=split,
+                enqueue=not sync,
+            )
+        except IndexBuildError as exc:
+            raise InputError(str(exc)) from exc
+        if sync:
+            from workers.tasks.indexing import build_index
+
+            build_index.run(build.pk)
+        else:
+            self.stderr.write(f"index build {build.pk} queued; waiting for a worker…")
+            deadline = time.monotonic() + timeout
+            while (
+                IndexBuild.objects.values_list("status", flat=True).get(pk=build.pk)
+                not in IndexBuild.TERMINAL
+            ):
+                if time.monotonic() > deadline:
+                    self.emit({"index": build.pk, "status": "pending", "metrics": {}})
+                    raise SystemExit(1)
+                time.sleep(1)
+        build.refresh_from_db()
+        payload = {
+            "index": build.pk,
+            "status": build.status,
+            "type": build.index_type,
+            "spec": build.spec,
+            "path": build.path,
+            "metrics": build.metrics,
+            "seconds": build.duration_seconds,
+        }
+        if build.status != JobStatus.SUCCEEDED:
+            payload["error"] = build.human_error
+            self.emit(payload)
+            raise SystemExit(1)
+        self.emit(payload)

@@ -1,0 +1,163 @@
+"""Index builds through the product path: service → the worker's task code → measured row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from tests.apps.indexes.conftest import build_sync
+
+pytestmark = pytest.mark.django_db
+
+
+def test_flat_build_is_exact_and_reports_the_models_own_ndcg(team, tiny_registered_model,
+                                                             tiny_version, evaluation):  # fmt: skip
+    from workers.tasks.evaluation import evaluate
+
+    evaluate.run(evaluation.pk)
+    evaluation.refresh_from_db()
+    build = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    m = build.metrics
+    assert m["recall_at_10"] == pytest.approx(1.0)
+    # Flat is exact search: the index's nDCG@10 is the model's, equal to the evaluation's.
+    assert m["ndcg_at_10"] == pytest.approx(evaluation.metrics["ndcg@10"], abs=1e-9)
+    assert m["exact_ndcg_at_10"] == pytest.approx(evaluation.metrics["ndcg@10"], abs=1e-9)
+    assert m["ndcg_loss"] == pytest.approx(0.0, abs=1e-9)
+    assert m["queries"] == 3 and build.split == "test"
+    assert m["latency_p50_ms"] > 0 and m["latency_p99_ms"] >= m["latency_p50_ms"]
+    assert m["size_bytes"] > 0 and m["bytes_per_vector"] > 0
+    # The evaluation encoded the documents: the build read them from the cache.
+    assert build.cache_hit and build.embedding_key == evaluation.embedding_key
+    folder = Path(build.path)
+    assert (folder / "ids.json").exists() and (folder / "encoder.json").exists()
+    encoder = json.loads((folder / "encoder.json").read_text())
+    assert encoder == build.encoder
+    assert encoder["model_id"] == tiny_registered_model.pk and encoder["truncate_dim"] is None
+
+
+def test_cache_hit_never_loads_the_model(team, tiny_registered_model, tiny_version, monkeypatch):
+    first = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    assert not first.cache_hit
+
+    def no_model(**kwargs):
+        raise AssertionError("the model was loaded although the cache holds every vector")
+
+    monkeypatch.setattr("workers.ml.evaluate.load_encoder", no_model)
+    second = build_sync(
+        team=team, model=tiny_registered_model, version=tiny_version, index_type="hnsw"
+    )
+    assert second.cache_hit and second.embedding_key == first.embedding_key
+
+
+def test_matryoshka_and_binary_builds_record_their_encoder(team, tiny_registered_model,
+                                                           tiny_version):  # fmt: skip
+    build = build_sync(
+        team=team,
+        model=tiny_registered_model,
+        version=tiny_version,
+        index_type="binary",
+        params={"dim": 32, "rescore": 4},
+    )
+    assert build.dimension == 32 and build.encoder["truncate_dim"] == 32
+    assert "first 32 dims" in build.label and "re-score ×4" in build.label
+    assert build.metrics["recall_at_10"] > 0
+
+
+def test_bad_parameters_are_a_message_and_no_job(team, tiny_registered_model, tiny_version):
+    from apps.indexes.models import IndexBuild
+    from apps.indexes.services import IndexBuildError, index_build_create
+
+    with pytest.raises(IndexBuildError, match="type"):
+        index_build_create(team=team, model=tiny_registered_model, dataset_version=tiny_version,
+                           index_type="annoy", enqueue=False)  # fmt: skip
+    with pytest.raises(IndexBuildError, match="dim"):
+        index_build_create(team=team, model=tiny_registered_model, dataset_version=tiny_version,
+                           index_type="flat", params={"dim": 100000}, enqueue=False)  # fmt: skip
+    with pytest.raises(IndexBuildError, match="hnsw_m"):
+        index_build_create(team=team, model=tiny_registered_model, dataset_version=tiny_version,
+                           index_type="hnsw", params={"hnsw_m": -3}, enqueue=False)  # fmt: skip
+    assert not IndexBuild.objects.exists()
+
+
+def test_other_teams_model_cannot_be_indexed(team, other_team, tiny_model_path, tiny_version):
+    from apps.indexes.services import IndexBuildError, index_build_create
+    from apps.registry.services import embedding_model_register
+
+    foreign = embedding_model_register(team=other_team, name="x", path=str(tiny_model_path))
+    with pytest.raises(IndexBuildError, match="same team"):
+        index_build_create(team=team, model=foreign, dataset_version=tiny_version,
+                           index_type="flat", enqueue=False)  # fmt: skip
+
+
+def test_new_index_page_builds_and_detail_shows_metrics_and_chart(client, member, team,
+                                                                 tiny_registered_model,
+                                                                 tiny_version,
+                                                                 monkeypatch):  # fmt: skip
+    from apps.indexes.models import IndexBuild
+
+    sent = []
+    monkeypatch.setattr("apps.indexes.services.job_enqueue", lambda job, task: sent.append(job.pk))
+    client.force_login(member)
+    page = client.get(reverse("indexes:new"))
+    assert page.status_code == 200 and b'data-types="hnsw binary_hnsw"' in page.content
+    response = client.post(
+        reverse("indexes:new"),
+        {
+            "model": tiny_registered_model.pk,
+            "dataset_version": tiny_version.pk,
+            "index_type": "hnsw",
+            "hnsw_m": 16,
+            "ef_search": 32,
+        },
+    )
+    build = IndexBuild.objects.get()
+    assert response.status_code == 302 and sent == [build.pk]
+    assert build.params == {"hnsw_m": 16, "ef_search": 32}
+    from workers.tasks.indexing import build_index
+
+    build_index.run(build.pk)
+    build_sync(team=team, model=tiny_registered_model, version=tiny_version)  # a second point
+    page = client.get(reverse("indexes:detail", args=[build.pk]))
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert 'data-metric="recall_at_10"' in html and 'id="tradeoff"' in html
+    assert html.count('class="front"') == 2  # both panels draw the Pareto front
+    assert "HNSW · M=16 ef=32" in html
+    listing = client.get(reverse("indexes:list")).content.decode()
+    assert f'href="/indexes/{build.pk}/"' in listing
+
+
+def test_another_team_gets_404_and_a_viewer_cannot_build(client, outsider, viewer, team,
+                                                        tiny_registered_model,
+                                                        tiny_version):  # fmt: skip
+    build = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    client.force_login(outsider)
+    assert client.get(reverse("indexes:detail", args=[build.pk])).status_code == 404
+    client.force_login(viewer)
+    assert client.get(reverse("indexes:detail", args=[build.pk])).status_code == 200
+    assert client.post(reverse("indexes:new"), {}).status_code == 403
+    assert client.post(reverse("indexes:deploy", args=[build.pk]), {"name": "x"}).status_code == 403
+
+
+def test_build_index_command_prints_json(team, tiny_registered_model, tiny_version):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command(
+        "build_index",
+        "--model", str(tiny_registered_model.pk),
+        "--dataset-version", str(tiny_version.pk),
+        "--type", "ivf_flat",
+        "--param", "nlist=2",
+        "--param", "nprobe=2",
+        "--sync",
+        stdout=out,
+    )  # fmt: skip
+    payload = json.loads(out.getvalue())
+    assert payload["status"] == "succeeded" and payload["type"] == "ivf_flat"
+    assert payload["spec"]["nlist"] == 2 and payload["metrics"]["recall_at_10"] == 1.0

@@ -1,0 +1,272 @@
+"""Deployments against a real search process: deploy, swap under load, the encoder guard, the
+console and the REST search API."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.urls import reverse
+
+from tests.apps.indexes.conftest import LANGS, build_sync
+
+pytestmark = pytest.mark.django_db
+
+
+def _token(user, team, name="t"):
+    from apps.accounts.services import api_token_create
+
+    return api_token_create(user=user, team=team, name=name)[1]
+
+
+def _deploy(*, team, name, build, user=None, capture):
+    from apps.indexes.services import deployment_deploy
+
+    with capture(execute=True):
+        return deployment_deploy(team=team, name=name, index=build, user=user)
+
+
+def test_deploy_swap_undeploy_are_logged_and_published(team, member, tiny_registered_model,
+                                                       tiny_version, serving,
+                                                       django_capture_on_commit_callbacks):  # fmt: skip  # noqa: E501
+    from apps.indexes.models import DeploymentEvent
+    from apps.indexes.services import IndexBuildError, deployment_undeploy
+
+    flat = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    hnsw = build_sync(team=team, model=tiny_registered_model, version=tiny_version,
+                      index_type="hnsw")  # fmt: skip
+    capture = django_capture_on_commit_callbacks
+    d = _deploy(team=team, name="prod", build=flat, user=member, capture=capture)
+    manifest = json.loads(serving.manifest.read_text())["deployments"]
+    assert manifest[d.serving_key]["index_id"] == flat.pk
+    serving.wait_serving(d.serving_key, flat.pk)
+    with pytest.raises(IndexBuildError, match="already serves"):
+        _deploy(team=team, name="prod", build=flat, capture=capture)
+    with pytest.raises(IndexBuildError, match="name"):
+        _deploy(team=team, name="no spaces please", build=flat, capture=capture)
+    d = _deploy(team=team, name="prod", build=hnsw, user=member, capture=capture)
+    health = serving.wait_serving(d.serving_key, hnsw.pk)
+    assert health["deployments"][d.serving_key]["mmap"] in (True, False)
+    with capture(execute=True):
+        deployment_undeploy(deployment=d, user=member)
+    assert json.loads(serving.manifest.read_text())["deployments"] == {}
+    events = list(DeploymentEvent.objects.filter(team=team).order_by("at", "pk"))
+    assert [(e.action, e.from_index_id, e.to_index_id) for e in events] == [
+        ("deploy", None, flat.pk),
+        ("swap", flat.pk, hnsw.pk),
+        ("undeploy", hnsw.pk, None),
+    ]
+    assert events[0].user == member
+    # The index a deployment served stays, and so does its history.
+    assert DeploymentEvent.objects.filter(name="prod").count() == 3
+
+
+@pytest.mark.django_db(transaction=True)  # the client threads need committed rows
+def test_swap_under_concurrent_queries_loses_none(team, owner, tiny_registered_model,
+                                                  tiny_version, serving,
+                                                  django_capture_on_commit_callbacks):  # fmt: skip
+    """Eight clients query the deployment over the REST API while it is swapped back and forth
+    between two indexes: every request succeeds, and answers come from both indexes."""
+    from django.test import Client
+
+    a = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    b = build_sync(team=team, model=tiny_registered_model, version=tiny_version,
+                   index_type="hnsw")  # fmt: skip
+    d = _deploy(team=team, name="live", build=a, capture=django_capture_on_commit_callbacks)
+    serving.wait_serving(d.serving_key, a.pk)
+    token = _token(owner, team)
+    url = reverse("api:search", kwargs={"name": "live"})
+    stop = threading.Event()
+    statuses: list[int] = []
+    served: set[int] = set()
+    lock = threading.Lock()
+
+    def client_loop():
+        from django.db import connection
+
+        c = Client()
+        try:
+            _queries(c)
+        finally:
+            connection.close()  # the thread's own connection, or the test database stays busy
+
+    def _queries(c):
+        while not stop.is_set():
+            r = c.post(url, {"query": "red planet", "k": 3}, content_type="application/json",
+                       HTTP_AUTHORIZATION=f"Bearer {token}")  # fmt: skip
+            with lock:
+                statuses.append(r.status_code)
+                if r.status_code == 200:
+                    served.add(r.json()["index"])
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(client_loop) for _ in range(8)]
+        for target in (b, a, b):
+            seen = len(statuses)
+            _deploy(team=team, name="live", build=target,
+                    capture=django_capture_on_commit_callbacks)  # fmt: skip
+            serving.wait_serving(d.serving_key, target.pk)
+            # Keep querying a while after each swap, so requests straddle every one.
+            while len(statuses) < seen + 30:
+                threading.Event().wait(0.01)
+        stop.set()
+        for f in futures:
+            f.result()
+    assert len(statuses) >= 90
+    assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+    assert served == {a.pk, b.pk}
+
+
+def test_search_process_refuses_an_index_built_for_another_encoder(team, tiny_registered_model,
+                                                                   tiny_version, serving,
+                                                                   django_capture_on_commit_callbacks):  # fmt: skip  # noqa: E501
+    from apps.indexes.models import Deployment
+    from apps.indexes.services import deployments_publish
+
+    good = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    other = build_sync(team=team, model=tiny_registered_model, version=tiny_version,
+                       index_type="flat", params={"dim": 32})  # fmt: skip
+    d = _deploy(team=team, name="guarded", build=good, capture=django_capture_on_commit_callbacks)
+    serving.wait_serving(d.serving_key, good.pk)
+    # A deployment whose recorded encoder (full 64 dims) does not match the index (32 dims):
+    # the process must refuse it and keep serving the index it had.
+    Deployment.objects.filter(pk=d.pk).update(index=other)
+    answer = deployments_publish()
+    assert "truncate_dim" in answer["errors"][d.serving_key]
+    health = serving.health()
+    assert health["deployments"][d.serving_key]["index_id"] == good.pk
+    assert "refused" in health["errors"][d.serving_key]
+
+
+def test_console_shows_hits_with_snippets_timing_and_side_by_side(client, member, team,
+                                                                  tiny_registered_model,
+                                                                  tiny_version, serving,
+                                                                  django_capture_on_commit_callbacks):  # fmt: skip  # noqa: E501
+    flat = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    hnsw = build_sync(team=team, model=tiny_registered_model, version=tiny_version,
+                      index_type="hnsw")  # fmt: skip
+    for name, build in (("one", flat), ("two", hnsw)):
+        d = _deploy(team=team, name=name, build=build, capture=django_capture_on_commit_callbacks)
+        serving.wait_serving(d.serving_key, build.pk)
+    client.force_login(member)
+    page = client.get(reverse("indexes:console"))
+    assert page.status_code == 200 and b'id="q"' in page.content
+    r = client.get(
+        reverse("indexes:console"),
+        {"partial": "results", "d": "one", "b": "two", "q": "the red planet", "k": 3},
+        HTTP_HX_REQUEST="true",
+    )
+    html = r.content.decode()
+    assert r.status_code == 200 and html.lstrip().startswith('<div id="results">')
+    assert html.count('class="side"') == 2 and "encode " in html and "search " in html
+    assert html.count("<li data-doc=") == 6
+    assert "<mark>" in html  # the matched words are marked in the snippets
+    listing = client.get(reverse("indexes:list")).content.decode()
+    assert "live" in listing and 'data-deployment="one"' in listing
+    detail = client.get(reverse("indexes:deployment", args=["one"])).content.decode()
+    assert f"#{flat.pk}" in detail and "Deployed" in detail
+
+
+def test_filters_apply_inside_the_search(client, member, team, tiny_registered_model,
+                                         meta_version, serving,
+                                         django_capture_on_commit_callbacks):  # fmt: skip
+    from apps.datasets.models import Document
+
+    lang_of = {d.doc_id: d.metadata["lang"] for d in Document.objects.filter(version=meta_version)}
+    for index_type in ("flat", "hnsw", "binary"):
+        build = build_sync(team=team, model=tiny_registered_model, version=meta_version,
+                           index_type=index_type)  # fmt: skip
+        d = _deploy(team=team, name=f"m-{index_type}", build=build,
+                    capture=django_capture_on_commit_callbacks)  # fmt: skip
+        serving.wait_serving(d.serving_key, build.pk)
+        token = _token(member, team, name=index_type)
+        r = client.post(
+            reverse("api:search", kwargs={"name": d.name}),
+            {"query": "planet", "k": 8, "filters": {"lang": "de"}, "documents": True},
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        )
+        assert r.status_code == 200, r.content
+        hits = r.json()["results"][0]["hits"]
+        # Two documents are German: both come back although k would allow eight, and no other.
+        assert sorted(h["id"] for h in hits) == sorted(
+            doc for doc, lang in lang_of.items() if lang == "de"
+        ), index_type
+        assert all(h["title"] is not None for h in hits)
+        r = client.post(
+            reverse("api:search", kwargs={"name": d.name}),
+            {"query": "planet", "filters": {"colour": "red"}},
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        )
+        assert r.status_code == 400 and "colour" in r.json()["error"]
+    assert LANGS.count("de") == 2
+
+
+def test_search_api_scoping_and_shapes(client, owner, viewer, outsider, team, other_team,
+                                       tiny_registered_model, tiny_version, serving,
+                                       django_capture_on_commit_callbacks):  # fmt: skip
+    build = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    d = _deploy(team=team, name="api", build=build, capture=django_capture_on_commit_callbacks)
+    serving.wait_serving(d.serving_key, build.pk)
+    url = reverse("api:search", kwargs={"name": "api"})
+    mine, theirs = _token(viewer, team), _token(outsider, other_team)
+
+    def post(body, token=mine):
+        return client.post(url, body, content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {token}")  # fmt: skip
+
+    r = post({"queries": ["red planet", "tea"], "k": 2})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["index"] == build.pk and len(body["results"]) == 2
+    assert [len(q["hits"]) for q in body["results"]] == [2, 2]
+    assert body["results"][0]["hits"][0]["score"] >= body["results"][0]["hits"][1]["score"]
+    assert set(body["timings"]) == {"encode_ms", "search_ms"}
+    assert post({"query": "x"}, token=theirs).status_code == 404  # another team's name
+    assert client.post(url, {"query": "x"}, content_type="application/json").status_code == 401
+    assert post({"query": "x", "queries": ["y"]}).status_code == 400
+    assert post({"query": "x", "k": 0}).status_code == 422
+    # Read-only listings; a viewer cannot deploy.
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {mine}"}
+    listing = client.get(reverse("api:deployments"), **auth).json()["deployments"]
+    assert [x["name"] for x in listing] == ["api"] and listing[0]["index"] == build.pk
+    assert (
+        client.get(reverse("api:index_detail", kwargs={"pk": build.pk}), **auth).status_code == 200
+    )
+    outsider_auth = {"HTTP_AUTHORIZATION": f"Bearer {theirs}"}
+    assert client.get(reverse("api:index_detail", kwargs={"pk": build.pk}),
+                      **outsider_auth).status_code == 404  # fmt: skip
+    r = client.post(reverse("api:deployment_create"), {"name": "x", "index": build.pk},
+                    content_type="application/json", **auth)  # fmt: skip
+    assert r.status_code == 403
+
+
+def test_deploy_and_build_over_the_api(client, owner, team, tiny_registered_model, tiny_version,
+                                       serving, django_capture_on_commit_callbacks,
+                                       monkeypatch):  # fmt: skip
+    from apps.indexes.models import IndexBuild
+
+    monkeypatch.setattr("apps.indexes.services.job_enqueue", lambda job, task: None)
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {_token(owner, team)}"}
+    r = client.post(reverse("api:index_create"),
+                    {"model": tiny_registered_model.pk, "dataset_version": tiny_version.pk,
+                     "type": "hnsw", "params": {"hnsw_m": 8}},
+                    content_type="application/json", **auth)  # fmt: skip
+    assert r.status_code == 202, r.content
+    pk = r.json()["id"]
+    assert r["Location"] == f"/api/v1/indexes/{pk}"
+    from workers.tasks.indexing import build_index
+
+    build_index.run(pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        r = client.post(reverse("api:deployment_create"), {"name": "from-api", "index": pk},
+                        content_type="application/json", **auth)  # fmt: skip
+    assert r.status_code == 200 and r.json()["history"][0]["action"] == "deploy"
+    serving.wait_serving(f"{team.pk}/from-api", pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        r = client.delete(reverse("api:deployment_delete", kwargs={"name": "from-api"}), **auth)
+    assert r.status_code == 204
+    assert IndexBuild.objects.filter(pk=pk).exists()
