@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "template_partials",
+    "ninja",  # the API docs' Swagger UI from its bundled static files, never a CDN
     "apps.core",
     "apps.accounts",
     "apps.registry",
@@ -206,6 +207,22 @@ DATASET_UPLOAD_MAX_BYTES = env.int("DATASET_UPLOAD_MAX_BYTES", default=2 * 1024*
 # Archives: refuse more than this many bytes unpacked, or a member expanding more than RATIO×.
 DATASET_ARCHIVE_MAX_BYTES = env.int("DATASET_ARCHIVE_MAX_BYTES", default=20 * 1024**3)
 DATASET_ARCHIVE_MAX_RATIO = env.float("DATASET_ARCHIVE_MAX_RATIO", default=200.0)
+
+# --- Cache and REST API --------------------------------------------------------------------
+# Django's cache (the API's rate limits, comparison results): shared by every web process in
+# Redis when there is one, else in each process's memory (limits then count per process).
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Another Redis database than the broker's, if set: clearing the cache then never
+            # drops queued tasks.
+            "LOCATION": env.str("CACHE_REDIS_URL", default=REDIS_URL),
+            "KEY_PREFIX": "embedhub",
+        }
+    }
+# Requests per API token: "<count>/<s|m|h|d>" (e.g. "1200/m"); empty turns the limit off.
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="1200/m")
 
 # --- Search process -----------------------------------------------------------------------
 SEARCH_URL = env.str("SEARCH_URL", default="http://127.0.0.1:8001")

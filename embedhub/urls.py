@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from embedhub.api import api
+
 urlpatterns = [
     path("", include("apps.core.urls")),
     path("accounts/", include("apps.accounts.urls")),
@@ -8,7 +10,6 @@ urlpatterns = [
     path("datasets/", include("apps.datasets.urls")),
     path("runs/", include("apps.runs.urls")),
     path("indexes/", include("apps.indexes.urls")),
-    path("api/v1/", include("apps.runs.api_urls")),
-    path("api/v1/", include("apps.datasets.api_urls")),
+    path("api/", api.urls),
     path("admin/", admin.site.urls),
 ]

@@ -1,30 +1,102 @@
-"""Token authentication for the JSON API (the full REST API arrives with the index issue)."""
+"""What every API router shares: bearer-token auth, the per-token throttle, the error shape.
+
+A path operation of the one ``NinjaAPI`` (``embedhub.api``) requires a token by default:
+``TokenAuth`` sets ``request.api_token`` and ``request.team`` before the view runs, and
+``TokenRateThrottle`` counts the request against that token. Errors are always
+``{"error": "...", "problems": ["FILE:LINE: reason", ...]}``: return ``error(...)``,
+``not_found()`` or ``forbidden_below(...)`` from a view, or raise ``BadRequest`` /
+``ninja.errors.HttpError`` / ``Http404`` (the API's exception handlers give them this shape).
+"""
 
 from __future__ import annotations
 
-from functools import wraps
+import threading
+from typing import Any
 
-from django.http import JsonResponse
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from ninja import Schema
+from ninja.security import HttpBearer
+from ninja.throttling import AuthRateThrottle
 
+from apps.accounts.models import ApiToken
 from apps.accounts.selectors import api_token_authenticate, membership_get
 
+TOKEN_REQUIRED = "a valid API token is required"
 
-def token_required(view):
-    """``Authorization: Bearer <token>``; sets ``request.api_token`` and ``request.team``."""
 
-    @wraps(view)
-    def wrapped(request, *args, **kwargs):
-        header = request.headers.get("Authorization", "")
-        scheme, _, raw = header.partition(" ")
-        token = api_token_authenticate(raw=raw.strip()) if scheme.lower() == "bearer" else None
+class TokenAuth(HttpBearer):
+    """``Authorization: Bearer ehk_…``; sets ``request.api_token`` and ``request.team``.
+
+    Only the header counts, never the session cookie: a browser that is logged in cannot be
+    made to call the API by another site, so the API needs no CSRF token.
+    """
+
+    def authenticate(self, request: HttpRequest, token: str) -> ApiToken | None:
+        api_token = api_token_authenticate(raw=token.strip())
+        if api_token is None:
+            return None
+        request.api_token, request.team = api_token, api_token.team
+        return api_token
+
+
+token_auth = TokenAuth()
+
+
+class TokenRateThrottle(AuthRateThrottle):
+    """``settings.API_RATE_LIMIT`` requests per API token (``"1200/m"``; empty: no limit).
+
+    Keyed on the token's id, so two tokens of one user or one address are counted apart. The
+    history lives in Django's cache (Redis when ``REDIS_URL`` is set, shared by every web
+    process). The rate is read per request, so a settings change applies without a restart.
+    """
+
+    scope = "api_token"
+
+    def __init__(self) -> None:
+        # ninja keeps the request's history on the instance, which every thread shares; here
+        # it lives in a thread-local so that concurrent requests never mix their counts.
+        self._local = threading.local()
+        super().__init__()  # parses the rate now: a malformed setting fails at start-up
+
+    def get_rate(self) -> str | None:
+        return settings.API_RATE_LIMIT or None
+
+    def get_cache_key(self, request: HttpRequest) -> str | None:
+        token = getattr(request, "api_token", None)
         if token is None:
-            response = JsonResponse({"error": "a valid API token is required"}, status=401)
-            response["WWW-Authenticate"] = "Bearer"
-            return response
-        request.api_token, request.team = token, token.team
-        return view(request, *args, **kwargs)
+            return None  # only token-authenticated operations are throttled
+        return self.cache_format % {"scope": self.scope, "ident": token.pk}
 
-    return wrapped
+    def allow_request(self, request: HttpRequest) -> bool:
+        self._local.wait = None
+        limit, duration = self.parse_rate(self.get_rate())
+        key = self.get_cache_key(request)
+        if limit is None or duration is None or key is None:
+            return True
+        now = self.timer()
+        history = [t for t in self.cache.get(key, []) if t > now - duration]  # newest first
+        if len(history) >= limit:
+            # Not counted: a client that retries too early does not push its window further.
+            self._local.wait = duration - (now - history[limit - 1])
+            return False
+        history.insert(0, now)
+        self.cache.set(key, history, duration)
+        return True
+
+    def wait(self) -> float | None:
+        return getattr(self._local, "wait", None)
+
+
+class ErrorOut(Schema):
+    """The API's one error shape."""
+
+    error: str
+    problems: list[str]
+
+
+# The error statuses an authenticated operation may answer, for the OpenAPI schema.
+ERRORS: dict[Any, type[Schema]] = {frozenset({400, 401, 403, 404, 409, 422, 429}): ErrorOut}
 
 
 def error(message: str, status: int = 400, problems: list[str] | None = None) -> JsonResponse:
@@ -37,7 +109,7 @@ def not_found() -> JsonResponse:
     return error("not found", status=404)
 
 
-def forbidden_below(request, role: str) -> JsonResponse | None:
+def forbidden_below(request: HttpRequest, role: str) -> JsonResponse | None:
     """403 unless the token's user holds ``role`` or above in the token's team."""
     membership = membership_get(user=request.api_token.user, team=request.team)
     if membership is None or not membership.allows(role):
@@ -46,24 +118,11 @@ def forbidden_below(request, role: str) -> JsonResponse | None:
 
 
 class BadRequest(Exception):
-    """Raised by the body helpers below; ``response`` is the JSON error to return."""
+    """Raised by the helpers below (or a view); the API answers with ``response``."""
 
     def __init__(self, response: JsonResponse) -> None:
         super().__init__(response.content)
         self.response = response
-
-
-def json_object(request) -> dict:
-    """The request body as a JSON object, or BadRequest naming the line and the reason."""
-    import json
-
-    try:
-        body = json.loads(request.body or b"{}")
-    except json.JSONDecodeError as exc:
-        raise BadRequest(error(f"request body: line {exc.lineno}: {exc.msg}")) from None
-    if not isinstance(body, dict):
-        raise BadRequest(error("request body must be a JSON object"))
-    return body
 
 
 def team_object(queryset, body: dict, key: str, *, what: str):

@@ -1,22 +1,22 @@
-"""JSON API for datasets: upload, ingest status, datasets and their versions.
+"""REST API for datasets: upload, ingest status, datasets and their versions.
 
-Plain Django views behind ``token_required`` (``Authorization: Bearer ehk_…``). A token sees
-its own team only; another team's object is a 404 like a missing one. The upload goes through
-the same services as the page (``apps.datasets.ingest``), so both accept and refuse the same
-files. Errors are JSON: ``{"error": "...", "problems": ["FILE:LINE: reason", ...]}``.
+A token sees its own team only; another team's object is a 404 like a missing one. The upload
+goes through the same services as the page (``apps.datasets.ingest``), so both accept and
+refuse the same files. Errors are ``{"error": "...", "problems": ["FILE:LINE: reason", ...]}``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
-from django.http import JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.urls import reverse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from ninja import Router, Schema, Status
 
-from apps.accounts.api import error, forbidden_below, not_found, token_required
+from apps.accounts.api import ERRORS, ErrorOut, error, forbidden_below, not_found
 from apps.accounts.models import Role
 from apps.datasets.forms import UploadForm
 from apps.datasets.ingest import (
@@ -30,9 +30,136 @@ from apps.datasets.ingest import (
 from apps.datasets.models import Dataset, DatasetVersion, IngestJob
 from apps.datasets.selectors import dataset_list
 
+router = Router(tags=["datasets"])
+
 # Room for the multipart framing and the other fields around the files themselves.
 MULTIPART_OVERHEAD = 1024 * 1024
 TRUE = ("1", "true", "yes", "on")
+
+
+# --- schemas (what the payloads below return) ----------------------------------------------
+
+
+class VersionSummaryOut(Schema):
+    id: int
+    dataset: int
+    number: int
+    kind: str
+    document_count: int
+    query_count: int
+    qrels_counts: dict[str, int]
+    training_count: int
+    parent: int | None
+    params: dict[str, Any]
+    content_hash: str
+    created_at: str
+
+
+class DatasetRef(Schema):
+    id: int
+    name: str
+
+
+class VersionOut(VersionSummaryOut):
+    dataset: DatasetRef  # type: ignore[assignment]  # the detail names the dataset
+    source: str
+    splits: list[str]
+    training_roles: dict[str, Any]
+    warnings: list[Any]
+    health: dict[str, Any]
+    children: list[int]
+
+
+class DatasetOut(Schema):
+    id: int
+    name: str
+    description: str
+    created_at: str
+    versions: list[VersionSummaryOut]
+
+
+class DatasetListOut(Schema):
+    datasets: list[DatasetOut]
+
+
+class IngestProgress(Schema):
+    done: int
+    total: int
+
+
+class PreviewRow(Schema):
+    line: int
+    anchor: str
+    positive: str
+    negatives: list[str]
+    score: float | None
+
+
+class IngestPreviewOut(Schema):
+    roles: dict[str, Any] | None = None
+    rows: list[PreviewRow] | None = None
+    problems: list[str] | None = None
+
+
+class IngestOut(Schema):
+    id: int
+    url: str
+    dataset_name: str
+    kind: str
+    files: list[str]
+    total_bytes: int
+    status: str
+    stage: str
+    progress: IngestProgress
+    awaiting_confirmation: bool
+    problems: list[str]
+    error: str | None
+    version: VersionSummaryOut | None
+    reused: bool
+    created_at: str
+    finished_at: str | None
+    # Only while the job waits for POST …/start to confirm a training file's column roles.
+    preview: IngestPreviewOut | None = None
+    start_url: str | None = None
+
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["name", "files"],
+                    "properties": {
+                        "name": {
+                            "type": "string",
+                            "maxLength": 200,
+                            "description": "A new dataset, or an existing one to add a version to.",
+                        },
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "A BEIR folder as one .zip / .tar.gz, or its files "
+                            "(corpus.jsonl, queries.jsonl, one <split>.tsv per split); or one "
+                            "training file of pairs/triplets (JSONL or CSV).",
+                        },
+                        "kind": {
+                            "type": "string",
+                            "enum": list(DatasetVersion.Kind.values),
+                            "description": "Detected from the files when left out.",
+                        },
+                        "confirm": {
+                            "type": "boolean",
+                            "description": "Import a training file at once instead of waiting "
+                            "for POST /api/v1/ingests/{id}/start.",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 # --- payloads ------------------------------------------------------------------------------
@@ -97,7 +224,7 @@ def ingest_payload(job: IngestJob, *, preview: dict | None = None) -> dict:
     version = job.version
     payload = {
         "id": job.pk,
-        "url": reverse("api-ingest", args=[job.pk]),
+        "url": reverse("api:ingest", args=[job.pk]),
         "dataset_name": job.dataset_name,
         "kind": job.kind,
         "files": job.file_names,
@@ -116,28 +243,38 @@ def ingest_payload(job: IngestJob, *, preview: dict | None = None) -> dict:
     if job.awaiting_confirmation:
         # The column roles the import would use; POST …/start confirms them.
         payload["preview"] = preview if preview is not None else _preview_payload(job)
-        payload["start_url"] = reverse("api-ingest-start", args=[job.pk])
+        payload["start_url"] = reverse("api:ingest-start", args=[job.pk])
     return payload
 
 
-def _accepted(request, job: IngestJob, *, preview: dict | None = None) -> JsonResponse:
-    response = JsonResponse(ingest_payload(job, preview=preview), status=202)
-    response["Location"] = request.build_absolute_uri(reverse("api-ingest", args=[job.pk]))
-    return response
+def _accepted(
+    request: HttpRequest, response: HttpResponse, job: IngestJob, *, preview: dict | None = None
+) -> Status:
+    response["Location"] = request.build_absolute_uri(reverse("api:ingest", args=[job.pk]))
+    return Status(202, ingest_payload(job, preview=preview))
 
 
-def _job_get(request, pk: int) -> IngestJob | None:
+def _job_get(request: HttpRequest, pk: int) -> IngestJob | None:
     return IngestJob.objects.select_related("version").filter(team=request.team, pk=pk).first()
 
 
-# --- views ---------------------------------------------------------------------------------
+# --- operations ----------------------------------------------------------------------------
+# ``exclude_unset``: ``preview`` and ``start_url`` appear only while a job awaits confirmation.
 
 
-@csrf_exempt  # authenticated by the bearer token only, never by a session cookie
-@require_POST
-@token_required
-def upload(request):
-    """``POST /api/v1/datasets/uploads`` (multipart): name, files, optional kind and confirm."""
+@router.post(
+    "/datasets/uploads",
+    url_name="dataset-upload",
+    response={202: IngestOut, 413: ErrorOut, **ERRORS},
+    exclude_unset=True,
+    openapi_extra=UPLOAD_BODY,
+)
+def upload(request: HttpRequest, response: HttpResponse) -> Status | JsonResponse:
+    """Upload a dataset (multipart: ``name``, ``files``, optional ``kind`` and ``confirm``).
+
+    202 with the ingest job; its ``Location`` is polled for status. A training file waits for
+    ``POST /api/v1/ingests/{id}/start`` (or ``confirm=true``) after showing its column roles.
+    """
     if denied := forbidden_below(request, Role.MEMBER):
         return denied
     limit = settings.DATASET_UPLOAD_MAX_BYTES
@@ -176,22 +313,25 @@ def upload(request):
     except IngestError as exc:
         return error(exc.human_message, problems=exc.problems)
     if not job.awaiting_confirmation:
-        return _accepted(request, job)
+        return _accepted(request, response, job)
     preview = _preview_payload(job)
     if "problems" in preview:
         # Columns that cannot be read: nothing to confirm, so nothing is kept.
         ingest_discard(job=job)
         return error(IngestError(preview["problems"]).human_message, problems=preview["problems"])
     if confirm:
-        return _accepted(request, ingest_confirm(job=job))
-    return _accepted(request, job, preview=preview)
+        return _accepted(request, response, ingest_confirm(job=job))
+    return _accepted(request, response, job, preview=preview)
 
 
-@csrf_exempt
-@require_POST
-@token_required
-def ingest_start(request, pk: int):
-    """``POST /api/v1/ingests/<id>/start``: confirm a training file's column roles, import."""
+@router.post(
+    "/ingests/{int:pk}/start",
+    url_name="ingest-start",
+    response={202: IngestOut, **ERRORS},
+    exclude_unset=True,
+)
+def ingest_start(request: HttpRequest, response: HttpResponse, pk: int) -> Status | JsonResponse:
+    """Confirm a training file's column roles and import it."""
     job = _job_get(request, pk)
     if job is None:
         return not_found()
@@ -202,38 +342,43 @@ def ingest_start(request, pk: int):
     preview = _preview_payload(job)
     if "problems" in preview:
         return error(IngestError(preview["problems"]).human_message, problems=preview["problems"])
-    return _accepted(request, ingest_confirm(job=job))
+    return _accepted(request, response, ingest_confirm(job=job))
 
 
-@require_GET
-@token_required
-def ingest_detail(request, pk: int):
-    """``GET /api/v1/ingests/<id>``: status, stage, progress, problems, the version made."""
+@router.get(
+    "/ingests/{int:pk}",
+    url_name="ingest",
+    response={200: IngestOut, **ERRORS},
+    exclude_unset=True,
+)
+def ingest_detail(request: HttpRequest, pk: int) -> dict | JsonResponse:
+    """An ingest job: status, stage, progress, problems, the version it made."""
     job = _job_get(request, pk)
     if job is None:
         return not_found()
-    return JsonResponse(ingest_payload(job))
+    return ingest_payload(job)
 
 
-@require_GET
-@token_required
-def datasets(request):
-    """``GET /api/v1/datasets``: the team's datasets with their versions."""
-    return JsonResponse({"datasets": [dataset_payload(d) for d in dataset_list(team=request.team)]})
+@router.get("/datasets", url_name="datasets", response={200: DatasetListOut, **ERRORS})
+def datasets(request: HttpRequest) -> dict:
+    """The team's datasets with their versions, newest version first."""
+    return {"datasets": [dataset_payload(d) for d in dataset_list(team=request.team)]}
 
 
-@require_GET
-@token_required
-def dataset_detail(request, pk: int):
+@router.get("/datasets/{int:pk}", url_name="dataset", response={200: DatasetOut, **ERRORS})
+def dataset_detail(request: HttpRequest, pk: int) -> dict | JsonResponse:
+    """One dataset with its versions."""
     dataset = dataset_list(team=request.team).filter(pk=pk).first()
     if dataset is None:
         return not_found()
-    return JsonResponse(dataset_payload(dataset))
+    return dataset_payload(dataset)
 
 
-@require_GET
-@token_required
-def version_detail(request, pk: int):
+@router.get(
+    "/dataset-versions/{int:pk}", url_name="dataset-version", response={200: VersionOut, **ERRORS}
+)
+def version_detail(request: HttpRequest, pk: int) -> dict | JsonResponse:
+    """One dataset version: counts, splits, lineage (parent, children, params), health."""
     version = (
         DatasetVersion.objects.select_related("dataset")
         .filter(dataset__team=request.team, pk=pk)
@@ -241,4 +386,4 @@ def version_detail(request, pk: int):
     )
     if version is None:
         return not_found()
-    return JsonResponse(version_payload(version))
+    return version_payload(version)

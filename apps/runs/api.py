@@ -1,24 +1,148 @@
+"""REST API for evaluations, comparisons and training runs.
+
+A token sees its own team only; another team's object is a 404 like a missing one. Starting an
+evaluation or a run goes through the same services as the pages and answers 202 with the new
+row, whose ``Location`` is polled for progress.
+"""
+
 from __future__ import annotations
 
-from django.http import Http404, JsonResponse
-from django.urls import reverse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_http_methods
+from typing import Annotated, Any
 
-from apps.accounts.api import (
-    BadRequest,
-    error,
-    forbidden_below,
-    json_object,
-    team_object,
-    token_required,
-)
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
+from ninja import Query, Router, Schema, Status
+
+from apps.accounts.api import ERRORS, error, forbidden_below, not_found, team_object
 from apps.accounts.models import Role
+from apps.core.services import InvalidTransition, job_cancel
 from apps.datasets.models import DatasetVersion
 from apps.registry.models import EmbeddingModel
 from apps.runs import compare
-from apps.runs.models import Evaluation
+from apps.runs.models import Evaluation, TrainingRun
+from apps.runs.selectors import evaluation_list
 from apps.runs.services import EvaluationError, evaluation_create
+from apps.runs.training import TrainingError, training_run_create
+
+router = Router(tags=["runs"])
+
+
+# --- schemas -------------------------------------------------------------------------------
+
+
+class ModelRef(Schema):
+    id: int
+    name: str
+
+
+class DoneTotal(Schema):
+    done: int
+    total: int
+
+
+class EvaluationOut(Schema):
+    id: int
+    status: str
+    stage: str
+    progress: DoneTotal
+    method: str
+    model: ModelRef | None
+    dataset_version: int
+    split: str
+    metrics: dict[str, Any]
+    cache_hit: bool
+    timings: dict[str, Any]
+    sweep: list[Any]
+    diagnostics: dict[str, Any]
+    error: str | None
+    created_at: str
+    finished_at: str | None
+
+
+class EvaluationListOut(Schema):
+    evaluations: list[EvaluationOut]
+
+
+class EvaluationIn(Schema):
+    dataset_version: int
+    split: str = "test"
+    method: Evaluation.Method = Evaluation.Method.DENSE
+    model: int | None = None  # required unless ``method`` is ``bm25``
+
+
+class StepTotal(Schema):
+    step: int
+    total: int
+
+
+class TrainingRunOut(Schema):
+    id: int
+    name: str
+    status: str
+    stage: str
+    progress: StepTotal
+    base_model: int
+    train_version: int
+    eval_version: int | None
+    eval_split: str
+    config: dict[str, Any]
+    estimate: dict[str, Any]
+    curve: list[Any]
+    attempts: int
+    model: int | None
+    evaluation: int | None
+    result: dict[str, Any]
+    error: str | None
+    created_at: str
+    finished_at: str | None
+
+
+class TrainingRunListOut(Schema):
+    training_runs: list[TrainingRunOut]
+
+
+class TrainingRunIn(Schema):
+    base_model: int
+    train_version: int
+    eval_version: int | None = None
+    eval_split: str = "test"  # used only with ``eval_version``
+    name: str = ""
+    options: dict[str, Any] | None = None  # ``workers.ml.train.TrainConfig`` fields
+
+
+class ComparedEvaluation(Schema):
+    id: int
+    label: str
+    method: str
+    model: int | None
+    metrics: dict[str, float | None]
+
+
+class Delta(Schema):
+    evaluation: int
+    metric: str
+    delta: float | None
+    ci95: list[float | None]
+    p_randomization: float | None
+    p_randomization_holm: float | None
+    p_t_test: float | None
+    p_t_test_holm: float | None
+    significant: bool
+    verdict: str
+
+
+class ComparisonOut(Schema):
+    dataset_version: int
+    split: str
+    queries: int
+    baseline: int
+    alpha: float
+    tests: dict[str, str]
+    evaluations: list[ComparedEvaluation]
+    deltas: list[Delta]
+
+
+# --- payloads ------------------------------------------------------------------------------
 
 
 def evaluation_payload(evaluation: Evaluation) -> dict:
@@ -44,83 +168,7 @@ def evaluation_payload(evaluation: Evaluation) -> dict:
     }
 
 
-@csrf_exempt  # authenticated by the bearer token only, never by a session cookie
-@require_http_methods(["GET", "POST"])
-@token_required
-def evaluations(request):
-    """``GET /api/v1/evaluations`` lists the team's evaluations (``?dataset_version=&split=``);
-    ``POST`` with JSON ``{"dataset_version", "split", "model"}`` or ``{"method": "bm25", …}``
-    starts one (202, ``Location`` names it)."""
-    if request.method == "GET":
-        rows = Evaluation.objects.filter(team=request.team).select_related("model")
-        if request.GET.get("dataset_version", "").isdigit():
-            rows = rows.filter(dataset_version_id=int(request.GET["dataset_version"]))
-        if request.GET.get("split"):
-            rows = rows.filter(split=request.GET["split"])
-        return JsonResponse({"evaluations": [evaluation_payload(e) for e in rows[:500]]})
-    if denied := forbidden_below(request, Role.MEMBER):
-        return denied
-    try:
-        body = json_object(request)
-        version = team_object(
-            DatasetVersion.objects.filter(dataset__team=request.team),
-            body,
-            "dataset_version",
-            what="dataset version",
-        )
-        method = body.get("method", Evaluation.Method.DENSE)
-        model = None
-        if method != Evaluation.Method.BM25:
-            model = team_object(
-                EmbeddingModel.objects.filter(team=request.team), body, "model", what="model"
-            )
-    except BadRequest as exc:
-        return exc.response
-    try:
-        evaluation = evaluation_create(
-            team=request.team,
-            model=model,
-            method=method,
-            dataset_version=version,
-            split=str(body.get("split", "test")),
-            created_by=request.api_token.user,
-        )
-    except EvaluationError as exc:
-        return error(str(exc))
-    response = JsonResponse(evaluation_payload(evaluation), status=202)
-    response["Location"] = reverse("api-evaluation", args=[evaluation.pk])
-    return response
-
-
-@require_GET
-@token_required
-def evaluation_detail(request, pk: int):
-    # A token sees its own team only; another team's evaluation is a 404 like a missing one.
-    evaluation = Evaluation.objects.select_related("model").filter(team=request.team, pk=pk).first()
-    if evaluation is None:
-        raise Http404
-    return JsonResponse(evaluation_payload(evaluation))
-
-
-@require_GET
-@token_required
-def comparison_detail(request):
-    """GET /api/v1/compare?e=1&e=2&baseline=1: metrics, deltas, p-values and intervals.
-
-    Any evaluation of another team in the request is a 404, as on the pages; a comparison that
-    cannot be made (different dataset versions or splits, unfinished runs) is a 400.
-    """
-    try:
-        evaluations, baseline = compare.comparison_evaluations_get(
-            pks=request.GET.getlist("e"), baseline=request.GET.get("baseline"), team=request.team
-        )
-        comparison = compare.comparison_build(evaluations=evaluations, baseline=baseline)
-    except compare.ComparisonError as exc:
-        return JsonResponse({"error": str(exc)}, status=400)
-    return JsonResponse(compare.comparison_payload(comparison))
-
-
-def training_run_payload(run) -> dict:
+def training_run_payload(run: TrainingRun) -> dict:
     return {
         "id": run.pk,
         "name": run.name,
@@ -144,75 +192,158 @@ def training_run_payload(run) -> dict:
     }
 
 
-@csrf_exempt  # authenticated by the bearer token only
-@require_http_methods(["GET", "POST"])
-@token_required
-def training_runs(request):
-    """``GET /api/v1/training-runs``; ``POST`` JSON ``{"base_model", "train_version",
-    "eval_version"?, "eval_split"?, "name"?, "options": {TrainConfig fields}}`` → 202."""
-    from apps.runs.models import TrainingRun
-    from apps.runs.training import TrainingError, training_run_create
+def _team_versions(request: HttpRequest):
+    return DatasetVersion.objects.filter(dataset__team=request.team)
 
-    if request.method == "GET":
-        runs = TrainingRun.objects.filter(team=request.team)[:200]
-        return JsonResponse({"training_runs": [training_run_payload(r) for r in runs]})
+
+def _team_models(request: HttpRequest):
+    return EmbeddingModel.objects.filter(team=request.team)
+
+
+# --- evaluations ---------------------------------------------------------------------------
+
+
+@router.get("/evaluations", url_name="evaluations", response={200: EvaluationListOut, **ERRORS})
+def evaluations(
+    request: HttpRequest, dataset_version: int | None = None, split: str | None = None
+) -> dict:
+    """The team's evaluations, newest first (at most 500), optionally of one version's split."""
+    rows = evaluation_list(team=request.team)
+    if dataset_version is not None:
+        rows = rows.filter(dataset_version_id=dataset_version)
+    if split:
+        rows = rows.filter(split=split)
+    return {"evaluations": [evaluation_payload(e) for e in rows[:500]]}
+
+
+@router.post("/evaluations", response={202: EvaluationOut, **ERRORS})
+def evaluation_start(
+    request: HttpRequest, response: HttpResponse, payload: EvaluationIn
+) -> Status | JsonResponse:
+    """Start an evaluation of a model (or the BM25 baseline) on a dataset version's split."""
     if denied := forbidden_below(request, Role.MEMBER):
         return denied
-    versions = DatasetVersion.objects.filter(dataset__team=request.team)
+    body = payload.model_dump()
+    version = team_object(_team_versions(request), body, "dataset_version", what="dataset version")
+    model = None
+    if payload.method != Evaluation.Method.BM25:
+        model = team_object(_team_models(request), body, "model", what="model")
     try:
-        body = json_object(request)
-        base = team_object(
-            EmbeddingModel.objects.filter(team=request.team), body, "base_model", what="model"
+        evaluation = evaluation_create(
+            team=request.team,
+            model=model,
+            method=payload.method,
+            dataset_version=version,
+            split=payload.split,
+            created_by=request.api_token.user,
         )
-        train = team_object(versions, body, "train_version", what="dataset version")
-        evaluation_version = None
-        if body.get("eval_version") is not None:
-            evaluation_version = team_object(versions, body, "eval_version", what="dataset version")
-    except BadRequest as exc:
-        return exc.response
+    except EvaluationError as exc:
+        return error(str(exc))
+    response["Location"] = reverse("api:evaluation", args=[evaluation.pk])
+    return Status(202, evaluation_payload(evaluation))
+
+
+@router.get("/evaluations/{int:pk}", url_name="evaluation", response={200: EvaluationOut, **ERRORS})
+def evaluation_detail(request: HttpRequest, pk: int) -> dict | JsonResponse:
+    """One evaluation: status, progress, metrics, timings, diagnostics."""
+    evaluation = evaluation_list(team=request.team).filter(pk=pk).first()
+    if evaluation is None:
+        return not_found()
+    return evaluation_payload(evaluation)
+
+
+@router.get("/compare", url_name="compare", response={200: ComparisonOut, **ERRORS})
+def comparison_detail(
+    request: HttpRequest,
+    e: Annotated[list[int] | None, Query(description="Evaluations, in order (repeat e).")] = None,
+    baseline: Annotated[int | None, Query(description="One of e; by default the earliest.")] = None,
+) -> dict | JsonResponse:
+    """Metrics, deltas against the baseline, p-values and 95% intervals.
+
+    Any evaluation of another team is a 404, as on the pages; a comparison that cannot be made
+    (different dataset versions or splits, unfinished runs) is a 400.
+    """
+    try:
+        evaluations, base = compare.comparison_evaluations_get(
+            pks=[str(pk) for pk in e or []],
+            baseline=str(baseline) if baseline is not None else None,
+            team=request.team,
+        )
+        comparison = compare.comparison_build(evaluations=evaluations, baseline=base)
+    except compare.ComparisonError as exc:
+        return error(str(exc))
+    return compare.comparison_payload(comparison)
+
+
+# --- training runs -------------------------------------------------------------------------
+
+
+@router.get(
+    "/training-runs", url_name="training-runs", response={200: TrainingRunListOut, **ERRORS}
+)
+def training_runs(request: HttpRequest) -> dict:
+    """The team's training runs, newest first (at most 200)."""
+    runs = TrainingRun.objects.filter(team=request.team)[:200]
+    return {"training_runs": [training_run_payload(r) for r in runs]}
+
+
+@router.post("/training-runs", response={202: TrainingRunOut, **ERRORS})
+def training_run_start(
+    request: HttpRequest, response: HttpResponse, payload: TrainingRunIn
+) -> Status | JsonResponse:
+    """Validate, estimate and queue a fine-tuning run of ``base_model`` on ``train_version``."""
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    body = payload.model_dump()
+    base = team_object(_team_models(request), body, "base_model", what="model")
+    train = team_object(_team_versions(request), body, "train_version", what="dataset version")
+    evaluation_version = None
+    if payload.eval_version is not None:
+        evaluation_version = team_object(
+            _team_versions(request), body, "eval_version", what="dataset version"
+        )
     try:
         run = training_run_create(
             team=request.team,
             base_model=base,
             train_version=train,
             eval_version=evaluation_version,
-            eval_split=str(body.get("eval_split", "test")) if evaluation_version else "",
-            options=body.get("options") or {},
-            name=str(body.get("name", "")),
+            eval_split=payload.eval_split if evaluation_version else "",
+            options=payload.options or {},
+            name=payload.name,
             created_by=request.api_token.user,
         )
     except TrainingError as exc:
         return error(str(exc))
-    response = JsonResponse(training_run_payload(run), status=202)
-    response["Location"] = reverse("api-training-run", args=[run.pk])
-    return response
+    response["Location"] = reverse("api:training-run", args=[run.pk])
+    return Status(202, training_run_payload(run))
 
 
-@require_GET
-@token_required
-def training_run_detail(request, pk: int):
-    from apps.runs.models import TrainingRun
-
+@router.get(
+    "/training-runs/{int:pk}", url_name="training-run", response={200: TrainingRunOut, **ERRORS}
+)
+def training_run_detail(request: HttpRequest, pk: int) -> dict | JsonResponse:
+    """One training run: status, progress, config, estimate, loss curve, result model."""
     run = TrainingRun.objects.filter(team=request.team, pk=pk).first()
     if run is None:
-        raise Http404
-    return JsonResponse(training_run_payload(run))
+        return not_found()
+    return training_run_payload(run)
 
 
-@csrf_exempt
-@require_http_methods(["POST"])
-@token_required
-def training_run_cancel(request, pk: int):
-    from apps.core.services import InvalidTransition, job_cancel
-    from apps.runs.models import TrainingRun
-
+@router.post(
+    "/training-runs/{int:pk}/cancel",
+    url_name="training-run-cancel",
+    response={202: TrainingRunOut, **ERRORS},
+)
+def training_run_cancel(request: HttpRequest, pk: int) -> Status | JsonResponse:
+    """Cancel a pending or running training run (its worker frees the GPU at once)."""
     if denied := forbidden_below(request, Role.MEMBER):
         return denied
     run = TrainingRun.objects.filter(team=request.team, pk=pk).first()
     if run is None:
-        raise Http404
+        return not_found()
     try:
         run = job_cancel(job=run)
     except InvalidTransition as exc:
         return error(str(exc), status=409)
-    return JsonResponse(training_run_payload(run), status=202)
+    return Status(202, training_run_payload(run))
