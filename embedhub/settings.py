@@ -227,6 +227,13 @@ API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="1200/m")
 # --- Search process -----------------------------------------------------------------------
 SEARCH_URL = env.str("SEARCH_URL", default="http://127.0.0.1:8001")
 SEARCH_HEALTH_TIMEOUT = env.float("SEARCH_HEALTH_TIMEOUT", default=1.0)
+SEARCH_TIMEOUT = env.float("SEARCH_TIMEOUT", default=30.0)
+# Loading a new index and warming its encoder happens inside the reload call.
+SEARCH_RELOAD_TIMEOUT = env.float("SEARCH_RELOAD_TIMEOUT", default=120.0)
+# What the search process serves; it must see the same file (a shared volume in production).
+SEARCH_MANIFEST = Path(
+    env.str("SEARCH_MANIFEST", default=str(ARTIFACTS_ROOT / "serving" / "deployments.json"))
+)
 
 LOGGING = {
     "version": 1,

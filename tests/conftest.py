@@ -195,3 +195,24 @@ def celery_worker_process(transactional_db, settings, tmp_path):
     proc.log, proc.env = log, env
     yield proc
     stop_worker(proc)
+
+
+@pytest.fixture(scope="module")
+def search_process(tmp_path_factory):
+    """One real search process per module (it keeps the tiny encoder warm between tests); a
+    test points the web at it and at its manifest with ``serving``."""
+    from tests.support.search import start_search_process, stop_search_process
+
+    sp = start_search_process(tmp_path_factory.mktemp("search"))
+    yield sp
+    stop_search_process(sp)
+
+
+@pytest.fixture
+def serving(search_process, settings):
+    from tests.support.search import reset_search_process
+
+    settings.SEARCH_URL = search_process.url
+    settings.SEARCH_MANIFEST = search_process.manifest
+    yield search_process
+    reset_search_process(search_process)

@@ -2,22 +2,8 @@ from __future__ import annotations
 
 from django import forms
 
-from apps.indexes.models import IndexType
+from apps.indexes.models import PARAM_TYPES, IndexType
 from apps.registry.models import EmbeddingModel
-
-# Which parameter fields apply to which index types (the page hides the rest).
-PARAM_TYPES = {
-    "dim": "all",
-    "pca_dim": "all",
-    "hnsw_m": "hnsw binary_hnsw",
-    "ef_construction": "hnsw binary_hnsw",
-    "ef_search": "hnsw binary_hnsw",
-    "nlist": "ivf_flat ivf_pq",
-    "nprobe": "ivf_flat ivf_pq",
-    "pq_m": "ivf_pq",
-    "pq_nbits": "ivf_pq",
-    "rescore": "binary binary_hnsw",
-}
 
 
 class IndexBuildForm(forms.Form):

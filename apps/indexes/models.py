@@ -20,6 +20,21 @@ class IndexType(models.TextChoices):
     BINARY_HNSW = "binary_hnsw", "Binary HNSW"
 
 
+# Which parameter fields apply to which index types (the page hides the rest).
+PARAM_TYPES = {
+    "dim": "all",
+    "pca_dim": "all",
+    "hnsw_m": "hnsw binary_hnsw",
+    "ef_construction": "hnsw binary_hnsw",
+    "ef_search": "hnsw binary_hnsw",
+    "nlist": "ivf_flat ivf_pq",
+    "nprobe": "ivf_flat ivf_pq",
+    "pq_m": "ivf_pq",
+    "pq_nbits": "ivf_pq",
+    "rescore": "binary binary_hnsw",
+}
+
+
 class IndexBuild(TeamOwned, Job):
     """One faiss index over one model's embeddings of one dataset version.
 
@@ -55,6 +70,16 @@ class IndexBuild(TeamOwned, Job):
 
     def __str__(self) -> str:
         return f"Index #{self.pk} ({self.get_index_type_display()})"
+
+    @property
+    def spec_items(self) -> list[tuple[str, object]]:
+        """The resolved parameters that apply to this type (HNSW has no nprobe)."""
+        spec = self.spec or {}
+        return [
+            (name, spec[name])
+            for name, types in PARAM_TYPES.items()
+            if spec.get(name) is not None and (types == "all" or self.index_type in types.split())
+        ]
 
     @property
     def label(self) -> str:

@@ -1,0 +1,88 @@
+"""A real search process (python -m workers.serving) for tests, on its own port and manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SearchProcess:
+    def __init__(self, port: int, manifest: Path, proc: subprocess.Popen, log: Path) -> None:
+        self.port, self.manifest, self.proc, self.log = port, manifest, proc, log
+        self.url = f"http://127.0.0.1:{port}"
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(self.url + "/health", timeout=5) as r:
+            return json.loads(r.read())
+
+    def wait_serving(self, key: str, index_id: int, timeout: float = 90.0) -> dict:
+        deadline = time.monotonic() + timeout
+        health = {}
+        while time.monotonic() < deadline:
+            health = self.health()
+            live = health["deployments"].get(key)
+            if live and live["index_id"] == index_id:
+                return health
+            time.sleep(0.1)
+        raise AssertionError(f"{key} never served index {index_id}: {health}\n{self.log_text()}")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def start_search_process(folder: Path) -> SearchProcess:
+    port = free_port()
+    manifest = folder / "deployments.json"
+    log = folder / "search.log"
+    env = {
+        **os.environ,
+        "SEARCH_URL": f"http://127.0.0.1:{port}",
+        "SEARCH_MANIFEST": str(manifest),
+        "SEARCH_POLL_S": "0.2",
+        "HF_HUB_OFFLINE": "1",
+    }
+    fh = open(log, "wb")  # noqa: SIM115 (closed with the process)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.serving"], cwd=REPO, env=env, stdout=fh, stderr=fh
+    )
+    sp = SearchProcess(port, manifest, proc, log)
+    sp.fh = fh
+    for _ in range(200):
+        try:
+            sp.health()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return sp
+
+
+def stop_search_process(sp: SearchProcess) -> None:
+    sp.proc.send_signal(signal.SIGTERM)
+    try:
+        sp.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        sp.proc.kill()
+    sp.fh.close()
+
+
+def reset_search_process(sp: SearchProcess) -> None:
+    """An empty manifest, loaded: the next test starts with nothing deployed."""
+    sp.manifest.write_text(json.dumps({"deployments": {}}))
+    urllib.request.urlopen(
+        urllib.request.Request(sp.url + "/reload", data=b"{}", method="POST"), timeout=30
+    ).read()
