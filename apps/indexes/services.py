@@ -208,6 +208,23 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict:
     }
 
 
+def index_build_delete(*, build: IndexBuild) -> None:
+    """Delete an index and its files. A deployed or still running index cannot go: undeploy
+    or cancel it first. The deploy log keeps its entries (they lose the link only)."""
+    if build.is_active:
+        raise IndexBuildError(f"Index #{build.pk} is {build.status}; cancel it first.")
+    names = list(build.deployments.values_list("name", flat=True))
+    if names:
+        raise IndexBuildError(
+            f"Index #{build.pk} is deployed as {', '.join(names)}; undeploy it first."
+        )
+    folder = index_folder(build)
+    with transaction.atomic():
+        build.delete()
+        # Files go only once the row is gone for good: a rolled-back delete keeps both.
+        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
 def index_folder(build: IndexBuild) -> Path:
     return Path(settings.ARTIFACTS_ROOT) / "indexes" / str(build.pk)
 

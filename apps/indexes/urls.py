@@ -9,6 +9,7 @@ urlpatterns = [
     path("<int:pk>/", views.index_detail, name="detail"),
     path("<int:pk>/cancel/", views.index_cancel, name="cancel"),
     path("<int:pk>/deploy/", views.index_deploy, name="deploy"),
+    path("<int:pk>/delete/", views.index_delete, name="delete"),
     path("deployments/<slug:name>/", views.deployment_detail, name="deployment"),
     path(
         "deployments/<slug:name>/undeploy/",

@@ -28,6 +28,7 @@ from apps.indexes.services import (
     deployment_deploy,
     deployment_undeploy,
     index_build_create,
+    index_build_delete,
 )
 
 
@@ -205,3 +206,16 @@ def console(request):
     if request.htmx and request.GET.get("partial") == "results":
         return render(request, "indexes/console.html#results", context)
     return render(request, "indexes/console.html", context)
+
+
+@require_POST
+@team_required(Role.MEMBER)
+def index_delete(request, pk: int):
+    build = index_build_get(user=request.user, pk=pk, role=Role.MEMBER)
+    try:
+        index_build_delete(build=build)
+    except IndexBuildError as exc:
+        messages.error(request, str(exc))
+        return redirect("indexes:detail", pk=pk)
+    messages.success(request, f"Index #{pk} and its files are deleted.")
+    return redirect("indexes:list")

@@ -161,3 +161,49 @@ def test_build_index_command_prints_json(team, tiny_registered_model, tiny_versi
     payload = json.loads(out.getvalue())
     assert payload["status"] == "succeeded" and payload["type"] == "ivf_flat"
     assert payload["spec"]["nlist"] == 2 and payload["metrics"]["recall_at_10"] == 1.0
+
+
+def test_cancelled_build_stops_and_leaves_no_index(team, tiny_registered_model, tiny_version):
+    from apps.core.services import job_claim, job_run
+    from apps.indexes.models import IndexBuild
+    from apps.indexes.services import index_build_create, index_build_execute, index_folder
+
+    build = index_build_create(team=team, model=tiny_registered_model,
+                               dataset_version=tiny_version, index_type="flat",
+                               enqueue=False)  # fmt: skip
+    build = job_claim(model=IndexBuild, pk=build.pk)
+    IndexBuild.objects.filter(pk=build.pk).update(cancel_requested=True)
+    job_run(job=build, work=lambda report: index_build_execute(build=build, report=report))
+    build.refresh_from_db()
+    assert build.status == "cancelled"
+    assert not index_folder(build).exists()
+
+
+def test_delete_refuses_a_deployed_index_then_removes_row_and_files(
+    client,
+    member,
+    team,
+    tiny_registered_model,
+    tiny_version,
+    django_capture_on_commit_callbacks,
+    settings,
+    tmp_path,
+):
+    from apps.indexes.models import DeploymentEvent, IndexBuild
+    from apps.indexes.services import deployment_deploy, deployment_undeploy
+
+    settings.SEARCH_URL = "http://127.0.0.1:9"  # no search process: deploys still record
+    settings.SEARCH_MANIFEST = tmp_path / "manifest.json"
+    build = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    folder = Path(build.path)
+    d = deployment_deploy(team=team, name="keep", index=build)
+    client.force_login(member)
+    url = reverse("indexes:delete", args=[build.pk])
+    client.post(url)
+    assert IndexBuild.objects.filter(pk=build.pk).exists() and folder.exists()
+    deployment_undeploy(deployment=d)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(url)
+    assert response.status_code == 302
+    assert not IndexBuild.objects.filter(pk=build.pk).exists() and not folder.exists()
+    assert DeploymentEvent.objects.filter(name="keep").count() == 2  # the log stays
