@@ -45,9 +45,9 @@ class SearchProcess:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-def start_search_process(folder: Path) -> SearchProcess:
+def start_search_process(folder: Path, manifest: Path | None = None) -> SearchProcess:
     port = free_port()
-    manifest = folder / "deployments.json"
+    manifest = manifest or folder / "deployments.json"
     log = folder / "search.log"
     env = {
         **os.environ,

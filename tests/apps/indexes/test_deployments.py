@@ -29,10 +29,11 @@ def _deploy(*, team, name, build, user=None, capture):
 
 
 def test_deploy_swap_undeploy_are_logged_and_published(team, member, tiny_registered_model,
-                                                       tiny_version, serving,
+                                                       tiny_version, serving, tmp_path,
                                                        django_capture_on_commit_callbacks):  # fmt: skip  # noqa: E501
     from apps.indexes.models import DeploymentEvent
     from apps.indexes.services import IndexBuildError, deployment_undeploy
+    from tests.support.search import start_search_process, stop_search_process
 
     flat = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
     hnsw = build_sync(team=team, model=tiny_registered_model, version=tiny_version,
@@ -42,6 +43,12 @@ def test_deploy_swap_undeploy_are_logged_and_published(team, member, tiny_regist
     manifest = json.loads(serving.manifest.read_text())["deployments"]
     assert manifest[d.serving_key]["index_id"] == flat.pk
     serving.wait_serving(d.serving_key, flat.pk)
+    # A search process started now (a restart, another replica) serves it from the manifest.
+    replica = start_search_process(tmp_path, manifest=serving.manifest)
+    try:
+        replica.wait_serving(d.serving_key, flat.pk)
+    finally:
+        stop_search_process(replica)
     with pytest.raises(IndexBuildError, match="already serves"):
         _deploy(team=team, name="prod", build=flat, capture=capture)
     with pytest.raises(IndexBuildError, match="name"):
