@@ -13,18 +13,19 @@ from django.http import HttpRequest, JsonResponse
 from ninja import Router, Schema, Status
 from pydantic import Field
 
-from apps.accounts.api import ERRORS, error, forbidden_below, not_found
+from apps.accounts.api import ERRORS, ErrorOut, error, forbidden_below, not_found
 from apps.accounts.models import Role
-from apps.datasets.models import DatasetVersion, Document
+from apps.datasets.models import DatasetVersion
 from apps.indexes.models import Deployment, IndexBuild
 from apps.indexes.selectors import (
-    SearchUnavailable,
+    SearchFailed,
     deployment_events,
     deployment_list,
-    deployment_search,
+    deployment_query,
     index_build_list,
 )
 from apps.indexes.services import (
+    DeploymentConflict,
     IndexBuildError,
     deployment_deploy,
     deployment_undeploy,
@@ -33,8 +34,6 @@ from apps.indexes.services import (
 from apps.registry.models import EmbeddingModel
 
 router = Router(tags=["indexes"])
-
-MAX_QUERIES = 256
 
 
 class IndexOut(Schema):
@@ -259,8 +258,10 @@ def deployment_create(request: HttpRequest, body: DeployIn):
         deployment = deployment_deploy(
             team=request.team, name=body.name, index=build, user=request.api_token.user
         )
+    except DeploymentConflict as exc:
+        return error(str(exc), status=409)
     except IndexBuildError as exc:
-        return error(str(exc), status=409 if "already serves" in str(exc) else 400)
+        return error(str(exc))
     return deployment_payload(deployment, history=True)
 
 
@@ -297,7 +298,7 @@ def deployment_delete(request: HttpRequest, name: str):
 
 @router.post(
     "/deployments/{name}/search",
-    response={200: SearchOut, **ERRORS, 503: dict},
+    response={200: SearchOut, **ERRORS, 503: ErrorOut},
     summary="Search a deployment",
     url_name="search",
 )
@@ -308,42 +309,15 @@ def search(request: HttpRequest, name: str, body: SearchIn):
     if (body.query is None) == (body.queries is None):
         return error("give either query (one string) or queries (a list of strings)")
     queries = [body.query] if body.query is not None else body.queries
-    if not queries or any(not q.strip() for q in queries):
-        return error("queries: every query must be a non-empty string")
-    if len(queries) > MAX_QUERIES:
-        return error(f"queries: at most {MAX_QUERIES} per request")
-    filters = {k: str(v) for k, v in body.filters.items()} if body.filters else None
     try:
-        status, found = deployment_search(
-            deployment=deployment, queries=queries, k=body.k, filters=filters
-        )
-    except SearchUnavailable as exc:
-        return error(f"the search service is not reachable: {exc}", status=503)
-    if status != 200:
-        # 404 from the process means "not loaded (yet)": the name exists, so it is a 503.
-        return error(found.get("error", "search failed"), status=503 if status >= 404 else status)
-    documents = {}
-    if body.documents:
-        ids = {h["id"] for row in found["results"] for h in row}
-        documents = {
-            d.doc_id: d
-            for d in Document.objects.filter(
-                version_id=deployment.index.dataset_version_id, doc_id__in=ids
-            ).only("doc_id", "title", "text")
-        }
-    results = []
-    for query, row in zip(queries, found["results"], strict=True):
-        hits = []
-        for h in row:
-            hit = {"id": h["id"], "score": h["score"]}
-            if body.documents and h["id"] in documents:
-                hit.update(title=documents[h["id"]].title, text=documents[h["id"]].text)
-            hits.append(hit)
-        results.append({"query": query, "hits": hits})
-    return {
-        "deployment": deployment.name,
-        "index": found["index_id"],
-        "k": body.k,
-        "results": results,
-        "timings": found["timings"],
-    }
+        # Filter values go as JSON gave them: the index matches true, 2020 and "2020" itself.
+        found = deployment_query(deployment=deployment, queries=queries, k=body.k,
+                                 filters=body.filters, documents=body.documents)  # fmt: skip
+    except SearchFailed as exc:
+        return error(str(exc), status=exc.status)
+    for result in found["results"]:
+        for hit in result["hits"]:
+            doc = hit.pop("document", None)
+            if doc is not None:
+                hit.update(title=doc.title, text=doc.text)
+    return {"deployment": deployment.name, "k": body.k, **found}

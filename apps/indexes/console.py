@@ -9,9 +9,8 @@ import time
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from apps.datasets.models import Document
 from apps.indexes.models import Deployment
-from apps.indexes.selectors import SearchUnavailable, deployment_search
+from apps.indexes.selectors import SearchFailed, deployment_query
 
 SNIPPET_CHARS = 240
 STOPWORDS = frozenset(
@@ -64,29 +63,19 @@ def snippet(text: str, terms: list[str]) -> SafeString:
 def console_search(
     *, deployment: Deployment, query: str, k: int = 10, filters: dict | None = None
 ) -> dict:
-    """One query through the search process, the hits joined to their documents."""
+    """One query through the search process, each hit with its title and a marked snippet."""
     t0 = time.perf_counter()
     try:
-        status, body = deployment_search(
-            deployment=deployment, queries=[query], k=k, filters=filters or None
+        found = deployment_query(
+            deployment=deployment, queries=[query], k=k, filters=filters, documents=True
         )
-    except SearchUnavailable as exc:
-        return {"error": f"The search service is not reachable ({exc})."}
+    except SearchFailed as exc:
+        return {"error": str(exc)}
     total_ms = (time.perf_counter() - t0) * 1000
-    if status != 200:
-        return {"error": body.get("error") or f"search failed ({status})"}
-    hits = body["results"][0]
-    index = deployment.index
-    docs = {
-        d.doc_id: d
-        for d in Document.objects.filter(
-            version_id=index.dataset_version_id, doc_id__in=[h["id"] for h in hits]
-        ).only("doc_id", "title", "text", "metadata", "version_id")
-    }
     terms = query_terms(query)
     rows = []
-    for rank, hit in enumerate(hits, start=1):
-        doc = docs.get(hit["id"])
+    for rank, hit in enumerate(found["results"][0]["hits"], start=1):
+        doc = hit["document"]
         rows.append(
             {
                 "rank": rank,
@@ -99,8 +88,8 @@ def console_search(
         )
     return {
         "rows": rows,
-        "index_id": body["index_id"],
-        "encode_ms": body["timings"]["encode_ms"],
-        "search_ms": body["timings"]["search_ms"],
+        "index_id": found["index"],
+        "encode_ms": found["timings"]["encode_ms"],
+        "search_ms": found["timings"]["search_ms"],
         "total_ms": round(total_ms, 1),
     }

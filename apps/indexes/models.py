@@ -103,11 +103,14 @@ class IndexBuild(TeamOwned, Job):
         return " · ".join(parts)
 
 
+NAME_MAX = 100
+
+
 class Deployment(TeamOwned):
     """A named alias pointing at one index; deploying another index under the same name swaps
     it in the search process without dropping a query."""
 
-    name = models.SlugField(max_length=100)
+    name = models.SlugField(max_length=NAME_MAX)
     index = models.ForeignKey(IndexBuild, on_delete=models.PROTECT, related_name="deployments")
     encoder = models.JSONField(default=dict)  # the query encoder recorded at deploy time
     deployed_by = models.ForeignKey(
@@ -147,6 +150,9 @@ class DeploymentEvent(models.Model):
     to_index = models.ForeignKey(
         IndexBuild, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The numbers survive the index's deletion (the links above do not): the log stays whole.
+    from_number = models.PositiveIntegerField(null=True, blank=True)
+    to_number = models.PositiveIntegerField(null=True, blank=True)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -11,7 +11,9 @@ from django.http import Http404
 
 from apps.accounts.models import Team
 from apps.accounts.selectors import team_scoped_get
+from apps.datasets.models import Document
 from apps.indexes.models import Deployment, DeploymentEvent, IndexBuild
+from apps.runs.models import TrainingRun
 
 _local = threading.local()
 
@@ -20,19 +22,28 @@ class SearchUnavailable(OSError):
     """The search process could not be reached or answered badly."""
 
 
+# Errors of a kept-alive socket the server closed while it idled: safe to send again once.
+STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+MAX_QUERIES = 256  # per request, as the search process allows
+
+
 def search_call(method: str, path: str, body: dict | None = None, *, timeout: float = 10.0):
     """One JSON call to the search process over a kept-alive connection per thread (a new TCP
     connection per query would cost more than the search itself). Returns (status, body)
-    for /search, the body for other paths; raises SearchUnavailable when it is down."""
+    for /search, the body for other paths; raises SearchUnavailable when it is down. Only a
+    stale kept-alive socket is retried: a timeout is not sent twice."""
     url = urlsplit(settings.SEARCH_URL)
     payload = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"} if payload is not None else {}
     for attempt in (1, 2):
         conn = getattr(_local, "conn", None)
-        if conn is None or getattr(_local, "url", None) != settings.SEARCH_URL:
+        reused = conn is not None and getattr(_local, "url", None) == settings.SEARCH_URL
+        if not reused:
             conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
             _local.conn, _local.url = conn, settings.SEARCH_URL
         conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
         try:
             conn.request(method, path, body=payload, headers=headers)
             response = conn.getresponse()
@@ -40,9 +51,9 @@ def search_call(method: str, path: str, body: dict | None = None, *, timeout: fl
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             _local.conn = None
-            if attempt == 2:
-                raise SearchUnavailable(f"search process at {settings.SEARCH_URL}: {exc}") from exc
-            continue  # a kept-alive connection the server closed: retry once on a fresh one
+            if attempt == 1 and reused and isinstance(exc, STALE):
+                continue
+            raise SearchUnavailable(f"search process at {settings.SEARCH_URL}: {exc}") from exc
         try:
             data = json.loads(raw or b"{}")
         except ValueError as exc:
@@ -108,13 +119,85 @@ def deployment_events(*, team: Team, name: str | None = None) -> QuerySet[Deploy
     return events.filter(name=name) if name else events
 
 
-def deployment_search(
-    *, deployment: Deployment, queries: list[str], k: int = 10, filters: dict | None = None
-) -> tuple[int, dict]:
-    """Run queries on the deployment in the search process: (status, body)."""
-    return search_call(
-        "POST",
-        "/search",
-        {"deployment": deployment.serving_key, "queries": queries, "k": k, "filters": filters},
-        timeout=settings.SEARCH_TIMEOUT,
-    )
+class SearchFailed(Exception):
+    """A search that cannot be answered; ``status`` is what the API should reply."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def deployment_query(
+    *,
+    deployment: Deployment,
+    queries: list[str],
+    k: int = 10,
+    filters: dict | None = None,
+    documents: bool = False,
+) -> dict:
+    """Run ``queries`` on a deployment in the search process, each hit joined to its document
+    (title and text) when ``documents``. Raises SearchFailed with the status to answer."""
+    if not queries or any(not isinstance(q, str) or not q.strip() for q in queries):
+        raise SearchFailed("queries: give at least one query, and no empty query", 400)
+    if len(queries) > MAX_QUERIES:
+        raise SearchFailed(f"queries: at most {MAX_QUERIES} per request", 400)
+    try:
+        status, found = search_call(
+            "POST",
+            "/search",
+            {
+                "deployment": deployment.serving_key,
+                "queries": queries,
+                "k": k,
+                "filters": filters or None,
+            },  # fmt: skip
+            timeout=settings.SEARCH_TIMEOUT,
+        )
+    except SearchUnavailable as exc:
+        raise SearchFailed(f"the search service is not reachable ({exc})", 503) from exc
+    if status == 404:
+        raise SearchFailed(
+            f"{deployment.name} is not loaded in the search service yet; try again shortly", 503
+        )
+    if status != 200:
+        raise SearchFailed(found.get("error", "search failed"), 503 if status >= 500 else status)
+    docs = {}
+    if documents:
+        ids = {h["id"] for row in found["results"] for h in row}
+        docs = {
+            d.doc_id: d
+            for d in Document.objects.filter(
+                version_id=deployment.index.dataset_version_id, doc_id__in=ids
+            ).only("doc_id", "title", "text", "metadata")
+        }
+    results = []
+    for query, row in zip(queries, found["results"], strict=True):
+        hits = []
+        for h in row:
+            hit = {"id": h["id"], "score": h["score"]}
+            if documents:
+                doc = docs.get(h["id"])
+                hit["document"] = doc
+            hits.append(hit)
+        results.append({"query": query, "hits": hits})
+    return {"index": found["index_id"], "results": results, "timings": found["timings"]}
+
+
+def deployment_serving(*, deployment: Deployment, health: dict) -> dict:
+    """What the search process says about one deployment: live (on which index), refused (and
+    still serving what), loading, or the service is down."""
+    if not health.get("up"):
+        return {"state": "down"}
+    key = deployment.serving_key
+    live = (health.get("deployments") or {}).get(key)
+    error = (health.get("errors") or {}).get(key)
+    if live and live["index_id"] == deployment.index_id:
+        return {"state": "live", **live, "error": error}
+    if error:
+        return {"state": "refused", "error": error, "live": live}
+    return {"state": "loading", "live": live}
+
+
+def trained_by(*, model) -> TrainingRun | None:
+    """The training run that made a fine-tuned model (lineage), if any."""
+    return TrainingRun.objects.filter(result_model=model).select_related("train_version").first()

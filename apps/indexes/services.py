@@ -59,7 +59,7 @@ def index_build_create(
         known = ", ".join(IndexType.values)
         raise IndexBuildError(f"type: unknown index type {index_type!r} (known: {known}).")
     if not dataset_version.document_count:
-        raise IndexBuildError(f"{dataset_version} has no documents to index.")
+        raise IndexBuildError(f"dataset_version: {dataset_version} has no documents to index.")
     params = {k: v for k, v in (params or {}).items() if v not in (None, "")}
     try:
         spec = IndexSpec.from_params(index_type, params)
@@ -124,6 +124,8 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict:
     from workers.ml.indexing import IndexSpec, LoadedIndex, build_index, measure_index
 
     version, model = build.dataset_version, build.model
+    # Recorded now, with the fingerprint the vectors below are made with.
+    encoder = index_encoder(build=build)
     if build.split:
         corpus, queries, qrels = evaluation_inputs(version=version, split=build.split)
     else:
@@ -166,7 +168,7 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict:
         qrels = {}
     report.check()
     spec = IndexSpec.from_params(build.index_type, build.params)
-    folder = index_folder(build)
+    folder = index_folder(build=build)
     if folder.exists():  # a retried build starts clean
         shutil.rmtree(folder)
     built = build_index(
@@ -177,19 +179,23 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict:
         metadata=metadata if any(metadata) else None,
         on_progress=report,
     )
-    encoder = index_encoder(build=build)
-    _write_json(folder / "encoder.json", encoder)
-    report("measuring", 0, 0)
-    loaded = LoadedIndex.load(folder)
-    measured = measure_index(
-        loaded=loaded,
-        doc_vectors=np.asarray(doc_vectors),
-        query_vectors=np.asarray(query_vectors),
-        query_ids=query_ids,
-        doc_ids=doc_ids,
-        qrels=qrels or None,
-    )
-    report.check()
+    try:
+        _write_json(folder / "encoder.json", encoder)
+        report("measuring", 0, 0)
+        loaded = LoadedIndex.load(folder)
+        measured = measure_index(
+            loaded=loaded,
+            doc_vectors=np.asarray(doc_vectors),
+            query_vectors=np.asarray(query_vectors),
+            query_ids=query_ids,
+            doc_ids=doc_ids,
+            qrels=qrels or None,
+        )
+        report.check()
+    except BaseException:
+        # Cancelled or failed after the files were written: a dead row keeps no index.
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     timings = {**timings, "build_s": built["build_s"]}
     metrics = {**_plain(built), **_plain(measured), "queries": len(query_ids)}
     if metrics.get("ndcg_at_10") is not None and metrics.get("exact_ndcg_at_10") is not None:
@@ -211,21 +217,23 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict:
 def index_build_delete(*, build: IndexBuild) -> None:
     """Delete an index and its files. A deployed or still running index cannot go: undeploy
     or cancel it first. The deploy log keeps its entries (they lose the link only)."""
-    if build.is_active:
-        raise IndexBuildError(f"Index #{build.pk} is {build.status}; cancel it first.")
-    names = list(build.deployments.values_list("name", flat=True))
-    if names:
-        raise IndexBuildError(
-            f"Index #{build.pk} is deployed as {', '.join(names)}; undeploy it first."
-        )
-    folder = index_folder(build)
+    folder = index_folder(build=build)
     with transaction.atomic():
+        Team.objects.select_for_update().filter(pk=build.team_id).first()  # as deploys do
+        build = IndexBuild.objects.select_for_update().get(pk=build.pk)
+        if build.is_active:
+            raise IndexBuildError(f"Index #{build.pk} is {build.status}; cancel it first.")
+        names = list(build.deployments.values_list("name", flat=True))
+        if names:
+            raise IndexBuildError(
+                f"Index #{build.pk} is deployed as {', '.join(names)}; undeploy it first."
+            )
         build.delete()
         # Files go only once the row is gone for good: a rolled-back delete keeps both.
         transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
-def index_folder(build: IndexBuild) -> Path:
+def index_folder(*, build: IndexBuild) -> Path:
     return Path(settings.ARTIFACTS_ROOT) / "indexes" / str(build.pk)
 
 
@@ -249,10 +257,16 @@ def _write_json(path: Path, data: dict) -> None:
 # --- deployments -----------------------------------------------------------------------------
 
 
+class DeploymentConflict(IndexBuildError):
+    """The name already serves that index."""
+
+
 def deployment_deploy(*, team: Team, name: str, index: IndexBuild, user=None) -> Deployment:
     """Point ``name`` at ``index`` (creating the alias or swapping it) and log it."""
     from django.core.exceptions import ValidationError
     from django.core.validators import validate_slug
+
+    from apps.indexes.models import NAME_MAX
 
     name = (name or "").strip()
     try:
@@ -261,15 +275,23 @@ def deployment_deploy(*, team: Team, name: str, index: IndexBuild, user=None) ->
         raise IndexBuildError(
             "name: use letters, numbers, hyphens or underscores (e.g. scifact-prod)."
         ) from None
+    if len(name) > NAME_MAX:
+        raise IndexBuildError(f"name: at most {NAME_MAX} characters.")
     if index.team_id != team.pk:
         raise IndexBuildError("index: no such index in your team.")
-    if index.status != JobStatus.SUCCEEDED:
-        raise IndexBuildError(f"index: #{index.pk} is {index.status}; only a built index deploys.")
     with transaction.atomic():
-        current = Deployment.objects.select_for_update().filter(team=team, name=name).first()
+        # Deploys of one team queue behind each other: two first deploys of one new name (no
+        # row to lock yet) or a deploy racing a delete of the index cannot both go through.
+        Team.objects.select_for_update().filter(pk=team.pk).first()
+        index = IndexBuild.objects.select_for_update().get(pk=index.pk)
+        if index.status != JobStatus.SUCCEEDED:
+            raise IndexBuildError(
+                f"index: #{index.pk} is {index.status}; only a built index deploys."
+            )
+        current = Deployment.objects.filter(team=team, name=name).first()
         previous = current.index if current else None
         if current and current.index_id == index.pk:
-            raise IndexBuildError(f"{name} already serves index #{index.pk}.")
+            raise DeploymentConflict(f"{name} already serves index #{index.pk}.")
         if current:
             current.index = index
             current.encoder = index.encoder
@@ -286,7 +308,9 @@ def deployment_deploy(*, team: Team, name: str, index: IndexBuild, user=None) ->
             name=name,
             action=DeploymentEvent.Action.SWAP if previous else DeploymentEvent.Action.DEPLOY,
             from_index=previous,
+            from_number=previous.pk if previous else None,
             to_index=index,
+            to_number=index.pk,
             user=user,
         )
         transaction.on_commit(deployments_publish)
@@ -295,11 +319,13 @@ def deployment_deploy(*, team: Team, name: str, index: IndexBuild, user=None) ->
 
 def deployment_undeploy(*, deployment: Deployment, user=None) -> None:
     with transaction.atomic():
+        Team.objects.select_for_update().filter(pk=deployment.team_id).first()
         DeploymentEvent.objects.create(
             team=deployment.team,
             name=deployment.name,
             action=DeploymentEvent.Action.UNDEPLOY,
-            from_index=deployment.index,
+            from_index_id=deployment.index_id,
+            from_number=deployment.index_id,
             user=user,
         )
         deployment.delete()
@@ -310,41 +336,46 @@ def deployments_manifest() -> dict:
     """What the search process should serve: every deployment of every team."""
     rows = Deployment.objects.select_related("index").order_by("team_id", "name")
     return {
-        "written_at": time.time(),
-        "deployments": {
-            d.serving_key: {
-                "team": d.team_id,
-                "name": d.name,
-                "index_id": d.index_id,
-                "path": d.index.path,
-                "encoder": d.encoder,
-                "updated_at": d.updated_at.isoformat(),
-            }
-            for d in rows
-        },
+        d.serving_key: {
+            "team": d.team_id,
+            "name": d.name,
+            "index_id": d.index_id,
+            "path": d.index.path,
+            "encoder": d.encoder,
+            "updated_at": d.updated_at.isoformat(),
+        }
+        for d in rows
     }
 
 
-def deployments_publish(*, notify: bool = True) -> dict | None:
+def deployments_publish(*, notify: bool = True, wait: bool = False) -> dict | None:
     """Rewrite the manifest from the database (under a lock, so two deploys cannot interleave
-    their writes), then ask the search process to reload. The process also polls the file, so
-    a missed notification only delays the swap by a second; a down process loads it on start.
-    Returns the search process's answer, or None when it could not be reached."""
+    their writes; unchanged content is not rewritten), then tell the search process, which
+    reloads in the background (``wait``: answer only once loaded, with what it refused). The
+    process also polls the file, so a missed notification only delays the swap by a second, a
+    down process loads it on start, and the periodic publish repairs a web process that died
+    between commit and this call. Returns the process's answer, or None."""
     path = Path(settings.SEARCH_MANIFEST)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        manifest = deployments_manifest()
-        fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(manifest, out, indent=1)
-        os.replace(tmp, path)
+        deployments = deployments_manifest()
+        try:
+            current = json.loads(path.read_text(encoding="utf-8")).get("deployments")
+        except (FileNotFoundError, ValueError):
+            current = None
+        if current != deployments:
+            fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump({"written_at": time.time(), "deployments": deployments}, out, indent=1)
+            os.replace(tmp, path)
     if not notify:
         return None
     from apps.indexes.selectors import search_call
 
+    timeout = settings.SEARCH_RELOAD_TIMEOUT if wait else settings.SEARCH_HEALTH_TIMEOUT
     try:
-        return search_call("POST", "/reload", {}, timeout=settings.SEARCH_RELOAD_TIMEOUT)
+        return search_call("POST", "/reload", {"wait": wait}, timeout=timeout)
     except OSError as exc:
         logger.warning("search process not told about the new manifest: %s", exc)
         return None

@@ -18,10 +18,12 @@ from apps.indexes.selectors import (
     deployment_events,
     deployment_get,
     deployment_list,
+    deployment_serving,
     index_build_get,
     index_build_list,
     index_siblings,
     search_health,
+    trained_by,
 )
 from apps.indexes.services import (
     IndexBuildError,
@@ -41,28 +43,13 @@ def search_status(request):
     return render(request, template, {"health": health})
 
 
-def _serving(health: dict, deployment) -> dict:
-    """What the search process says about one deployment: live (which index), refused, or not
-    loaded yet."""
-    if not health.get("up"):
-        return {"state": "down"}
-    key = deployment.serving_key
-    live = (health.get("deployments") or {}).get(key)
-    error = (health.get("errors") or {}).get(key)
-    if live and live["index_id"] == deployment.index_id:
-        return {"state": "live", **live, "error": error}
-    if error:
-        return {"state": "refused", "error": error, "live": live}
-    return {"state": "loading", "live": live}
-
-
 @require_GET
 @team_required()
 def index_list(request):
     health = search_health()
     deployments = list(deployment_list(team=request.team))
     for d in deployments:
-        d.serving = _serving(health, d)
+        d.serving = deployment_serving(deployment=d, health=health)
     return render(
         request,
         "indexes/list.html",
@@ -111,8 +98,6 @@ def index_detail(request, pk: int):
 
 
 def _detail_context(request, build) -> dict:
-    from apps.runs.models import TrainingRun
-
     siblings = index_siblings(build=build) if build.status == "succeeded" else []
     return {
         "build": build,
@@ -120,7 +105,7 @@ def _detail_context(request, build) -> dict:
         "charts": tradeoff_charts(builds=siblings, current=build.pk) if siblings else [],
         "siblings": siblings,
         "deployments": list(build.deployments.all()),
-        "trained_by": TrainingRun.objects.filter(result_model=build.model).first(),
+        "trained_by": trained_by(model=build.model),
     }
 
 
@@ -148,6 +133,8 @@ def index_deploy(request, pk: int):
         messages.error(request, str(exc))
         return redirect("indexes:detail", pk=pk)
     messages.success(request, f"{deployment.name} now serves index #{build.pk}.")
+    if build.team_id != request.team.pk:  # deployment pages show the session's team
+        return redirect("indexes:detail", pk=pk)
     return redirect("indexes:deployment", name=deployment.name)
 
 
@@ -160,7 +147,7 @@ def deployment_detail(request, name: str):
         "indexes/deployment.html",
         {
             "deployment": deployment,
-            "serving": _serving(search_health(), deployment),
+            "serving": deployment_serving(deployment=deployment, health=search_health()),
             "events": deployment_events(team=request.team, name=name)[:100],
             "can_write": can_write(user=request.user, team=request.team),
         },

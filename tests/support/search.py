@@ -84,5 +84,6 @@ def reset_search_process(sp: SearchProcess) -> None:
     """An empty manifest, loaded: the next test starts with nothing deployed."""
     sp.manifest.write_text(json.dumps({"deployments": {}}))
     urllib.request.urlopen(
-        urllib.request.Request(sp.url + "/reload", data=b"{}", method="POST"), timeout=30
+        urllib.request.Request(sp.url + "/reload", data=b'{"wait": true}', method="POST"),
+        timeout=30,
     ).read()

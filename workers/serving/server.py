@@ -134,7 +134,7 @@ class SearchState:
         self.deployments: dict[str, Deployed] = {}
         self.encoders: dict[str, Encoder] = {}
         self.errors: dict[str, str] = {}
-        self.manifest_mtime: float | None = None
+        self.manifest_stamp: tuple[int, int] | None = None
         self.reload_lock = threading.Lock()
         self.reloads = 0
 
@@ -154,6 +154,15 @@ class SearchState:
 
     # --- loading ------------------------------------------------------------------------
 
+    def stamp(self) -> tuple[int, int] | None:
+        """Inode and nanosecond mtime: the web replaces the file, so a new inode is a change
+        even within one mtime tick."""
+        try:
+            st = self.manifest.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
     def read_manifest(self) -> dict:
         try:
             return json.loads(self.manifest.read_text(encoding="utf-8")).get("deployments", {})
@@ -164,10 +173,7 @@ class SearchState:
         """Bring the served set in line with the manifest; unchanged deployments stay as they
         are, a refused one keeps serving what it served before and reports why."""
         with self.reload_lock:
-            try:
-                self.manifest_mtime = self.manifest.stat().st_mtime
-            except FileNotFoundError:
-                self.manifest_mtime = None
+            self.manifest_stamp = self.stamp()
             wanted = self.read_manifest()
             current = self.deployments
             encoders = dict(self.encoders)
@@ -234,15 +240,14 @@ class SearchState:
     def watch(self, interval: float, stop: threading.Event) -> None:
         """Reload when the manifest file changes (another replica's deploy, a missed POST)."""
         while not stop.wait(interval):
-            try:
-                mtime = self.manifest.stat().st_mtime
-            except FileNotFoundError:
-                mtime = None
-            if mtime != self.manifest_mtime:
-                try:
-                    self.reload()
-                except Exception:  # noqa: BLE001 (the watcher must outlive a bad manifest)
-                    logger.exception("reload failed")
+            if self.stamp() != self.manifest_stamp:
+                self.reload_quietly()
+
+    def reload_quietly(self) -> None:
+        try:
+            self.reload()
+        except Exception:  # noqa: BLE001 (a bad manifest must not kill the thread)
+            logger.exception("reload failed")
 
     # --- searching ----------------------------------------------------------------------
 
@@ -267,6 +272,10 @@ class SearchState:
         filters = body.get("filters") or None
         if filters is not None and not isinstance(filters, dict):
             return 400, {"error": "filters: an object of field → value"}
+        try:
+            deployed.index.select(filters)  # an unknown field is the caller's error, named
+        except ValueError as exc:
+            return 400, {"error": f"filters: {exc}"}
         spec = deployed.encoder_spec
         t0 = time.perf_counter()
         prefix = spec.get("query_prefix") or ""
@@ -274,10 +283,7 @@ class SearchState:
             [prefix + q for q in queries], normalize=spec["normalize"]
         )
         t1 = time.perf_counter()
-        try:
-            scores, ids = deployed.index.search(vectors, k, filters=filters)
-        except ValueError as exc:
-            return 400, {"error": f"filters: {exc}"}
+        scores, ids = deployed.index.search(vectors, k, filters=filters)
         t2 = time.perf_counter()
         results = [
             [
@@ -301,6 +307,7 @@ def make_handler(state: SearchState) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "EmbedHubSearch/0.2"
         protocol_version = "HTTP/1.1"  # keep-alive: the web reuses one connection per thread
+        timeout = 120  # an idle kept-alive connection gives its thread back
 
         def _send(self, status: int, payload: dict) -> None:
             body = json.dumps(payload).encode()
@@ -310,10 +317,19 @@ def make_handler(state: SearchState) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def _refuse(self, status: int, message: str) -> None:
+            # The body may be unread: the connection cannot carry another request.
+            self.close_connection = True
+            self._send(status, {"error": message})
+
         def _body(self) -> dict | None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                self._send(413, {"error": "request body too large"})
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                self._refuse(400, "Content-Length is not a number")
+                return None
+            if length > MAX_BODY or length < 0:
+                self._refuse(413, "request body too large")
                 return None
             raw = self.rfile.read(length) if length else b"{}"
             try:
@@ -345,7 +361,12 @@ def make_handler(state: SearchState) -> type[BaseHTTPRequestHandler]:
                     status, payload = 500, {"error": f"search failed: {exc}"}
                 self._send(status, payload)
             elif path == "/reload":
-                self._send(200, state.reload())
+                if body.get("wait"):
+                    self._send(200, state.reload())
+                else:
+                    # Loading a big index takes a while; the deploy request need not wait.
+                    threading.Thread(target=state.reload_quietly, daemon=True).start()
+                    self._send(202, {"reloading": True})
             else:
                 self._send(404, {"error": "not found"})
 

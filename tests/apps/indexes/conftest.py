@@ -7,7 +7,8 @@ from tests.conftest import TINY_CORPUS, write_beir
 # The tiny collection with metadata on every document, for filters.
 LANGS = ["en", "en", "de", "en", "fr", "en", "de", "en"]
 META_CORPUS = [
-    {**row, "metadata": {"lang": LANGS[i], "year": 2000 + i}} for i, row in enumerate(TINY_CORPUS)
+    {**row, "metadata": {"lang": LANGS[i], "year": 2000 + i, "featured": i % 3 == 0}}
+    for i, row in enumerate(TINY_CORPUS)
 ]
 
 

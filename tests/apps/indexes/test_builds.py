@@ -163,7 +163,8 @@ def test_build_index_command_prints_json(team, tiny_registered_model, tiny_versi
     assert payload["spec"]["nlist"] == 2 and payload["metrics"]["recall_at_10"] == 1.0
 
 
-def test_cancelled_build_stops_and_leaves_no_index(team, tiny_registered_model, tiny_version):
+def test_a_cancel_before_the_work_ends_the_row_as_cancelled(team, tiny_registered_model,
+                                                            tiny_version):  # fmt: skip
     from apps.core.services import job_claim, job_run
     from apps.indexes.models import IndexBuild
     from apps.indexes.services import index_build_create, index_build_execute, index_folder
@@ -176,7 +177,32 @@ def test_cancelled_build_stops_and_leaves_no_index(team, tiny_registered_model, 
     job_run(job=build, work=lambda report: index_build_execute(build=build, report=report))
     build.refresh_from_db()
     assert build.status == "cancelled"
-    assert not index_folder(build).exists()
+    assert not index_folder(build=build).exists()
+
+
+def test_a_cancel_after_the_files_are_written_removes_them(team, tiny_registered_model,
+                                                           tiny_version):  # fmt: skip
+    from apps.core.services import JobCancelled
+    from apps.indexes.services import index_build_create, index_build_execute, index_folder
+
+    build = index_build_create(team=team, model=tiny_registered_model,
+                               dataset_version=tiny_version, index_type="hnsw",
+                               enqueue=False)  # fmt: skip
+    seen = []
+
+    class Report:
+        def __call__(self, stage, done=0, total=0):
+            seen.append(stage)
+            if stage == "measuring":
+                assert index_folder(build=build).exists()  # the index is on disk now
+                raise JobCancelled()
+
+        def check(self):
+            pass
+
+    with pytest.raises(JobCancelled):
+        index_build_execute(build=build, report=Report())
+    assert "building" in seen and not index_folder(build=build).exists()
 
 
 def test_delete_refuses_a_deployed_index_then_removes_row_and_files(
@@ -206,4 +232,11 @@ def test_delete_refuses_a_deployed_index_then_removes_row_and_files(
         response = client.post(url)
     assert response.status_code == 302
     assert not IndexBuild.objects.filter(pk=build.pk).exists() and not folder.exists()
-    assert DeploymentEvent.objects.filter(name="keep").count() == 2  # the log stays
+    events = DeploymentEvent.objects.filter(name="keep").order_by("at", "pk")
+    # The log stays whole: the deleted index's number is still there, only the link is gone.
+    assert [(e.action, e.from_number, e.to_number, e.to_index_id) for e in events] == [
+        ("deploy", None, build.pk, None),
+        ("undeploy", build.pk, None, None),
+    ]
+    page = client.get(reverse("indexes:list")).content.decode()
+    assert f'#{build.pk} <span class="muted small">(deleted)</span>' in page

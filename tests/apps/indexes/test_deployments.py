@@ -55,7 +55,7 @@ def test_deploy_swap_undeploy_are_logged_and_published(team, member, tiny_regist
         _deploy(team=team, name="no spaces please", build=flat, capture=capture)
     d = _deploy(team=team, name="prod", build=hnsw, user=member, capture=capture)
     health = serving.wait_serving(d.serving_key, hnsw.pk)
-    assert health["deployments"][d.serving_key]["mmap"] in (True, False)
+    assert health["deployments"][d.serving_key]["mmap"] is True  # faiss maps HNSW's vectors
     with capture(execute=True):
         deployment_undeploy(deployment=d, user=member)
     assert json.loads(serving.manifest.read_text())["deployments"] == {}
@@ -140,7 +140,7 @@ def test_search_process_refuses_an_index_built_for_another_encoder(team, tiny_re
     # A deployment whose recorded encoder (full 64 dims) does not match the index (32 dims):
     # the process must refuse it and keep serving the index it had.
     Deployment.objects.filter(pk=d.pk).update(index=other)
-    answer = deployments_publish()
+    answer = deployments_publish(wait=True)
     assert "truncate_dim" in answer["errors"][d.serving_key]
     health = serving.health()
     assert health["deployments"][d.serving_key]["index_id"] == good.pk
@@ -162,14 +162,14 @@ def test_console_shows_hits_with_snippets_timing_and_side_by_side(client, member
     assert page.status_code == 200 and b'id="q"' in page.content
     r = client.get(
         reverse("indexes:console"),
-        {"partial": "results", "d": "one", "b": "two", "q": "the red planet", "k": 3},
+        {"partial": "results", "d": "one", "b": "two", "q": "the red planet", "k": 8},
         HTTP_HX_REQUEST="true",
     )
     html = r.content.decode()
     assert r.status_code == 200 and html.lstrip().startswith('<div id="results">')
     assert html.count('class="side"') == 2 and "encode " in html and "search " in html
-    assert html.count("<li data-doc=") == 6
-    assert "<mark>" in html  # the matched words are marked in the snippets
+    assert html.count("<li data-doc=") == 16  # all 8 documents, both sides
+    assert "<mark>planet</mark>" in html  # Mars is among the 8: its matched words are marked
     listing = client.get(reverse("indexes:list")).content.decode()
     assert "live" in listing and 'data-deployment="one"' in listing
     detail = client.get(reverse("indexes:deployment", args=["one"])).content.decode()
@@ -209,6 +209,14 @@ def test_filters_apply_inside_the_search(client, member, team, tiny_registered_m
             HTTP_AUTHORIZATION=f"Bearer {token}",
         )
         assert r.status_code == 400 and "colour" in r.json()["error"]
+    # JSON values go through as they are: a boolean and a number match the metadata's own.
+    r = client.post(
+        reverse("api:search", kwargs={"name": "m-flat"}),
+        {"query": "planet", "k": 8, "filters": {"featured": True, "year": 2003}},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert [h["id"] for h in r.json()["results"][0]["hits"]] == ["d4"]  # i = 3
     assert LANGS.count("de") == 2
 
 
@@ -249,6 +257,15 @@ def test_search_api_scoping_and_shapes(client, owner, viewer, outsider, team, ot
     r = client.post(reverse("api:deployment_create"), {"name": "x", "index": build.pk},
                     content_type="application/json", **auth)  # fmt: skip
     assert r.status_code == 403
+    # Another team sees none of it, and cannot deploy this team's index under its own name.
+    detail = reverse("api:deployment_detail", kwargs={"name": "api"})
+    assert client.get(detail, **outsider_auth).status_code == 404
+    assert client.delete(detail, **outsider_auth).status_code == 404
+    assert client.get(reverse("api:deployments"), **outsider_auth).json() == {"deployments": []}
+    r = client.post(reverse("api:deployment_create"), {"name": "stolen", "index": build.pk},
+                    content_type="application/json", **outsider_auth)  # fmt: skip
+    assert r.status_code == 404
+    assert client.get(detail, **auth).json()["index"] == build.pk
 
 
 def test_deploy_and_build_over_the_api(client, owner, team, tiny_registered_model, tiny_version,
@@ -277,3 +294,34 @@ def test_deploy_and_build_over_the_api(client, owner, team, tiny_registered_mode
         r = client.delete(reverse("api:deployment_delete", kwargs={"name": "from-api"}), **auth)
     assert r.status_code == 204
     assert IndexBuild.objects.filter(pk=pk).exists()
+
+
+def test_a_changed_model_folder_is_refused_on_load(team, tiny_model_path, tiny_version, serving,
+                                                   tmp_path,
+                                                   django_capture_on_commit_callbacks):  # fmt: skip
+    """The model files an index was built with changed (re-installed, edited): a search process
+    loading the deployment refuses it rather than encode queries with another model."""
+    import shutil
+
+    from apps.registry.services import embedding_model_register
+    from tests.support.search import start_search_process, stop_search_process
+
+    folder = tmp_path / "model-copy"
+    shutil.copytree(tiny_model_path, folder)
+    model = embedding_model_register(team=team, name="copy", path=str(folder))
+    build = build_sync(team=team, model=model, version=tiny_version)
+    d = _deploy(team=team, name="fragile", build=build, capture=django_capture_on_commit_callbacks)
+    serving.wait_serving(d.serving_key, build.pk)
+    weights = next(folder.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    replica = start_search_process(tmp_path, manifest=serving.manifest)
+    try:
+        for _ in range(300):
+            errors = replica.health()["errors"]
+            if d.serving_key in errors:
+                break
+            threading.Event().wait(0.1)
+        assert "changed since the index was built" in errors[d.serving_key]
+        assert d.serving_key not in replica.health()["deployments"]
+    finally:
+        stop_search_process(replica)

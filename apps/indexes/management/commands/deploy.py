@@ -13,16 +13,24 @@ class Command(JsonCommand):
         parser.add_argument("name")
         parser.add_argument("--index", type=int, help="the index build to serve")
         parser.add_argument("--undeploy", action="store_true")
+        parser.add_argument("--team", help="the team's slug, when several teams use the name")
 
-    def handle(self, *args, name, index, undeploy, **options):
+    def handle(self, *args, name, index, undeploy, team, **options):
         from django.db import transaction
 
         from apps.indexes.selectors import search_health
 
         if undeploy:
-            deployment = Deployment.objects.filter(name=name).first()
-            if deployment is None:
-                raise InputError(f"{name}: no such deployment")
+            found = Deployment.objects.filter(name=name).select_related("team")
+            if team:
+                found = found.filter(team__slug=team)
+            found = list(found)
+            if not found:
+                raise InputError(f"{name}: no such deployment" + (f" in {team}" if team else ""))
+            if len(found) > 1:
+                teams = ", ".join(sorted(d.team.slug for d in found))
+                raise InputError(f"{name}: deployed by several teams ({teams}); pass --team")
+            deployment = found[0]
             with transaction.atomic():
                 deployment_undeploy(deployment=deployment)
             self.emit({"name": name, "undeployed": True})
