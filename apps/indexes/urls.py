@@ -11,6 +11,7 @@ urlpatterns = [
     path("<int:pk>/deploy/", views.index_deploy, name="deploy"),
     path("<int:pk>/delete/", views.index_delete, name="delete"),
     path("deployments/<slug:name>/", views.deployment_detail, name="deployment"),
+    path("deployments/<slug:name>/swap/", views.deployment_swap, name="swap"),
     path(
         "deployments/<slug:name>/undeploy/",
         views.deployment_undeploy_view,

@@ -139,19 +139,41 @@ def index_deploy(request, pk: int):
 
 
 @require_GET
+@vary_on_headers("HX-Request")
 @team_required()
 def deployment_detail(request, name: str):
     deployment = deployment_get(team=request.team, name=name)
-    return render(
-        request,
-        "indexes/deployment.html",
-        {
-            "deployment": deployment,
-            "serving": deployment_serving(deployment=deployment, health=search_health()),
-            "events": deployment_events(team=request.team, name=name)[:100],
-            "can_write": can_write(user=request.user, team=request.team),
-        },
+    context = {
+        "deployment": deployment,
+        "serving": deployment_serving(deployment=deployment, health=search_health()),
+        "can_write": can_write(user=request.user, team=request.team),
+    }
+    if request.htmx:
+        return render(request, "indexes/deployment.html#serving", context)
+    context["events"] = deployment_events(team=request.team, name=name)[:100]
+    context["others"] = (
+        index_build_list(team=request.team)
+        .filter(status="succeeded")
+        .exclude(pk=deployment.index_id)[:100]
     )
+    return render(request, "indexes/deployment.html", context)
+
+
+@require_POST
+@team_required(Role.MEMBER)
+def deployment_swap(request, name: str):
+    deployment = deployment_get(team=request.team, name=name)
+    build = index_build_list(team=request.team).filter(pk=request.POST.get("index") or 0).first()
+    if build is None:
+        messages.error(request, "index: choose one of your team's built indexes.")
+        return redirect("indexes:deployment", name=name)
+    try:
+        deployment_deploy(team=request.team, name=deployment.name, index=build, user=request.user)
+    except IndexBuildError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{name} now serves index #{build.pk}.")
+    return redirect("indexes:deployment", name=name)
 
 
 @require_POST

@@ -82,3 +82,12 @@ def test_build_deploy_and_query_an_index_in_the_browser(page, shot, live_server,
     german = [row["_id"] for row, lang in zip(META_CORPUS, LANGS, strict=True) if lang == "de"]
     assert sorted(shown) == sorted(german)
     shot(page, "console-filtered")
+
+    # Swap the name to the other index from the deployment page; the badge follows the load.
+    page.goto(live_server.url + "/indexes/deployments/planets/")
+    page.select_option("#swap-index", str(baseline.pk))
+    page.click("#swap")
+    page.wait_for_selector("#serving >> text=live", timeout=60_000)
+    assert "Swapped" in page.inner_text("#audit")
+    assert f"#{baseline.pk}" in page.inner_text("#deployment-facts")
+    shot(page, "deployment-swapped")
