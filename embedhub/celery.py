@@ -54,5 +54,9 @@ app.conf.update(
     ),
     beat_schedule={
         "reap-stale-jobs": {"task": "workers.tasks.core.reap_stale_jobs", "schedule": 60.0},
+        "publish-deployments": {
+            "task": "workers.tasks.indexing.publish_deployments",
+            "schedule": 60.0,
+        },
     },
 )

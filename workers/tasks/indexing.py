@@ -18,3 +18,12 @@ def build_index(build_id: int) -> None:
     if build is None:
         return
     job_run(job=build, work=lambda report: index_build_execute(build=build, report=report))
+
+
+@shared_task(name="workers.tasks.indexing.publish_deployments")
+def publish_deployments() -> None:
+    """Rewrite the search manifest from the database when it differs (beat, every minute): a
+    web process that died between a deploy's commit and its publish is repaired here."""
+    from apps.indexes.services import deployments_publish
+
+    deployments_publish(notify=False)

@@ -240,3 +240,31 @@ def test_delete_refuses_a_deployed_index_then_removes_row_and_files(
     ]
     page = client.get(reverse("indexes:list")).content.decode()
     assert f'#{build.pk} <span class="muted small">(deleted)</span>' in page
+
+
+def test_the_periodic_publish_repairs_a_missing_or_stale_manifest(team, tiny_registered_model,
+                                                                  tiny_version, settings,
+                                                                  tmp_path):  # fmt: skip
+    from apps.indexes.models import Deployment
+    from workers.tasks.indexing import publish_deployments
+
+    settings.SEARCH_MANIFEST = tmp_path / "serving" / "deployments.json"
+    build = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    # As if the web died after the commit and before its on_commit publish.
+    d = Deployment.objects.create(team=team, name="orphan", index=build, encoder=build.encoder)
+    publish_deployments.run()
+    entry = json.loads(settings.SEARCH_MANIFEST.read_text())["deployments"][d.serving_key]
+    assert entry["index_id"] == build.pk and entry["path"] == build.path
+    stamp = settings.SEARCH_MANIFEST.stat().st_mtime_ns
+    publish_deployments.run()  # nothing changed: the file is not rewritten
+    assert settings.SEARCH_MANIFEST.stat().st_mtime_ns == stamp
+
+
+def test_admin_lists_index_objects_and_refuses_edits(client, team, tiny_registered_model,
+                                                     tiny_version, django_user_model):  # fmt: skip
+    build = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    admin = django_user_model.objects.create_superuser("root", "r@example.com", "pw")
+    client.force_login(admin)
+    assert client.get("/admin/indexes/indexbuild/").status_code == 200
+    change = client.post(f"/admin/indexes/indexbuild/{build.pk}/change/", {"index_type": "hnsw"})
+    assert change.status_code == 403
