@@ -223,6 +223,9 @@ if REDIS_URL:
     }
 # Requests per API token: "<count>/<s|m|h|d>" (e.g. "1200/m"); empty turns the limit off.
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="1200/m")
+# Seconds a checked API token is trusted without the database (per web process); a revoked
+# token stops working within this time. 0 checks the database on every request.
+API_TOKEN_CACHE_S = env.float("API_TOKEN_CACHE_S", default=5.0)
 
 # --- Search process -----------------------------------------------------------------------
 SEARCH_URL = env.str("SEARCH_URL", default="http://127.0.0.1:8001")

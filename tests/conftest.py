@@ -96,6 +96,8 @@ def tiny_model_path(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _artifacts(settings, tmp_path):
     settings.ARTIFACTS_ROOT = tmp_path / "artifacts"
+    # Every test sees a token's revocation at once; the cache has its own test.
+    settings.API_TOKEN_CACHE_S = 0
 
 
 # --- personas ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from apps.indexes.models import Deployment, IndexBuild
 from apps.indexes.selectors import (
     SearchFailed,
     deployment_events,
+    deployment_for_search,
     deployment_list,
     deployment_query,
     index_build_list,
@@ -303,7 +304,7 @@ def deployment_delete(request: HttpRequest, name: str):
     url_name="search",
 )
 def search(request: HttpRequest, name: str, body: SearchIn):
-    deployment = _deployment(request, name)
+    deployment = deployment_for_search(team=request.team, name=name)
     if deployment is None:
         return not_found()
     if (body.query is None) == (body.queries is None):

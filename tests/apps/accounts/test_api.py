@@ -228,3 +228,36 @@ def test_the_wait_is_until_the_window_ends(api, team, member, settings, private_
     assert api.get(f"{V1}/datasets", **auth).status_code == 200  # 1021: a new window
     assert api.get(f"{V1}/datasets", **auth).status_code == 200
     assert api.get(f"{V1}/datasets", **auth).status_code == 429
+
+
+def test_a_checked_token_is_trusted_for_a_few_seconds_then_checked_again(
+    api, team, member, settings, monkeypatch
+):
+    import apps.accounts.api as api_module
+    from apps.accounts.models import ApiToken
+
+    settings.API_TOKEN_CACHE_S = 5
+    clock = [1000.0]
+    monkeypatch.setattr(api_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(api_module.token_auth, "_seen", {})
+    auth = bearer(team, member)
+    assert api.get(f"{V1}/datasets", **auth).status_code == 200
+    ApiToken.objects.update(revoked_at="2026-01-01T00:00:00Z")
+    clock[0] += 4  # within the window: no database lookup, still accepted
+    assert api.get(f"{V1}/datasets", **auth).status_code == 200
+    clock[0] += 2  # past it: checked again, and refused
+    assert api.get(f"{V1}/datasets", **auth).status_code == 401
+    assert api.get(f"{V1}/datasets", **auth).status_code == 401  # a refusal is not cached
+
+
+def test_the_rate_limit_on_redis_counts_in_one_window(api, team, member, settings):
+    """The Redis path (one INCR + EXPIRE pipeline per request), against the real Redis."""
+    from django.core.cache import caches
+    from django.core.cache.backends.redis import RedisCache
+
+    if not isinstance(caches["default"], RedisCache):
+        pytest.fail("REDIS_URL is not set: run the suite with ./bin/test (real Redis needed)")
+    settings.API_RATE_LIMIT = "3/h"  # one window for the whole test
+    auth = bearer(team, member)
+    assert [api.get(f"{V1}/datasets", **auth).status_code for _ in range(4)] == [200] * 3 + [429]
+    assert api.get(f"{V1}/datasets", **bearer(team, member)).status_code == 200
