@@ -135,6 +135,9 @@ def embed_corpus(
     query_ids = [query_id for query_id, _ in queries]
     doc_vectors = _cached(cache, document_key, doc_ids)
     query_vectors = _cached(cache, query_key, query_ids)
+    if not query_ids and doc_vectors is not None:
+        # No queries (an index build without a judged split) need no model.
+        query_vectors = np.empty((0, doc_vectors.shape[1]), dtype=np.float32)
     cache_hit = doc_vectors is not None
     if doc_vectors is None or query_vectors is None:
         t = time.perf_counter()

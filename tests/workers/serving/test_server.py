@@ -67,3 +67,46 @@ def test_web_reports_search_process_up_and_down(settings, client, owner):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_encoder_batches_waiting_queries_and_answers_after_close():
+    """Queries waiting together are encoded in one call, each gets its own rows back, and a
+    query that reaches a closed (swapped-out) encoder is still answered."""
+    import threading
+
+    import numpy as np
+
+    from workers.serving.server import Encoder
+
+    calls = []
+    gate = threading.Event()
+
+    class Model:
+        def encode(self, texts, **kwargs):
+            calls.append(list(texts))
+            gate.wait(5)
+            return np.array([[float(len(t))] for t in texts])
+
+    encoder = Encoder(Model(), normalize=True)
+    results = {}
+
+    def ask(text):
+        results[text] = encoder.encode([text])[0, 0]
+
+    first = threading.Thread(target=ask, args=("a",))
+    first.start()
+    while not calls:  # the first query is being encoded; the next ones queue up meanwhile
+        time.sleep(0.01)
+    others = [threading.Thread(target=ask, args=(t,)) for t in ("bb", "ccc", "dddd")]
+    for t in others:
+        t.start()
+    time.sleep(0.2)
+    gate.set()
+    for t in [first, *others]:
+        t.join(5)
+    assert results == {"a": 1.0, "bb": 2.0, "ccc": 3.0, "dddd": 4.0}
+    assert calls[0] == ["a"] and sorted(calls[1]) == ["bb", "ccc", "dddd"]  # one batched call
+    encoder.close()
+    encoder.thread.join(5)
+    assert not encoder.thread.is_alive()
+    assert encoder.encode(["eeeee"])[0, 0] == 5.0  # answered inline after the thread ended
