@@ -325,3 +325,40 @@ def test_a_changed_model_folder_is_refused_on_load(team, tiny_model_path, tiny_v
         assert d.serving_key not in replica.health()["deployments"]
     finally:
         stop_search_process(replica)
+
+
+def test_queries_are_encoded_with_the_deployments_recorded_prefix(team, owner, tiny_model_path,
+                                                                 tiny_version, serving, client,
+                                                                 django_capture_on_commit_callbacks):  # fmt: skip  # noqa: E501
+    """The search process prepends the model's query prefix, exactly as recorded: its scores
+    equal exact search with "query: …" encoded here, and differ from those without it."""
+    import numpy as np
+
+    from apps.registry.services import embedding_model_register
+    from apps.runs.services import embedding_cache
+    from workers.ml.encode import load_encoder
+
+    model = embedding_model_register(team=team, name="prefixed", path=str(tiny_model_path),
+                                     query_prefix="query: ")  # fmt: skip
+    build = build_sync(team=team, model=model, version=tiny_version)
+    assert build.encoder["query_prefix"] == "query: "
+    d = _deploy(team=team, name="prefixed", build=build,
+                capture=django_capture_on_commit_callbacks)  # fmt: skip
+    serving.wait_serving(d.serving_key, build.pk)
+    r = client.post(reverse("api:search", kwargs={"name": "prefixed"}),
+                    {"query": "red planet", "k": 8}, content_type="application/json",
+                    HTTP_AUTHORIZATION=f"Bearer {_token(owner, team)}")  # fmt: skip
+    served = {h["id"]: h["score"] for h in r.json()["results"][0]["hits"]}
+    vectors, ids = embedding_cache().get(build.embedding_key)
+    encoder = load_encoder(path=model.path, layout=model.layout, pooling=model.pooling,
+                           normalize=model.normalize, max_seq_length=model.max_seq_length,
+                           device="cpu")  # fmt: skip
+
+    def scores(text):
+        q = encoder.encode([text], normalize_embeddings=model.normalize)[0]
+        return dict(zip(ids, (np.asarray(vectors) @ q).tolist(), strict=True))
+
+    with_prefix, without = scores("query: red planet"), scores("red planet")
+    assert set(served) == set(ids)
+    assert all(abs(served[i] - with_prefix[i]) < 1e-4 for i in ids)
+    assert any(abs(served[i] - without[i]) > 1e-3 for i in ids)
