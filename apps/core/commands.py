@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 from django.core.management.base import BaseCommand
 
@@ -35,3 +36,18 @@ class JsonCommand(BaseCommand):
         if team is None:
             raise InputError(f"--team: no team {ref!r} (create one with manage.py team_create)")
         return team
+
+    def wait_for_job(self, *, job, key: str, timeout: float, extra: dict | None = None) -> None:
+        """Wait until the worker has ended ``job`` (a Job row). Past ``timeout`` print
+        ``{key: id, "status": …}`` and exit 1: not bad input, the job exists and still waits."""
+        model = type(job)
+        self.stderr.write(f"{key} {job.pk} queued; waiting for a worker…")
+        deadline = time.monotonic() + timeout
+        while True:
+            status = model.objects.values_list("status", flat=True).get(pk=job.pk)
+            if status in model.TERMINAL:
+                return
+            if time.monotonic() > deadline:
+                self.emit({key: job.pk, "status": status, **(extra or {})})
+                raise SystemExit(1)
+            time.sleep(1)

@@ -268,3 +268,19 @@ def test_admin_lists_index_objects_and_refuses_edits(client, team, tiny_register
     assert client.get("/admin/indexes/indexbuild/").status_code == 200
     change = client.post(f"/admin/indexes/indexbuild/{build.pk}/change/", {"index_type": "hnsw"})
     assert change.status_code == 403
+
+
+def test_build_index_command_without_a_worker_times_out_with_the_jobs_status(
+    team, tiny_registered_model, tiny_version, capsys
+):
+    from django.core.management import call_command
+
+    with pytest.raises(SystemExit) as exit_:
+        call_command("build_index", "--model", str(tiny_registered_model.pk),
+                     "--dataset-version", str(tiny_version.pk), "--type", "flat",
+                     "--timeout", "0")  # fmt: skip
+    assert exit_.value.code == 1
+    out = capsys.readouterr()
+    payload = json.loads(out.out)
+    assert payload["status"] == "pending" and payload["metrics"] == {}
+    assert f"index {payload['index']} queued" in out.err

@@ -56,12 +56,7 @@ class Command(JsonCommand):
 
             curate.run(job.pk)
         else:
-            self.stderr.write(f"curation job {job.pk} queued; waiting for a worker…")
-            while CurationJob.objects.filter(pk=job.pk, status__in=["pending", "running"]):
-                if time.monotonic() - started > timeout:
-                    self.emit({"job": job.pk, "status": "pending"})
-                    raise SystemExit(1)
-                time.sleep(1)
+            self.wait_for_job(job=job, key="job", timeout=timeout)
         job.refresh_from_db()
         if accept and job.review == CurationJob.Review.PENDING:
             curation_accept(job=job)

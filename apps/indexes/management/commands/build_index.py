@@ -1,9 +1,7 @@
-import time
-
 from apps.core.commands import InputError, JsonCommand
 from apps.core.models import JobStatus
 from apps.datasets.models import DatasetVersion
-from apps.indexes.models import IndexBuild, IndexType
+from apps.indexes.models import IndexType
 from apps.indexes.services import IndexBuildError, index_build_create
 from apps.registry.models import EmbeddingModel
 
@@ -64,16 +62,7 @@ class Command(JsonCommand):
 
             build_index.run(build.pk)
         else:
-            self.stderr.write(f"index build {build.pk} queued; waiting for a worker…")
-            deadline = time.monotonic() + timeout
-            while (
-                IndexBuild.objects.values_list("status", flat=True).get(pk=build.pk)
-                not in IndexBuild.TERMINAL
-            ):
-                if time.monotonic() > deadline:
-                    self.emit({"index": build.pk, "status": "pending", "metrics": {}})
-                    raise SystemExit(1)
-                time.sleep(1)
+            self.wait_for_job(job=build, key="index", timeout=timeout, extra={"metrics": {}})
         build.refresh_from_db()
         payload = {
             "index": build.pk,

@@ -1,5 +1,3 @@
-import time
-
 from apps.core.commands import InputError, JsonCommand
 from apps.core.models import JobStatus
 from apps.datasets.models import DatasetVersion
@@ -47,16 +45,8 @@ class Command(JsonCommand):
 
             evaluate.run(evaluation.pk)
         else:
-            self.stderr.write(f"evaluation {evaluation.pk} queued; waiting for a worker…")
-            deadline = time.monotonic() + timeout
-            while True:
-                status = Evaluation.objects.values_list("status", flat=True).get(pk=evaluation.pk)
-                if status in Evaluation.TERMINAL:
-                    break
-                if time.monotonic() > deadline:
-                    self.emit({"evaluation": evaluation.pk, "status": status, "metrics": {}})
-                    raise SystemExit(1)  # not bad input: the job exists and is still queued
-                time.sleep(1)
+            self.wait_for_job(job=evaluation, key="evaluation", timeout=timeout,
+                              extra={"metrics": {}})  # fmt: skip
         evaluation.refresh_from_db()
         payload = {
             "evaluation": evaluation.pk,

@@ -1,11 +1,9 @@
 import json
-import time
 from pathlib import Path
 
 from apps.core.commands import InputError, JsonCommand
 from apps.datasets.models import DatasetVersion
 from apps.registry.models import EmbeddingModel
-from apps.runs.models import TrainingRun
 from apps.runs.training import TrainingError, training_run_create
 
 
@@ -65,13 +63,7 @@ class Command(JsonCommand):
             if run.evaluation_id:
                 evaluate.run(run.evaluation_id)
         else:
-            self.stderr.write(f"run {run.pk} queued; waiting for a GPU worker…")
-            deadline = time.monotonic() + timeout
-            while TrainingRun.objects.filter(pk=run.pk, status__in=["pending", "running"]):
-                if time.monotonic() > deadline:
-                    self.emit({"run": run.pk, "status": "pending"})
-                    raise SystemExit(1)
-                time.sleep(2)
+            self.wait_for_job(job=run, key="run", timeout=timeout)
         run.refresh_from_db()
         metrics = {}
         if run.evaluation_id:
