@@ -119,11 +119,11 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict:
     import numpy as np
 
     from apps.datasets.selectors import evaluation_inputs
-    from apps.runs.services import embedding_cache, embedding_keys
-    from workers.ml.evaluate import EncoderSpec, embed_corpus
+    from apps.runs.services import embedding_cache, encoding_for
+    from workers.ml.evaluate import embed_corpus
     from workers.ml.indexing import IndexSpec, LoadedIndex, build_index, measure_index
 
-    version, model = build.dataset_version, build.model
+    version = build.dataset_version
     # Recorded now, with the fingerprint the vectors below are made with.
     encoder = index_encoder(build=build)
     if build.split:
@@ -132,24 +132,9 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict:
         corpus = list(version.documents.order_by("pk").values_list("doc_id", "title", "text"))
         queries, qrels = [], {}
     metadata = list(version.documents.order_by("pk").values_list("metadata", flat=True))
-    document_key, query_key = embedding_keys(
-        model=model,
-        version=version,
-        split=build.split or "-",
-        max_seq_length=build.max_seq_length,
-        query_prefix=build.query_prefix,
-        document_prefix=build.document_prefix,
-    )
+    encoder_spec, document_key, query_key = encoding_for(job=build, split=build.split or "-")
     doc_vectors, query_vectors, timings, cache_hit = embed_corpus(
-        model=EncoderSpec(
-            path=model.path,
-            layout=model.layout,
-            pooling=model.pooling,
-            normalize=model.normalize,
-            max_seq_length=build.max_seq_length,
-            query_prefix=build.query_prefix,
-            document_prefix=build.document_prefix,
-        ),
+        model=encoder_spec,
         corpus=corpus,
         queries=queries,
         on_progress=report,

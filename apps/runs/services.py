@@ -99,14 +99,40 @@ def embedding_keys(
     )
 
 
+def encoding_for(*, job, split: str | None = None):
+    """(EncoderSpec, document cache key, query cache key) of a job that encodes a version with
+    a model as it records them (an Evaluation or an IndexBuild: model, dataset_version, split,
+    max_seq_length and both prefixes): one encoding setup, one pair of cache entries."""
+    from workers.ml.evaluate import EncoderSpec
+
+    model = job.model
+    document_key, query_key = embedding_keys(
+        model=model,
+        version=job.dataset_version,
+        split=job.split if split is None else split,
+        max_seq_length=job.max_seq_length,
+        query_prefix=job.query_prefix,
+        document_prefix=job.document_prefix,
+    )
+    spec = EncoderSpec(
+        path=model.path,
+        layout=model.layout,
+        pooling=model.pooling,
+        normalize=model.normalize,
+        max_seq_length=job.max_seq_length,
+        query_prefix=job.query_prefix,
+        document_prefix=job.document_prefix,
+    )
+    return spec, document_key, query_key
+
+
 def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> dict:
     """The work of an evaluation: encode (or read the cache), search, score, store per-query
     rows and the run file. Returns the fields that the success transition writes on the row.
     """
-    from workers.ml.evaluate import EncoderSpec, evaluate_bm25, evaluate_dense
+    from workers.ml.evaluate import evaluate_bm25, evaluate_dense
     from workers.ml.metrics import write_trec_run
 
-    model = evaluation.model
     corpus, queries, qrels = evaluation_inputs(
         version=evaluation.dataset_version, split=evaluation.split
     )
@@ -116,24 +142,9 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
             corpus=corpus, queries=queries, qrels=qrels, top_k=evaluation.top_k, on_progress=report
         )
     else:
-        document_key, query_key = embedding_keys(
-            model=model,
-            version=evaluation.dataset_version,
-            split=evaluation.split,
-            max_seq_length=evaluation.max_seq_length,
-            query_prefix=evaluation.query_prefix,
-            document_prefix=evaluation.document_prefix,
-        )
+        spec, document_key, query_key = encoding_for(job=evaluation)
         out = evaluate_dense(
-            model=EncoderSpec(
-                path=model.path,
-                layout=model.layout,
-                pooling=model.pooling,
-                normalize=model.normalize,
-                max_seq_length=evaluation.max_seq_length,
-                query_prefix=evaluation.query_prefix,
-                document_prefix=evaluation.document_prefix,
-            ),
+            model=spec,
             corpus=corpus,
             queries=queries,
             qrels=qrels,
