@@ -21,6 +21,7 @@ from apps.indexes.selectors import (
     SearchFailed,
     deployment_events,
     deployment_for_search,
+    deployment_get,
     deployment_list,
     deployment_query,
     index_build_list,
@@ -266,10 +267,6 @@ def deployment_create(request: HttpRequest, body: DeployIn):
     return deployment_payload(deployment, history=True)
 
 
-def _deployment(request: HttpRequest, name: str) -> Deployment | None:
-    return deployment_list(team=request.team).filter(name=name).first()
-
-
 @router.get(
     "/deployments/{name}",
     response={200: DeploymentOut, **ERRORS},
@@ -277,8 +274,8 @@ def _deployment(request: HttpRequest, name: str) -> Deployment | None:
     url_name="deployment_detail",
 )
 def deployment_detail(request: HttpRequest, name: str):
-    deployment = _deployment(request, name)
-    return deployment_payload(deployment, history=True) if deployment else not_found()
+    # Another team's name raises Http404 like a missing one; the API answers it as not_found().
+    return deployment_payload(deployment_get(team=request.team, name=name), history=True)
 
 
 @router.delete(
@@ -290,9 +287,7 @@ def deployment_detail(request: HttpRequest, name: str):
 def deployment_delete(request: HttpRequest, name: str):
     if denied := forbidden_below(request, Role.MEMBER):
         return denied
-    deployment = _deployment(request, name)
-    if deployment is None:
-        return not_found()
+    deployment = deployment_get(team=request.team, name=name)
     deployment_undeploy(deployment=deployment, user=request.api_token.user)
     return Status(204, None)
 

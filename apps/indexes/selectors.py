@@ -14,6 +14,7 @@ from apps.accounts.selectors import team_scoped_get
 from apps.datasets.models import Document
 from apps.indexes.models import Deployment, DeploymentEvent, IndexBuild
 from apps.runs.models import TrainingRun
+from workers.serving.server import MAX_QUERIES  # the search process's own limit (Django-free)
 
 _local = threading.local()
 
@@ -24,7 +25,6 @@ class SearchUnavailable(OSError):
 
 # Errors of a kept-alive socket the server closed while it idled: safe to send again once.
 STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-MAX_QUERIES = 256  # per request, as the search process allows
 
 
 def search_call(method: str, path: str, body: dict | None = None, *, timeout: float = 10.0):

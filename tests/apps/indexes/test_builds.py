@@ -284,3 +284,29 @@ def test_build_index_command_without_a_worker_times_out_with_the_jobs_status(
     payload = json.loads(out.out)
     assert payload["status"] == "pending" and payload["metrics"] == {}
     assert f"index {payload['index']} queued" in out.err
+
+
+def test_deploy_command_deploys_reports_serving_state_and_undeploys(
+    team, other_team, tiny_registered_model, tiny_version, settings, tmp_path, capsys
+):
+    from django.core.management import call_command
+
+    from apps.indexes.models import Deployment, DeploymentEvent
+
+    settings.SEARCH_URL = "http://127.0.0.1:9"  # no search process: the deploy still records
+    settings.SEARCH_MANIFEST = tmp_path / "manifest.json"
+    build = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    call_command("deploy", "cli", "--index", str(build.pk))
+    payload = json.loads(capsys.readouterr().out)
+    assert payload == {"name": "cli", "index": build.pk, "serving": "down", "live_index": None,
+                       "error": None}  # fmt: skip
+    assert Deployment.objects.get(name="cli").index == build
+    # The same name in another team makes --undeploy ambiguous without --team.
+    Deployment.objects.create(team=other_team, name="cli", index=build, encoder={})
+    with pytest.raises(SystemExit) as exit_:
+        call_command("deploy", "cli", "--undeploy")
+    assert exit_.value.code == 2 and "pass --team" in capsys.readouterr().err
+    call_command("deploy", "cli", "--undeploy", "--team", team.slug)
+    assert not Deployment.objects.filter(team=team, name="cli").exists()
+    assert list(DeploymentEvent.objects.filter(team=team).values_list("action", flat=True)) == [
+        "undeploy", "deploy"]  # fmt: skip

@@ -18,7 +18,7 @@ class Command(JsonCommand):
     def handle(self, *args, name, index, undeploy, team, **options):
         from django.db import transaction
 
-        from apps.indexes.selectors import search_health
+        from apps.indexes.selectors import deployment_serving, search_health
 
         if undeploy:
             found = Deployment.objects.filter(name=name).select_related("team")
@@ -42,14 +42,14 @@ class Command(JsonCommand):
             deployment = deployment_deploy(team=build.team, name=name, index=build)
         except IndexBuildError as exc:
             raise InputError(str(exc)) from exc
-        health = search_health()
-        live = (health.get("deployments") or {}).get(deployment.serving_key)
+        serving = deployment_serving(deployment=deployment, health=search_health())
+        live = serving.get("live") if serving["state"] != "live" else serving
         self.emit(
             {
                 "name": name,
                 "index": build.pk,
-                "search_up": health.get("up", False),
+                "serving": serving["state"],  # live, loading, refused or down
                 "live_index": live["index_id"] if live else None,
-                "error": (health.get("errors") or {}).get(deployment.serving_key),
+                "error": serving.get("error"),
             }
         )
