@@ -80,6 +80,8 @@ def _problem(item: dict) -> str:
     loc = [str(part) for part in item.get("loc", ())]
     if len(loc) > 2 and loc[0] == "body":
         loc = [loc[0], *loc[2:]]
+    if item.get("type") == "extra_forbidden":
+        return f"{'.'.join(loc) or 'request'}: unknown field (not settable here)"
     return f"{'.'.join(loc) or 'request'}: {item.get('msg', 'invalid')}"
 
 

@@ -45,6 +45,8 @@ class Job(models.Model):
     error = models.TextField(blank=True)  # traceback, for the log
     human_error = models.CharField(max_length=500, blank=True)  # one line, for the page
     celery_task_id = models.CharField(max_length=64, blank=True)
+    # The task's registered name, so a lost message can be sent again (see jobs_resend_lost).
+    celery_task_name = models.CharField(max_length=200, blank=True)
     cancel_requested = models.BooleanField(default=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

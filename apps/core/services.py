@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 
 from django.apps import apps
@@ -50,8 +51,10 @@ def job_enqueue(*, job: Job, task, kwargs: dict | None = None) -> None:
     """
     model = type(job)
     task_id = str(uuid.uuid4())
-    model.objects.filter(pk=job.pk).update(celery_task_id=task_id, queued_at=timezone.now())
-    job.celery_task_id = task_id
+    model.objects.filter(pk=job.pk).update(
+        celery_task_id=task_id, celery_task_name=task.name, queued_at=timezone.now()
+    )
+    job.celery_task_id, job.celery_task_name = task_id, task.name
     pk = job.pk
 
     def send() -> None:
@@ -251,18 +254,109 @@ def _requeue(*, model, stale, task: str) -> int:
     count = 0
     for pk in stale.filter(attempts__lt=model.max_attempts).values_list("pk", flat=True):
         with transaction.atomic():
+            task_id = str(uuid.uuid4())
             updated = model.objects.filter(pk=pk, status=JobStatus.RUNNING).update(
                 status=JobStatus.PENDING,
                 attempts=F("attempts") + 1,
                 stage="worker lost: waiting to resume",
-                celery_task_id="",
+                celery_task_id=task_id,
+                celery_task_name=task,
+                queued_at=timezone.now(),
             )
             if updated:
                 count += 1
                 transaction.on_commit(
-                    lambda pk=pk: current_app.send_task(task, args=[pk], queue=_queue_of(task))
+                    lambda pk=pk, task_id=task_id: current_app.send_task(
+                        task, args=[pk], queue=_queue_of(task), task_id=task_id
+                    )
                 )
     return count
+
+
+def jobs_resend_lost(*, after: int | None = None) -> int:
+    """Send again the pending rows whose message the broker no longer holds.
+
+    A message can vanish between enqueue and claim (Redis restarted without persistence, a
+    purged queue, a lost on-disk broker folder); the row would then wait as pending for ever.
+    A row pending for longer than ``after`` seconds whose task id is in neither its queue nor
+    the broker's unacknowledged set gets a fresh message. Sending one too many is harmless:
+    the task claims its row by conditional UPDATE, so a second delivery does nothing.
+    Returns how many rows were sent again. Runs periodically from Celery beat.
+    """
+    from celery import current_app
+
+    after = settings.JOB_PENDING_RESEND_AFTER if after is None else after
+    cutoff = timezone.now() - timedelta(seconds=after)
+    lost: list[tuple[type[Job], int, str, str]] = []
+    for model in job_models():
+        rows = (
+            model.objects.filter(
+                status=JobStatus.PENDING, cancel_requested=False, queued_at__lte=cutoff
+            )
+            .exclude(celery_task_name="")
+            .values_list("pk", "celery_task_id", "celery_task_name")
+        )
+        lost.extend((model, pk, task_id, name) for pk, task_id, name in rows)
+    if not lost:
+        return 0
+    held = _broker_task_ids({_queue_of(name) for _, _, _, name in lost})
+    resent = 0
+    for model, pk, old_id, name in lost:
+        if held is not None and old_id and old_id in held:
+            continue
+        new_id = str(uuid.uuid4())
+        # Conditional on the old id: a concurrent reaper or a claim in between wins.
+        if not model.objects.filter(pk=pk, status=JobStatus.PENDING, celery_task_id=old_id).update(
+            celery_task_id=new_id, queued_at=timezone.now()
+        ):
+            continue
+        try:
+            current_app.send_task(name, args=[pk], queue=_queue_of(name), task_id=new_id)
+        except Exception:
+            logger.exception("Could not send %s %s again", model.__name__, pk)
+            continue
+        resent += 1
+    if resent:
+        logger.warning("Sent %d pending job(s) again: their messages were lost", resent)
+    return resent
+
+
+def _broker_task_ids(queues: set[str]) -> set[str] | None:
+    """Task ids the broker still holds (queued or delivered but not acknowledged), or None
+    when this transport cannot be looked into (then every old pending row is sent again)."""
+    import json
+
+    from celery import current_app
+
+    ids: set[str] = set()
+    try:
+        with current_app.connection_for_write() as conn:
+            transport = conn.transport.driver_type
+            if transport == "redis":
+                client = conn.default_channel.client
+                keys = [k for q in queues for k in client.keys(f"{q}*")]
+                raw = [m for key in keys if client.type(key) == b"list"
+                       for m in client.lrange(key, 0, -1)]  # fmt: skip
+                raw += client.hvals(conn.default_channel.unacked_key)
+            elif transport == "filesystem":
+                folder = Path(conn.transport_options["data_folder_out"])
+                raw = [f.read_bytes() for f in folder.glob("*.msg")]
+            else:
+                return None
+    except Exception:
+        logger.exception("Could not look into the broker; pending jobs are sent again")
+        return None
+    for message in raw:
+        try:
+            data = json.loads(message)
+        except (ValueError, TypeError):
+            continue
+        if isinstance(data, list):  # unacked entries are [message, exchange, routing key]
+            data = data[0] if data else {}
+        task_id = (data.get("headers") or {}).get("id") if isinstance(data, dict) else None
+        if task_id:
+            ids.add(task_id)
+    return ids
 
 
 def _queue_of(task: str) -> str:

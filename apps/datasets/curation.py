@@ -61,8 +61,34 @@ def _float(params: dict, key: str, default: float | None, lo: float, hi: float) 
     return value
 
 
+# What a user may set per kind; anything else (a path, a typo) is refused by name.
+PARAMS = {
+    Kind.SEMDEDUP: ("threshold", "clusters", "seed"),
+    Kind.MINE: (
+        "split",
+        "candidates",
+        "range_min",
+        "range_max",
+        "num_negatives",
+        "relative_margin",
+        "max_score",
+        "sampling",
+        "seed",
+    ),
+    Kind.DSIR: ("target", "target_texts", "target_split", "field", "k", "seed"),
+    Kind.TOKENS: (),
+}
+
+
 def _clean_params(*, kind: str, source: DatasetVersion, model, raw: dict, team: Team) -> dict:
     """Validate and normalise what the user asked for; the result is what gets recorded."""
+    unknown = sorted(str(key) for key in raw if key not in PARAMS.get(kind, ()))
+    if unknown:
+        allowed = ", ".join(PARAMS.get(kind, ())) or "none"
+        raise CurationError(
+            f"{', '.join(unknown)}: unknown parameter{'s' if len(unknown) > 1 else ''} "
+            f"for {kind} (allowed: {allowed})."
+        )
     retrieval = source.kind == DatasetVersion.Kind.RETRIEVAL
     if kind in (Kind.SEMDEDUP, Kind.TOKENS) or (
         kind == Kind.MINE and raw.get("candidates", "dense") != "bm25"

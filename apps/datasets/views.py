@@ -183,7 +183,11 @@ def version_curate(request, pk: int, kind: str):
             team=team,
             source=version,
             kind=kind,
-            params=request.POST.dict(),
+            params={
+                k: v
+                for k, v in request.POST.items()
+                if k not in ("csrfmiddlewaretoken", "model")
+            },
             model=model,
             created_by=request.user,
         )

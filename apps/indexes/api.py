@@ -15,6 +15,7 @@ from pydantic import Field
 
 from apps.accounts.api import ERRORS, ErrorOut, error, forbidden_below, not_found
 from apps.accounts.models import Role
+from apps.core.api_schemas import InputSchema
 from apps.datasets.models import DatasetVersion
 from apps.indexes.models import Deployment, IndexBuild
 from apps.indexes.selectors import (
@@ -63,7 +64,7 @@ class IndexListOut(Schema):
     indexes: list[IndexOut]
 
 
-class IndexIn(Schema):
+class IndexIn(InputSchema):
     model: int
     dataset_version: int
     type: str = Field(description="flat, hnsw, ivf_flat, ivf_pq, sq8, binary or binary_hnsw")
@@ -98,12 +99,12 @@ class DeploymentListOut(Schema):
     deployments: list[DeploymentOut]
 
 
-class DeployIn(Schema):
+class DeployIn(InputSchema):
     name: str
     index: int
 
 
-class SearchIn(Schema):
+class SearchIn(InputSchema):
     query: str | None = None
     queries: list[str] | None = None
     k: int = Field(default=10, ge=1, le=1000)
@@ -217,7 +218,7 @@ def index_create(request: HttpRequest, body: IndexIn):
             created_by=request.api_token.user,
         )
     except IndexBuildError as exc:
-        return error(str(exc))
+        return error(str(exc), 422 if "unknown parameter" in str(exc) else 400)
     response = JsonResponse(index_payload(build), status=202)
     response["Location"] = f"/api/v1/indexes/{build.pk}"
     return response

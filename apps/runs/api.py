@@ -11,14 +11,16 @@ from typing import Annotated, Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
-from ninja import Query, Router, Schema, Status
+from ninja import Field, Query, Router, Schema, Status
 
 from apps.accounts.api import ERRORS, error, forbidden_below, not_found, team_object
 from apps.accounts.models import Role
+from apps.core.api_schemas import InputSchema
 from apps.core.services import InvalidTransition, job_cancel
 from apps.datasets.models import DatasetVersion
 from apps.registry.models import EmbeddingModel
 from apps.runs import compare
+from apps.runs.configs import TrainOptions
 from apps.runs.models import Evaluation, TrainingRun
 from apps.runs.selectors import evaluation_list
 from apps.runs.services import EvaluationError, evaluation_create
@@ -63,7 +65,7 @@ class EvaluationListOut(Schema):
     evaluations: list[EvaluationOut]
 
 
-class EvaluationIn(Schema):
+class EvaluationIn(InputSchema):
     dataset_version: int
     split: str = "test"
     method: Evaluation.Method = Evaluation.Method.DENSE
@@ -101,13 +103,16 @@ class TrainingRunListOut(Schema):
     training_runs: list[TrainingRunOut]
 
 
-class TrainingRunIn(Schema):
+class TrainingRunIn(InputSchema):
     base_model: int
     train_version: int
     eval_version: int | None = None
     eval_split: str = "test"  # used only with ``eval_version``
     name: str = ""
-    options: dict[str, Any] | None = None  # ``workers.ml.train.TrainConfig`` fields
+    guide_model: int | None = Field(
+        default=None, description="a model of your team that guides the gist loss"
+    )
+    options: TrainOptions | None = None
 
 
 class ComparedEvaluation(Schema):
@@ -179,17 +184,34 @@ def training_run_payload(run: TrainingRun) -> dict:
         "train_version": run.train_version_id,
         "eval_version": run.eval_version_id,
         "eval_split": run.eval_split,
-        "config": run.config,
+        "config": run_config_public(run),
         "estimate": run.estimate,
         "curve": run.log,
         "attempts": run.attempts,
         "model": run.result_model_id,
         "evaluation": run.evaluation_id,
-        "result": run.result,
+        "result": run_result_public(run),
         "error": run.human_error or None,
         "created_at": run.created_at.isoformat(),
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
     }
+
+
+def run_config_public(run: TrainingRun) -> dict:
+    """The run's config without server folders: models are named by id on the run."""
+    return {k: v for k, v in (run.config or {}).items() if not k.endswith("_path")}
+
+
+def run_result_public(run: TrainingRun) -> dict:
+    """The run's result without server folders (a resume names its checkpoint only)."""
+    out = {}
+    for key, value in (run.result or {}).items():
+        if key.endswith(("_dir", "_path")):
+            continue
+        if key == "resumed_from" and isinstance(value, str) and value:
+            value = value.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+        out[key] = value
+    return out
 
 
 def _team_versions(request: HttpRequest):
@@ -297,11 +319,13 @@ def training_run_start(
     body = payload.model_dump()
     base = team_object(_team_models(request), body, "base_model", what="model")
     train = team_object(_team_versions(request), body, "train_version", what="dataset version")
-    evaluation_version = None
+    evaluation_version = guide = None
     if payload.eval_version is not None:
         evaluation_version = team_object(
             _team_versions(request), body, "eval_version", what="dataset version"
         )
+    if payload.guide_model is not None:
+        guide = team_object(_team_models(request), body, "guide_model", what="model")
     try:
         run = training_run_create(
             team=request.team,
@@ -309,12 +333,13 @@ def training_run_start(
             train_version=train,
             eval_version=evaluation_version,
             eval_split=payload.eval_split if evaluation_version else "",
-            options=payload.options or {},
+            options=payload.options,
+            guide_model=guide,
             name=payload.name,
             created_by=request.api_token.user,
         )
     except TrainingError as exc:
-        return error(str(exc))
+        return error(str(exc), 422 if exc.problems else 400, exc.problems)
     response["Location"] = reverse("api:training-run", args=[run.pk])
     return Status(202, training_run_payload(run))
 

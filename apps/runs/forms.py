@@ -158,7 +158,6 @@ class TrainingRunForm(forms.Form):
             "loss": d["loss"],
             "scale": d.get("scale"),
             "mini_batch_size": d.get("mini_batch_size"),
-            "guide_model_path": d["guide_model"].path if d.get("guide_model") else None,
             "matryoshka_dims": d.get("matryoshka_dims_list"),
             "starbucks_pairs": d.get("starbucks_pairs_list"),
             "pooling": d.get("pooling") or None,

@@ -29,6 +29,7 @@ from apps.core.services import JobCancelled, ProgressReporter, job_enqueue
 from apps.datasets.models import DatasetVersion
 from apps.datasets.selectors import evaluation_inputs
 from apps.registry.models import EmbeddingModel
+from apps.runs.configs import OptionsError, train_options_parse
 from apps.runs.models import TrainingRun
 
 CANCEL_POLL_S = 1.0
@@ -38,13 +39,24 @@ TAIL_CHARS = 6000
 
 
 class TrainingError(ValueError):
-    pass
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
 
 
-def _config_for(*, base_model: EmbeddingModel, options: dict):
-    """A TrainConfig from the user's options over the base model's encoding settings."""
+def _config_for(
+    *, base_model: EmbeddingModel, options: dict, guide_model: EmbeddingModel | None = None
+):
+    """A TrainConfig from the user's options over the base model's encoding settings.
+
+    Folders come only from registered models (already checked to be the team's): the options
+    are typed and cannot name a path (``base_model_path`` in them is an unknown field)."""
     from workers.ml.train import TrainConfig
 
+    try:
+        chosen = train_options_parse(options)
+    except OptionsError as exc:
+        raise TrainingError(str(exc), problems=exc.problems) from None
     merged = {
         "base_model_path": base_model.path,
         "layout": base_model.layout,
@@ -53,11 +65,14 @@ def _config_for(*, base_model: EmbeddingModel, options: dict):
         "max_seq_length": base_model.max_seq_length,
         "query_prefix": base_model.query_prefix,
         "document_prefix": base_model.document_prefix,
-        **{k: v for k, v in options.items() if v not in (None, "")},
+        **chosen,
+        "guide_model_path": guide_model.path if guide_model is not None else None,
     }
     try:
         return TrainConfig.from_dict(merged)
     except (TypeError, ValueError) as exc:
+        if str(exc).startswith("guide_model_path:"):
+            raise TrainingError("guide_model: the gist loss needs a guide model") from None
         raise TrainingError(str(exc)) from None
 
 
@@ -67,6 +82,7 @@ def training_run_create(
     base_model: EmbeddingModel,
     train_version: DatasetVersion,
     options: dict | None = None,
+    guide_model: EmbeddingModel | None = None,
     eval_version: DatasetVersion | None = None,
     eval_split: str = "",
     name: str = "",
@@ -77,8 +93,10 @@ def training_run_create(
     from workers.ml.train import estimate
     from workers.tasks.training import train
 
-    for obj in (base_model, train_version.dataset) + (
-        (eval_version.dataset,) if eval_version else ()
+    for obj in (
+        (base_model, train_version.dataset)
+        + ((eval_version.dataset,) if eval_version else ())
+        + ((guide_model,) if guide_model else ())
     ):
         if obj.team_id != team.pk:
             raise TrainingError("The model and the data must belong to your team.")
@@ -89,7 +107,7 @@ def training_run_create(
         )
     if eval_version is not None and eval_split not in eval_version.qrels_counts:
         raise TrainingError(f"{eval_version} has no split {eval_split!r} to evaluate on.")
-    config = _config_for(base_model=base_model, options=options or {})
+    config = _config_for(base_model=base_model, options=options or {}, guide_model=guide_model)
     with transaction.atomic():
         run = TrainingRun.objects.create(
             team=team,

@@ -61,6 +61,7 @@ def training_new(request):
                     eval_version=d.get("eval_version"),
                     eval_split=d.get("eval_split") or "",
                     options=form.options(),
+                    guide_model=d.get("guide_model"),
                     name=d.get("name") or "",
                     created_by=request.user,
                 )
@@ -88,7 +89,9 @@ def _preview(form: TrainingRunForm) -> dict:
     from workers.ml.train import estimate
 
     d = form.cleaned_data
-    config = _config_for(base_model=d["base_model"], options=form.options())
+    config = _config_for(
+        base_model=d["base_model"], options=form.options(), guide_model=d.get("guide_model")
+    )
     est = estimate(config, d["train_version"].training_count)
     gpu = settings.TRAINING_GPU_MEMORY_GIB
     return {

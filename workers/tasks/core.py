@@ -2,8 +2,9 @@ from celery import shared_task
 
 
 @shared_task(name="workers.tasks.core.reap_stale_jobs")
-def reap_stale_jobs() -> int:
-    """Fail running job rows whose worker stopped reporting. Idempotent; writes only status."""
-    from apps.core.services import jobs_reap
+def reap_stale_jobs() -> dict:
+    """Fail (or resume) running rows whose worker stopped reporting, and send again pending rows
+    whose message was lost. Idempotent: each write is conditional on the row's state."""
+    from apps.core.services import jobs_reap, jobs_resend_lost
 
-    return jobs_reap()
+    return {"reaped": jobs_reap(), "resent": jobs_resend_lost()}

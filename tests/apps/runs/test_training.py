@@ -199,7 +199,7 @@ def test_training_runs_api(team, member, viewer, outsider, other_team, tiny_regi
     assert created["Location"] == f"/api/v1/training-runs/{run_id}"
     assert created.json()["estimate"]["total_steps"] == 3
     bad = client.post("/api/v1/training-runs", {**body, "options": {"loss": "nope"}}, **auth)
-    assert bad.status_code == 400 and "loss" in bad.json()["error"]
+    assert bad.status_code == 422 and "loss" in bad.json()["error"]
     assert client.get(f"/api/v1/training-runs/{run_id}", **auth).json()["status"] == "pending"
     cancelled = client.post(f"/api/v1/training-runs/{run_id}/cancel", **auth)
     assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"

@@ -11,7 +11,8 @@ class Command(JsonCommand):
     help = (
         'Fine-tune a registered model. --config FILE.json holds {"base_model": ID, '
         '"train_version": ID, "eval_version": ID?, "eval_split": "test"?, "name": …?, '
-        '"options": {TrainConfig fields: method, loss, batch_size, max_steps, …}}. Without '
+        '"guide_model": ID?, "options": {apps.runs.configs.TrainOptions fields: method, loss, '
+        "batch_size, max_steps, …}}. Without "
         "--sync the run goes to a GPU worker and this waits; with --sync it runs here. With "
         "--sync the final evaluation runs here too."
     )
@@ -36,6 +37,13 @@ class Command(JsonCommand):
         train = DatasetVersion.objects.filter(pk=spec.get("train_version")).first()
         if train is None:
             raise InputError(f"{config}: train_version: no version {spec.get('train_version')!r}")
+        guide = None
+        if spec.get("guide_model") is not None:
+            guide = EmbeddingModel.objects.filter(pk=spec["guide_model"], team=base.team).first()
+            if guide is None:
+                raise InputError(
+                    f"{config}: guide_model: no model {spec['guide_model']!r} in {base.team}"
+                )
         evaluation_version = None
         if spec.get("eval_version") is not None:
             evaluation_version = DatasetVersion.objects.filter(pk=spec["eval_version"]).first()
@@ -49,6 +57,7 @@ class Command(JsonCommand):
                 eval_version=evaluation_version,
                 eval_split=spec.get("eval_split", "test") if evaluation_version else "",
                 options=spec.get("options") or {},
+                guide_model=guide,
                 name=spec.get("name", ""),
                 enqueue=not sync,
             )
