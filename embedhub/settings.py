@@ -193,6 +193,11 @@ ENCODE_QUEUE = env.str("ENCODE_QUEUE", default="index")
 JOB_PROGRESS_INTERVAL = env.float("JOB_PROGRESS_INTERVAL", default=2.0)
 # A running row whose heartbeat is older than this is failed by the reaper.
 JOB_STALE_AFTER = env.int("JOB_STALE_AFTER", default=15 * 60)
+# A pending row whose message the broker no longer holds is sent again after this.
+JOB_PENDING_RESEND_AFTER = env.int("JOB_PENDING_RESEND_AFTER", default=5 * 60)
+# The same start (user, objects, parameters) within this many seconds returns the job already
+# made (a double click, a retried POST) while that job is still pending or running; 0: off.
+JOB_DEDUPE_WINDOW_S = env.int("JOB_DEDUPE_WINDOW_S", default=10)
 # GPU memory of the training workers, for the "will it fit" warning before a run (0: unknown).
 TRAINING_GPU_MEMORY_GIB = env.float("TRAINING_GPU_MEMORY_GIB", default=0.0)
 JOB_SOFT_TIME_LIMIT = env.int("JOB_SOFT_TIME_LIMIT", default=6 * 3600)
@@ -229,6 +234,10 @@ API_TOKEN_CACHE_S = env.float("API_TOKEN_CACHE_S", default=5.0)
 
 # --- Search process -----------------------------------------------------------------------
 SEARCH_URL = env.str("SEARCH_URL", default="http://127.0.0.1:8001")
+# The shared secret sent to the search process (SEARCH_TOKEN, or SEARCH_TOKEN_FILE naming a file
+# that holds it). Empty: web and search both use VAR_DIR/search_token, made by whichever needs it
+# first (workers.serving.auth), so the embedded default needs no configuration.
+SEARCH_TOKEN = (_secret("SEARCH_TOKEN", default="") or "").strip()
 SEARCH_HEALTH_TIMEOUT = env.float("SEARCH_HEALTH_TIMEOUT", default=1.0)
 SEARCH_TIMEOUT = env.float("SEARCH_TIMEOUT", default=30.0)
 # Loading a new index and warming its encoder happens inside the reload call.

@@ -7,5 +7,11 @@ from ninja import Schema
 from pydantic import ConfigDict
 
 
+def idempotency_key(request) -> str:
+    """The ``Idempotency-Key`` header: a client that retries a start with the same key gets
+    the job made the first time (for 24 hours), never a second one."""
+    return request.headers.get("Idempotency-Key", "").strip()[:200]
+
+
 class InputSchema(Schema):
     model_config = ConfigDict(extra="forbid")

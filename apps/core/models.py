@@ -47,6 +47,10 @@ class Job(models.Model):
     celery_task_id = models.CharField(max_length=64, blank=True)
     # The task's registered name, so a lost message can be sent again (see jobs_resend_lost).
     celery_task_name = models.CharField(max_length=200, blank=True)
+    # One click, one job: what was asked (a hash of user, objects and parameters), and the
+    # API's Idempotency-Key header if one came (see job_create_once).
+    request_fingerprint = models.CharField(max_length=64, blank=True, db_index=True)
+    idempotency_key = models.CharField(max_length=200, blank=True)
     cancel_requested = models.BooleanField(default=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

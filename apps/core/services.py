@@ -73,6 +73,80 @@ def job_enqueue(*, job: Job, task, kwargs: dict | None = None) -> None:
     transaction.on_commit(send)
 
 
+class IdempotencyConflict(ValueError):
+    """An Idempotency-Key already used for a different request."""
+
+
+def job_fingerprint(**parts) -> str:
+    """A stable hash of what a start asked for (ids, parameters), to spot a repeat."""
+    import hashlib
+    import json
+
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def job_create_once(
+    *,
+    model: type[J],
+    team,
+    created_by,
+    fingerprint: str,
+    create: Callable[[], J],
+    idempotency_key: str = "",
+) -> J:
+    """``create()`` unless the same start was just made: a double click, or a client retrying.
+
+    Inside one transaction that holds the team's row lock (two identical requests arriving at
+    once serialise here): with an ``idempotency_key``, the row made earlier (24 hours) under that
+    key by the same user is returned, or :class:`IdempotencyConflict` raised if it asked for
+    something else; without one, an active row with the same fingerprint created by the same
+    user in the last ``JOB_DEDUPE_WINDOW_S`` seconds is returned. ``create`` must not enqueue
+    before this returns (it runs inside the transaction; ``job_enqueue`` waits for commit).
+    """
+    from apps.accounts.models import Team
+
+    with transaction.atomic():
+        Team.objects.select_for_update().filter(pk=team.pk).first()
+        mine = model.objects.filter(team=team, created_by=created_by)
+        if idempotency_key:
+            earlier = (
+                mine.filter(
+                    idempotency_key=idempotency_key,
+                    created_at__gte=timezone.now() - timedelta(hours=24),
+                )
+                .order_by("-pk")
+                .first()
+            )
+            if earlier is not None:
+                if earlier.request_fingerprint != fingerprint:
+                    raise IdempotencyConflict(
+                        "Idempotency-Key: already used for a different request"
+                    )
+                return earlier
+        else:
+            window = settings.JOB_DEDUPE_WINDOW_S
+            earlier = (
+                mine.filter(
+                    request_fingerprint=fingerprint,
+                    status__in=[JobStatus.PENDING, JobStatus.RUNNING],
+                    created_at__gte=timezone.now() - timedelta(seconds=window),
+                )
+                .order_by("-pk")
+                .first()
+                if window > 0
+                else None
+            )
+            if earlier is not None:
+                return earlier
+        job = create()
+        model.objects.filter(pk=job.pk).update(
+            request_fingerprint=fingerprint, idempotency_key=idempotency_key[:200]
+        )
+        job.request_fingerprint, job.idempotency_key = fingerprint, idempotency_key[:200]
+        return job
+
+
 def job_claim(*, model: type[J], pk: int) -> J | None:
     """pending → running, atomically. Returns None if someone else has (or had) the row.
 

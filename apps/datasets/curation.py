@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from django.db.models import Count
 
 from apps.accounts.models import Team
-from apps.core.services import ProgressReporter, job_enqueue
+from apps.core.services import ProgressReporter, job_create_once, job_enqueue, job_fingerprint
 from apps.datasets import loader
 from apps.datasets.models import CurationJob, DatasetVersion, Document, Qrel, Query, TrainingRow
 from apps.datasets.services import _new_version, _record_health
@@ -182,13 +182,24 @@ def curation_create(
     cleaned = _clean_params(kind=kind, source=source, model=model, raw=params or {}, team=team)
     if kind == Kind.MINE and cleaned["config"]["candidates"] == "bm25":
         model = None  # BM25 alone scores by itself; a chosen model would be misleading
-    with transaction.atomic():
+
+    def create() -> CurationJob:
         job = CurationJob.objects.create(
             team=team, kind=kind, source=source, model=model, params=cleaned, created_by=created_by
         )
         if enqueue:
             job_enqueue(job=job, task=curate)
-    return job
+        return job
+
+    return job_create_once(
+        model=CurationJob,
+        team=team,
+        created_by=created_by,
+        fingerprint=job_fingerprint(
+            kind=kind, source=source.pk, model=model.pk if model else None, params=cleaned
+        ),
+        create=create,
+    )
 
 
 # --- reading rows ---------------------------------------------------------------------------

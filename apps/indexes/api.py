@@ -15,7 +15,8 @@ from pydantic import Field
 
 from apps.accounts.api import ERRORS, ErrorOut, error, forbidden_below, not_found
 from apps.accounts.models import Role
-from apps.core.api_schemas import InputSchema
+from apps.core.api_schemas import InputSchema, idempotency_key
+from apps.core.services import IdempotencyConflict
 from apps.datasets.models import DatasetVersion
 from apps.indexes.models import Deployment, IndexBuild
 from apps.indexes.selectors import (
@@ -216,7 +217,10 @@ def index_create(request: HttpRequest, body: IndexIn):
             params=body.params,
             split=body.split,
             created_by=request.api_token.user,
+            idempotency_key=idempotency_key(request),
         )
+    except IdempotencyConflict as exc:
+        return error(str(exc), 422)
     except IndexBuildError as exc:
         return error(str(exc), 422 if "unknown parameter" in str(exc) else 400)
     response = JsonResponse(index_payload(build), status=202)

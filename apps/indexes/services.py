@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from apps.accounts.models import Team
 from apps.core.models import JobStatus
-from apps.core.services import ProgressReporter, job_enqueue
+from apps.core.services import ProgressReporter, job_create_once, job_enqueue, job_fingerprint
 from apps.datasets.models import DatasetVersion
 from apps.indexes.models import Deployment, DeploymentEvent, IndexBuild, IndexType
 from apps.registry.models import EmbeddingModel
@@ -48,6 +48,7 @@ def index_build_create(
     split: str | None = None,
     created_by=None,
     enqueue: bool = True,
+    idempotency_key: str = "",
 ) -> IndexBuild:
     """Validate the parameters now (a typo is a message, not a failed job) and enqueue."""
     from workers.ml.indexing import IndexSpec
@@ -73,7 +74,8 @@ def index_build_create(
     elif split and split not in splits:
         known = ", ".join(splits) or "none"
         raise IndexBuildError(f"split: {dataset_version} has no split {split!r} ({known}).")
-    with transaction.atomic():
+
+    def create() -> IndexBuild:
         build = IndexBuild.objects.create(
             team=team,
             model=model,
@@ -89,7 +91,23 @@ def index_build_create(
         )
         if enqueue:
             job_enqueue(job=build, task=build_index)
-    return build
+        return build
+
+    return job_create_once(
+        model=IndexBuild,
+        team=team,
+        created_by=created_by,
+        fingerprint=job_fingerprint(
+            kind="index",
+            model=model.pk,
+            version=dataset_version.pk,
+            type=index_type,
+            params=params,
+            split=split,
+        ),
+        idempotency_key=idempotency_key,
+        create=create,
+    )
 
 
 def index_encoder(*, build: IndexBuild) -> dict:

@@ -15,8 +15,8 @@ from ninja import Field, Query, Router, Schema, Status
 
 from apps.accounts.api import ERRORS, error, forbidden_below, not_found, team_object
 from apps.accounts.models import Role
-from apps.core.api_schemas import InputSchema
-from apps.core.services import InvalidTransition, job_cancel
+from apps.core.api_schemas import InputSchema, idempotency_key
+from apps.core.services import IdempotencyConflict, InvalidTransition, job_cancel
 from apps.datasets.models import DatasetVersion
 from apps.registry.models import EmbeddingModel
 from apps.runs import compare
@@ -258,7 +258,10 @@ def evaluation_start(
             dataset_version=version,
             split=payload.split,
             created_by=request.api_token.user,
+            idempotency_key=idempotency_key(request),
         )
+    except IdempotencyConflict as exc:
+        return error(str(exc), 422)
     except EvaluationError as exc:
         return error(str(exc))
     response["Location"] = reverse("api:evaluation", args=[evaluation.pk])
@@ -337,7 +340,10 @@ def training_run_start(
             guide_model=guide,
             name=payload.name,
             created_by=request.api_token.user,
+            idempotency_key=idempotency_key(request),
         )
+    except IdempotencyConflict as exc:
+        return error(str(exc), 422)
     except TrainingError as exc:
         return error(str(exc), 422 if exc.problems else 400, exc.problems)
     response["Location"] = reverse("api:training-run", args=[run.pk])

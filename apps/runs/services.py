@@ -6,7 +6,12 @@ from django.conf import settings
 from django.db import transaction
 
 from apps.accounts.models import Team
-from apps.core.services import ProgressReporter, job_enqueue
+from apps.core.services import (
+    ProgressReporter,
+    job_create_once,
+    job_enqueue,
+    job_fingerprint,
+)
 from apps.datasets.models import DatasetVersion
 from apps.datasets.selectors import evaluation_inputs
 from apps.registry.models import EmbeddingModel
@@ -26,6 +31,7 @@ def evaluation_create(
     method: str = Evaluation.Method.DENSE,
     created_by=None,
     enqueue: bool = True,
+    idempotency_key: str = "",
 ) -> Evaluation:
     """Create a pending evaluation and enqueue it once the transaction commits.
 
@@ -46,7 +52,8 @@ def evaluation_create(
     if split not in dataset_version.qrels_counts:
         known = ", ".join(sorted(dataset_version.qrels_counts)) or "none"
         raise EvaluationError(f"{dataset_version} has no split {split!r} (splits: {known}).")
-    with transaction.atomic():
+
+    def create() -> Evaluation:
         evaluation = Evaluation.objects.create(
             team=team,
             method=method,
@@ -60,6 +67,22 @@ def evaluation_create(
         )
         if enqueue:
             job_enqueue(job=evaluation, task=evaluate)
+        return evaluation
+
+    evaluation = job_create_once(
+        model=Evaluation,
+        team=team,
+        created_by=created_by,
+        fingerprint=job_fingerprint(
+            kind="evaluation",
+            method=method,
+            model=model.pk if model else None,
+            version=dataset_version.pk,
+            split=split,
+        ),
+        idempotency_key=idempotency_key,
+        create=create,
+    )
     return evaluation
 
 

@@ -25,7 +25,13 @@ from django.utils import timezone
 
 from apps.accounts.models import Team
 from apps.core.models import JobStatus
-from apps.core.services import JobCancelled, ProgressReporter, job_enqueue
+from apps.core.services import (
+    JobCancelled,
+    ProgressReporter,
+    job_create_once,
+    job_enqueue,
+    job_fingerprint,
+)
 from apps.datasets.models import DatasetVersion
 from apps.datasets.selectors import evaluation_inputs
 from apps.registry.models import EmbeddingModel
@@ -88,6 +94,7 @@ def training_run_create(
     name: str = "",
     created_by=None,
     enqueue: bool = True,
+    idempotency_key: str = "",
 ) -> TrainingRun:
     """Validate, estimate and queue a run (``gpu`` queue) once the transaction commits."""
     from workers.ml.train import estimate
@@ -108,7 +115,8 @@ def training_run_create(
     if eval_version is not None and eval_split not in eval_version.qrels_counts:
         raise TrainingError(f"{eval_version} has no split {eval_split!r} to evaluate on.")
     config = _config_for(base_model=base_model, options=options or {}, guide_model=guide_model)
-    with transaction.atomic():
+
+    def create() -> TrainingRun:
         run = TrainingRun.objects.create(
             team=team,
             name=name or f"{base_model.name} on {train_version}",
@@ -124,6 +132,24 @@ def training_run_create(
         run.save(update_fields=["output_dir"])
         if enqueue:
             job_enqueue(job=run, task=train)
+        return run
+
+    run = job_create_once(
+        model=TrainingRun,
+        team=team,
+        created_by=created_by,
+        fingerprint=job_fingerprint(
+            kind="training",
+            base=base_model.pk,
+            train=train_version.pk,
+            eval=eval_version.pk if eval_version else None,
+            split=eval_split if eval_version else "",
+            config=config.to_dict(),
+            name=name,
+        ),
+        idempotency_key=idempotency_key,
+        create=create,
+    )
     return run
 
 
