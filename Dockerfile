@@ -13,8 +13,10 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 COPY requirements/ requirements/
-# torch first and pinned: letting a dependency choose would pull another (CUDA) build.
-RUN pip install "torch==2.13.0" && pip install -r requirements/base.txt
+# Everything from the hash-pinned lock; torch is locked to its CPU build (2.13.0+cpu), found on
+# PyTorch's CPU index (the GPU worker image swaps in a CUDA lock the same way).
+ARG PYTORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN pip install --require-hashes --extra-index-url "$PYTORCH_INDEX" -r requirements/base.txt
 
 COPY . .
 RUN SECRET_KEY=build-only VAR_DIR=/tmp/var python manage.py collectstatic --noinput \
