@@ -18,6 +18,7 @@ from apps.accounts.models import Role
 from apps.core.api_schemas import InputSchema, idempotency_key
 from apps.core.services import IdempotencyConflict
 from apps.datasets.models import DatasetVersion
+from apps.indexes.configs import IndexParams, IndexTypeName
 from apps.indexes.models import Deployment, IndexBuild
 from apps.indexes.selectors import (
     SearchFailed,
@@ -68,11 +69,9 @@ class IndexListOut(Schema):
 class IndexIn(InputSchema):
     model: int
     dataset_version: int
-    type: str = Field(description="flat, hnsw, ivf_flat, ivf_pq, sq8, binary or binary_hnsw")
-    params: dict[str, Any] = Field(
-        default_factory=dict,
-        description="dim, pca_dim, hnsw_m, ef_construction, ef_search, nlist, nprobe, pq_m, "
-        "pq_nbits, rescore; empty: the defaults",
+    type: IndexTypeName = Field(description="the kind of faiss index")
+    params: IndexParams = Field(
+        default_factory=IndexParams, description="build parameters; empty: the defaults"
     )
     split: str | None = Field(default=None, description="queries to measure on (default test)")
 
@@ -214,7 +213,7 @@ def index_create(request: HttpRequest, body: IndexIn):
             model=model,
             dataset_version=version,
             index_type=body.type,
-            params=body.params,
+            params=body.params.given(),
             split=body.split,
             created_by=request.api_token.user,
             idempotency_key=idempotency_key(request),
