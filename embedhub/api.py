@@ -4,7 +4,10 @@ offline).
 
 Every operation needs ``Authorization: Bearer <token>`` (``TokenAuth``) and counts against the
 token's rate limit (``TokenRateThrottle``, ``API_RATE_LIMIT``). Every error, ninja's own
-included, is ``{"error": "...", "problems": [...]}``.
+included, is ``{"error": "...", "problems": [...]}``: an unexpected exception is a JSON 500 (the
+traceback in the log, no server path in the message), Redis unreachable is a JSON 503, and
+``ApiErrorMiddleware`` turns what never reaches ninja (unknown URL, wrong method, a URI too
+long) into the same shape.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from apps.accounts.api import (
     BadRequest,
     TokenRateThrottle,
     error,
+    exception_response,
     not_found,
     token_auth,
 )
@@ -101,3 +105,9 @@ def _not_found(request: HttpRequest, exc: Http404) -> JsonResponse:
 @api.exception_handler(BadRequest)
 def _bad_request(request: HttpRequest, exc: BadRequest) -> JsonResponse:
     return exc.response
+
+
+@api.exception_handler(Exception)
+def _unexpected(request: HttpRequest, exc: Exception) -> JsonResponse:
+    # Also Redis (cache or queue) unreachable: a 503 rather than a 500.
+    return exception_response(request, exc)

@@ -67,6 +67,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Under /api/: every error JSON, never an HTML page (unknown URL, wrong method, 414, 500).
+    "apps.accounts.middleware.ApiErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -212,6 +214,8 @@ DATASET_UPLOAD_MAX_BYTES = env.int("DATASET_UPLOAD_MAX_BYTES", default=2 * 1024*
 # Archives: refuse more than this many bytes unpacked, or a member expanding more than RATIO×.
 DATASET_ARCHIVE_MAX_BYTES = env.int("DATASET_ARCHIVE_MAX_BYTES", default=20 * 1024**3)
 DATASET_ARCHIVE_MAX_RATIO = env.float("DATASET_ARCHIVE_MAX_RATIO", default=200.0)
+# The longest line of a dataset file (JSONL, CSV, TSV): a longer one is refused, never read whole.
+DATASET_MAX_LINE_BYTES = env.int("DATASET_MAX_LINE_BYTES", default=16 * 1024**2)
 
 # --- Cache and REST API --------------------------------------------------------------------
 # Django's cache (the API's rate limits, comparison results): shared by every web process in
@@ -226,11 +230,52 @@ if REDIS_URL:
             "KEY_PREFIX": "embedhub",
         }
     }
+# Seconds a cache call to Redis may take (connect, then each reply): a Redis that does not
+# answer costs a request this long, once; then the cache rests a few seconds (rate limits and
+# login throttling fail open meanwhile, API writes answer 503).
+CACHE_REDIS_TIMEOUT_S = env.float("CACHE_REDIS_TIMEOUT_S", default=2.0)
+if REDIS_URL:
+    CACHES["default"]["OPTIONS"] = {
+        "socket_connect_timeout": CACHE_REDIS_TIMEOUT_S,
+        "socket_timeout": CACHE_REDIS_TIMEOUT_S,
+    }
 # Requests per API token: "<count>/<s|m|h|d>" (e.g. "1200/m"); empty turns the limit off.
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="1200/m")
 # Seconds a checked API token is trusted without the database (per web process); a revoked
 # token stops working within this time. 0 checks the database on every request.
 API_TOKEN_CACHE_S = env.float("API_TOKEN_CACHE_S", default=5.0)
+
+# A request under /api/ whose path and query string are longer is a JSON 414.
+API_MAX_URI_LENGTH = env.int("API_MAX_URI_LENGTH", default=4000)
+
+# --- Accounts: sign-in throttling, password reset e-mail -----------------------------------
+# Failed sign-ins for one username from one address within LOGIN_LOCKOUT_S seconds that lock
+# the pair for LOGIN_LOCKOUT_S seconds (the right password refused meanwhile), and failures
+# from one address, whatever the usernames, that lock the address. Counted in the cache.
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_ADDRESS_FAILURE_LIMIT = env.int("LOGIN_ADDRESS_FAILURE_LIMIT", default=50)
+LOGIN_LOCKOUT_S = env.int("LOGIN_LOCKOUT_S", default=15 * 60)
+# Reverse proxies in front of the web process that append the client's address to
+# X-Forwarded-For (0: the client connects directly, REMOTE_ADDR is its address).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# Password reset mail: SMTP when EMAIL_HOST is set, else printed on the web's console.
+EMAIL_HOST = env.str("EMAIL_HOST", default="")
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = env.int("EMAIL_PORT", default=587)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = _secret("EMAIL_HOST_PASSWORD", default="")
+# STARTTLS (port 587) by default; EMAIL_USE_SSL=true for implicit TLS (port 465) instead.
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=not EMAIL_USE_SSL)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="EmbedHub <embedhub@localhost>")
+# A password reset link works this many seconds.
+PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT", default=3 * 3600)
 
 # --- Search process -----------------------------------------------------------------------
 SEARCH_URL = env.str("SEARCH_URL", default="http://127.0.0.1:8001")

@@ -10,6 +10,8 @@ A path operation of the one ``NinjaAPI`` (``embedhub.api``) requires a token by 
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import time
 from typing import Any
@@ -22,6 +24,15 @@ from ninja.throttling import AuthRateThrottle
 
 from apps.accounts.models import ApiToken
 from apps.accounts.selectors import api_token_authenticate, membership_get
+from apps.accounts.throttling import (
+    UNAVAILABLE,
+    CacheUnavailable,
+    ServiceUnavailable,
+    unavailable_errors,
+    window_incr,
+)
+
+logger = logging.getLogger(__name__)
 
 TOKEN_REQUIRED = "a valid API token is required"
 
@@ -75,13 +86,20 @@ class TokenRateThrottle(AuthRateThrottle):
     """``settings.API_RATE_LIMIT`` requests per API token (``"1200/m"``; empty: no limit).
 
     Keyed on the token's id, so two tokens of one user or one address are counted apart. A
-    fixed window counted with the cache's atomic ``add`` and ``incr`` (Redis when ``REDIS_URL``
-    is set, shared by every web process): concurrent requests cannot undercount, and a request
-    costs one small round trip, not a rewrite of its history (this sits on the search path).
-    The rate is read per request, so a settings change applies without a restart.
+    fixed window counted with the cache's public, atomic ``incr`` and ``add``
+    (``throttling.window_incr``; Redis when ``REDIS_URL`` is set, shared by every web
+    process): concurrent requests cannot undercount. The rate is read per request, so a
+    settings change applies without a restart.
+
+    The cache unreachable: reads (GET, HEAD, OPTIONS, and a search, which only reads) fail
+    open, served without a limit so that search and the read API stay up; every other write
+    is refused with a 503 (``ServiceUnavailable``) before it does anything, since writes
+    queue jobs on that same Redis.
     """
 
     scope = "api_token"
+    # POST operations (by URL name in the "api" namespace) that only read.
+    READS_BY_POST = frozenset({"api:search"})
 
     def __init__(self) -> None:
         # ninja keeps the wait on the instance, which every thread shares; here it lives in a
@@ -106,31 +124,27 @@ class TokenRateThrottle(AuthRateThrottle):
             return True
         now = self.timer()
         window = int(now // duration)
-        count = self._count(f"{key}:{window}", ttl=duration + 1)
+        try:
+            count = self._count(f"{key}:{window}", ttl=duration + 1)
+        except CacheUnavailable:
+            if self.is_read(request):
+                return True  # fail open
+            raise ServiceUnavailable(UNAVAILABLE) from None
         if count > limit:
             self._local.wait = (window + 1) * duration - now
             return False
         return True
 
     def _count(self, counter: str, *, ttl: int) -> int:
-        """This window's count after this request. On Redis one round trip (INCR and EXPIRE
-        in a pipeline); on another cache its atomic ``add`` and ``incr``."""
-        from django.core.cache import caches
-        from django.core.cache.backends.redis import RedisCache
+        """This window's count after this request; raises ``CacheUnavailable``."""
+        return window_incr(counter, ttl=ttl, what="API rate limit not counted")
 
-        cache = caches["default"]  # the backend itself (``self.cache`` is a proxy)
-        if isinstance(cache, RedisCache):
-            full = cache.make_and_validate_key(counter)
-            pipe = cache._cache.get_client(full, write=True).pipeline()
-            pipe.incr(full)
-            pipe.expire(full, ttl)
-            return int(pipe.execute()[0])
-        cache.add(counter, 0, ttl)  # only the first request of a window sets it
-        try:
-            return cache.incr(counter)
-        except ValueError:  # expired between add and incr
-            cache.add(counter, 1, ttl)
-            return 1
+    @classmethod
+    def is_read(cls, request: HttpRequest) -> bool:
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return True
+        match = getattr(request, "resolver_match", None)
+        return match is not None and match.view_name in cls.READS_BY_POST
 
     def wait(self) -> float | None:
         return getattr(self._local, "wait", None)
@@ -144,7 +158,9 @@ class ErrorOut(Schema):
 
 
 # The error statuses an authenticated operation may answer, for the OpenAPI schema.
-ERRORS: dict[Any, type[Schema]] = {frozenset({400, 401, 403, 404, 409, 422, 429}): ErrorOut}
+ERRORS: dict[Any, type[Schema]] = {
+    frozenset({400, 401, 403, 404, 409, 422, 429, 500, 503}): ErrorOut
+}
 
 
 def error(message: str, status: int = 400, problems: list[str] | None = None) -> JsonResponse:
@@ -163,6 +179,43 @@ def forbidden_below(request: HttpRequest, role: str) -> JsonResponse | None:
     if membership is None or not membership.allows(role):
         return error(f"this needs the {role} role in {request.team}", status=403)
     return None
+
+
+# An absolute path, POSIX (two segments or more, not inside a URL) or Windows.
+_PATH = re.compile(r"(?<![\w.:/~-])~?/(?:[^\s/'\"<>:]+/)+[^\s/'\"<>:,;)]*|\b[A-Za-z]:\\[^\s'\"<>]*")
+
+
+def scrub(message: str) -> str:
+    """One line of ``message`` (at most 300 characters) with every path replaced by ``<path>``:
+    an error message must not tell a client how the server's disk is laid out."""
+    line = next((part.strip() for part in message.splitlines() if part.strip()), "")
+    return _PATH.sub("<path>", line)[:300]
+
+
+def exception_response(request: HttpRequest, exc: BaseException) -> JsonResponse:
+    """The API's answer to an exception nothing else handled: 503 when Redis (the cache or the
+    queue) is unreachable, else a 500 naming the exception in one line, never a path. The
+    traceback goes to the log."""
+    if isinstance(exc, unavailable_errors()):
+        logger.warning(
+            "API %s %s: Redis unreachable (%s: %s)",
+            request.method,
+            request.path,
+            type(exc).__name__,
+            exc,
+        )
+        response = error(UNAVAILABLE, 503)
+        response["Retry-After"] = "5"
+        return response
+    logger.error(
+        "API %s %s failed",
+        request.method,
+        request.path,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    detail = scrub(str(exc))
+    name = type(exc).__name__
+    return error(f"internal error: {name}: {detail}" if detail else f"internal error: {name}", 500)
 
 
 class BadRequest(Exception):

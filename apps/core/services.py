@@ -463,12 +463,11 @@ def job_run(*, job: Job, work: Callable[[ProgressReporter], dict | None]) -> Non
     except Exception as exc:
         import traceback
 
+        # Pure Python (no ML library): a full disk is one fixed sentence, other OSErrors their
+        # reason only, and no page message carries a server path; `error` keeps the detail.
+        from workers.ml.atomic import human_message_for
+
         logger.exception("Job %s %s failed", type(job).__name__, job.pk)
-        human = getattr(exc, "human_message", None) or f"{type(exc).__name__}: {exc}"
-        job_fail(
-            job=job,
-            human_error=str(human).splitlines()[0] if human else "Failed.",
-            error=traceback.format_exc(),
-        )
+        job_fail(job=job, human_error=human_message_for(exc), error=traceback.format_exc())
     else:
         job_succeed(job=job, **fields)

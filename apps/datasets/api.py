@@ -274,6 +274,9 @@ def upload(request: HttpRequest, response: HttpResponse) -> Status | JsonRespons
 
     202 with the ingest job; its ``Location`` is polled for status. A training file waits for
     ``POST /api/v1/ingests/{id}/start`` (or ``confirm=true``) after showing its column roles.
+    400 at once, nothing stored, for what shows without reading the whole upload (an archive
+    that does not open, a member outside it, a missing or second corpus, missing queries, a
+    file that is no dataset, a first line that cannot be read); the job checks the rest.
     """
     if denied := forbidden_below(request, Role.MEMBER):
         return denied

@@ -15,6 +15,8 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 CHUNK = 1 << 20
+BOMB_FLOOR = 10 * CHUNK  # a small file may compress well; only a big expansion is suspicious
+CORPUS_NAMES = ("corpus.jsonl", "corpus.jsonl.gz")
 
 
 class ArchiveError(ValueError):
@@ -26,11 +28,65 @@ def is_archive(name: str) -> bool:
     return name.endswith((".zip", ".tar", ".tar.gz", ".tgz"))
 
 
-def _safe_target(root: Path, name: str, archive: Path) -> Path:
-    parts = PurePosixPath(name.replace("\\", "/")).parts
+def too_many_bytes(max_bytes: int) -> str:
+    return f"expands to more than {max_bytes:,} bytes (a decompression bomb?)"
+
+
+def too_expanded(max_ratio: float, member: str | None = None) -> str:
+    what = f"member {member!r} expands" if member else "expands"
+    return f"{what} over {max_ratio:g}× (a decompression bomb?)"
+
+
+def expands_too_much(written: int, compressed: int, max_ratio: float) -> bool:
+    return written > BOMB_FLOOR and written > max_ratio * max(compressed, 1)
+
+
+def expansion_problem(
+    written: int, compressed: int, max_bytes: int, max_ratio: float, *, member: str | None = None
+) -> str | None:
+    """Why ``written`` bytes out of ``compressed`` are refused (the rules below), or None."""
+    if written > max_bytes:
+        return too_many_bytes(max_bytes)
+    if expands_too_much(written, compressed, max_ratio):
+        return too_expanded(max_ratio, member)
+    return None
+
+
+def member_parts(name: str) -> tuple[str, ...]:
+    """A member's path as folder names (``./a\\b`` → ``("a", "b")``), as it is extracted."""
+    return PurePosixPath(name.replace("\\", "/")).parts
+
+
+def member_problem(name: str) -> str | None:
+    """Why a member's name cannot be extracted (it points outside the archive), or None."""
+    parts = member_parts(name)
     if not parts or name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
-        raise ArchiveError(archive, f"member {name!r} points outside the archive")
-    target = root.joinpath(*parts)
+        return f"member {name!r} points outside the archive"
+    return None
+
+
+def beir_roots(files) -> list[str]:
+    """The folders that hold corpus.jsonl[.gz], from the archive's file names (``a/b.tsv``):
+    ``""`` for the top, ``"name/"`` one level down — where ``find_beir_root`` looks."""
+    files = set(files)
+    tops = sorted({f.split("/", 1)[0] for f in files if "/" in f})
+    return [r for r in ["", *(t + "/" for t in tops)] if any(r + n in files for n in CORPUS_NAMES)]
+
+
+def roots_problem(roots: list[str]) -> str | None:
+    """Why an archive holding BEIR folders at ``roots`` (``beir_roots``) is refused, or None."""
+    if not roots:
+        return "no corpus.jsonl inside the archive"
+    if len(roots) > 1:
+        where = ", ".join(r or "the top folder" for r in roots)
+        return f"two datasets in one archive ({where}); upload one at a time"
+    return None
+
+
+def _safe_target(root: Path, name: str, archive: Path) -> Path:
+    if problem := member_problem(name):
+        raise ArchiveError(archive, problem)
+    target = root.joinpath(*member_parts(name))
     if not target.resolve().is_relative_to(root.resolve()):
         raise ArchiveError(archive, f"member {name!r} points outside the archive")
     return target
@@ -49,16 +105,10 @@ class _Budget:
                 written += len(chunk)
                 self.total += len(chunk)
                 if self.total > self.max_bytes:
-                    raise ArchiveError(
-                        self.archive,
-                        f"expands to more than {self.max_bytes:,} bytes (a decompression bomb?)",
-                    )
+                    raise ArchiveError(self.archive, too_many_bytes(self.max_bytes))
                 # A small member may compress well; only a big expansion is suspicious.
-                if written > 10 * CHUNK and written > self.max_ratio * max(compressed, 1):
-                    raise ArchiveError(
-                        self.archive,
-                        f"member {name!r} expands over {self.max_ratio:g}× (a decompression bomb?)",
-                    )
+                if expands_too_much(written, compressed, self.max_ratio):
+                    raise ArchiveError(self.archive, too_expanded(self.max_ratio, name))
                 out.write(chunk)
 
 
@@ -124,6 +174,11 @@ def _extract_tar(archive: Path, target: Path, budget: _Budget) -> None:
 def find_beir_root(folder: Path) -> Path | None:
     """The folder holding corpus.jsonl[.gz], at the top or one level down (a zipped folder)."""
     for candidate in (folder, *sorted(p for p in folder.iterdir() if p.is_dir())):
-        if any((candidate / n).is_file() for n in ("corpus.jsonl", "corpus.jsonl.gz")):
+        if any((candidate / n).is_file() for n in CORPUS_NAMES):
             return candidate
     return None
+
+
+def extracted_files(folder: Path) -> list[str]:
+    """The files under an extracted archive, as names relative to it (``a/b.tsv``)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())

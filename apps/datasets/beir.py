@@ -1,7 +1,10 @@
 """Reading BEIR folders strictly and in constant memory: every problem is ``FILE:LINE: reason``.
 
 Plain Python (and numpy) with no Django, so the same reader serves the command line, the page
-and the ingest worker. Files may be gzip-compressed (``corpus.jsonl.gz``).
+and the ingest worker (Django's settings, when there are any, only set ``read_limits``). Files
+may be gzip-compressed (``corpus.jsonl.gz``), held to the archives' expansion limits; a UTF-8
+byte order mark at the start of a file is dropped; a line is never read whole past
+``DATASET_MAX_LINE_BYTES``.
 
 Two passes. The first (``scan_beir_folder``) validates everything and hashes the content; it
 keeps ids only as 8-byte hashes (``IdHashes``), sorted once at the end to find repeats and
@@ -27,13 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
+from apps.datasets.archives import expansion_problem
+
 MAX_ERRORS = 50
 LONG_TEXT_WORDS = 2000
 MAX_ID_LENGTH = 200
 MAX_SPLIT_LENGTH = 50  # Qrel.split
 SCORE_RANGE = range(-(2**31), 2**31)  # Qrel.score, a PostgreSQL integer
 QRELS_HEADER = ("query-id", "query_id", "qid")
-READ_BLOCK = 1 << 18  # the load pass reads (and hashes) the files in blocks this size
+READ_BLOCK = 1 << 18  # both passes read (and hash) the files in blocks this size
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, dropped at the start of a file
 _hash = hash  # of ids and id pairs; a name of its own so tests can make it collide
 
 
@@ -158,27 +164,123 @@ def open_binary(path: Path):
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
-def iter_lines(path: Path, problems: Problems, digest=None) -> Iterator[tuple[int, str]]:
-    """Non-blank lines as (line number, text); feeds the exact bytes to ``digest``."""
-    empty = True
-    number = 0
+@dataclass(frozen=True)
+class ReadLimits:
+    """What the reader refuses: a line longer than ``max_line`` bytes (it is never held whole),
+    and a gzip file that expands past ``gzip_max_bytes`` or ``gzip_max_ratio`` times its size
+    (the limits an archive gets, for each loose ``.gz`` file or one inside an archive)."""
+
+    max_line: int = 16 * 1024**2
+    gzip_max_bytes: int = 20 * 1024**3
+    gzip_max_ratio: float = 200.0
+
+
+def read_limits() -> ReadLimits:
+    """Django's ``DATASET_MAX_LINE_BYTES``, ``DATASET_ARCHIVE_MAX_BYTES`` and
+    ``DATASET_ARCHIVE_MAX_RATIO`` when settings are configured, else the defaults."""
+    default = ReadLimits()
     try:
-        with open_binary(path) as fh:
-            for number, raw in enumerate(fh, start=1):
-                if digest is not None:
-                    digest.update(raw)
+        from django.conf import settings
+
+        if not settings.configured:
+            return default
+    except ImportError:  # pragma: no cover - the reader used without Django
+        return default
+    return ReadLimits(
+        max_line=getattr(settings, "DATASET_MAX_LINE_BYTES", default.max_line),
+        gzip_max_bytes=getattr(settings, "DATASET_ARCHIVE_MAX_BYTES", default.gzip_max_bytes),
+        gzip_max_ratio=getattr(settings, "DATASET_ARCHIVE_MAX_RATIO", default.gzip_max_ratio),
+    )
+
+
+def read_lines(
+    fh,
+    file: str | Path,
+    problems: Problems,
+    digest=None,
+    *,
+    compressed: int | None = None,
+    limits: ReadLimits | None = None,
+) -> Iterator[tuple[int, str]]:
+    """Non-blank lines of the binary stream ``fh`` as (line number, text); problems name ``file``.
+
+    Read a block at a time, so a line is never held past ``limits.max_line`` bytes (it becomes
+    a problem and is skipped). A UTF-8 byte order mark at the start is dropped (Windows tools
+    write one); ``digest`` gets every other byte. ``compressed``: the size of the gzip file
+    ``fh`` decompresses, held to the limits on expansion (reading stops at the first excess).
+    """
+    limits = limits or read_limits()
+    cap = limits.max_line
+    number = total = 0
+    empty, first, skipping = True, True, False
+    tail = b""
+    try:
+        while block := fh.read(READ_BLOCK):
+            total += len(block)
+            if compressed is not None and (
+                reason := expansion_problem(
+                    total, compressed, limits.gzip_max_bytes, limits.gzip_max_ratio
+                )
+            ):
+                problems.add(file, 0, reason)
+                return
+            if first:
+                first = False
+                if block.startswith(BOM):
+                    block = block[len(BOM) :]
+            if digest is not None:
+                digest.update(block)
+            if skipping:  # the rest of a line that was too long
+                cut = block.find(b"\n")
+                if cut < 0:
+                    continue
+                block, skipping = block[cut + 1 :], False
+            lines = (tail + block).split(b"\n")
+            tail = lines.pop()
+            for raw in lines:
+                number += 1
+                if len(raw) > cap:
+                    empty = False
+                    problems.add(file, number, f"line longer than {cap:,} bytes")
+                    continue
                 if not raw.strip():
                     continue
                 empty = False
                 try:
                     yield number, raw.decode("utf-8").rstrip("\r\n")
                 except UnicodeDecodeError as exc:
-                    problems.add(path, number, f"not valid UTF-8 (byte {exc.start})")
+                    problems.add(file, number, f"not valid UTF-8 (byte {exc.start})")
+            if len(tail) > cap:
+                number += 1
+                empty = False
+                problems.add(file, number, f"line longer than {cap:,} bytes")
+                tail, skipping = b"", True
     except (OSError, EOFError, zlib.error) as exc:
-        problems.add(path, number, f"unreadable compressed data ({exc})")
+        problems.add(file, number, f"unreadable compressed data ({exc})")
         return
+    if tail.strip():
+        number += 1
+        empty = False
+        try:
+            yield number, tail.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            problems.add(file, number, f"not valid UTF-8 (byte {exc.start})")
     if empty:
-        problems.add(path, 0, "the file is empty")
+        problems.add(file, 0, "the file is empty")
+
+
+def iter_lines(path: Path, problems: Problems, digest=None) -> Iterator[tuple[int, str]]:
+    """Non-blank lines of a file (gzip when named ``.gz``) as (line number, text); feeds the
+    bytes to ``digest``. See ``read_lines``."""
+    path = Path(path)
+    try:
+        compressed = path.stat().st_size if path.name.endswith(".gz") else None
+        fh = open_binary(path)
+    except OSError as exc:
+        problems.add(path, 0, f"unreadable ({exc.strerror or exc})")
+        return
+    with fh:
+        yield from read_lines(fh, path, problems, digest, compressed=compressed)
 
 
 def _unstorable(value) -> str | None:
@@ -197,9 +299,12 @@ def _unstorable(value) -> str | None:
     return None
 
 
-def iter_json_objects(path, problems: Problems, digest=None) -> Iterator[tuple[int, dict]]:
-    """JSONL lines as (line number, object); every bad line becomes a problem, never a crash."""
-    for number, line in iter_lines(path, problems, digest):
+def iter_json_objects(
+    path, problems: Problems, digest=None, *, lines=None
+) -> Iterator[tuple[int, dict]]:
+    """JSONL lines as (line number, object); every bad line becomes a problem, never a crash.
+    ``lines``: (number, text) pairs read already (the upload's pre-check), instead of ``path``."""
+    for number, line in iter_lines(path, problems, digest) if lines is None else lines:
         try:
             obj = json.loads(line)
         except (ValueError, RecursionError) as exc:  # too deep, or an integer too long
@@ -231,12 +336,15 @@ def _loads(line: str):
     return json.loads(line)
 
 
-def _records(path, problems, *, kind: str, ids, digest=None) -> Iterator[tuple[str, dict]]:
+def _records(
+    path, problems, *, kind: str, ids, digest=None, lines=None
+) -> Iterator[tuple[str, dict]]:
     """Valid documents or queries as (id, object); ``ids`` (``IdHashes`` or ``_ExactIds``)
-    gets every id. One loop (``iter_json_objects`` inlined): the corpus runs through it."""
+    gets every id. One loop (``iter_json_objects`` inlined): the corpus runs through it.
+    ``lines``: (number, text) pairs read already, instead of ``path``'s."""
     known, add, reject, loads = ids.known, ids.add, ids.reject, _loads
     documents = kind == "document"
-    for number, line in iter_lines(path, problems, digest):
+    for number, line in iter_lines(path, problems, digest) if lines is None else lines:
         try:
             obj = loads(line)
         except (ValueError, RecursionError) as exc:  # too deep, or an integer too long
@@ -284,10 +392,11 @@ def _records(path, problems, *, kind: str, ids, digest=None) -> Iterator[tuple[s
         yield raw_id, obj
 
 
-def _qrels(path, problems, query_ids, doc_ids, pairs, digest=None) -> Iterator[tuple]:
-    """Valid judgements as (query id, document id, score); ``pairs`` gets every (q, d)."""
+def _qrels(path, problems, query_ids, doc_ids, pairs, digest=None, lines=None) -> Iterator[tuple]:
+    """Valid judgements as (query id, document id, score); ``pairs`` gets every (q, d).
+    ``lines``: (number, text) pairs read already, instead of ``path``'s."""
     known, add = pairs.known, pairs.add
-    for number, line in iter_lines(path, problems, digest):
+    for number, line in iter_lines(path, problems, digest) if lines is None else lines:
         try:
             cells = next(csv.reader([line], delimiter="\t"), [])
         except csv.Error as exc:
@@ -351,36 +460,72 @@ class LoadStats:
         return bool(self.contents.freeze().repeated())
 
 
-def _find(folder: Path, stem: str) -> Path | None:
-    for name in (stem, stem + ".gz"):
-        if (folder / name).is_file():
-            return folder / name
-    return None
+CORPUS, QUERIES = "corpus.jsonl", "queries.jsonl"
+
+
+@dataclass
+class BeirLayout:
+    """Which files of a BEIR folder are its corpus, queries and judgements (names relative to
+    the folder), and what is wrong with the set: (relative name, reason) pairs."""
+
+    corpus: str | None = None
+    queries: str | None = None
+    qrels: dict[str, str] = field(default_factory=dict)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def beir_layout(names) -> BeirLayout:
+    """The layout of a BEIR folder from the names of the files in it, relative to it
+    (``corpus.jsonl``, ``qrels/test.tsv.gz``): the one set of rules for a folder on disk
+    (``locate_beir_files``) and for an upload's file names or archive listing before it is
+    stored. Each of corpus and queries is there once (plain or gzip, not both); each split once.
+    """
+    names = set(names)
+    layout = BeirLayout()
+    for stem, attr, what in ((CORPUS, "corpus", "corpora"), (QUERIES, "queries", "query files")):
+        found = [n for n in (stem, stem + ".gz") if n in names]
+        if not found:
+            layout.problems.append((stem, "file not found"))
+        elif len(found) > 1:
+            layout.problems.append((found[1], f"two {what} ({found[0]} and {found[1]}); keep one"))
+        setattr(layout, attr, found[0] if found else None)
+    for name in sorted(names):
+        folder, _, base = name.rpartition("/")
+        if folder != "qrels" or not base.endswith((".tsv", ".tsv.gz")):
+            continue
+        split = base.split(".")[0]
+        if split in layout.qrels:
+            other = layout.qrels[split].rpartition("/")[2]
+            layout.problems.append((name, f"a second file for split {split!r} (with {other})"))
+        else:
+            layout.qrels[split] = name
+    if not layout.qrels:
+        layout.problems.append(("qrels", "no qrels/<split>.tsv file found"))
+    for split, name in layout.qrels.items():
+        if len(split) > MAX_SPLIT_LENGTH:
+            layout.problems.append((name, f"split name longer than {MAX_SPLIT_LENGTH} characters"))
+    return layout
 
 
 def locate_beir_files(folder: str | Path) -> BeirScan:
     folder = Path(folder)
     if not folder.is_dir():
         raise BeirError([BeirProblem(str(folder), 0, "not a folder")])
-    corpus, queries = _find(folder, "corpus.jsonl"), _find(folder, "queries.jsonl")
+    names = [p.name for p in folder.iterdir() if p.is_file()]
     qrels_dir = folder / "qrels"
-    qrels = {
-        p.name.split(".")[0]: p
-        for p in (sorted(qrels_dir.iterdir()) if qrels_dir.is_dir() else [])
-        if p.name.endswith((".tsv", ".tsv.gz")) and p.is_file()
-    }
+    if qrels_dir.is_dir():
+        names += [f"qrels/{p.name}" for p in qrels_dir.iterdir() if p.is_file()]
+    layout = beir_layout(names)
     problems = Problems()
-    if corpus is None:
-        problems.add(folder / "corpus.jsonl", 0, "file not found")
-    if queries is None:
-        problems.add(folder / "queries.jsonl", 0, "file not found")
-    if not qrels:
-        problems.add(qrels_dir, 0, "no qrels/<split>.tsv file found")
-    for split, path in qrels.items():
-        if len(split) > MAX_SPLIT_LENGTH:
-            problems.add(path, 0, f"split name longer than {MAX_SPLIT_LENGTH} characters")
+    for name, reason in layout.problems:
+        problems.add(folder / name, 0, reason)
     problems.raise_if_any(folder)
-    return BeirScan(folder=folder, corpus_path=corpus, queries_path=queries, qrels_paths=qrels)
+    return BeirScan(
+        folder=folder,
+        corpus_path=folder / layout.corpus,
+        queries_path=folder / layout.queries,
+        qrels_paths={split: folder / name for split, name in layout.qrels.items()},
+    )
 
 
 def _count(rows) -> int:
@@ -487,9 +632,14 @@ def _blocks_again(scan: BeirScan, path: Path) -> Iterator[tuple[int, list[bytes]
     update = digest.update
     number = 1
     tail = b""
+    first = True
     try:
         with open_binary(path) as fh:
             while block := fh.read(READ_BLOCK):
+                if first:  # the byte order mark the scan dropped (and did not hash)
+                    first = False
+                    if block.startswith(BOM):
+                        block = block[len(BOM) :]
                 update(block)
                 lines = (tail + block).split(b"\n")
                 tail = lines.pop()

@@ -12,9 +12,17 @@ from django.db import transaction
 from apps.accounts.models import Team
 from apps.core.models import JobStatus
 from apps.core.services import ProgressReporter, job_enqueue
-from apps.datasets.archives import ArchiveError, extract_archive, find_beir_root, is_archive
+from apps.datasets.archives import (
+    ArchiveError,
+    beir_roots,
+    extract_archive,
+    extracted_files,
+    is_archive,
+    roots_problem,
+)
 from apps.datasets.beir import BeirError, BeirProblem
 from apps.datasets.models import IngestJob
+from apps.datasets.precheck import upload_problems
 from apps.datasets.services import dataset_import_beir, dataset_import_training
 from apps.datasets.training import is_training_file, preview_training_file
 
@@ -49,7 +57,9 @@ def ingest_create(
 
     ``kind`` None detects it as the page does: one .jsonl / .csv that is not corpus / queries
     is a training set (which then waits for ``ingest_confirm``), anything else a BEIR upload.
-    A given ``kind`` that the files do not fit is refused before anything is stored.
+    A given ``kind`` that the files do not fit is refused before anything is stored, and so
+    is whatever the pre-check (``apps.datasets.precheck``) sees without reading it all: a bad
+    archive or member name, a missing or second corpus, a file that is no dataset…
     """
     if not files:
         raise IngestError(["no file uploaded"])
@@ -63,6 +73,8 @@ def ingest_create(
     training = len(names) == 1 and is_training_file(names[0])
     if kind is not None:
         _check_kind(kind, names, training=training)
+    if problems := upload_problems(list(zip(names, files, strict=True)), training=training):
+        raise IngestError(problems)
     folder = Path(settings.ARTIFACTS_ROOT) / "uploads" / uuid.uuid4().hex
     incoming = folder / "incoming"
     incoming.mkdir(parents=True)
@@ -127,7 +139,8 @@ def ingest_preview(*, job: IngestJob) -> dict:
     try:
         roles, rows = preview_training_file(path)
     except BeirError as exc:
-        return {"problems": [_relative(p, Path(job.upload_dir)) for p in exc.problems]}
+        label = job.file_names[0]
+        return {"problems": [_relative(p, Path(job.upload_dir), label) for p in exc.problems]}
     return {"roles": roles.as_dict(), "rows": rows}
 
 
@@ -152,10 +165,10 @@ def arrange_upload(incoming: Path, staging: Path) -> Path:
             max_bytes=settings.DATASET_ARCHIVE_MAX_BYTES,
             max_ratio=settings.DATASET_ARCHIVE_MAX_RATIO,
         )
-        root = find_beir_root(staging)
-        if root is None:
-            raise IngestError([f"{files[0].name}: no corpus.jsonl inside the archive"])
-        return root
+        roots = beir_roots(extracted_files(staging))
+        if problem := roots_problem(roots):
+            raise IngestError([f"{files[0].name}: {problem}"])
+        return staging / roots[0]
     (staging / "qrels").mkdir(parents=True, exist_ok=True)
     problems = []
     for path in files:
@@ -178,6 +191,7 @@ def arrange_upload(incoming: Path, staging: Path) -> Path:
 def ingest_execute(*, job: IngestJob, report: ProgressReporter) -> dict:
     """Validate and load one upload. Returns the fields of the success transition."""
     folder = Path(job.upload_dir)
+    source = f"upload: {', '.join(job.file_names)}"  # not the server's folder, soon removed
     try:
         if job.kind == IngestJob.Kind.TRAINING:
             result = dataset_import_training(
@@ -185,19 +199,20 @@ def ingest_execute(*, job: IngestJob, report: ProgressReporter) -> dict:
                 name=job.dataset_name,
                 path=folder / "incoming" / job.file_names[0],
                 report=report,
+                source=source,
             )
         else:
             report("unpacking", 0, 0)
             root = arrange_upload(folder / "incoming", folder / "data")
             result = dataset_import_beir(
-                team=job.team, name=job.dataset_name, path=root, report=report
+                team=job.team, name=job.dataset_name, path=root, report=report, source=source
             )
     except (BeirError, ArchiveError, IngestError) as exc:
-        problems = (
-            [_relative(p, folder) for p in exc.problems]
-            if isinstance(exc, BeirError | IngestError)
-            else [str(exc)]
-        )
+        label = job.file_names[0] if len(job.file_names) == 1 else "upload"
+        problems = [
+            _relative(p, folder, label)
+            for p in (exc.problems if isinstance(exc, BeirError | IngestError) else [exc])
+        ]
         IngestJob.objects.filter(pk=job.pk).update(problems=problems)
         raise IngestError(problems) from exc
     finally:
@@ -205,9 +220,13 @@ def ingest_execute(*, job: IngestJob, report: ProgressReporter) -> dict:
     return {"version": result.version, "reused": not result.created, "stage": "done"}
 
 
-def _relative(problem: BeirProblem | str, folder: Path) -> str:
-    """Show paths as the user knows them (inside the upload), not the server's staging path."""
+def _relative(problem: BeirProblem | Exception | str, folder: Path, label: str) -> str:
+    """Show paths as the user knows them (inside the upload), never the server's: a file in
+    the upload by its name there, the upload's own folder (a "… and N more" line, an error
+    from the file system) by ``label``, the uploaded file's name."""
     text = str(problem)
-    for prefix in (str(folder / "data") + "/", str(folder / "incoming") + "/"):
-        text = text.replace(prefix, "")
+    for base in (folder / "data", folder / "incoming"):
+        text = text.replace(f"{base}/", "")
+    for base in (folder / "data", folder / "incoming", folder):
+        text = text.replace(str(base), label)
     return text

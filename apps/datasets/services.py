@@ -24,7 +24,12 @@ class ImportResult:
 
 
 def dataset_import_beir(
-    *, team: Team, name: str, path: str | Path, report: Progress | None = None
+    *,
+    team: Team,
+    name: str,
+    path: str | Path,
+    report: Progress | None = None,
+    source: str | None = None,
 ) -> ImportResult:
     """Import a BEIR folder as a new immutable version of the team's dataset ``name``.
 
@@ -34,7 +39,8 @@ def dataset_import_beir(
     validate again: it re-hashes the files and fails (BeirError, nothing written) if they
     changed in between; it also counts the words per document and hashes the documents for the
     health report. Identical content reuses the existing version; changed content makes
-    version n+1 with the previous one as parent.
+    version n+1 with the previous one as parent. ``source``: what the version was imported
+    from, as its page shows it (the path when left out; an upload gives its file names).
     """
     from apps.datasets.beir import BeirError, BeirProblem, LoadStats
     from apps.datasets.health import version_health
@@ -49,7 +55,7 @@ def dataset_import_beir(
         version, created = _new_version(
             dataset=dataset,
             content_hash=scan.content_hash,
-            source=str(path)[:500],
+            source=(source or str(path))[:500],
             document_count=scan.document_count,
             query_count=scan.query_count,
             qrels_counts=scan.qrels_counts,
@@ -102,7 +108,12 @@ def _new_version(*, dataset: Dataset, content_hash: str, **fields) -> tuple[Data
 
 
 def dataset_import_training(
-    *, team: Team, name: str, path: str | Path, report: Progress | None = None
+    *,
+    team: Team,
+    name: str,
+    path: str | Path,
+    report: Progress | None = None,
+    source: str | None = None,
 ) -> ImportResult:
     """Import a pairs/triplets file (JSONL or CSV, roles by column name) as a training version."""
     if report:
@@ -116,7 +127,7 @@ def dataset_import_training(
             dataset=dataset,
             content_hash=scan.content_hash,
             kind=DatasetVersion.Kind.TRAINING,
-            source=str(path)[:500],
+            source=(source or str(path))[:500],
             training_count=scan.row_count,
             training_roles=scan.roles.as_dict(),
             warnings=scan.warnings,

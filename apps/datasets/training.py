@@ -128,6 +128,40 @@ def _jsonl_records(path: Path, problems: Problems, digest=None) -> Iterator[tupl
     return iter_json_objects(path, problems, digest)
 
 
+def check_first_record(
+    file: str, number: int, line: str, problems: Problems, *, csv_format: bool
+) -> None:
+    """What the scan would refuse in a training file's first record, seen on its first
+    non-blank line alone (the upload's pre-check): its columns cannot give the roles.
+
+    Only what dooms the whole file: a JSON object without anchor and positive columns fails
+    on that row whatever the later rows hold; a CSV header whose line has no quote is that
+    line (a quoted one may go on over more lines, so it is left to the scan).
+    """
+    if csv_format:
+        if '"' in line:
+            return
+        try:
+            cells = next(csv.reader([line]))
+        except csv.Error as exc:
+            problems.add(file, number, f"malformed CSV ({exc})")
+            return
+        columns = [c.strip() for c in cells]
+        if len(set(columns)) != len(columns):
+            problems.add(file, number, "duplicate column names in the header")
+            return
+    else:
+        objects = list(iter_json_objects(file, problems, lines=[(number, line)]))
+        if not objects:
+            return
+        columns = list(objects[0][1])
+    try:
+        detect_roles(columns, file=file)
+    except BeirError as exc:
+        for problem in exc.problems:
+            problems.add(problem.file, problem.line, problem.reason)
+
+
 def _format(path: Path) -> str:
     return "csv" if path.name.removesuffix(".gz").endswith(".csv") else "jsonl"
 

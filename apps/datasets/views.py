@@ -70,7 +70,10 @@ def dataset_upload(request):
                 response["HX-Redirect"] = url
                 return response
             return redirect(url)
-    return render(request, "datasets/upload.html", {"form": form})
+    # A refused upload (the form, or what the pre-check saw) is a 400 like the API's; the
+    # page's script swaps it in all the same.
+    status = 400 if request.method == "POST" else 200
+    return render(request, "datasets/upload.html", {"form": form}, status=status)
 
 
 @require_GET
@@ -184,9 +187,7 @@ def version_curate(request, pk: int, kind: str):
             source=version,
             kind=kind,
             params={
-                k: v
-                for k, v in request.POST.items()
-                if k not in ("csrfmiddlewaretoken", "model")
+                k: v for k, v in request.POST.items() if k not in ("csrfmiddlewaretoken", "model")
             },
             model=model,
             created_by=request.user,

@@ -14,6 +14,7 @@ from apps.accounts.selectors import team_scoped_get
 from apps.datasets.models import Document
 from apps.indexes.models import Deployment, DeploymentEvent, IndexBuild
 from apps.runs.models import TrainingRun
+from workers.serving.auth import TokenError, bearer, shared_token, token_path
 from workers.serving.server import MAX_QUERIES  # the search process's own limit (Django-free)
 
 _local = threading.local()
@@ -21,6 +22,21 @@ _local = threading.local()
 
 class SearchUnavailable(OSError):
     """The search process could not be reached or answered badly."""
+
+
+_tokens: dict = {}  # path → token: the shared file is read once per process
+
+
+def search_token() -> str:
+    """The shared secret for the search process: SEARCH_TOKEN (or SEARCH_TOKEN_FILE), else the
+    file under VAR_DIR that the search process reads too (made by whichever needs it first)."""
+    if settings.SEARCH_TOKEN:
+        return settings.SEARCH_TOKEN
+    path = token_path(settings.VAR_DIR)
+    cached = _tokens.get(path)
+    if cached is None:
+        cached = _tokens[path] = shared_token(path)
+    return cached
 
 
 # Errors of a kept-alive socket the server closed while it idled: safe to send again once.
@@ -35,6 +51,10 @@ def search_call(method: str, path: str, body: dict | None = None, *, timeout: fl
     url = urlsplit(settings.SEARCH_URL)
     payload = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"} if payload is not None else {}
+    try:
+        headers.update(bearer(search_token()))
+    except (OSError, TokenError) as exc:  # an unwritable VAR_DIR, an emptied token file
+        raise SearchUnavailable(f"no search token: {exc}") from exc
     for attempt in (1, 2):
         conn = getattr(_local, "conn", None)
         reused = conn is not None and getattr(_local, "url", None) == settings.SEARCH_URL
@@ -54,6 +74,12 @@ def search_call(method: str, path: str, body: dict | None = None, *, timeout: fl
             if attempt == 1 and reused and isinstance(exc, STALE):
                 continue
             raise SearchUnavailable(f"search process at {settings.SEARCH_URL}: {exc}") from exc
+        if response.status == 401:
+            _tokens.clear()  # a token file made anew is read again on the next call
+            raise SearchUnavailable(
+                f"the search process at {settings.SEARCH_URL} refused this web's token: "
+                "set the same SEARCH_TOKEN (or SEARCH_TOKEN_FILE) for both"
+            )
         try:
             data = json.loads(raw or b"{}")
         except ValueError as exc:

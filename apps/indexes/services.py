@@ -252,9 +252,10 @@ def _plain(values: dict) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    from workers.ml.atomic import atomic_write
+
+    with atomic_write(path, "w") as fh:
+        fh.write(json.dumps(data, indent=1, sort_keys=True))
 
 
 # --- deployments -----------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""A real search process (python -m workers.serving) for tests, on its own port and manifest."""
+"""A real search process (python -m workers.serving) for tests, on its own port and manifest.
+
+It gets no SEARCH_TOKEN: like the embedded default it takes the shared token file under the
+tests' VAR_DIR, which the web side of the tests (settings.VAR_DIR) reads too."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from workers.serving.auth import bearer, resolve_token
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -22,13 +27,24 @@ def free_port() -> int:
 
 
 class SearchProcess:
-    def __init__(self, port: int, manifest: Path, proc: subprocess.Popen, log: Path) -> None:
+    def __init__(
+        self, port: int, manifest: Path, proc: subprocess.Popen, log: Path, token: str
+    ) -> None:
         self.port, self.manifest, self.proc, self.log = port, manifest, proc, log
         self.url = f"http://127.0.0.1:{port}"
+        self.token = token
+
+    def request(self, path: str, data: bytes | None = None, timeout: float = 5) -> dict:
+        """A call with the shared secret (the whole /health: deployments and errors)."""
+        method = "POST" if data is not None else "GET"
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        for name, value in bearer(self.token).items():
+            req.add_header(name, value)
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
 
     def health(self) -> dict:
-        with urllib.request.urlopen(self.url + "/health", timeout=5) as r:
-            return json.loads(r.read())
+        return self.request("/health")
 
     def wait_serving(self, key: str, index_id: int, timeout: float = 90.0) -> dict:
         deadline = time.monotonic() + timeout
@@ -60,7 +76,8 @@ def start_search_process(folder: Path, manifest: Path | None = None) -> SearchPr
     proc = subprocess.Popen(
         [sys.executable, "-m", "workers.serving"], cwd=REPO, env=env, stdout=fh, stderr=fh
     )
-    sp = SearchProcess(port, manifest, proc, log)
+    token, _ = resolve_token(env)  # what the process resolves from the same environment
+    sp = SearchProcess(port, manifest, proc, log, token)
     sp.fh = fh
     for _ in range(200):
         try:
@@ -83,7 +100,4 @@ def stop_search_process(sp: SearchProcess) -> None:
 def reset_search_process(sp: SearchProcess) -> None:
     """An empty manifest, loaded: the next test starts with nothing deployed."""
     sp.manifest.write_text(json.dumps({"deployments": {}}))
-    urllib.request.urlopen(
-        urllib.request.Request(sp.url + "/reload", data=b'{"wait": true}', method="POST"),
-        timeout=30,
-    ).read()
+    sp.request("/reload", b'{"wait": true}', timeout=30)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from workers.ml.atomic import atomic_write
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".json", ".txt", ".model")
 
 
@@ -60,9 +62,13 @@ class EmbeddingCache:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=folder.parent))
         try:
-            np.save(tmp / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
-            (tmp / "ids.json").write_text(json.dumps(ids), encoding="utf-8")
-            (tmp / "meta.json").write_text(json.dumps(meta or {}, indent=1), encoding="utf-8")
+            # Each file fsynced before the folder is renamed into place: a hit is never short.
+            with atomic_write(tmp / "vectors.npy", "wb") as fh:
+                np.save(fh, np.ascontiguousarray(vectors, dtype=np.float32))
+            with atomic_write(tmp / "ids.json", "w") as fh:
+                fh.write(json.dumps(ids))
+            with atomic_write(tmp / "meta.json", "w") as fh:
+                fh.write(json.dumps(meta or {}, indent=1))
             try:
                 os.replace(tmp, folder)
             except OSError:

@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from workers.ml.atomic import atomic_write
 from workers.ml.sweep import _pack, truncate
 
 INDEX_TYPES = ("flat", "hnsw", "ivf_flat", "ivf_pq", "sq8", "binary", "binary_hnsw")
@@ -421,24 +422,22 @@ def build_index(
             report("building", min(start + _ADD_CHUNK, n), n)
         add_s = time.perf_counter() - add_started
 
-        if binary:
-            faiss.write_index_binary(index, str(tmp / INDEX_FILE))
-        else:
-            faiss.write_index(index, str(tmp / INDEX_FILE))
+        _write_faiss(faiss.write_index_binary if binary else faiss.write_index, index,
+                     tmp / INDEX_FILE)  # fmt: skip
         del index, quantizer
-        (tmp / IDS_FILE).write_text(json.dumps(ids), encoding="utf-8")
+        with atomic_write(tmp / IDS_FILE, "w") as fh:
+            fh.write(json.dumps(ids))
         extra = []
         if transform is not None:
-            faiss.write_VectorTransform(transform, str(tmp / TRANSFORM_FILE))
+            _write_faiss(faiss.write_VectorTransform, transform, tmp / TRANSFORM_FILE)
             extra.append(tmp / TRANSFORM_FILE)
         if binary and spec.rescore > 0:
-            np.save(tmp / VECTORS_FILE, prepared)
+            with atomic_write(tmp / VECTORS_FILE, "wb") as fh:
+                np.save(fh, prepared)
             extra.append(tmp / VECTORS_FILE)
         if table:
-            (tmp / FILTERS_FILE).write_text(
-                json.dumps({"format": FORMAT, "fields": table}, separators=(",", ":")),
-                encoding="utf-8",
-            )
+            with atomic_write(tmp / FILTERS_FILE, "w") as fh:
+                fh.write(json.dumps({"format": FORMAT, "fields": table}, separators=(",", ":")))
             extra.append(tmp / FILTERS_FILE)
         size_bytes = (tmp / INDEX_FILE).stat().st_size
         extra_bytes = _dir_bytes(extra)
@@ -471,13 +470,25 @@ def build_index(
             "requested_spec": spec.to_dict(),
             **result,
         }
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        with atomic_write(tmp / META_FILE, "w") as fh:
+            fh.write(json.dumps(meta, indent=2))
         os.rename(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     result["build_s"] = time.perf_counter() - started
     return result
+
+
+def _write_faiss(writer: Callable[[Any, Any], None], obj: Any, path: Path) -> None:
+    """``writer(obj, …)`` (faiss.write_index & co) into ``path``, atomically, through a Python
+    file: a failed write raises the OSError itself (errno kept, e.g. ENOSPC), where faiss's own
+    file writer would raise a RuntimeError naming the server path, or only print to stderr
+    when the final flush in its fclose fails, leaving a short file behind."""
+    import faiss
+
+    with atomic_write(path, "wb") as fh:
+        writer(obj, faiss.PyCallbackIOWriter(fh.write))
 
 
 def _code_bits(dim: int) -> int:

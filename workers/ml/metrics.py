@@ -91,11 +91,14 @@ def write_trec_run(*, run: dict[str, dict[str, float]], path: str | Path, tag: s
     """A TREC run file (qid Q0 docid rank score tag), readable by trec_eval.
 
     Ranks follow trec_eval's own order (ties by document id, descending) and scores keep full
-    precision, so trec_eval on the file gives exactly the figures computed here.
+    precision, so trec_eval on the file gives exactly the figures computed here. The file is
+    written atomically: a full disk leaves no partial run behind.
     """
+    from workers.ml.atomic import atomic_write
+
     for value in (tag, *run):
         _check_token(value)
-    with open(path, "w", encoding="utf-8") as fh:
+    with atomic_write(path, "w", encoding="utf-8") as fh:
         for qid, docs in run.items():
             ranked = sorted(docs.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
             for rank, (doc_id, score) in enumerate(ranked, start=1):

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from workers.ml.atomic import atomic_write
 from workers.ml.losses import check_pairs, default_dims, default_starbucks_pairs
 
 LAYOUTS = ("sentence-transformers", "transformers")
@@ -873,7 +874,7 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     """The newest complete ``checkpoint-N`` folder under ``output_dir/checkpoints``, or None.
 
     The trainer writes ``trainer_state.json`` last, so a folder without it is a checkpoint cut
-    short by a kill and is skipped.
+    short by a kill and is skipped; so is one whose state file is cut short (a full disk).
     """
     folder = Path(output_dir) / CHECKPOINTS
     if not folder.is_dir():
@@ -882,9 +883,17 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     for child in folder.iterdir():
         name = child.name
         if name.startswith("checkpoint-") and name[11:].isdigit():
-            if (child / "trainer_state.json").is_file():
+            if _complete_json(child / "trainer_state.json"):
                 found.append((int(name[11:]), child))
     return str(max(found)[1]) if found else None
+
+
+def _complete_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _count_parameters(model: Any) -> tuple[int, int]:
@@ -1053,9 +1062,8 @@ def train(
             model = _merged(config, adapter_dir, device)
     model.save(str(model_dir), create_model_card=False)
     result["model_dir"] = str(model_dir)
-    (model_dir / "README.md").write_text(
-        model_card(config=config, result=result, data=data), encoding="utf-8"
-    )
+    with atomic_write(model_dir / "README.md", "w") as fh:
+        fh.write(model_card(config=config, result=result, data=data))
     if cuda:
         from workers.ml.encode import free_memory
 

@@ -57,6 +57,8 @@ from pathlib import Path
 from queue import Empty, Queue
 from typing import IO, Any
 
+from workers.ml.atomic import atomic_write
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXIT_ERROR = 1
 EXIT_SPEC = 2
@@ -261,7 +263,8 @@ def run_in_child(
     output_dir = Path(spec["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
     spec_path = Path(spec_path or output_dir / "train_spec.json")
-    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    with atomic_write(spec_path, "w") as fh:
+        fh.write(json.dumps(spec))
     child_env = dict(os.environ if env is None else env)
     child_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO_ROOT), child_env.get("PYTHONPATH", "")) if p

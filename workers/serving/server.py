@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from workers.serving.auth import authorized
+
 logger = logging.getLogger("embedhub.search")
 
 DEFAULT_PORT = 8001
@@ -204,13 +206,21 @@ class SearchState:
         self.reload_lock = threading.Lock()
         self.reloads = 0
 
-    def health(self) -> dict:
-        deployments = self.deployments
+    def liveness(self) -> dict:
+        """What /health tells anyone: up, and since when; no names, paths or errors."""
         return {
             "status": "ok",
             "pid": os.getpid(),
             "started_at": self.started_at,
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
+            "indexes": len(self.deployments),
+        }
+
+    def health(self) -> dict:
+        """/health with the token: what is served, from where, and what was refused."""
+        deployments = self.deployments
+        return {
+            **self.liveness(),
             "indexes": len(deployments),
             "deployments": {key: d.describe() for key, d in deployments.items()},
             "errors": dict(self.errors),
@@ -369,29 +379,42 @@ class SearchState:
         }
 
 
-def make_handler(state: SearchState) -> type[BaseHTTPRequestHandler]:
+def make_handler(state: SearchState, token: str) -> type[BaseHTTPRequestHandler]:
+    """Every route but ``GET /health`` asks for the shared secret (workers.serving.auth).
+    /health with no Authorization header tells anyone whether the process is up; with the
+    secret it adds what is served and refused; with a wrong one it is a 401 like the rest."""
+    if not token:
+        raise ValueError("the search process never runs without a token")
+
     class Handler(BaseHTTPRequestHandler):
-        server_version = "EmbedHubSearch/0.2"
+        server_version = "EmbedHubSearch/0.3"
         protocol_version = "HTTP/1.1"  # keep-alive: the web reuses one connection per thread
         timeout = 120  # an idle kept-alive connection gives its thread back
         # Headers and body are two writes: on a kept-alive connection Nagle's algorithm would
         # hold the body back for the client's delayed ACK (measured: 44 ms per /health).
         disable_nagle_algorithm = True
 
-        def _send(self, status: int, payload: dict) -> None:
+        def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
             body = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 
         def _refuse(self, status: int, message: str) -> None:
-            # The body may be unread: the connection cannot carry another request.
+            # The body is unread: the connection cannot carry another request.
             self.close_connection = True
-            self._send(status, {"error": message})
+            self._send(status, {"error": message}, {"Connection": "close"})
 
-        def _body(self) -> dict | None:
+        def _raw_body(self) -> bytes | None:
+            """The request's body, read whole before any answer (401s included) so that a
+            kept-alive connection stays in step; None when refused (the connection closes)."""
+            if self.headers.get("Transfer-Encoding"):
+                self._refuse(411, "send the body with a Content-Length")
+                return None
             try:
                 length = int(self.headers.get("Content-Length") or 0)
             except ValueError:
@@ -400,7 +423,19 @@ def make_handler(state: SearchState) -> type[BaseHTTPRequestHandler]:
             if length > MAX_BODY or length < 0:
                 self._refuse(413, "request body too large")
                 return None
-            raw = self.rfile.read(length) if length else b"{}"
+            return self.rfile.read(length) if length else b""
+
+        def _authorized(self) -> bool:
+            return authorized(self.headers.get("Authorization"), token)
+
+        def _unauthorized(self) -> None:
+            self._send(
+                401,
+                {"error": "a valid search token is required (Authorization: Bearer …)"},
+                {"WWW-Authenticate": 'Bearer realm="embedhub-search"'},
+            )
+
+        def _json(self, raw: bytes) -> dict | None:
             try:
                 body = json.loads(raw or b"{}")
             except ValueError as exc:
@@ -412,14 +447,27 @@ def make_handler(state: SearchState) -> type[BaseHTTPRequestHandler]:
             return body
 
         def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-            if urlsplit(self.path).path == "/health":
+            if self._raw_body() is None:
+                return
+            path = urlsplit(self.path).path
+            if path == "/health" and self.headers.get("Authorization") is None:
+                self._send(200, state.liveness())  # anyone (a container's probe): up or not
+            elif not self._authorized():
+                self._unauthorized()  # a wrong token is told so, on /health too
+            elif path == "/health":
                 self._send(200, state.health())
             else:
                 self._send(404, {"error": "not found"})
 
         def do_POST(self) -> None:  # noqa: N802
+            raw = self._raw_body()
+            if raw is None:
+                return
+            if not self._authorized():
+                self._unauthorized()
+                return
             path = urlsplit(self.path).path
-            body = self._body()
+            body = self._json(raw)
             if body is None:
                 return
             if path == "/search":
@@ -445,15 +493,23 @@ def make_handler(state: SearchState) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def bind_address() -> tuple[str, int]:
-    """Host and port from SEARCH_BIND, else from the port of SEARCH_URL (what the web calls)."""
-    bind = os.environ.get("SEARCH_BIND", "")
+def bind_address(bind: str | None = None) -> tuple[str, int]:
+    """Host and port from ``bind`` (--bind) or SEARCH_BIND, HOST:PORT; else the port of
+    SEARCH_URL (what the web calls). The host is 127.0.0.1 unless named: listening on every
+    interface (0.0.0.0, as docker-compose.yml does on its internal network) is a choice."""
+    bind = bind or os.environ.get("SEARCH_BIND", "")
     if bind:
         host, _, port = bind.rpartition(":")
-        return host or "0.0.0.0", int(port)
+        return host or "127.0.0.1", int(port)
     url = urlsplit(os.environ.get("SEARCH_URL", f"http://127.0.0.1:{DEFAULT_PORT}"))
-    host = "127.0.0.1" if url.hostname in ("127.0.0.1", "localhost", None) else "0.0.0.0"
-    return host, url.port or DEFAULT_PORT
+    if url.hostname not in ("127.0.0.1", "localhost", "::1", None):
+        logger.warning(
+            "SEARCH_URL names %s but the search process listens on 127.0.0.1 only; set "
+            "SEARCH_BIND=0.0.0.0:%d to listen on every interface",
+            url.hostname,
+            url.port or DEFAULT_PORT,
+        )
+    return "127.0.0.1", url.port or DEFAULT_PORT
 
 
 class Server(ThreadingHTTPServer):
@@ -461,9 +517,9 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 128  # 16+ concurrent clients connect at once
 
 
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, token: str) -> None:
     state = SearchState()
-    server = Server((host, port), make_handler(state))
+    server = Server((host, port), make_handler(state, token))
     stop_watch = threading.Event()
 
     def stop(signum, frame):

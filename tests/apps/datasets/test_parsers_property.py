@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 from django.db.models import Count
@@ -40,8 +41,11 @@ from apps.datasets.beir import (
     iter_queries,
     scan_beir_folder,
 )
+from apps.datasets.ingest import IngestError, arrange_upload
 from apps.datasets.models import Dataset, DatasetVersion, Document, IngestJob, Qrel, Query
+from apps.datasets.precheck import upload_problems
 from apps.datasets.services import dataset_import_beir
+from apps.datasets.training import is_training_file, scan_training_file
 from tests.conftest import TINY_CORPUS, TINY_QRELS, TINY_QUERIES, write_beir
 
 FILES = ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv", "qrels/train.tsv")
@@ -528,11 +532,13 @@ def test_upload_page_never_errors_and_ends_the_job(
         files = upload_files(Path(tmp), upload)
         with django_capture_on_commit_callbacks(execute=True):
             response = client.post(reverse("datasets:upload"), {"name": "prop", "files": files})
-        assert response.status_code in (200, 302), response.status_code
+        assert response.status_code in (400, 302), response.status_code
         job = IngestJob.objects.first()
-        if job is None:  # refused by the form (an empty file, two files with one name, …)
-            assert response.status_code == 200
-            assert not DatasetVersion.objects.exists()
+        if job is None:  # refused at once: the form (an empty file…) or the pre-check
+            assert response.status_code == 400
+            assert not DatasetVersion.objects.exists() and not Dataset.objects.exists()
+            uploads = Path(django_settings.ARTIFACTS_ROOT) / "uploads"
+            assert not uploads.exists() or not any(uploads.iterdir())
         else:
             page = reverse("datasets:ingest", args=[job.pk])
             assert client.get(page).status_code == 200  # a preview of a training file parses it
@@ -556,6 +562,53 @@ def assert_job_ended(job: IngestJob) -> None:
         assert job.status == "succeeded", job.status
         assert job.version is not None
         assert Document.objects.filter(version=job.version).count() == job.version.document_count
+
+
+def _ingest_refuses(root: Path, files: list[tuple[str, bytes]]) -> bool:
+    """Whether the ingest job's own reading (no pre-check) refuses these uploaded files."""
+    incoming = root / "incoming"
+    incoming.mkdir()
+    for name, data in files:
+        (incoming / name).write_bytes(data)
+    try:
+        if len(files) == 1 and is_training_file(files[0][0]):
+            scan_training_file(incoming / files[0][0])
+        else:
+            scan_beir_folder(arrange_upload(incoming, root / "data"))
+    except (BeirError, ArchiveError, IngestError):
+        return True
+    return False
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@_with_examples(PAGE_SUCCESSES + PAGE_REGRESSIONS, "upload")
+@given(upload=uploads)
+def test_the_precheck_refuses_only_what_the_ingest_refuses(upload):
+    """Never stricter than the job: an upload refused at once would have failed anyway."""
+    with tempfile.TemporaryDirectory() as tmp:
+        given_files = upload_files(Path(tmp), upload)
+        files = [(f.name, f.read()) for f in given_files]
+        names = [name for name, _ in files]
+        if (
+            len(set(names)) != len(names)
+            or not all(data for _, data in files)
+            or {".", ".."} & set(names)
+        ):
+            return  # refused before the pre-check (by the form, or by ingest_create itself)
+        training = len(names) == 1 and is_training_file(names[0])
+        problems = upload_problems(
+            [(name, SimpleUploadedFile(name, data)) for name, data in files], training=training
+        )
+        assert all(isinstance(p, str) and p.strip() and tmp not in p for p in problems)
+        if problems:
+            job_root = Path(tmp) / "job"
+            job_root.mkdir()
+            assert _ingest_refuses(job_root, files), problems
 
 
 # --- 4. archives ---------------------------------------------------------------------------

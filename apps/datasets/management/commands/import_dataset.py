@@ -4,7 +4,14 @@ from pathlib import Path
 from django.conf import settings
 
 from apps.core.commands import InputError, JsonCommand
-from apps.datasets.archives import ArchiveError, extract_archive, find_beir_root, is_archive
+from apps.datasets.archives import (
+    ArchiveError,
+    beir_roots,
+    extract_archive,
+    extracted_files,
+    is_archive,
+    roots_problem,
+)
 from apps.datasets.beir import BeirError
 from apps.datasets.services import dataset_import_beir
 
@@ -34,9 +41,10 @@ class Command(JsonCommand):
                     )
                 except ArchiveError as exc:
                     raise InputError(str(exc)) from exc
-                folder = find_beir_root(extracted)
-                if folder is None:
-                    raise InputError(f"{path}: no corpus.jsonl inside the archive")
+                roots = beir_roots(extracted_files(extracted))
+                if problem := roots_problem(roots):
+                    raise InputError(f"{path}: {problem}")
+                folder = extracted / roots[0]
             try:
                 result = dataset_import_beir(team=team, name=name, path=folder)
             except BeirError as exc:
