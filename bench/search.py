@@ -762,7 +762,10 @@ def synthetic_part(args, env: dict, procs: Processes, team, user, model, summary
         "120",
     ]
     procs.start("web", web_cmd, env)
-    health = Client(search_port)
+    from workers.serving.auth import bearer, resolve_token
+
+    search_auth = bearer(resolve_token(env)[0])
+    health = Client(search_port, search_auth)
 
     def health_body() -> dict:
         status, raw, _ = health.call("GET", "/health")
@@ -816,7 +819,7 @@ def synthetic_part(args, env: dict, procs: Processes, team, user, model, summary
         "bare1": Bare(procs, env, bare_spec, "bare1", 1),
     }
     log(f"bare children ready: { {k: b.info for k, b in bares.items()} }")
-    direct = Client(search_port)
+    direct = Client(search_port, search_auth)
     hop = health_latency(direct)
     log(f"search process GET /health on a kept-alive connection: p50 {hop['p50_ms']:.2f} ms")
     singles = {}

@@ -98,6 +98,8 @@ def _artifacts(settings, tmp_path):
     settings.ARTIFACTS_ROOT = tmp_path / "artifacts"
     # Every test sees a token's revocation at once; the cache has its own test.
     settings.API_TOKEN_CACHE_S = 0
+    # Tests make identical jobs on purpose; one-click-one-job has its own tests.
+    settings.JOB_DEDUPE_WINDOW_S = 0
 
 
 # --- personas ------------------------------------------------------------------------------

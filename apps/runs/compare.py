@@ -262,7 +262,10 @@ def _statistics(*, evaluations, baseline, metrics, resamples, seed) -> dict:
     )
     raw = f"{baseline.pk}|{stamp}|{','.join(metrics)}|{resamples}|{seed}"
     key = "runs:compare:" + hashlib.sha256(raw.encode()).hexdigest()
-    cached = cache.get(key)
+    try:
+        cached = cache.get(key)
+    except Exception:  # the cache (Redis) is down: compute, as on a miss
+        cached = None
     if cached is not None:
         return cached
     order, data = per_query_values(evaluations=evaluations, metrics=metrics)
@@ -279,7 +282,10 @@ def _statistics(*, evaluations, baseline, metrics, resamples, seed) -> dict:
         for m, name in enumerate(metrics):
             r = results[j * len(metrics) + m]
             out["pairs"][(evaluations[i].pk, name)] = r
-    cache.set(key, out, timeout=24 * 3600)
+    try:
+        cache.set(key, out, timeout=24 * 3600)
+    except Exception:
+        pass  # a down cache only costs recomputing next time
     return out
 
 

@@ -176,8 +176,11 @@ def training_run_resume(*, run: TrainingRun) -> TrainingRun:
 
 def _training_rows(version: DatasetVersion, path: Path) -> int:
     """Write the version's rows as the child's JSONL input (streamed, not held in memory)."""
+    from workers.ml.atomic import atomic_write
+
     n = 0
-    with path.open("w", encoding="utf-8") as fh:
+    # Atomic: a full disk must not leave a short file that a resume would then train on.
+    with atomic_write(path, "w", encoding="utf-8") as fh:
         for anchor, positive, negatives in (
             version.training_rows.order_by("row").values_list("anchor", "positive", "negatives")
         ).iterator(chunk_size=2000):
@@ -194,17 +197,21 @@ def _eval_data(run: TrainingRun, path: Path) -> str | None:
     twice at the end would double the wait for nothing."""
     if run.eval_version is None or not run.config.get("eval_steps"):
         return None
+    from workers.ml.atomic import atomic_write
+
     corpus, queries, qrels = evaluation_inputs(version=run.eval_version, split=run.eval_split)
-    path.write_text(
-        json.dumps(
-            {
-                "corpus": {doc_id: (title + " " + text).strip() for doc_id, title, text in corpus},
-                "queries": dict(queries),
-                "qrels": qrels,
-            }
-        ),
-        encoding="utf-8",
-    )
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write(
+            json.dumps(
+                {
+                    "corpus": {
+                        doc_id: (title + " " + text).strip() for doc_id, title, text in corpus
+                    },
+                    "queries": dict(queries),
+                    "qrels": qrels,
+                }
+            )
+        )
     return str(path)
 
 
@@ -226,7 +233,10 @@ def training_run_execute(*, run: TrainingRun, report: ProgressReporter) -> dict:
         "output_dir": str(out),
         "resume_from": str(checkpoint) if checkpoint else None,
     }
-    (out / "job.json").write_text(json.dumps(job), encoding="utf-8")
+    from workers.ml.atomic import atomic_write
+
+    with atomic_write(out / "job.json", "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(job))
     if checkpoint:
         TrainingRun.objects.filter(pk=run.pk).update(resumed_from=str(checkpoint))
     result = _supervise(run=run, report=report, job_path=out / "job.json")

@@ -210,7 +210,7 @@ def test_reaper_requeues_a_resumable_run_until_its_attempts_are_spent(
     sent = []
     monkeypatch.setattr(
         "celery.current_app.send_task",
-        lambda name, args, queue: sent.append((name, args, queue)),
+        lambda name, args, queue, task_id=None: sent.append((name, args, queue)),
     )
     old = timezone.now() - timedelta(hours=2)
     run = TrainingRun.objects.create(

@@ -15,6 +15,11 @@ from apps.runs.models import Evaluation
 from apps.runs.services import evaluation_create
 
 
+@pytest.fixture(autouse=True)
+def _window(settings):
+    settings.JOB_DEDUPE_WINDOW_S = 10
+
+
 @pytest.fixture
 def no_send(monkeypatch):
     monkeypatch.setattr("workers.tasks.evaluation.evaluate.apply_async", lambda *a, **k: None)
