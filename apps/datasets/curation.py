@@ -19,11 +19,12 @@ from django.db import connection, transaction
 from django.db.models import Count
 
 from apps.accounts.models import Team
-from apps.core.services import ProgressReporter, job_create_once, job_enqueue, job_fingerprint
+from apps.core.services import job_create_once, job_enqueue, job_fingerprint
 from apps.datasets import loader
 from apps.datasets.models import CurationJob, DatasetVersion, Document, Qrel, Query, TrainingRow
 from apps.datasets.services import _new_version, _record_health
 from apps.registry.models import EmbeddingModel
+from workers.tasks.runtime import ProgressReporter
 
 Kind = CurationJob.Kind
 SAMPLE_QUERIES = 25  # queries shown in the negatives inspector

@@ -11,7 +11,7 @@ from django.db import transaction
 
 from apps.accounts.models import Team
 from apps.core.models import JobStatus
-from apps.core.services import ProgressReporter, job_enqueue
+from apps.core.services import job_enqueue
 from apps.datasets.archives import (
     ArchiveError,
     beir_roots,
@@ -25,6 +25,7 @@ from apps.datasets.models import IngestJob
 from apps.datasets.precheck import upload_problems
 from apps.datasets.services import dataset_import_beir, dataset_import_training
 from apps.datasets.training import is_training_file, preview_training_file
+from workers.tasks.runtime import ProgressReporter
 
 BEIR_NAMES = ("corpus.jsonl", "queries.jsonl")
 

@@ -23,10 +23,11 @@ from django.utils import timezone
 
 from apps.accounts.models import Team
 from apps.core.models import JobStatus
-from apps.core.services import ProgressReporter, job_create_once, job_enqueue, job_fingerprint
+from apps.core.services import job_create_once, job_enqueue, job_fingerprint
 from apps.datasets.models import DatasetVersion
 from apps.indexes.models import Deployment, DeploymentEvent, IndexBuild, IndexType
 from apps.registry.models import EmbeddingModel
+from workers.tasks.runtime import ProgressReporter
 
 logger = logging.getLogger(__name__)
 

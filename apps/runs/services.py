@@ -6,16 +6,12 @@ from django.conf import settings
 from django.db import transaction
 
 from apps.accounts.models import Team
-from apps.core.services import (
-    ProgressReporter,
-    job_create_once,
-    job_enqueue,
-    job_fingerprint,
-)
+from apps.core.services import job_create_once, job_enqueue, job_fingerprint
 from apps.datasets.models import DatasetVersion
 from apps.datasets.selectors import evaluation_inputs
 from apps.registry.models import EmbeddingModel
 from apps.runs.models import Evaluation, QueryResult
+from workers.tasks.runtime import ProgressReporter
 
 
 class EvaluationError(ValueError):

@@ -25,18 +25,13 @@ from django.utils import timezone
 
 from apps.accounts.models import Team
 from apps.core.models import JobStatus
-from apps.core.services import (
-    JobCancelled,
-    ProgressReporter,
-    job_create_once,
-    job_enqueue,
-    job_fingerprint,
-)
+from apps.core.services import job_create_once, job_enqueue, job_fingerprint
 from apps.datasets.models import DatasetVersion
 from apps.datasets.selectors import evaluation_inputs
 from apps.registry.models import EmbeddingModel
 from apps.runs.configs import OptionsError, train_options_parse
 from apps.runs.models import TrainingRun
+from workers.tasks.runtime import JobCancelled, ProgressReporter
 
 CANCEL_POLL_S = 1.0
 LOG_SAVE_S = 2.0

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from apps.core.services import job_claim, job_run
 from apps.runs.models import Evaluation
 from apps.runs.services import evaluation_create, evaluation_execute
+from workers.tasks.runtime import job_claim, job_run
 
 pytestmark = [pytest.mark.browser]
 

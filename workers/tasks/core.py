@@ -5,6 +5,6 @@ from celery import shared_task
 def reap_stale_jobs() -> dict:
     """Fail (or resume) running rows whose worker stopped reporting, and send again pending rows
     whose message was lost. Idempotent: each write is conditional on the row's state."""
-    from apps.core.services import jobs_reap, jobs_resend_lost
+    from workers.tasks.runtime import jobs_reap, jobs_resend_lost
 
     return {"reaped": jobs_reap(), "resent": jobs_resend_lost()}

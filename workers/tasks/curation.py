@@ -10,9 +10,9 @@ from django.conf import settings
 def curate(job_id: int) -> None:
     """Run one CurationJob row (dedup, mining, DSIR, token lengths). Idempotent: a row that
     is not pending is left alone."""
-    from apps.core.services import job_claim, job_run
     from apps.datasets.curation import curation_execute
     from apps.datasets.models import CurationJob
+    from workers.tasks.runtime import job_claim, job_run
 
     job = job_claim(model=CurationJob, pk=job_id)
     if job is None:

@@ -13,9 +13,9 @@ def evaluate(evaluation_id: int) -> None:
     Writes the row's progress, metrics and timings, its per-query results and a TREC run file
     under ARTIFACTS_ROOT/evaluations/<id>/.
     """
-    from apps.core.services import job_claim, job_run
     from apps.runs.models import Evaluation
     from apps.runs.services import evaluation_execute
+    from workers.tasks.runtime import job_claim, job_run
 
     job = job_claim(model=Evaluation, pk=evaluation_id)
     if job is None:

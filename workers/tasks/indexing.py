@@ -10,9 +10,9 @@ from django.conf import settings
 def build_index(build_id: int) -> None:
     """Build and measure one IndexBuild row (index queue). Idempotent: a row that is not
     pending is left alone. The index lands in ARTIFACTS_ROOT/indexes/<id>/."""
-    from apps.core.services import job_claim, job_run
     from apps.indexes.models import IndexBuild
     from apps.indexes.services import index_build_execute
+    from workers.tasks.runtime import job_claim, job_run
 
     build = job_claim(model=IndexBuild, pk=build_id)
     if build is None:

@@ -13,9 +13,9 @@ def ingest(job_id: int) -> None:
     Idempotent: a row that is not pending is left alone. Writes the version's rows in one
     transaction, the job row's progress, result and problems, and removes the upload's files.
     """
-    from apps.core.services import job_claim, job_run
     from apps.datasets.ingest import ingest_execute
     from apps.datasets.models import IngestJob
+    from workers.tasks.runtime import job_claim, job_run
 
     job = job_claim(model=IngestJob, pk=job_id)
     if job is None:

@@ -10,9 +10,9 @@ from django.conf import settings
 def train(run_id: int) -> None:
     """Run (or resume from its last checkpoint) one TrainingRun row. Idempotent: a row that is
     not pending is left alone; the reaper puts a dead worker's run back to pending."""
-    from apps.core.services import job_claim, job_run
     from apps.runs.models import TrainingRun
     from apps.runs.training import training_run_execute
+    from workers.tasks.runtime import job_claim, job_run
 
     run = job_claim(model=TrainingRun, pk=run_id)
     if run is None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from apps.core.services import job_claim, job_run
 from apps.runs.models import Evaluation
 from tests.workers.ml.disk_full import fill_disk_on
+from workers.tasks.runtime import job_claim, job_run
 
 pytestmark = pytest.mark.django_db
 

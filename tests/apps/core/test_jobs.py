@@ -9,17 +9,10 @@ import pytest
 from django.utils import timezone
 
 from apps.core.models import JobStatus
-from apps.core.services import (
-    InvalidTransition,
-    JobCancelled,
-    ProgressReporter,
-    job_cancel,
-    job_claim,
-    job_run,
-    jobs_reap,
-)
+from apps.core.services import InvalidTransition, job_cancel
 from apps.runs.models import Evaluation
 from apps.runs.services import evaluation_create
+from workers.tasks.runtime import JobCancelled, ProgressReporter, job_claim, job_run, jobs_reap
 
 pytestmark = pytest.mark.django_db
 
@@ -155,7 +148,7 @@ def test_eta_from_stage_rate(evaluation):
 
 
 def test_a_reaped_row_is_not_revived_by_its_late_worker(evaluation):
-    from apps.core.services import JobLost
+    from workers.tasks.runtime import JobLost
 
     job = job_claim(model=Evaluation, pk=evaluation.pk)
     Evaluation.objects.filter(pk=job.pk).update(status=JobStatus.FAILED)  # the reaper got it
@@ -171,7 +164,7 @@ def test_a_reaped_row_is_not_revived_by_its_late_worker(evaluation):
 def test_heartbeat_keeps_a_silent_step_alive(evaluation, settings, transactional_db):
     import time as _time
 
-    from apps.core.services import Heartbeat
+    from workers.tasks.runtime import Heartbeat
 
     job = job_claim(model=Evaluation, pk=evaluation.pk)
     old = timezone.now() - timedelta(hours=1)
@@ -204,8 +197,8 @@ def test_reaper_requeues_a_resumable_run_until_its_attempts_are_spent(
 
     from django.utils import timezone
 
-    from apps.core.services import jobs_reap
     from apps.runs.models import TrainingRun
+    from workers.tasks.runtime import jobs_reap
 
     sent = []
     monkeypatch.setattr(

@@ -19,10 +19,10 @@ import pytest
 from django.utils import timezone
 
 from apps.core.models import JobStatus
-from apps.core.services import jobs_resend_lost
 from apps.runs.models import Evaluation
 from apps.runs.services import evaluation_create
 from tests.support.worker import start_worker, stop_worker, wait_for
+from workers.tasks.runtime import jobs_resend_lost
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

@@ -8,7 +8,6 @@ import json
 import pytest
 from django.urls import reverse
 
-from apps.core.services import job_claim, job_run
 from apps.datasets.curation import (
     CurationError,
     curation_accept,
@@ -19,6 +18,7 @@ from apps.datasets.curation import (
 from apps.datasets.models import CurationJob, DatasetVersion
 from apps.datasets.services import dataset_import_beir, dataset_import_training
 from tests.conftest import TINY_CORPUS, TINY_QRELS, write_beir
+from workers.tasks.runtime import job_claim, job_run
 
 
 def run(job: CurationJob) -> CurationJob:

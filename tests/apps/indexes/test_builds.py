@@ -165,9 +165,9 @@ def test_build_index_command_prints_json(team, tiny_registered_model, tiny_versi
 
 def test_a_cancel_before_the_work_ends_the_row_as_cancelled(team, tiny_registered_model,
                                                             tiny_version):  # fmt: skip
-    from apps.core.services import job_claim, job_run
     from apps.indexes.models import IndexBuild
     from apps.indexes.services import index_build_create, index_build_execute, index_folder
+    from workers.tasks.runtime import job_claim, job_run
 
     build = index_build_create(team=team, model=tiny_registered_model,
                                dataset_version=tiny_version, index_type="flat",
@@ -182,8 +182,8 @@ def test_a_cancel_before_the_work_ends_the_row_as_cancelled(team, tiny_registere
 
 def test_a_cancel_after_the_files_are_written_removes_them(team, tiny_registered_model,
                                                            tiny_version):  # fmt: skip
-    from apps.core.services import JobCancelled
     from apps.indexes.services import index_build_create, index_build_execute, index_folder
+    from workers.tasks.runtime import JobCancelled
 
     build = index_build_create(team=team, model=tiny_registered_model,
                                dataset_version=tiny_version, index_type="hnsw",

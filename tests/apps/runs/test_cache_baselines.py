@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from apps.core.services import job_claim, job_run
 from apps.registry.models import EmbeddingModel
 from apps.runs.models import Evaluation
 from apps.runs.services import evaluation_create, evaluation_execute
+from workers.tasks.runtime import job_claim, job_run
 
 
 def run(evaluation: Evaluation) -> Evaluation:

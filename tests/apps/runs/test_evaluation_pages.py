@@ -6,10 +6,10 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.core.services import job_claim
 from apps.runs.models import Evaluation, QueryResult
 from apps.runs.services import evaluation_create
 from workers.tasks.evaluation import evaluate
+from workers.tasks.runtime import job_claim
 
 pytestmark = pytest.mark.django_db
 
