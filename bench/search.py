@@ -90,7 +90,7 @@ def log(message: str) -> None:
 
 
 def model_path() -> str:
-    from workers.ml.inspect import find_package_model
+    from workers.common.inspect import find_package_model
 
     return str(find_package_model(MODEL_PACKAGE))
 

@@ -97,7 +97,7 @@ def child_bare(args) -> dict:
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from transformers import TrainerCallback
 
-    from workers.ml.inspect import find_package_model
+    from workers.common.inspect import find_package_model
 
     rows = [json.loads(line) for line in Path(args.pairs).read_text().splitlines()]
     model = SentenceTransformer(

@@ -382,7 +382,7 @@ def _run_semdedup(job: CurationJob, report: ProgressReporter) -> dict:
         kept_words = Counter(w for w, k in zip(word_counts, out.keep, strict=True) if k)
         histogram = {str(k): v for k, v in sorted(kept_words.items())}
     folder = _artifact_dir(job)
-    from workers.ml.atomic import atomic_write
+    from workers.common.atomic import atomic_write
 
     with atomic_write(folder / "removed.json", "w") as fh:
         fh.write(json.dumps({"keys": removed, "document_words": histogram}))

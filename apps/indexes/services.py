@@ -253,7 +253,7 @@ def _plain(values: dict) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    from workers.ml.atomic import atomic_write
+    from workers.common.atomic import atomic_write
 
     with atomic_write(path, "w") as fh:
         fh.write(json.dumps(data, indent=1, sort_keys=True))

@@ -28,7 +28,7 @@ def embedding_model_register(
     records dimension, max length, pooling, normalisation and prefixes.
     """
     # Pure JSON inspection: importing it never loads torch, and packages are found, not run.
-    from workers.ml.inspect import ModelFolderError, find_package_model, inspect_model_folder
+    from workers.common.inspect import ModelFolderError, find_package_model, inspect_model_folder
 
     if bool(path) == bool(package):
         raise ModelRegistrationError("Give either a folder path or a package name.")

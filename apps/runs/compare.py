@@ -19,7 +19,7 @@ from apps.core.models import JobStatus
 from apps.datasets.models import DatasetVersion, Document, Qrel, Query
 from apps.runs.models import Evaluation, QueryResult
 from apps.runs.significance import ALPHA, RESAMPLES, SEED, holm, p_phrase, verdict
-from workers.ml.metrics import METRICS  # names only: importing it loads no ML library
+from workers.common.metrics import METRICS
 
 MAX_COMPARED = 8
 DEFAULT_METRIC = "ndcg@10"

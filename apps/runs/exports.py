@@ -8,7 +8,7 @@ import io
 
 from apps.runs.compare import Comparison, Leaderboard
 from apps.runs.models import Evaluation
-from workers.ml.metrics import METRICS
+from workers.common.metrics import METRICS
 
 # Our metric names → MTEB's score keys ("ndcg@10" → "ndcg_at_10"; MTEB says precision and
 # MRR spelled out).

@@ -171,7 +171,7 @@ def training_run_resume(*, run: TrainingRun) -> TrainingRun:
 
 def _training_rows(version: DatasetVersion, path: Path) -> int:
     """Write the version's rows as the child's JSONL input (streamed, not held in memory)."""
-    from workers.ml.atomic import atomic_write
+    from workers.common.atomic import atomic_write
 
     n = 0
     # Atomic: a full disk must not leave a short file that a resume would then train on.
@@ -192,7 +192,7 @@ def _eval_data(run: TrainingRun, path: Path) -> str | None:
     twice at the end would double the wait for nothing."""
     if run.eval_version is None or not run.config.get("eval_steps"):
         return None
-    from workers.ml.atomic import atomic_write
+    from workers.common.atomic import atomic_write
 
     corpus, queries, qrels = evaluation_inputs(version=run.eval_version, split=run.eval_split)
     with atomic_write(path, "w", encoding="utf-8") as fh:
@@ -228,7 +228,7 @@ def training_run_execute(*, run: TrainingRun, report: ProgressReporter) -> dict:
         "output_dir": str(out),
         "resume_from": str(checkpoint) if checkpoint else None,
     }
-    from workers.ml.atomic import atomic_write
+    from workers.common.atomic import atomic_write
 
     with atomic_write(out / "job.json", "w", encoding="utf-8") as fh:
         fh.write(json.dumps(job))
@@ -389,7 +389,7 @@ def _tail(path: Path) -> str:
 
 def _register_result(*, run: TrainingRun, result: dict) -> EmbeddingModel:
     """The fine-tune as a registry model: same encoding settings, lineage to base and run."""
-    from workers.ml.inspect import ModelFolderError, inspect_model_folder
+    from workers.common.inspect import ModelFolderError, inspect_model_folder
 
     base, config = run.base_model, run.config
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.ml.atomic import atomic_write
+from workers.common.atomic import atomic_write
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".json", ".txt", ".model")
 

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from workers.ml.atomic import atomic_write
+from workers.common.atomic import atomic_write
 from workers.ml.sweep import _pack, truncate
 
 INDEX_TYPES = ("flat", "hnsw", "ivf_flat", "ivf_pq", "sq8", "binary", "binary_hnsw")

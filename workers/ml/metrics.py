@@ -6,23 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-# Our names → ir-measures measure strings (kept as strings so that importing this module does
-# not import ir_measures). Order is the order shown on pages.
-METRICS: dict[str, str] = {
-    "ndcg@1": "nDCG@1",
-    "ndcg@3": "nDCG@3",
-    "ndcg@5": "nDCG@5",
-    "ndcg@10": "nDCG@10",
-    "ndcg@100": "nDCG@100",
-    "mrr@10": "RR@10",
-    "recall@1": "R@1",
-    "recall@5": "R@5",
-    "recall@10": "R@10",
-    "recall@100": "R@100",
-    "map@100": "AP@100",
-    "p@1": "P@1",
-    "p@10": "P@10",
-}
+from workers.common.metrics import METRICS  # noqa: F401  (re-exported for ML callers)
 
 _CUTOFF = re.compile(r"^(?P<base>.+)@(?P<k>\d+)$")
 
@@ -94,7 +78,7 @@ def write_trec_run(*, run: dict[str, dict[str, float]], path: str | Path, tag: s
     precision, so trec_eval on the file gives exactly the figures computed here. The file is
     written atomically: a full disk leaves no partial run behind.
     """
-    from workers.ml.atomic import atomic_write
+    from workers.common.atomic import atomic_write
 
     for value in (tag, *run):
         _check_token(value)

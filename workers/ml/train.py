@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from workers.ml.atomic import atomic_write
+from workers.common.atomic import atomic_write
 from workers.ml.losses import check_pairs, default_dims, default_starbucks_pairs
 
 LAYOUTS = ("sentence-transformers", "transformers")
@@ -478,7 +478,7 @@ def estimate(
       gradient checkpointing keeps each layer's input (``h`` values) plus one full layer;
     * gist adds the guide's weights (inference only); the total adds 10 % for allocator slack.
     """
-    from workers.ml.inspect import inspect_model_folder
+    from workers.common.inspect import inspect_model_folder
 
     arch = _arch_numbers(_transformer_config(config.base_model_path))
     h, layers, heads, inter = arch["hidden"], arch["layers"], arch["heads"], arch["intermediate"]
@@ -609,8 +609,8 @@ def _load_model(config: TrainConfig, device: str) -> Any:
 
 
 def _load_guide(config: TrainConfig, device: str) -> Any:
+    from workers.common.inspect import inspect_model_folder
     from workers.ml.encode import load_encoder
-    from workers.ml.inspect import inspect_model_folder
 
     assert config.guide_model_path
     info = inspect_model_folder(config.guide_model_path)
@@ -1172,7 +1172,7 @@ def measure_step_time(
 
 def model_card(*, config: TrainConfig, result: dict[str, Any], data: list[dict[str, Any]]) -> str:
     """A README.md for the trained model: base, data summary, configuration, final metrics."""
-    from workers.ml.inspect import inspect_model_folder
+    from workers.common.inspect import inspect_model_folder
 
     try:
         base = inspect_model_folder(config.base_model_path)

@@ -57,7 +57,7 @@ from pathlib import Path
 from queue import Empty, Queue
 from typing import IO, Any
 
-from workers.ml.atomic import atomic_write
+from workers.common.atomic import atomic_write
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXIT_ERROR = 1

@@ -336,7 +336,7 @@ def job_run(*, job: Job, work: Callable[[ProgressReporter], dict | None]) -> Non
 
         # Pure Python (no ML library): a full disk is one fixed sentence, other OSErrors their
         # reason only, and no page message carries a server path; `error` keeps the detail.
-        from workers.ml.atomic import human_message_for
+        from workers.common.atomic import human_message_for
 
         logger.exception("Job %s %s failed", type(job).__name__, job.pk)
         job_fail(job=job, human_error=human_message_for(exc), error=traceback.format_exc())

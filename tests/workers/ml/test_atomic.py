@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.workers.ml.disk_full import fill_disk_on
-from workers.ml.atomic import (
+from workers.common.atomic import (
     DISK_FULL_MESSAGE,
     atomic_path,
     atomic_write,
@@ -72,7 +72,7 @@ def test_a_failing_flush_or_fsync_is_cleaned_up(tmp_path: Path, monkeypatch) -> 
     def no_room(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("workers.ml.atomic.os.fsync", no_room)
+    monkeypatch.setattr("workers.common.atomic.os.fsync", no_room)
     with pytest.raises(OSError):
         with atomic_write(tmp_path / "ids.json", "w") as fh:
             fh.write("[]")

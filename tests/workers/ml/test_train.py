@@ -214,7 +214,7 @@ def test_rows_are_checked_and_negatives_evened_out(tmp_path):
 
 
 def test_estimate_counts_parameters_steps_and_memory(tiny_model_path, tmp_path):
-    from workers.ml.inspect import inspect_model_folder
+    from workers.common.inspect import inspect_model_folder
 
     full = estimate(_config(tiny_model_path, epochs=2.0), 30)
     assert full["parameters"] == inspect_model_folder(tiny_model_path).parameters
