@@ -68,7 +68,7 @@ def _pairs(text: str) -> list[list[int]] | None:
 
 
 class TrainingRunForm(forms.Form):
-    """A fine-tune. Empty optional fields take the defaults of workers.ml.train.TrainConfig."""
+    """A fine-tune. Empty optional fields take the defaults of the training config."""
 
     name = forms.CharField(required=False, max_length=200)
     base_model = forms.ModelChoiceField(queryset=EmbeddingModel.objects.none(), empty_label=None)

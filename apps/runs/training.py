@@ -1,7 +1,7 @@
 """Fine-tuning runs: create (validated config + estimate), execute (supervise the training child
 process), resume, and turn the result into a registered model with lineage and an evaluation.
 
-The child is ``python -m workers.ml.train_child CONFIG.json``; it prints JSON lines on stdout
+The child is ``python -m workers.ml.training.child CONFIG.json``; it prints JSON lines on stdout
 (``{"event": "log", …}``, ``{"event": "done", "result": …}``, ``{"event": "error", "message": …}``).
 Its stderr goes to ``output_dir/train.log`` (the page shows the tail). The worker reads the cancel
 flag every second and kills the child's whole process group, so the GPU is free at once.
@@ -52,7 +52,7 @@ def _config_for(
 
     Folders come only from registered models (already checked to be the team's): the options
     are typed and cannot name a path (``base_model_path`` in them is an unknown field)."""
-    from workers.ml.train import TrainConfig
+    from workers.ml.training.config import TrainConfig
 
     try:
         chosen = train_options_parse(options)
@@ -92,7 +92,7 @@ def training_run_create(
     idempotency_key: str = "",
 ) -> TrainingRun:
     """Validate, estimate and queue a run (``gpu`` queue) once the transaction commits."""
-    from workers.ml.train import estimate
+    from workers.ml.training.estimate import estimate
     from workers.tasks.training import train
 
     for obj in (
@@ -218,7 +218,7 @@ def training_run_execute(*, run: TrainingRun, report: ProgressReporter) -> dict:
     rows_path = out / "train.jsonl"
     if not rows_path.exists():
         _training_rows(run.train_version, rows_path)
-    from workers.ml.train import last_checkpoint
+    from workers.ml.training.trainer import last_checkpoint
 
     checkpoint = last_checkpoint(out)
     job = {
@@ -264,7 +264,7 @@ def _supervise(*, run: TrainingRun, report: ProgressReporter, job_path: Path) ->
         stderr.write(f"--- attempt at {timezone.now().isoformat()}\n")
         stderr.flush()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.ml.train_child", str(job_path)],
+            [sys.executable, "-m", "workers.ml.training.child", str(job_path)],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,

@@ -154,7 +154,7 @@ def test_embedding_cache_on_a_full_disk_keeps_no_entry(tmp_path: Path, monkeypat
 
 
 def test_a_checkpoint_with_a_cut_short_state_file_is_not_resumed(tmp_path: Path) -> None:
-    from workers.ml.train import CHECKPOINTS, last_checkpoint
+    from workers.ml.training.trainer import CHECKPOINTS, last_checkpoint
 
     good = tmp_path / CHECKPOINTS / "checkpoint-10"
     cut = tmp_path / CHECKPOINTS / "checkpoint-20"

@@ -1,4 +1,4 @@
-"""Fine-tuning (workers/ml/train.py, losses.py, train_child.py) on the tiny random BERT.
+"""Fine-tuning (workers/ml/training/, losses.py) on the tiny random BERT.
 
 Every run is a handful of steps at batch 4; what is checked is the plumbing (steps, saved
 folders, adapters, checkpoints, resume, cancel, the child's protocol) and the Starbucks loss
@@ -21,17 +21,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY_CORPUS, TINY_QRELS, TINY_QUERIES
-from workers.ml.train import (
-    ConfigError,
-    DataError,
-    TrainConfig,
-    estimate,
-    last_checkpoint,
-    measure_step_time,
-    read_rows,
-    train,
-)
-from workers.ml.train_child import REPO_ROOT, ChildError, child_command, run_in_child
+from workers.ml.training.child import REPO_ROOT, ChildError, child_command, run_in_child
+from workers.ml.training.config import ConfigError, TrainConfig
+from workers.ml.training.data import DataError, read_rows
+from workers.ml.training.estimate import estimate
+from workers.ml.training.trainer import last_checkpoint, measure_step_time, train
 
 ROWS = [
     {
@@ -120,7 +114,8 @@ def background_child(tiny_model_path, tmp_path_factory):
 
 def test_modules_import_without_the_heavy_libraries():
     code = (
-        "import json, sys; import workers.ml.train, workers.ml.losses, workers.ml.train_child; "
+        "import json, sys, workers.ml.losses; "
+        "from workers.ml.training import card, child, config, data, estimate, trainer; "
         "print(json.dumps([m for m in ('torch', 'transformers', 'sentence_transformers', "
         "'peft', 'datasets', 'django') if m in sys.modules]))"
     )
@@ -197,7 +192,7 @@ def test_rows_are_checked_and_negatives_evened_out(tmp_path):
     rows = read_rows([{"anchor": "a", "positive": "p", "negative": "n"}])
     assert rows[0]["negatives"] == ["n"]
 
-    from workers.ml.train import _columns
+    from workers.ml.training.data import columns as _columns
 
     rows = [
         {"anchor": "a", "positive": "p", "negatives": ["n1", "n2"]},
@@ -312,7 +307,7 @@ def test_each_loss_trains_and_saves_a_loadable_model(tiny_model_path, tmp_path, 
 
 
 def test_unmerged_lora_is_base_plus_adapter_and_matches_the_merge(tiny_model_path, tmp_path):
-    from workers.ml.train import _merged
+    from workers.ml.training.trainer import _merged
 
     config = _config(tiny_model_path, method="lora", merge_lora=False, max_steps=2, seed=3)
     result = train(config=config, rows=ROWS, output_dir=tmp_path)

@@ -1,8 +1,9 @@
-"""Run :func:`workers.ml.train.train` in a child process that the worker can watch and kill.
+"""The training child process: :func:`workers.ml.training.trainer.train` in a process that the
+worker can watch and kill.
 
 Usage::
 
-    python -m workers.ml.train_child SPEC.json [--events EVENTS.jsonl]
+    python -m workers.ml.training.child SPEC.json [--events EVENTS.jsonl]
 
 ``SPEC.json`` is one object::
 
@@ -26,7 +27,7 @@ Protocol: **stdout carries only JSON lines**, one event each, flushed as written
 * then exactly one of:
 
   - ``{"event": "done", "result": {...}}`` — exit status 0; ``result`` as returned by
-    :func:`workers.ml.train.train`;
+    :func:`workers.ml.training.trainer.train`;
   - ``{"event": "stopped", "result": {...} | null}`` — a SIGTERM/SIGINT was honoured; exit
     status 128 + the signal number (143 for SIGTERM);
   - ``{"event": "error", "message", "kind", "detail"}`` — exit status 1 (2 for a bad spec).
@@ -59,7 +60,8 @@ from typing import IO, Any
 
 from workers.common.atomic import atomic_write
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
+USAGE = "usage: python -m workers.ml.training.child SPEC.json [--events FILE]"
 EXIT_ERROR = 1
 EXIT_SPEC = 2
 
@@ -85,7 +87,8 @@ class ChildStopped(RuntimeError):
 
 def human_error(exc: BaseException) -> tuple[str, str]:
     """(kind, one-line message) for the page; never imports torch."""
-    from workers.ml.train import ConfigError, DataError
+    from workers.ml.training.config import ConfigError
+    from workers.ml.training.data import DataError
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     name = type(exc).__name__
@@ -155,14 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     if "--events" in argv:
         i = argv.index("--events")
         if i + 1 >= len(argv):
-            print(
-                "usage: python -m workers.ml.train_child SPEC.json [--events FILE]", file=sys.stderr
-            )
+            print(USAGE, file=sys.stderr)
             return EXIT_SPEC
         events_path = argv[i + 1]
         del argv[i : i + 2]
     if len(argv) != 1:
-        print("usage: python -m workers.ml.train_child SPEC.json [--events FILE]", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return EXIT_SPEC
     # Before the heavy imports read them: no progress bars, no hub.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -181,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         return fail("spec", f"Bad training spec: {exc}", f"{type(exc).__name__}: {exc}", EXIT_SPEC)
 
-    from workers.ml.train import TrainConfig, read_rows, train
+    from workers.ml.training.config import TrainConfig
+    from workers.ml.training.data import read_rows
+    from workers.ml.training.trainer import train
 
     stop = {"requested": 0, "training": False}
 
@@ -237,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def child_command(spec_path: str | Path, events_path: str | Path | None = None) -> list[str]:
-    command = [sys.executable, "-m", "workers.ml.train_child", str(spec_path)]
+    command = [sys.executable, "-m", "workers.ml.training.child", str(spec_path)]
     if events_path is not None:
         command += ["--events", str(events_path)]
     return command

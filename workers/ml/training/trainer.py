@@ -1,0 +1,623 @@
+"""The run itself: sentence-transformers' ``SentenceTransformerTrainer`` on a checked config.
+
+:func:`train` writes checkpoints (model or adapter, optimizer, scheduler, RNG, data position) in
+``output_dir/checkpoints``, resumable; the final model in sentence-transformers format in
+``output_dir/model`` with a generated ``README.md`` (:mod:`workers.ml.training.card`); for LoRA
+the PEFT adapter in ``output_dir/adapter``. :func:`measure_step_time` times a few real steps.
+
+torch, transformers, peft and sentence-transformers are imported inside the functions that need
+them, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from workers.common.atomic import atomic_write
+from workers.ml.losses import default_dims, default_starbucks_pairs
+from workers.ml.training.card import model_card
+from workers.ml.training.config import POOLINGS, ConfigError, TrainConfig
+from workers.ml.training.data import columns as train_columns
+from workers.ml.training.data import eval_sets, read_rows
+from workers.ml.training.estimate import lora_targets
+
+CHECKPOINTS = "checkpoints"
+MODEL = "model"
+ADAPTER = "adapter"
+EVAL_NAME = "ir"
+TRAINER_EVAL_KEYS = ("runtime", "samples_per_second", "steps_per_second")
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest complete ``checkpoint-N`` folder under ``output_dir/checkpoints``, or None.
+
+    The trainer writes ``trainer_state.json`` last, so a folder without it is a checkpoint cut
+    short by a kill and is skipped; so is one whose state file is cut short (a full disk).
+    """
+    folder = Path(output_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return None
+    found = []
+    for child in folder.iterdir():
+        name = child.name
+        if name.startswith("checkpoint-") and name[11:].isdigit():
+            if _complete_json(child / "trainer_state.json"):
+                found.append((int(name[11:]), child))
+    return str(max(found)[1]) if found else None
+
+
+def _complete_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _count_parameters(model: Any) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def train(
+    *,
+    config: TrainConfig,
+    rows: Iterable[dict[str, Any]] | str | Path,
+    output_dir: str | Path,
+    eval_data: dict[str, Any] | None = None,
+    resume_from: str | None = None,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``config.base_model_path`` on ``rows``; see the module docstring for layouts.
+
+    ``resume_from``: a checkpoint folder, or ``"latest"`` for the newest one under
+    ``output_dir/checkpoints`` (none there: start from scratch). A resumed run restores the
+    model/adapter, optimizer, scheduler, RNG state and data position, and ends at the same total
+    number of steps as an uninterrupted one.
+
+    ``on_log(event)`` receives dicts with a ``kind``: ``"begin"`` (step: 0, or the step resumed
+    from; total_steps) once the model is loaded and the first step is about to run; ``"train"``
+    (step, total_steps, epoch, loss, learning_rate, grad_norm, samples_per_s: training rows per
+    second since the previous log) every ``logging_steps``; ``"eval"`` (step, total_steps, epoch,
+    metrics) every ``eval_steps`` when ``eval_data`` is given; ``"checkpoint"`` (step, path)
+    after each checkpoint is written.
+
+    ``should_stop()`` is called after every optimizer step; True stops the trainer cleanly (no
+    final model is written, ``result["stopped"]`` is True, the checkpoints stay for a resume).
+
+    Returns steps, epochs, train_loss (mean over the steps this call ran), final_loss (last
+    logged), trainable/total parameters, model_dir, adapter_dir (LoRA), metrics (the final
+    evaluation when eval data was given: cosine_ndcg@10, cosine_mrr@10, cosine_recall@k, …),
+    log_history (the trainer's), and the resolved setup (rows, negatives_per_row, learning_rate,
+    precision, device, matryoshka_dims / starbucks_pairs / lora_target_modules).
+    """
+    config.validate()
+    data = read_rows(rows)
+    columns, k, dropped = train_columns(config, data)
+    evaluation = eval_sets(config, eval_data) if eval_data else None
+    if resume_from == "latest":
+        resume_from = last_checkpoint(output_dir)
+    elif resume_from is not None and not Path(resume_from).is_dir():
+        raise FileNotFoundError(f"{resume_from}: no such checkpoint folder")
+
+    import torch
+    from datasets import Dataset
+    from transformers import set_seed
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = out / CHECKPOINTS
+    device = _device(config)
+    cuda = device.startswith("cuda")
+    set_seed(config.seed)
+    model = _load_model(config, device)
+    loss, resolved = _build_loss(config, model, device)
+    trainable, total = _count_parameters(model)
+
+    evaluator = None
+    if evaluation is not None:
+        from sentence_transformers.sentence_transformer.evaluation import (
+            InformationRetrievalEvaluator,
+        )
+
+        queries, corpus, relevant = evaluation
+        evaluator = InformationRetrievalEvaluator(
+            queries=queries,
+            corpus=corpus,
+            relevant_docs=relevant,
+            name=EVAL_NAME,
+            batch_size=config.batch_size,
+            show_progress_bar=False,
+            write_csv=False,
+        )
+    args = _training_args(
+        config,
+        output_dir=str(checkpoint_dir),
+        device=device,
+        save=True,
+        evaluate_every=config.eval_steps if evaluator is not None else None,
+    )
+    progress = _progress_callback(
+        batch_size=config.batch_size,
+        on_log=on_log,
+        should_stop=should_stop,
+        checkpoint_dir=checkpoint_dir,
+    )
+    trainer = _trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_dict(columns),
+        loss=loss,
+        evaluator=evaluator,
+        callbacks=[progress],
+    )
+    _quiet(trainer)
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.perf_counter() - started
+    state = trainer.state
+    history = [dict(entry) for entry in state.log_history]
+    train_losses = [e["loss"] for e in history if "loss" in e]
+
+    result: dict[str, Any] = {
+        "steps": state.global_step,
+        "total_steps": state.max_steps,
+        "epochs": round(float(state.epoch or 0.0), 4),
+        "train_loss": float(output.training_loss),
+        "final_loss": float(train_losses[-1]) if train_losses else None,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "model_dir": None,
+        "adapter_dir": None,
+        "checkpoint_dir": str(checkpoint_dir),
+        "resumed_from": resume_from,
+        "stopped": bool(progress.stopped),
+        "metrics": {},
+        "log_history": history,
+        "rows": len(columns["anchor"]),
+        "rows_dropped": dropped,
+        "negatives_per_row": k,
+        "learning_rate": config.effective_learning_rate,
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "device": device,
+        "train_seconds": round(seconds, 3),
+        **resolved,
+    }
+    if config.method == "lora":
+        result["lora_target_modules"] = lora_targets(config)
+    if progress.stopped:
+        return result
+
+    if evaluator is not None:
+        model.eval()
+        with torch.no_grad():
+            raw = evaluator(model)
+        result["metrics"] = {
+            k.removeprefix(EVAL_NAME + "_"): float(v)
+            for k, v in raw.items()
+            if isinstance(v, (int, float))
+        }
+
+    import shutil
+
+    model_dir = out / MODEL
+    # A previous attempt's files must not mix in (a stale adapter_config.json would make a
+    # merged folder load as base + adapter).
+    for stale in (model_dir, out / ADAPTER):
+        if stale.exists():
+            shutil.rmtree(stale)
+    if config.method == "lora":
+        adapter_dir = out / ADAPTER
+        model[0].auto_model.save_pretrained(str(adapter_dir))
+        result["adapter_dir"] = str(adapter_dir)
+        if config.merge_lora:
+            del trainer, loss
+            model = _merged(config, adapter_dir, device)
+    model.save(str(model_dir), create_model_card=False)
+    result["model_dir"] = str(model_dir)
+    with atomic_write(model_dir / "README.md", "w") as fh:
+        fh.write(model_card(config=config, result=result, data=data))
+    if cuda:
+        from workers.ml.encode import free_memory
+
+        del model
+        free_memory(device)
+    return result
+
+
+def _merged(config: TrainConfig, adapter_dir: Path, device: str) -> Any:
+    """A fresh base model with the saved adapter merged into its weights."""
+    from peft import PeftModel
+
+    from workers.ml.encode import load_encoder
+
+    model = load_encoder(
+        path=config.base_model_path,
+        layout=config.layout,
+        pooling=config.pooling,
+        normalize=config.normalize,
+        max_seq_length=config.max_seq_length,
+        device=device,
+    )
+    transformer = model[0]
+    merged = PeftModel.from_pretrained(transformer.auto_model, str(adapter_dir)).merge_and_unload()
+    transformer.model = merged
+    return model
+
+
+# --- building blocks -----------------------------------------------------------------------
+
+
+def _device(config: TrainConfig) -> str:
+    from workers.ml.encode import pick_device
+
+    return pick_device(config.device)
+
+
+def _load_model(config: TrainConfig, device: str) -> Any:
+    from workers.ml.encode import load_encoder
+
+    model = load_encoder(
+        path=config.base_model_path,
+        layout=config.layout,
+        pooling=config.pooling,
+        normalize=config.normalize,
+        max_seq_length=config.max_seq_length,
+        device=device,
+    )
+    if config.method == "lora":
+        from peft import LoraConfig, TaskType
+
+        model.add_adapter(
+            LoraConfig(
+                task_type=TaskType.FEATURE_EXTRACTION,
+                r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules=lora_targets(config),
+            )
+        )
+    return model
+
+
+def _load_guide(config: TrainConfig, device: str) -> Any:
+    from workers.common.inspect import inspect_model_folder
+    from workers.ml.encode import load_encoder
+
+    assert config.guide_model_path
+    info = inspect_model_folder(config.guide_model_path)
+    guide = load_encoder(
+        path=info.path,
+        layout=info.layout,
+        pooling=info.pooling if info.pooling in POOLINGS else "mean",
+        normalize=info.normalize,
+        max_seq_length=min(info.max_seq_length, config.max_seq_length),
+        device=device,
+    )
+    guide.requires_grad_(False)
+    return guide
+
+
+def _matryoshka_dims(config: TrainConfig, width: int) -> list[int]:
+    dims = config.matryoshka_dims or sorted(default_dims(width), reverse=True)
+    too_big = [d for d in dims if d > width]
+    if too_big:
+        raise ConfigError(
+            "matryoshka_dims", f"{too_big[0]} exceeds the model's embedding dimension {width}"
+        )
+    return sorted(dims, reverse=True)
+
+
+def _build_loss(config: TrainConfig, model: Any, device: str) -> tuple[Any, dict[str, Any]]:
+    """The loss module, and what it resolved to (dims, pairs) for the result and the card."""
+    from sentence_transformers.sentence_transformer import losses
+
+    width = model.get_embedding_dimension()
+    resolved: dict[str, Any] = {}
+    if config.loss == "mnrl":
+        loss = losses.MultipleNegativesRankingLoss(model, scale=config.scale)
+    elif config.loss == "cached_mnrl":
+        loss = losses.CachedMultipleNegativesRankingLoss(
+            model, scale=config.scale, mini_batch_size=config.mini_batch_size
+        )
+    elif config.loss == "gist":
+        loss = losses.GISTEmbedLoss(
+            model, _load_guide(config, device), temperature=config.gist_temperature
+        )
+    elif config.loss == "matryoshka":
+        dims = _matryoshka_dims(config, width)
+        resolved["matryoshka_dims"] = dims
+        loss = losses.MatryoshkaLoss(
+            model, losses.MultipleNegativesRankingLoss(model, scale=config.scale), dims
+        )
+    elif config.loss == "matryoshka2d":
+        dims = _matryoshka_dims(config, width)
+        resolved["matryoshka_dims"] = dims
+        loss = losses.Matryoshka2dLoss(
+            model,
+            losses.MultipleNegativesRankingLoss(model, scale=config.scale),
+            dims,
+            kl_div_weight=config.kl_div_weight,
+            kl_temperature=config.kl_temperature,
+        )
+    elif config.loss == "starbucks":
+        from workers.ml.losses import build_starbucks_loss
+
+        layers = model[0].auto_model.config.num_hidden_layers
+        pairs = config.starbucks_pairs or default_starbucks_pairs(layers, width)
+        try:
+            loss = build_starbucks_loss(
+                model,
+                pairs,
+                scale=config.scale,
+                kl_div_weight=config.kl_div_weight,
+                kl_temperature=config.kl_temperature,
+            )
+        except ValueError as exc:
+            raise ConfigError("starbucks_pairs", str(exc)) from None
+        resolved["starbucks_pairs"] = [list(p) for p in loss.pairs]
+    else:  # validate() rules this out
+        raise ConfigError("loss", f"unknown loss {config.loss!r}")
+    return loss, resolved
+
+
+def _trainer_class() -> type:
+    """SentenceTransformerTrainer without its model-card machinery: it renders a card (a jinja
+    template, ~0.7 s) at every checkpoint and computes widget examples at start; this module
+    writes its own card once, at the end."""
+    from sentence_transformers import SentenceTransformerTrainer
+
+    class Trainer(SentenceTransformerTrainer):
+        def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
+            pass
+
+        def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+            import os
+
+            import torch
+            from transformers.trainer import TRAINING_ARGS_NAME
+
+            output_dir = output_dir if output_dir is not None else self.args.output_dir
+            os.makedirs(output_dir, exist_ok=True)
+            self.model.save_pretrained(output_dir, create_model_card=False)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(output_dir)
+            torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    return Trainer
+
+
+def _training_args(
+    config: TrainConfig,
+    *,
+    output_dir: str,
+    device: str,
+    save: bool,
+    evaluate_every: int | None,
+    max_steps: int | None = None,
+) -> Any:
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    cuda = str(device).startswith("cuda")
+    steps = max_steps or config.max_steps
+    # transformers 5 renamed gradient_checkpointing (the old name warns).
+    names = {f.name for f in fields(SentenceTransformerTrainingArguments)}
+    checkpointing = "activation_checkpointing"
+    if checkpointing not in names:
+        checkpointing = "gradient_checkpointing"
+    return SentenceTransformerTrainingArguments(
+        output_dir=output_dir,
+        num_train_epochs=config.epochs,
+        max_steps=steps if steps else -1,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.effective_learning_rate,
+        # transformers 5 takes a float in (0, 1) here as the warmup ratio.
+        warmup_steps=config.warmup_ratio if config.warmup_ratio > 0 else 0,
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+        bf16=config.bf16 and cuda and _bf16_supported(),
+        fp16=config.fp16 and cuda,
+        **{checkpointing: config.gradient_checkpointing},
+        batch_sampler=(
+            BatchSamplers.NO_DUPLICATES if config.no_duplicates else BatchSamplers.BATCH_SAMPLER
+        ),
+        save_strategy="steps" if save else "no",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="steps" if evaluate_every else "no",
+        eval_steps=evaluate_every,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=not cuda,
+        dataloader_num_workers=0,
+    )
+
+
+def _bf16_supported() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def _quiet(trainer: Any) -> None:
+    """No prints to stdout from the trainer (the child process owns stdout for its protocol)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
+def _progress_callback(
+    *,
+    batch_size: int,
+    on_log: Callable[[dict[str, Any]], None] | None,
+    should_stop: Callable[[], bool] | None,
+    checkpoint_dir: Path,
+) -> Any:
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        """Turns the trainer's logs into plain dicts and stops it when asked."""
+
+        def __init__(self) -> None:
+            self.stopped = False
+            self.last_time: float | None = None
+            self.last_step = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.last_time, self.last_step = time.perf_counter(), state.global_step
+            if on_log is not None:
+                on_log({"kind": "begin", "step": state.global_step, "total_steps": state.max_steps})
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if should_stop is not None and not self.stopped and should_stop():
+                self.stopped = True
+                control.should_training_stop = True
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            logs = logs or {}
+            base = {
+                "step": state.global_step,
+                "total_steps": state.max_steps,
+                "epoch": round(float(state.epoch or 0.0), 4),
+            }
+            if "loss" in logs:
+                now = time.perf_counter()
+                steps = state.global_step - self.last_step
+                elapsed = now - (self.last_time or now)
+                rate = steps * batch_size / elapsed if elapsed > 0 and steps > 0 else None
+                self.last_time, self.last_step = now, state.global_step
+                event = {
+                    "kind": "train",
+                    **base,
+                    "loss": float(logs["loss"]),
+                    "learning_rate": float(logs.get("learning_rate", 0.0)),
+                    "grad_norm": _float_or_none(logs.get("grad_norm")),
+                    "samples_per_s": None if rate is None else round(rate, 3),
+                }
+            elif any(k.startswith("eval_") for k in logs):
+                event = {"kind": "eval", **base, "metrics": _eval_metrics(logs)}
+            else:
+                return
+            if on_log is not None:
+                on_log(event)
+
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+            if on_log is not None:
+                path = checkpoint_dir / f"checkpoint-{state.global_step}"
+                on_log({"kind": "checkpoint", "step": state.global_step, "path": str(path)})
+
+    return Progress()
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _eval_metrics(logs: dict[str, Any]) -> dict[str, float]:
+    """The evaluator's metrics without the trainer's and evaluator's prefixes."""
+    out = {}
+    for key, value in logs.items():
+        name = key.removeprefix("eval_").removeprefix(EVAL_NAME + "_")
+        if key.startswith("eval_") and name not in TRAINER_EVAL_KEYS:
+            number = _float_or_none(value)
+            if number is not None:
+                out[name] = number
+    return out
+
+
+# --- step time -----------------------------------------------------------------------------
+
+
+def measure_step_time(
+    config: TrainConfig,
+    rows: Iterable[dict[str, Any]] | str | Path,
+    steps: int = 3,
+) -> float:
+    """Seconds per optimizer step, the mean over ``steps`` real steps after one warm-up step.
+
+    Uses the config as it stands (model, method, loss, batch size, precision) on the first
+    ``batch_size × (steps + 1)`` rows (reused if fewer), writing nothing but a temporary folder.
+    """
+    import tempfile
+
+    from datasets import Dataset
+    from sentence_transformers.base.sampler import BatchSamplers
+    from transformers import TrainerCallback, set_seed
+
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    config.validate()
+    data = read_rows(rows)
+    need = config.batch_size * (steps + 1)
+    data = (data * math.ceil(need / len(data)))[:need]
+    columns, _, _ = train_columns(config, data)
+    device = _device(config)
+    set_seed(config.seed)
+    model = _load_model(config, device)
+    loss, _ = _build_loss(config, model, device)
+
+    class Clock(TrainerCallback):
+        def __init__(self) -> None:
+            self.begun = 0.0
+            self.times: list[float] = []
+
+        def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            if str(device).startswith("cuda"):
+                import torch
+
+                torch.cuda.synchronize()
+            self.begun = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            if str(device).startswith("cuda"):
+                import torch
+
+                torch.cuda.synchronize()
+            self.times.append(time.perf_counter() - self.begun)
+
+    clock = Clock()
+    with tempfile.TemporaryDirectory(prefix="embedhub-steptime-") as tmp:
+        args = _training_args(
+            config,
+            output_dir=tmp,
+            device=device,
+            save=False,
+            evaluate_every=None,
+            max_steps=steps + 1,
+        )
+        # Full batches every step: the no-duplicates sampler could cut repeated rows short.
+        args.batch_sampler = BatchSamplers.BATCH_SAMPLER
+        trainer = _trainer_class()(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_dict(columns),
+            loss=loss,
+            callbacks=[clock],
+        )
+        _quiet(trainer)
+        trainer.train()
+    timed = clock.times[1:] or clock.times
+    return sum(timed) / len(timed)
