@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from math import ceil
 
+from apps.core.charts import Frame
+
 WIDTH, HEIGHT, PAD = 640, 170, 24
+FRAME = Frame.of(WIDTH, HEIGHT, PAD)
 
 
 def bin_counts(counts: dict, *, bins: int = 30) -> tuple[list[float], list[int]]:
@@ -29,48 +32,41 @@ def histogram_chart(
     the model's max sequence length)."""
     if not edges or not series or not any(any(c) for _, _, c in series):
         return None
-    lo, hi = edges[0], edges[-1]
-    span = (hi - lo) or 1.0
     top = max(max(c) for _, _, c in series) or 1
-    plot_w, plot_h = WIDTH - 2 * PAD, HEIGHT - 2 * PAD
-    bin_w = plot_w / (len(edges) - 1)
+    x = FRAME.x(edges[0], edges[-1])
+    y = FRAME.y(0, top)
+    # Bins are equal-width, so a bar's place follows its bin's number.
+    bin_w = FRAME.plot_width / (len(edges) - 1)
     bar_w = bin_w / len(series)
     bars = []
     for s, (label, css, counts) in enumerate(series):
         for i, count in enumerate(counts):
             if not count:
                 continue
-            h = plot_h * count / top
             bars.append(
                 {
-                    "x": round(PAD + i * bin_w + s * bar_w, 2),
-                    "y": round(PAD + plot_h - h, 2),
+                    "x": round(FRAME.left + i * bin_w + s * bar_w, 2),
+                    "y": y(count),
                     "w": round(max(bar_w - 0.5, 0.5), 2),
-                    "h": round(h, 2),
+                    "h": y.length(count),
                     "css": css,
                     "title": f"{label}: {count:,} in [{edges[i]:g}, {edges[i + 1]:g})",
                 }
             )
-    ticks = [
-        {"x": round(PAD + plot_w * (v - lo) / span, 2), "label": f"{v:g}"}
-        for v in (edges[0], edges[len(edges) // 2], edges[-1])
-    ]
+    ticks = [{"x": x(v), "label": f"{v:g}"} for v in (edges[0], edges[len(edges) // 2], edges[-1])]
     chart = {
-        "width": WIDTH,
-        "height": HEIGHT,
-        "baseline": PAD + plot_h,
-        "left": PAD,
-        "right": PAD + plot_w,
+        "width": FRAME.width,
+        "height": FRAME.height,
+        "baseline": FRAME.bottom,
+        "left": FRAME.left,
+        "right": FRAME.right,
         "top_count": top,
         "bars": bars,
         "ticks": ticks,
         "legend": [(label, css) for label, css, _ in series],
     }
-    if marker is not None and lo <= marker <= hi:
-        chart["marker"] = {
-            "x": round(PAD + plot_w * (marker - lo) / span, 2),
-            "label": f"{marker:g}",
-        }
+    if marker is not None and x.lo <= marker <= x.hi:
+        chart["marker"] = {"x": x(marker), "label": f"{marker:g}"}
     return chart
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import math
 
+from apps.core.charts import Frame, padded
+
 WIDTH, HEIGHT, PAD_L, PAD_R, PAD_T, PAD_B = 420, 300, 52, 16, 16, 44
+FRAME = Frame.of(WIDTH, HEIGHT, left=PAD_L, right=PAD_R, top=PAD_T, bottom=PAD_B)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -21,16 +24,6 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _log_ticks(lo: float, hi: float) -> list[float]:
-    ticks = []
-    for exp in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
-        for m in (1, 2, 5):
-            v = m * 10**exp
-            if lo <= v <= hi:
-                ticks.append(v)
-    return ticks or [lo, hi]
-
-
 def _panel(*, items: list[dict], x_key: str, x_label: str, unit: str, current: int) -> dict | None:
     pts = [
         (float(it[x_key]), float(it["recall"]), it)
@@ -40,50 +33,36 @@ def _panel(*, items: list[dict], x_key: str, x_label: str, unit: str, current: i
     if not pts:
         return None
     xs = [p[0] for p in pts]
-    lo, hi = min(xs) / 1.5, max(xs) * 1.5
-    y_lo = max(0.0, math.floor(min(p[1] for p in pts) * 10) / 10 - 0.05)
-    y_hi = 1.0
-    pw, ph = WIDTH - PAD_L - PAD_R, HEIGHT - PAD_T - PAD_B
+    # Costs span orders of magnitude (binary HNSW to flat float), hence a log axis; recall from
+    # the tenth below the worst index up to a perfect 1.
+    x = FRAME.x(*padded(min(xs), max(xs), factor=1.5), log=True)
+    worst = math.floor(min(p[1] for p in pts) * 10) / 10
+    y = FRAME.y(*padded(worst, 1.0, minimum=0.05, bounds=(0.0, 1.0)))
 
-    def sx(v: float) -> float:
-        return round(PAD_L + pw * (math.log10(v) - math.log10(lo)) / (math.log10(hi / lo)), 2)
-
-    def sy(v: float) -> float:
-        return round(PAD_T + ph * (1 - (v - y_lo) / ((y_hi - y_lo) or 1)), 2)
-
-    front = set(pareto_front([(x, y) for x, y, _ in pts]))
+    front = set(pareto_front([(cost, recall) for cost, recall, _ in pts]))
     dots = []
-    for i, (x, y, it) in enumerate(pts):
+    for i, (cost, recall, it) in enumerate(pts):
         dots.append(
             {
-                "cx": sx(x),
-                "cy": sy(y),
+                "cx": x(cost),
+                "cy": y(recall),
                 "front": i in front,
                 "current": it["pk"] == current,
                 "href": it["href"],
                 "label": f"#{it['pk']}",
-                "title": f"#{it['pk']} {it['label']}: recall@10 {y:.3f}, {x:,.3g} {unit}",
+                "title": f"#{it['pk']} {it['label']}: recall@10 {recall:.3f}, {cost:,.3g} {unit}",
             }
         )
     line = " ".join(
-        f"{sx(pts[i][0])},{sy(pts[i][1])}" for i in sorted(front, key=lambda i: pts[i][0])
+        f"{x(pts[i][0])},{y(pts[i][1])}" for i in sorted(front, key=lambda i: pts[i][0])
     )
-    y_ticks = [
-        {"v": f"{v:.2f}", "y": sy(v)} for v in (y_lo + (y_hi - y_lo) * i / 4 for i in range(5))
-    ]
-    x_ticks = [{"v": f"{v:g}", "x": sx(v)} for v in _log_ticks(lo, hi)]
     return {
-        "width": WIDTH,
-        "height": HEIGHT,
-        "left": PAD_L,
-        "right": WIDTH - PAD_R,
-        "top": PAD_T,
-        "bottom": HEIGHT - PAD_B,
+        **FRAME.geometry(),
         "dots": dots,
         "front": line,
         "x_label": x_label,
-        "x_ticks": x_ticks,
-        "y_ticks": y_ticks,
+        "x_ticks": [{"v": f"{v:g}", "x": x(v)} for v in x.ticks()],
+        "y_ticks": [{"v": f"{v:.2f}", "y": y(v)} for v in y.ticks(5)],
     }
 
 

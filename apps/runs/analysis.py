@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from math import log2
-
+from apps.core.charts import Frame, padded
 from apps.datasets.charts import histogram_chart
 
 PRECISION_CSS = {"float32": "s1", "int8": "s2", "binary": "s3", "binary_rescore": "s4"}
@@ -14,6 +13,7 @@ PRECISION_LABEL = {
     "binary_rescore": "binary + float re-scoring",
 }
 W, H, PAD = 640, 240, 36
+FRAME = Frame.of(W, H, PAD)
 
 
 def sweep_table(rows: list[dict]) -> dict:
@@ -39,18 +39,11 @@ def sweep_chart(rows: list[dict]) -> dict | None:
     points = [r for r in rows if r.get("bytes_per_vector")]
     if not points:
         return None
-    xs = [log2(r["bytes_per_vector"]) for r in points]
+    sizes = [r["bytes_per_vector"] for r in points]
     ys = [r["ndcg@10"] for r in points]
-    x0, x1 = min(xs), max(xs)
-    y0, y1 = min(ys), max(ys)
-    pad_y = max((y1 - y0) * 0.1, 0.01)
-    y0, y1 = max(0.0, y0 - pad_y), min(1.0, y1 + pad_y)
-
-    def px(x):
-        return PAD + (W - 2 * PAD) * ((x - x0) / ((x1 - x0) or 1))
-
-    def py(y):
-        return H - PAD - (H - 2 * PAD) * ((y - y0) / ((y1 - y0) or 1))
+    # Each halving of the bytes (dimensions, precision) takes the same length: a log axis.
+    x = FRAME.x(min(sizes), max(sizes), log=True, digits=1)
+    y = FRAME.y(*padded(min(ys), max(ys), fraction=0.1, minimum=0.01, bounds=(0.0, 1.0)), digits=1)
 
     series = []
     for p, css in PRECISION_CSS.items():
@@ -61,8 +54,8 @@ def sweep_chart(rows: list[dict]) -> dict | None:
             continue
         coords = [
             {
-                "x": round(px(log2(r["bytes_per_vector"])), 1),
-                "y": round(py(r["ndcg@10"]), 1),
+                "x": x(r["bytes_per_vector"]),
+                "y": y(r["ndcg@10"]),
                 "title": f"{PRECISION_LABEL[p]}, {r['dim']} dims, {r['bytes_per_vector']:,} B: "
                 f"nDCG@10 {r['ndcg@10']:.4f}",
             }
@@ -74,17 +67,11 @@ def sweep_chart(rows: list[dict]) -> dict | None:
             "points": coords,
             "path": " ".join(f"{c['x']},{c['y']}" for c in coords),
         })  # fmt: skip
-    x_ticks = sorted({r["bytes_per_vector"] for r in points})
     return {
-        "width": W,
-        "height": H,
-        "left": PAD,
-        "right": W - PAD,
-        "top": PAD,
-        "bottom": H - PAD,
+        **FRAME.geometry(),
         "series": series,
-        "x_ticks": [{"x": round(px(log2(b)), 1), "label": f"{b:,}"} for b in x_ticks],
-        "y_ticks": [{"y": round(py(v), 1), "label": f"{v:.3f}"} for v in (y0, (y0 + y1) / 2, y1)],
+        "x_ticks": [{"x": x(b), "label": f"{b:,}"} for b in sorted(set(sizes))],
+        "y_ticks": [{"y": y(v), "label": f"{v:.3f}"} for v in y.ticks(3)],
     }
 
 
@@ -119,33 +106,21 @@ def curve_chart(points: list[dict], *, key: str, label: str) -> dict | None:
             xy.append((float(p["step"]), float(value)))
     if not xy:
         return None
-    x0, x1 = min(x for x, _ in xy), max(x for x, _ in xy)
-    y0, y1 = min(y for _, y in xy), max(y for _, y in xy)
-    if y1 - y0 < 1e-9:
-        y0, y1 = y0 - 0.5, y1 + 0.5
-
-    def px(x):
-        return PAD + (W - 2 * PAD) * ((x - x0) / ((x1 - x0) or 1))
-
-    def py(y):
-        return H - PAD - (H - 2 * PAD) * ((y - y0) / (y1 - y0))
-
-    coords = [(round(px(x), 1), round(py(y), 1), x, y) for x, y in xy]
+    steps, values = [s for s, _ in xy], [v for _, v in xy]
+    x = FRAME.x(min(steps), max(steps), digits=1)
+    y = FRAME.y(*padded(min(values), max(values)), digits=1)
+    coords = [(x(step), y(value), step, value) for step, value in xy]
     return {
-        "width": W,
-        "height": H,
-        "left": PAD,
-        "right": W - PAD,
-        "top": PAD,
-        "bottom": H - PAD,
+        **FRAME.geometry(),
         "label": label,
         "path": " ".join(f"{cx},{cy}" for cx, cy, _, _ in coords),
         "points": [
-            {"x": cx, "y": cy, "title": f"step {int(x)}: {y:.4f}"} for cx, cy, x, y in coords
+            {"x": cx, "y": cy, "title": f"step {int(step)}: {value:.4f}"}
+            for cx, cy, step, value in coords
         ]
         if len(coords) <= 60
         else [],
-        "x_ticks": [{"x": round(px(v), 1), "label": f"{int(v)}"} for v in (x0, (x0 + x1) / 2, x1)],
-        "y_ticks": [{"y": round(py(v), 1), "label": f"{v:.3g}"} for v in (y0, (y0 + y1) / 2, y1)],
+        "x_ticks": [{"x": x(v), "label": f"{int(v)}"} for v in x.ticks(3)],
+        "y_ticks": [{"y": y(v), "label": f"{v:.3g}"} for v in y.ticks(3)],
         "last": xy[-1][1],
     }

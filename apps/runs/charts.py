@@ -3,7 +3,10 @@ JavaScript), in the manner of apps/datasets/charts.py."""
 
 from __future__ import annotations
 
+from apps.core.charts import Frame
+
 SIZE, PAD = 420, 40
+FRAME = Frame.of(SIZE, SIZE, PAD)
 
 
 def scatter_chart(
@@ -23,47 +26,41 @@ def scatter_chart(
     """
     if not points:
         return None
-    span = (hi - lo) or 1.0
-    plot = SIZE - 2 * PAD
-
-    def sx(v: float) -> float:
-        return round(PAD + plot * (min(max(v, lo), hi) - lo) / span, 2)
-
-    def sy(v: float) -> float:
-        return round(PAD + plot * (1 - (min(max(v, lo), hi) - lo) / span), 2)
-
+    # One range on both axes; a value outside it sits on the edge rather than off the plot.
+    x = FRAME.x(lo, hi, clamp=True)
+    y = FRAME.y(lo, hi, clamp=True)
     groups: dict[tuple[float, float], list[tuple[str, str]]] = {}
-    for x, y, title, href in points:
-        groups.setdefault((round(x, 4), round(y, 4)), []).append((title, href))
+    for a, b, title, href in points:
+        groups.setdefault((round(a, 4), round(b, 4)), []).append((title, href))
     dots = []
-    for (x, y), members in sorted(groups.items()):
+    for (a, b), members in sorted(groups.items()):
         n = len(members)
         titles = [t for t, _ in members]
         title = "; ".join(titles[:8]) + (f"; … {n - 8} more" if n > 8 else "")
         dots.append(
             {
-                "cx": sx(x),
-                "cy": sy(y),
+                "cx": x(a),
+                "cy": y(b),
                 "r": round(min(4 + 2 * (n - 1) ** 0.5, 14), 1),
-                "css": "up" if y > x else "down" if y < x else "tie",
-                "title": f"{title} (x {x:.4f}, y {y:.4f})" if n == 1 else f"{n} queries: {title}",
+                "css": "up" if b > a else "down" if b < a else "tie",
+                "title": f"{title} (x {a:.4f}, y {b:.4f})" if n == 1 else f"{n} queries: {title}",
                 "href": members[0][1],
                 "count": n,
             }
         )
-    ticks = [{"v": f"{v:g}", "x": sx(v), "y": sy(v)} for v in (lo + span * i / 4 for i in range(5))]
+    ticks = [{"v": f"{v:g}", "x": x(v), "y": y(v)} for v in x.ticks(5)]
     return {
         "size": SIZE,
-        "left": PAD,
-        "right": PAD + plot,
-        "top": PAD,
-        "bottom": PAD + plot,
-        "mid": PAD + plot / 2,
+        "left": FRAME.left,
+        "right": FRAME.right,
+        "top": FRAME.top,
+        "bottom": FRAME.bottom,
+        "mid": FRAME.left + FRAME.plot_width / 2,
         "dots": dots,
         "ticks": ticks,
         "x_label": x_label,
         "y_label": y_label,
-        "above": sum(len(m) for (x, y), m in groups.items() if y > x),
-        "below": sum(len(m) for (x, y), m in groups.items() if y < x),
-        "ties": sum(len(m) for (x, y), m in groups.items() if y == x),
+        "above": sum(len(m) for (a, b), m in groups.items() if b > a),
+        "below": sum(len(m) for (a, b), m in groups.items() if b < a),
+        "ties": sum(len(m) for (a, b), m in groups.items() if b == a),
     }
