@@ -1,27 +1,23 @@
 """Fine-tuning runs: create (validated config + estimate), execute (supervise the training child
 process), resume, and turn the result into a registered model with lineage and an evaluation.
 
-The child is ``python -m workers.ml.training.child CONFIG.json``; it prints JSON lines on stdout
-(``{"event": "log", …}``, ``{"event": "done", "result": …}``, ``{"event": "error", "message": …}``).
-Its stderr goes to ``output_dir/train.log`` (the page shows the tail). The worker reads the cancel
-flag every second and kills the child's whole process group, so the GPU is free at once.
+The child is ``python -m workers.ml.training.child CONFIG.json`` under
+:func:`workers.tasks.supervisor.supervise`; it prints JSON lines on stdout (``{"event": "log", …}``,
+``{"event": "done", "result": …}``, ``{"event": "error", "message": …}``). Its stderr goes to
+``output_dir/train.log`` (the page shows the tail). The worker reads the cancel flag every second
+and kills the child's whole process group, so the GPU is free at once.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import queue
-import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from apps.accounts.models import Team
 from apps.core.models import JobStatus
@@ -33,10 +29,7 @@ from apps.runs.configs import OptionsError, train_options_parse
 from apps.runs.models import TrainingRun
 from workers.tasks.runtime import JobCancelled, ProgressReporter
 
-CANCEL_POLL_S = 1.0
 LOG_SAVE_S = 2.0
-KILL_GRACE_S = 3.0
-TAIL_CHARS = 6000
 
 
 class TrainingError(ValueError):
@@ -258,86 +251,49 @@ def training_run_execute(*, run: TrainingRun, report: ProgressReporter) -> dict:
 
 
 def _supervise(*, run: TrainingRun, report: ProgressReporter, job_path: Path) -> dict:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+    """The training child under the worker's one supervisor: its log lines become the curve
+    and the progress, the row's cancel flag stops it, the log's tail is kept for the page."""
+    from workers.tasks.supervisor import ChildFailed, ChildStopped, log_tail, supervise
+
     log_path = Path(run.output_dir) / "train.log"
-    with log_path.open("a", encoding="utf-8") as stderr:
-        stderr.write(f"--- attempt at {timezone.now().isoformat()}\n")
-        stderr.flush()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.ml.training.child", str(job_path)],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            start_new_session=True,  # its own process group: a kill reaches its workers too
-            preexec_fn=_die_with_parent,
-            env=env,
-        )
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, name=f"train-{run.pk}-stdout", daemon=True).start()
     curve = list(run.log)
     total = int(run.estimate.get("total_steps") or 0)
-    result: dict | None = None
-    error: str | None = None
-    last_cancel_check = last_save = 0.0
-    eof = False
+    last_save = 0.0
+
+    def save() -> None:
+        TrainingRun.objects.filter(pk=run.pk).update(log=curve, log_tail=log_tail(log_path))
+
+    def on_event(event: dict) -> None:
+        nonlocal curve, total
+        if event.get("event") == "log":
+            curve = _merge_point(curve, event)
+            total = int(event.get("total_steps") or total)
+            if event.get("kind") == "train":
+                report("training", int(event.get("step") or 0), total)
+
+    def should_stop() -> bool:
+        nonlocal last_save
+        now = time.monotonic()
+        if now - last_save >= LOG_SAVE_S:
+            last_save = now
+            save()
+        return TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists()
+
     try:
-        while not eof:
-            try:
-                line = lines.get(timeout=CANCEL_POLL_S)
-            except queue.Empty:
-                line = ""
-            if line is None:
-                eof = True
-            elif line.strip():
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    event = {"event": "text", "message": line.strip()}
-                kind = event.get("event")
-                if kind == "log":
-                    curve = _merge_point(curve, event)
-                    total = int(event.get("total_steps") or total)
-                    if event.get("kind") == "train":
-                        report("training", int(event.get("step") or 0), total)
-                elif kind == "done":
-                    result = event.get("result") or {}
-                elif kind == "error":
-                    error = event.get("message") or "Training failed."
-            now = time.monotonic()
-            if now - last_save >= LOG_SAVE_S or eof:
-                last_save = now
-                TrainingRun.objects.filter(pk=run.pk).update(
-                    log=curve, log_tail=_tail(Path(run.output_dir) / "train.log")
-                )
-            if now - last_cancel_check >= CANCEL_POLL_S:
-                last_cancel_check = now
-                if TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
-                    _kill(proc)
-                    raise JobCancelled()
-        code = proc.wait()
+        return supervise(
+            [sys.executable, "-m", "workers.ml.training.child", str(job_path)],
+            log_path=log_path,
+            on_event=on_event,
+            should_stop=should_stop,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"},
+            label="The training process",
+        )
+    except ChildStopped:
+        raise JobCancelled() from None
+    except ChildFailed as exc:
+        raise TrainingError(str(exc)) from exc
     finally:
-        if proc.poll() is None:  # an exception above (lost row, time limit): never leave it
-            _kill(proc)
-    if result is not None and code == 0:
-        return result
-    raise TrainingError(error or f"The training process exited with status {code}; see the log.")
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL it when the worker dies (kill -9, OOM), so a dead
-    worker never leaves a training process behind to race the resumed run for the GPU."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        save()
 
 
 def _merge_point(curve: list[dict], event: dict) -> list[dict]:
@@ -361,30 +317,6 @@ def _merge_point(curve: list[dict], event: dict) -> list[dict]:
                 return curve
         return curve + [{"step": step, "epoch": event.get("epoch"), "eval": metrics}]
     return curve
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    """SIGTERM the child's process group, SIGKILL after a grace period."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _tail(path: Path) -> str:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - TAIL_CHARS))
-            return fh.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return ""
 
 
 def _register_result(*, run: TrainingRun, result: dict) -> EmbeddingModel:

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_CORPUS, TINY_QRELS, TINY_QUERIES
-from workers.ml.training.child import REPO_ROOT, ChildError, child_command, run_in_child
+from tests.conftest import REPO, TINY_CORPUS, TINY_QRELS, TINY_QUERIES
 from workers.ml.training.config import ConfigError, TrainConfig
 from workers.ml.training.data import DataError, read_rows
 from workers.ml.training.estimate import estimate
-from workers.ml.training.trainer import last_checkpoint, measure_step_time, train
+from workers.ml.training.trainer import last_checkpoint, train
+from workers.tasks.supervisor import ChildFailed, supervise
 
 ROWS = [
     {
@@ -46,6 +46,21 @@ EVAL = {
 FAST = {"batch_size": 4, "max_seq_length": 32, "logging_steps": 1, "save_steps": 2}
 
 
+def child_command(spec: Path) -> list[str]:
+    return [sys.executable, "-m", "workers.ml.training.child", str(spec)]
+
+
+def run_child(spec: dict, **kwargs) -> dict:
+    """The training child under the worker's supervisor, as production runs it."""
+    out = Path(spec["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "job.json").write_text(json.dumps(spec), encoding="utf-8")
+    return supervise(
+        child_command(out / "job.json"), log_path=out / "train.log", cwd=REPO,
+        label="The training process", **kwargs,
+    )  # fmt: skip
+
+
 def _config(model: Path, **overrides) -> TrainConfig:
     return TrainConfig.from_dict({"base_model_path": str(model), **FAST, **overrides})
 
@@ -61,7 +76,7 @@ def _encode(path: str | Path, texts: list[str]) -> np.ndarray:
 
 @pytest.fixture(scope="module", autouse=True)
 def background_child(tiny_model_path, tmp_path_factory):
-    """A real child-process run through :func:`run_in_child`, on a thread.
+    """A real child-process run through the worker's supervisor, on a thread.
 
     A fresh interpreter spends 10-20 s importing torch and sentence-transformers; started here,
     that overlaps the tests below and ``test_child_process_run`` only collects the outcome.
@@ -78,7 +93,7 @@ def background_child(tiny_model_path, tmp_path_factory):
 
     def run() -> None:
         try:
-            state["result"] = run_in_child(
+            state["result"] = run_child(
                 spec,
                 on_event=state["events"].append,
                 should_stop=lambda: state["stop"],
@@ -121,7 +136,7 @@ def test_modules_import_without_the_heavy_libraries():
     )
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == []
@@ -438,11 +453,6 @@ def test_lora_run_resumes_from_an_adapter_checkpoint(tiny_model_path, tmp_path):
     assert Path(resumed["adapter_dir"], "adapter_config.json").is_file()
 
 
-def test_measure_step_time(tiny_model_path):
-    seconds = measure_step_time(_config(tiny_model_path, max_steps=1), ROWS[:3], steps=2)
-    assert 0 < seconds < 10
-
-
 # --- the child process ---------------------------------------------------------------------
 
 
@@ -457,9 +467,7 @@ def test_child_reports_bad_data_as_an_error_event(tiny_model_path, tmp_path):
             }
         )
     )
-    done = subprocess.run(
-        child_command(spec), capture_output=True, text=True, cwd=REPO_ROOT, timeout=60
-    )
+    done = subprocess.run(child_command(spec), capture_output=True, text=True, cwd=REPO, timeout=60)
     assert done.returncode == 1
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert [e["event"] for e in events] == ["error"]
@@ -467,14 +475,16 @@ def test_child_reports_bad_data_as_an_error_event(tiny_model_path, tmp_path):
     assert events[0]["message"] == "Bad training data: row 2: 'positive' must be a non-empty string"
     assert done.stderr.strip().splitlines()[-1] == events[0]["message"]
 
-    with pytest.raises(ChildError, match=r"^Bad training configuration: batch_size: "):
-        run_in_child(
+    with pytest.raises(ChildFailed, match=r"^Bad training configuration: batch_size: ") as caught:
+        run_child(
             {
                 "config": {"base_model_path": str(tiny_model_path), "batch_size": 0},
                 "rows": ROWS,
                 "output_dir": str(tmp_path / "out2"),
             }
         )
+    assert caught.value.status == 1 and caught.value.event["kind"] == "config"
+    assert caught.value.tail.strip().splitlines()[-1] == str(caught.value)
 
 
 def test_child_stops_on_sigterm_before_training(tiny_model_path, tmp_path):
@@ -490,7 +500,7 @@ def test_child_stops_on_sigterm_before_training(tiny_model_path, tmp_path):
     )
     process = subprocess.Popen(
         child_command(spec), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        cwd=REPO_ROOT,
+        cwd=REPO,
     )  # fmt: skip
     assert process.stdout is not None
     first = json.loads(process.stdout.readline())

@@ -3,7 +3,7 @@ worker can watch and kill.
 
 Usage::
 
-    python -m workers.ml.training.child SPEC.json [--events EVENTS.jsonl]
+    python -m workers.ml.training.child SPEC.json
 
 ``SPEC.json`` is one object::
 
@@ -13,8 +13,9 @@ Usage::
      "eval_data": null | {"corpus": ..., "queries": ..., "qrels": ...} | "eval.json",
      "resume_from": null | "latest" | "<checkpoint folder>"}
 
-Protocol: **stdout carries only JSON lines**, one event each, flushed as written (and appended to
-``--events`` too, when given); library output and warnings go to stderr. Events, in order:
+Protocol (the one :func:`workers.tasks.supervisor.supervise` reads): **stdout carries only JSON
+lines**, one event each, flushed as written; library output and warnings go to stderr (the
+supervisor's log file). Events, in order:
 
 * ``{"event": "start", "pid": N, "rows": N}`` — spec and rows checked; loading libraries/model.
 * ``{"event": "log", "kind": "begin", "step": S, "total_steps": T}`` — the first step is about
@@ -35,13 +36,13 @@ Protocol: **stdout carries only JSON lines**, one event each, flushed as written
     ``kind`` one of ``oom``, ``config``, ``data``, ``spec``, ``internal``, ``detail`` the
     exception's type and text for the log. The message is also the last line on stderr.
 
-A child that dies without a final event (SIGKILL, the kernel's OOM killer) is reported by
-:func:`run_in_child` from its exit status and the tail of its stderr.
+A child that dies without a final event (SIGKILL, the kernel's OOM killer) is reported by the
+supervisor from its exit status, with the tail of its stderr in the log.
 
 Cancel: SIGTERM (or SIGINT) before the "begin" event (imports, model loading) exits at once;
 after it, the trainer stops at the end of the current optimizer step (the checkpoints stay, so a
-later run can use ``resume_from: "latest"``). A supervisor sends SIGTERM, waits a grace period,
-then SIGKILLs: :func:`run_in_child` does exactly that, and is what the worker calls.
+later run can use ``resume_from: "latest"``). The supervisor sends SIGTERM to the child's
+process group, waits a grace period, then SIGKILLs it.
 """
 
 from __future__ import annotations
@@ -49,37 +50,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
-from pathlib import Path
-from queue import Empty, Queue
 from typing import IO, Any
 
-from workers.common.atomic import atomic_write
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-USAGE = "usage: python -m workers.ml.training.child SPEC.json [--events FILE]"
+USAGE = "usage: python -m workers.ml.training.child SPEC.json"
 EXIT_ERROR = 1
 EXIT_SPEC = 2
-
-
-class ChildError(RuntimeError):
-    """The child failed; ``str()`` is its human message, ``event`` its error event (if any)."""
-
-    def __init__(self, message: str, event: dict[str, Any] | None = None) -> None:
-        self.event = event or {}
-        super().__init__(message)
-
-
-class ChildStopped(RuntimeError):
-    """The child stopped on request; ``event`` is its stopped event (if it managed to send one)."""
-
-    def __init__(self, event: dict[str, Any] | None = None) -> None:
-        self.event = event or {}
-        super().__init__("training stopped on request")
 
 
 # --- errors for people ---------------------------------------------------------------------
@@ -113,25 +90,20 @@ def human_error(exc: BaseException) -> tuple[str, str]:
 
 
 class _Events:
-    """JSON lines to the real stdout (and a file), whatever else writes to fd 1 or sys.stdout."""
+    """JSON lines to the real stdout, whatever else writes to fd 1 or sys.stdout."""
 
-    def __init__(self, events_path: str | None) -> None:
+    def __init__(self) -> None:
         sys.stdout.flush()
         self.out: IO[str] = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
         os.dup2(2, 1)  # stray prints (and C-level writes) go to stderr from now on
         sys.stdout = sys.stderr
-        self.file: IO[str] | None = (
-            open(events_path, "a", buffering=1, encoding="utf-8") if events_path else None
-        )
         self.lock = threading.Lock()
 
     def emit(self, event: str, **data: Any) -> None:
         line = json.dumps({"event": event, **data}, default=str)
         with self.lock:
-            for stream in (self.out, self.file):
-                if stream is not None:
-                    stream.write(line + "\n")
-                    stream.flush()
+            self.out.write(line + "\n")
+            self.out.flush()
 
 
 def _load_spec(path: str) -> dict[str, Any]:
@@ -154,14 +126,6 @@ def _load_spec(path: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    events_path = None
-    if "--events" in argv:
-        i = argv.index("--events")
-        if i + 1 >= len(argv):
-            print(USAGE, file=sys.stderr)
-            return EXIT_SPEC
-        events_path = argv[i + 1]
-        del argv[i : i + 2]
     if len(argv) != 1:
         print(USAGE, file=sys.stderr)
         return EXIT_SPEC
@@ -170,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    events = _Events(events_path)
+    events = _Events()
 
     def fail(kind: str, message: str, detail: str, status: int) -> int:
         events.emit("error", message=message, kind=kind, detail=detail)
@@ -234,114 +198,6 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + (stop["requested"] or signal.SIGTERM)
     events.emit("done", result=result)
     return 0
-
-
-# --- the supervisor side -------------------------------------------------------------------
-
-
-def child_command(spec_path: str | Path, events_path: str | Path | None = None) -> list[str]:
-    command = [sys.executable, "-m", "workers.ml.training.child", str(spec_path)]
-    if events_path is not None:
-        command += ["--events", str(events_path)]
-    return command
-
-
-def run_in_child(
-    spec: dict[str, Any],
-    *,
-    spec_path: str | Path | None = None,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    poll_s: float = 1.0,
-    grace_s: float = 30.0,
-    env: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Train in a child process and return its result.
-
-    Writes ``spec`` to ``spec_path`` (default ``<output_dir>/train_spec.json``), starts the
-    child, hands every event to ``on_event``, and polls ``should_stop()`` every ``poll_s``:
-    when True it sends SIGTERM, then SIGKILL after ``grace_s``. Raises :class:`ChildStopped`
-    when stopped, :class:`ChildError` (human message) when the child failed or died.
-    """
-    output_dir = Path(spec["output_dir"])
-    output_dir.mkdir(parents=True, exist_ok=True)
-    spec_path = Path(spec_path or output_dir / "train_spec.json")
-    with atomic_write(spec_path, "w") as fh:
-        fh.write(json.dumps(spec))
-    child_env = dict(os.environ if env is None else env)
-    child_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), child_env.get("PYTHONPATH", "")) if p
-    )
-    process = subprocess.Popen(
-        child_command(spec_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
-        cwd=str(REPO_ROOT),
-        env=child_env,
-    )
-    lines: Queue[str | None] = Queue()
-    stderr_tail: list[str] = []
-
-    def pump_stdout() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    def pump_stderr() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            stderr_tail.append(line.rstrip("\n"))
-            del stderr_tail[:-50]
-
-    threads = [threading.Thread(target=f, daemon=True) for f in (pump_stdout, pump_stderr)]
-    for thread in threads:
-        thread.start()
-    last: dict[str, Any] | None = None
-    terminated_at: float | None = None
-    try:
-        while True:
-            try:
-                line = lines.get(timeout=poll_s)
-            except Empty:
-                line = ""
-            if line is None:
-                break
-            if line.strip():
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                last = event
-                if on_event is not None:
-                    on_event(event)
-            if terminated_at is None and should_stop is not None and should_stop():
-                process.send_signal(signal.SIGTERM)
-                terminated_at = time.monotonic()
-            if terminated_at is not None and time.monotonic() - terminated_at > grace_s:
-                process.kill()
-    finally:
-        if process.poll() is None and terminated_at is not None:
-            process.kill()
-        status = process.wait()
-        for thread in threads:
-            thread.join(timeout=5)
-    if last is not None and last.get("event") == "done" and status == 0:
-        return last["result"]
-    if terminated_at is not None or (last is not None and last.get("event") == "stopped"):
-        raise ChildStopped(last if last and last.get("event") == "stopped" else None)
-    if last is not None and last.get("event") == "error":
-        raise ChildError(last.get("message") or "training failed", last)
-    tail = next((line for line in reversed(stderr_tail) if line.strip()), "")
-    if status < 0:
-        message = f"Training process killed by signal {-status}"
-        if -status == signal.SIGKILL:
-            message += " (out of memory?)"
-    else:
-        message = f"Training process exited with status {status}"
-    raise ChildError(f"{message}: {tail}" if tail else message)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 :func:`train` writes checkpoints (model or adapter, optimizer, scheduler, RNG, data position) in
 ``output_dir/checkpoints``, resumable; the final model in sentence-transformers format in
 ``output_dir/model`` with a generated ``README.md`` (:mod:`workers.ml.training.card`); for LoRA
-the PEFT adapter in ``output_dir/adapter``. :func:`measure_step_time` times a few real steps.
+the PEFT adapter in ``output_dir/adapter``.
 
 torch, transformers, peft and sentence-transformers are imported inside the functions that need
 them, so importing this module is cheap.
@@ -12,7 +12,6 @@ them, so importing this module is cheap.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import fields
@@ -148,7 +147,6 @@ def train(
         config,
         output_dir=str(checkpoint_dir),
         device=device,
-        save=True,
         evaluate_every=config.eval_steps if evaluator is not None else None,
     )
     progress = _progress_callback(
@@ -406,15 +404,12 @@ def _training_args(
     *,
     output_dir: str,
     device: str,
-    save: bool,
     evaluate_every: int | None,
-    max_steps: int | None = None,
 ) -> Any:
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
 
     cuda = str(device).startswith("cuda")
-    steps = max_steps or config.max_steps
     # transformers 5 renamed gradient_checkpointing (the old name warns).
     names = {f.name for f in fields(SentenceTransformerTrainingArguments)}
     checkpointing = "activation_checkpointing"
@@ -423,7 +418,7 @@ def _training_args(
     return SentenceTransformerTrainingArguments(
         output_dir=output_dir,
         num_train_epochs=config.epochs,
-        max_steps=steps if steps else -1,
+        max_steps=config.max_steps or -1,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         learning_rate=config.effective_learning_rate,
@@ -437,7 +432,7 @@ def _training_args(
         batch_sampler=(
             BatchSamplers.NO_DUPLICATES if config.no_duplicates else BatchSamplers.BATCH_SAMPLER
         ),
-        save_strategy="steps" if save else "no",
+        save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         eval_strategy="steps" if evaluate_every else "no",
@@ -546,78 +541,3 @@ def _eval_metrics(logs: dict[str, Any]) -> dict[str, float]:
             if number is not None:
                 out[name] = number
     return out
-
-
-# --- step time -----------------------------------------------------------------------------
-
-
-def measure_step_time(
-    config: TrainConfig,
-    rows: Iterable[dict[str, Any]] | str | Path,
-    steps: int = 3,
-) -> float:
-    """Seconds per optimizer step, the mean over ``steps`` real steps after one warm-up step.
-
-    Uses the config as it stands (model, method, loss, batch size, precision) on the first
-    ``batch_size × (steps + 1)`` rows (reused if fewer), writing nothing but a temporary folder.
-    """
-    import tempfile
-
-    from datasets import Dataset
-    from sentence_transformers.base.sampler import BatchSamplers
-    from transformers import TrainerCallback, set_seed
-
-    if steps < 1:
-        raise ValueError("steps must be >= 1")
-    config.validate()
-    data = read_rows(rows)
-    need = config.batch_size * (steps + 1)
-    data = (data * math.ceil(need / len(data)))[:need]
-    columns, _, _ = train_columns(config, data)
-    device = _device(config)
-    set_seed(config.seed)
-    model = _load_model(config, device)
-    loss, _ = _build_loss(config, model, device)
-
-    class Clock(TrainerCallback):
-        def __init__(self) -> None:
-            self.begun = 0.0
-            self.times: list[float] = []
-
-        def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
-            if str(device).startswith("cuda"):
-                import torch
-
-                torch.cuda.synchronize()
-            self.begun = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
-            if str(device).startswith("cuda"):
-                import torch
-
-                torch.cuda.synchronize()
-            self.times.append(time.perf_counter() - self.begun)
-
-    clock = Clock()
-    with tempfile.TemporaryDirectory(prefix="embedhub-steptime-") as tmp:
-        args = _training_args(
-            config,
-            output_dir=tmp,
-            device=device,
-            save=False,
-            evaluate_every=None,
-            max_steps=steps + 1,
-        )
-        # Full batches every step: the no-duplicates sampler could cut repeated rows short.
-        args.batch_sampler = BatchSamplers.BATCH_SAMPLER
-        trainer = _trainer_class()(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_dict(columns),
-            loss=loss,
-            callbacks=[clock],
-        )
-        _quiet(trainer)
-        trainer.train()
-    timed = clock.times[1:] or clock.times
-    return sum(timed) / len(timed)
