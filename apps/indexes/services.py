@@ -138,9 +138,9 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict:
     import numpy as np
 
     from apps.datasets.selectors import evaluation_inputs
-    from apps.runs.services import embedding_cache, encoding_for
     from workers.ml.evaluate import embed_corpus
     from workers.ml.indexing import IndexSpec, LoadedIndex, build_index, measure_index
+    from workers.tasks.encoding import embedding_cache, encoding_for
 
     version = build.dataset_version
     # Recorded now, with the fingerprint the vectors below are made with.

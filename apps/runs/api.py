@@ -25,6 +25,7 @@ from apps.runs.models import Evaluation, TrainingRun
 from apps.runs.selectors import evaluation_list
 from apps.runs.services import EvaluationError, evaluation_create
 from apps.runs.training import TrainingError, training_run_create
+from workers.common.configs.evaluation import EvaluationConfig
 
 router = Router(tags=["runs"])
 
@@ -65,11 +66,10 @@ class EvaluationListOut(Schema):
     evaluations: list[EvaluationOut]
 
 
-class EvaluationIn(InputSchema):
-    dataset_version: int
-    split: str = "test"
-    method: Evaluation.Method = Evaluation.Method.DENSE
-    model: int | None = None  # required unless ``method`` is ``bm25``
+class EvaluationIn(InputSchema, EvaluationConfig):
+    """An evaluation's config (method, model, split) and the dataset version it runs on."""
+
+    dataset_version: int = Field(description="id of a dataset version of your team")
 
 
 class StepTotal(Schema):

@@ -1,13 +1,14 @@
 from django import forms
 
+from apps.core.configforms import config_form
 from apps.registry.models import EmbeddingModel
-from apps.runs.models import Evaluation
+from workers.common.configs.evaluation import EvaluationConfig
 
 
-class EvaluationForm(forms.Form):
-    method = forms.ChoiceField(
-        choices=Evaluation.Method.choices, initial=Evaluation.Method.DENSE, required=False
-    )
+class EvaluationForm(config_form(EvaluationConfig, exclude=("model",))):
+    """An evaluation of this version: the config's method and split, the model chosen from the
+    team's (the config names it by id)."""
+
     model = forms.ModelChoiceField(
         queryset=EmbeddingModel.objects.none(), empty_label=None, required=False
     )
@@ -24,11 +25,17 @@ class EvaluationForm(forms.Form):
         ]
         if "test" in splits:
             self.fields["split"].initial = "test"
+        self.order_fields(["method", "model", "split"])
+
+    def config_values(self) -> dict:
+        values = super().config_values()
+        if model := self.cleaned_data.get("model"):
+            values["model"] = model.pk
+        return values
 
     def clean(self):
         data = super().clean()
-        data["method"] = data.get("method") or Evaluation.Method.DENSE
-        if data["method"] == Evaluation.Method.DENSE and not data.get("model"):
+        if self.config is not None and self.config.method == "dense" and not data.get("model"):
             self.add_error("model", "Choose a model (BM25 needs none).")
         return data
 

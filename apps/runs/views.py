@@ -43,9 +43,9 @@ def evaluation_start(request, version_pk: int):
         evaluation = evaluation_create(
             team=version.dataset.team,
             model=form.cleaned_data["model"],
-            method=form.cleaned_data["method"],
+            method=form.config.method,
             dataset_version=version,
-            split=form.cleaned_data["split"],
+            split=form.config.split,
             created_by=request.user,
         )
     except EvaluationError as exc:

@@ -9,7 +9,8 @@ import re
 import pytest
 
 from apps.runs.models import Evaluation
-from apps.runs.services import evaluation_create, evaluation_execute
+from apps.runs.services import evaluation_create
+from workers.tasks.evaluation import evaluation_execute
 from workers.tasks.runtime import job_claim, job_run
 
 pytestmark = [pytest.mark.browser]

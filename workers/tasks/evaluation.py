@@ -1,5 +1,21 @@
+"""The evaluation job: encode a version's documents and a split's queries (or read them from the
+embedding cache), search, score, analyse, and record the results on the row.
+
+Imports no ML library at module level: the web imports :func:`evaluate` to enqueue it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 from celery import shared_task
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from apps.runs.models import Evaluation
+    from workers.tasks.runtime import ProgressReporter
 
 
 @shared_task(
@@ -14,10 +30,101 @@ def evaluate(evaluation_id: int) -> None:
     under ARTIFACTS_ROOT/evaluations/<id>/.
     """
     from apps.runs.models import Evaluation
-    from apps.runs.services import evaluation_execute
     from workers.tasks.runtime import job_claim, job_run
 
     job = job_claim(model=Evaluation, pk=evaluation_id)
     if job is None:
         return
     job_run(job=job, work=lambda report: evaluation_execute(evaluation=job, report=report))
+
+
+def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> dict[str, Any]:
+    """The work of an evaluation: encode (or read the cache), search, score, store per-query
+    rows and the run file. Returns the fields that the success transition writes on the row.
+    """
+    from apps.datasets.selectors import evaluation_inputs
+    from apps.runs.services import evaluation_results_record
+    from workers.common.configs.evaluation import EvaluationConfig
+    from workers.ml.evaluate import evaluate_bm25, evaluate_dense
+    from workers.ml.metrics import write_trec_run
+    from workers.tasks.encoding import embedding_cache, encoding_for
+
+    config = EvaluationConfig.from_row(evaluation)
+    corpus, queries, qrels = evaluation_inputs(
+        version=evaluation.dataset_version, split=config.split
+    )
+    document_key = ""
+    if config.method == "bm25":
+        out = evaluate_bm25(
+            corpus=corpus, queries=queries, qrels=qrels, top_k=evaluation.top_k, on_progress=report
+        )
+    else:
+        spec, document_key, query_key = encoding_for(job=evaluation)
+        out = evaluate_dense(
+            model=spec,
+            corpus=corpus,
+            queries=queries,
+            qrels=qrels,
+            top_k=evaluation.top_k,
+            on_progress=report,
+            cache=embedding_cache(),
+            document_key=document_key,
+            query_key=query_key,
+        )
+    sweep, diagnostics = _analyse(out=out, corpus=corpus, queries=queries, qrels=qrels,
+                                  report=report)  # fmt: skip
+    report("saving", 0, 0)
+    folder = Path(settings.ARTIFACTS_ROOT) / "evaluations" / str(evaluation.pk)
+    folder.mkdir(parents=True, exist_ok=True)
+    run_path = folder / "run.trec"
+    write_trec_run(run=out.run, path=run_path, tag=f"embedhub-eval-{evaluation.pk}")
+    report.check()  # a reaped or cancelled row gets no results
+    evaluation_results_record(evaluation=evaluation, per_query=out.per_query)
+    return {
+        "metrics": out.metrics,
+        "timings": out.timings,
+        "document_count": out.documents,
+        "query_count": out.queries,
+        "run_file": str(run_path),
+        "embedding_key": document_key,
+        "cache_hit": out.cache_hit,
+        "sweep": sweep,
+        "diagnostics": diagnostics,
+        "stage": "done",
+    }
+
+
+def _analyse(*, out, corpus, queries, qrels, report: ProgressReporter) -> tuple[list, dict]:
+    """The what-if sweep and the diagnostics, on the embeddings the evaluation already holds
+    (a few seconds next to the encode); BM25 has no embeddings and gets neither."""
+    from workers.ml.diagnostics import embedding_diagnostics
+    from workers.ml.sweep import whatif_sweep
+
+    if out.doc_vectors is None or out.query_vectors is None or not len(out.doc_vectors):
+        return [], {}
+    doc_ids = [doc_id for doc_id, _, _ in corpus]
+    query_ids = [query_id for query_id, _ in queries]
+    t = time.perf_counter()
+    sweep = whatif_sweep(
+        doc_embeddings=out.doc_vectors,
+        query_embeddings=out.query_vectors,
+        doc_ids=doc_ids,
+        query_ids=query_ids,
+        qrels=qrels,
+        on_progress=lambda done, total: report("what-if sweep", done, total),
+    )
+    out.timings["sweep_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    report("diagnostics")
+    diagnostics = embedding_diagnostics(
+        doc_embeddings=out.doc_vectors,
+        query_embeddings=out.query_vectors,
+        doc_ids=doc_ids,
+        query_ids=query_ids,
+        qrels=qrels,
+        run=out.run,
+        per_query_ndcg={qid: m["ndcg@10"] for qid, m in out.per_query.items()},
+        query_texts=dict(queries),
+    )
+    out.timings["diagnostics_s"] = time.perf_counter() - t
+    return sweep, diagnostics

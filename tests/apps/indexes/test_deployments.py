@@ -335,8 +335,8 @@ def test_queries_are_encoded_with_the_deployments_recorded_prefix(team, owner, t
     import numpy as np
 
     from apps.registry.services import embedding_model_register
-    from apps.runs.services import embedding_cache
     from workers.ml.encode import load_encoder
+    from workers.tasks.encoding import embedding_cache
 
     model = embedding_model_register(team=team, name="prefixed", path=str(tiny_model_path),
                                      query_prefix="query: ")  # fmt: skip

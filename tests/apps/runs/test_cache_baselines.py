@@ -8,7 +8,8 @@ from django.urls import reverse
 
 from apps.registry.models import EmbeddingModel
 from apps.runs.models import Evaluation
-from apps.runs.services import evaluation_create, evaluation_execute
+from apps.runs.services import evaluation_create
+from workers.tasks.evaluation import evaluation_execute
 from workers.tasks.runtime import job_claim, job_run
 
 

@@ -1,9 +1,16 @@
+import typing
+
+from pydantic import ValidationError
+
 from apps.core.commands import InputError, JsonCommand
 from apps.core.models import JobStatus
 from apps.datasets.models import DatasetVersion
 from apps.registry.models import EmbeddingModel
-from apps.runs.models import Evaluation
 from apps.runs.services import EvaluationError, evaluation_create
+from workers.common.configs.evaluation import EvaluationConfig
+from workers.common.configs.problems import config_problems
+
+FIELDS = EvaluationConfig.model_fields
 
 
 class Command(JsonCommand):
@@ -13,10 +20,18 @@ class Command(JsonCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--model", type=int, help="not needed with --method bm25")
-        parser.add_argument("--method", choices=Evaluation.Method.values, default="dense")
+        # The config's fields, with its defaults and help; the config checks the values.
+        parser.add_argument("--model", type=int, help=FIELDS["model"].description)
+        parser.add_argument(
+            "--method",
+            choices=typing.get_args(FIELDS["method"].annotation),
+            default=FIELDS["method"].default,
+            help=FIELDS["method"].description,
+        )
         parser.add_argument("--dataset-version", type=int, required=True)
-        parser.add_argument("--split", default="test")
+        parser.add_argument(
+            "--split", default=FIELDS["split"].default, help=FIELDS["split"].description
+        )
         parser.add_argument("--sync", action="store_true")
         parser.add_argument("--timeout", type=float, default=24 * 3600)
 
@@ -24,18 +39,22 @@ class Command(JsonCommand):
         v = DatasetVersion.objects.filter(pk=dataset_version).select_related("dataset").first()
         if v is None:
             raise InputError(f"--dataset-version: no dataset version {dataset_version}")
+        try:
+            config = EvaluationConfig(method=method, model=model, split=split)
+        except ValidationError as exc:
+            raise InputError(*(f"--{f}: {why}" for f, why in config_problems(exc))) from None
         m = None
-        if method == Evaluation.Method.DENSE:
-            m = EmbeddingModel.objects.filter(pk=model).select_related("team").first()
+        if config.method == "dense":
+            m = EmbeddingModel.objects.filter(pk=config.model).select_related("team").first()
             if m is None:
                 raise InputError(f"--model: no model {model}")
         try:
             evaluation = evaluation_create(
                 team=v.dataset.team,
                 model=m,
-                method=method,
+                method=config.method,
                 dataset_version=v,
-                split=split,
+                split=config.split,
                 enqueue=not sync,
             )
         except EvaluationError as exc:
