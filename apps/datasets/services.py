@@ -2,16 +2,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from apps.accounts.models import Team
 from apps.datasets import loader
 from apps.datasets.beir import iter_documents, iter_qrels, iter_queries, scan_beir_folder
-from apps.datasets.models import Dataset, DatasetVersion
+from apps.datasets.models import CurationJob, Dataset, DatasetVersion
 from apps.datasets.training import iter_training_rows, scan_training_file
 
 Progress = Callable[[str, int, int], None]
@@ -190,3 +192,68 @@ def _record_health(version: DatasetVersion) -> None:
 
     version.health = version_health(version)
     version.save(update_fields=["health"])
+
+
+# --- what curation jobs write (called by the worker's task, and by a dedup's review) ----------
+
+
+def curation_artifact_dir(*, job: CurationJob) -> Path:
+    """The job's own folder: a dedup keeps its removal list here until it is reviewed."""
+    folder = Path(settings.ARTIFACTS_ROOT) / "curation" / str(job.pk)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def curation_content_hash(*, job: CurationJob, operation: str) -> str:
+    """The content hash of what ``operation`` derives from the job's source: the same source,
+    parameters and model give the same hash, so running it again reuses the version."""
+    identity = {
+        "operation": operation,
+        "params": job.params,
+        "model": job.model.path if job.model else None,
+    }
+    return hashlib.sha256(
+        (job.source.content_hash + json.dumps(identity, sort_keys=True)).encode()
+    ).hexdigest()
+
+
+def dataset_version_derive(
+    *,
+    job: CurationJob,
+    operation: str,
+    params: dict[str, Any],
+    label: str,
+    rows: Sequence[tuple],
+    training_roles: dict[str, str],
+) -> tuple[DatasetVersion, bool]:
+    """A training version that ``job`` derived from its source, with ``rows`` (row, anchor,
+    positive, negatives, score): the source as parent, ``params`` recorded, its health report
+    made. An identical derivation returns the version made before (``created`` False)."""
+    with transaction.atomic():
+        version, created = _new_version(
+            dataset=job.source.dataset,
+            content_hash=curation_content_hash(job=job, operation=operation),
+            kind=DatasetVersion.Kind.TRAINING,
+            parent=job.source,
+            params=params,
+            source=label,
+            training_count=len(rows),
+            training_roles=training_roles,
+        )
+        if created:
+            loader.load_training_rows(version, rows)
+            _record_health(version)
+    return version, created
+
+
+def dataset_version_tokens_record(
+    *, version: DatasetVersion, model_pk: int, summary: dict[str, Any]
+) -> None:
+    """Record a model's token-length summary in the version's stats (rows stay immutable)."""
+    with transaction.atomic():
+        # Lock: two token jobs on one version must not lose each other's entry.
+        locked = DatasetVersion.objects.select_for_update().get(pk=version.pk)
+        stats = dict(locked.stats)
+        stats.setdefault("tokens", {})[str(model_pk)] = summary
+        locked.stats = stats
+        locked.save(update_fields=["stats"])

@@ -15,35 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-CANDIDATE_SOURCES = ("dense", "bm25", "hybrid")
-
-
-@dataclass(frozen=True)
-class MiningConfig:
-    candidates: str = "dense"  # dense | bm25 | hybrid (union of both, scored by the dense model)
-    range_min: int = 0  # skip this many of the best remaining candidates
-    range_max: int = 50  # and never look past this rank
-    num_negatives: int = 5
-    # NV-Retriever TopK-PercPos: drop candidates scoring above positive - |positive| * margin.
-    relative_margin: float | None = 0.05
-    max_score: float | None = None
-    sampling: str = "top"  # top | random
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.candidates not in CANDIDATE_SOURCES:
-            raise ValueError(f"candidates must be one of {', '.join(CANDIDATE_SOURCES)}")
-        if self.range_min < 0 or self.range_max <= self.range_min:
-            raise ValueError("the rank window needs 0 <= range_min < range_max")
-        if not 1 <= self.num_negatives <= self.range_max - self.range_min:
-            raise ValueError(
-                f"cannot take {self.num_negatives} negatives from a window of "
-                f"{self.range_max - self.range_min} ranks"
-            )
-        if self.relative_margin is not None and not 0 <= self.relative_margin < 1:
-            raise ValueError("relative_margin must be in [0, 1)")
-        if self.sampling not in ("top", "random"):
-            raise ValueError("sampling must be 'top' or 'random'")
+# The rules' knobs, with their defaults and bounds, are the mining job's config (one class for
+# the web's form and API and for this module); an instance is already validated.
+from workers.common.configs.curation import MiningOptions
 
 
 @dataclass
@@ -68,10 +42,9 @@ def select_negatives(
     candidate_scores: np.ndarray,
     positives: Sequence[Sequence[int]],
     positive_scores: Sequence[Sequence[float]],
-    config: MiningConfig,
+    config: MiningOptions,
 ) -> list[MinedQuery]:
     """Apply the rules to ranked candidates (queries × c, best first, -1 for none)."""
-    config.validate()
     rng = np.random.default_rng(config.seed)
     out = []
     for q in range(len(candidate_indices)):

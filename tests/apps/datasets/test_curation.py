@@ -13,11 +13,11 @@ from apps.datasets.curation import (
     curation_accept,
     curation_create,
     curation_discard,
-    curation_execute,
 )
 from apps.datasets.models import CurationJob, DatasetVersion
 from apps.datasets.services import dataset_import_beir, dataset_import_training
 from tests.conftest import TINY_CORPUS, TINY_QRELS, write_beir
+from workers.tasks.curation import curation_execute
 from workers.tasks.runtime import job_claim, job_run
 
 
@@ -307,9 +307,9 @@ def test_curation_runs_on_the_encode_queue(settings):
 def test_mining_reuses_the_evaluations_document_embeddings(
     team, tiny_registered_model, tiny_version, monkeypatch
 ):
-    import apps.datasets.curation as curation
     from apps.runs.models import Evaluation
     from apps.runs.services import evaluation_create, evaluation_execute
+    from workers.tasks.curation import common
 
     assert tiny_registered_model.normalize  # the shared-cache condition
     evaluation = evaluation_create(
@@ -322,13 +322,13 @@ def test_mining_reuses_the_evaluations_document_embeddings(
     claimed = job_claim(model=Evaluation, pk=evaluation.pk)
     job_run(job=claimed, work=lambda report: evaluation_execute(evaluation=claimed, report=report))
     stages = []
-    real = curation._encode
+    real = common.encode
 
     def counting(encoder, texts, *, stage, report, prefix=""):
         stages.append(stage)
         return real(encoder, texts, stage=stage, report=report, prefix=prefix)
 
-    monkeypatch.setattr(curation, "_encode", counting)
+    monkeypatch.setattr(common, "encode", counting)
     job = run(
         curation_create(
             team=team,

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from workers.common.configs.curation import MiningOptions
 from workers.ml.dsir import dsir_select
-from workers.ml.mining import MiningConfig, bm25_candidates, select_negatives
+from workers.ml.mining import bm25_candidates, select_negatives
 from workers.ml.semdedup import semdedup
 from workers.ml.tokens import length_summary
 
@@ -41,7 +42,7 @@ def test_select_negatives_window_margin_and_never_a_positive():
     # One query; candidates best first; positive is corpus 0 with score 0.9.
     indices = np.array([[0, 1, 2, 3, 4, 5, 6, -1]])
     scores = np.array([[0.9, 0.89, 0.8, 0.7, 0.6, 0.5, 0.4, -np.inf]], dtype=np.float32)
-    config = MiningConfig(range_min=1, range_max=5, num_negatives=2, relative_margin=0.05)
+    config = MiningOptions(range_min=1, range_max=5, num_negatives=2, relative_margin=0.05)
     [m] = select_negatives(
         candidate_indices=indices,
         candidate_scores=scores,
@@ -90,7 +91,7 @@ def test_mining_matches_sentence_transformers(tiny_model_path):
         ("a hot drink", corpus[5]),
         ("the red planet", corpus[7]),
     ]
-    config = MiningConfig(range_min=1, range_max=6, num_negatives=3, relative_margin=0.05)
+    config = MiningOptions(range_min=1, range_max=6, num_negatives=3, relative_margin=0.05)
     theirs = mine_hard_negatives(
         Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [p for _, p in pairs]}),
         model,

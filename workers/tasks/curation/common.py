@@ -1,0 +1,113 @@
+"""What the curation kinds share on the worker: reading a version's rows, the encoder glue (the
+evaluations' embedding cache included), trimmed texts and histograms for the result pages.
+
+Imports no ML library at module level; each function imports what it uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from apps.datasets.models import CurationJob, DatasetVersion
+from apps.registry.models import EmbeddingModel
+from workers.tasks.runtime import ProgressReporter
+
+TEXT_CHARS = 400  # a text shown on a result page is cut to this
+
+
+def documents(version: DatasetVersion) -> list[tuple[int, str, str, str]]:
+    """(pk, doc_id, title, text) of every document, in a stable order."""
+    return list(version.documents.order_by("pk").values_list("pk", "doc_id", "title", "text"))
+
+
+def encoder_for(model: EmbeddingModel, device: str | None = None) -> Any:
+    from workers.ml.encode import load_encoder
+
+    return load_encoder(
+        path=model.path,
+        layout=model.layout,
+        pooling=model.pooling,
+        normalize=True,  # cosine everywhere in curation
+        max_seq_length=model.max_seq_length,
+        device=device,
+    )
+
+
+def encode(
+    encoder: Any, texts: list[str], *, stage: str, report: ProgressReporter, prefix: str = ""
+) -> Any:
+    """Normalised vectors of ``prefix + text``, progress reported under ``stage``."""
+    from workers.ml.encode import encode_texts
+
+    return encode_texts(
+        encoder=encoder,
+        texts=[prefix + t for t in texts],
+        normalize=True,
+        on_progress=lambda done, total: report(stage, done, total),
+    )
+
+
+def free_encoder(device: str) -> None:
+    from workers.ml.encode import free_memory
+
+    free_memory(device)
+
+
+def _document_cache_key(job: CurationJob) -> str:
+    """The evaluations' embedding-cache key for the source's documents, when this job encodes
+    them exactly as an evaluation does (same model, max length, prefix, normalised vectors), so
+    neither re-encodes a corpus the other already did. Empty when they would differ."""
+    model, source = job.model, job.source
+    if model is None or not model.normalize or source.kind != DatasetVersion.Kind.RETRIEVAL:
+        return ""
+    from apps.runs.services import embedding_keys
+
+    key, _ = embedding_keys(
+        model=model,
+        version=source,
+        split="",
+        max_seq_length=model.max_seq_length,
+        query_prefix=model.query_prefix,
+        document_prefix=model.document_prefix,
+    )
+    return key
+
+
+def document_vectors(job: CurationJob, *, ids: list[str], encode: Callable[[], Any]) -> Any:
+    """The source's document vectors from the embedding cache, else ``encode()`` them and
+    cache them for the evaluations and index builds that follow."""
+    import numpy as np
+
+    from apps.runs.services import embedding_cache
+
+    key = _document_cache_key(job)
+    hit = embedding_cache().get(key) if key else None
+    if hit is not None and hit[1] == ids:
+        return np.asarray(hit[0])
+    vectors = encode()
+    if key:
+        embedding_cache().put(key, vectors, ids, {"kind": "documents"})
+    return vectors
+
+
+def trim(text: str) -> str:
+    return text if len(text) <= TEXT_CHARS else text[: TEXT_CHARS - 1] + "…"
+
+
+def histogram(
+    values: Any, *, bins: int = 30, lo: float | None = None, hi: float | None = None
+) -> dict[str, list]:
+    """Bin edges and counts, as the result pages chart them."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return {"edges": [], "counts": []}
+    lo = float(values.min()) if lo is None else lo
+    hi = float(values.max()) if hi is None else hi
+    if hi <= lo:
+        hi = lo + 1e-6
+    values = np.clip(values, lo, hi)  # float noise (a cosine of 1.0000001) stays in the chart
+    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    return {"edges": [round(float(e), 4) for e in edges], "counts": counts.tolist()}
