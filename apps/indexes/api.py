@@ -37,6 +37,7 @@ from apps.indexes.services import (
     index_build_create,
 )
 from apps.registry.models import EmbeddingModel
+from workers.serving.schema import DEFAULT_K, MAX_FILTER_FIELDS, MAX_K, MAX_QUERIES, Filters
 
 router = Router(tags=["indexes"])
 
@@ -105,11 +106,19 @@ class DeployIn(InputSchema):
 
 
 class SearchIn(InputSchema):
+    # Bounds from the search process's schema (workers.serving.schema), which checks the
+    # queries themselves (a 400 naming the problem) before anything is sent.
     query: str | None = None
-    queries: list[str] | None = None
-    k: int = Field(default=10, ge=1, le=1000)
-    filters: dict[str, str | int | float | bool] | None = Field(
-        default=None, description="document metadata field → value; all must match"
+    queries: list[str] | None = Field(
+        default=None, description=f"several queries at once, at most {MAX_QUERIES}"
+    )
+    k: int = Field(default=DEFAULT_K, ge=1, le=MAX_K)
+    filters: Filters | None = Field(
+        default=None,
+        description=(
+            "document metadata field → value (a string, number or true/false); all must "
+            f"match; at most {MAX_FILTER_FIELDS} fields"
+        ),
     )
     documents: bool = Field(default=False, description="include each hit's title and text")
 

@@ -1,23 +1,26 @@
 from __future__ import annotations
 
-import http.client
-import json
+import os
 import threading
-from urllib.parse import urlsplit
 
+import httpx2
 from django.conf import settings
 from django.db.models import QuerySet
 from django.http import Http404
+from pydantic import ValidationError
 
 from apps.accounts.models import Team
 from apps.accounts.selectors import team_scoped_get
 from apps.datasets.models import Document
 from apps.indexes.models import Deployment, DeploymentEvent, IndexBuild
 from apps.runs.models import TrainingRun
-from workers.serving.auth import TokenError, bearer, shared_token, token_path
-from workers.serving.server import MAX_QUERIES  # the search process's own limit (Django-free)
-
-_local = threading.local()
+from workers.serving.auth import TokenError, shared_token, token_path
+from workers.serving.schema import (
+    DEFAULT_K,
+    SearchRequestError,
+    SearchResponse,
+    search_request,
+)
 
 
 class SearchUnavailable(OSError):
@@ -39,55 +42,78 @@ def search_token() -> str:
     return cached
 
 
-# Errors of a kept-alive socket the server closed while it idled: safe to send again once.
-STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+class _SearchToken(httpx2.Auth):
+    """The Bearer token read at each request: settings (and the shared file) may change under
+    a long-lived client."""
+
+    def auth_flow(self, request):
+        try:
+            token = search_token()
+        except (OSError, TokenError) as exc:  # an unwritable VAR_DIR, an emptied token file
+            raise SearchUnavailable(f"no search token: {exc}") from exc
+        request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
+_clients: dict[tuple[int, str], httpx2.Client] = {}
+_clients_lock = threading.Lock()
+
+
+def search_client() -> httpx2.Client:
+    """The process's pooled client for SEARCH_URL: kept-alive connections shared by every
+    thread (a new TCP connection per query would cost more than the search itself). Made on
+    first use in each process, so a forking server's workers never share sockets."""
+    key = (os.getpid(), settings.SEARCH_URL)
+    client = _clients.get(key)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                client = _clients[key] = httpx2.Client(
+                    base_url=settings.SEARCH_URL,
+                    auth=_SearchToken(),
+                    # The search process is ours: no proxy from the environment in between.
+                    trust_env=False,
+                    # Idle connections are dropped after 30 s, before the search process's
+                    # own 75 s, so the client never sends on a socket the server is closing.
+                    limits=httpx2.Limits(
+                        max_connections=64, max_keepalive_connections=32, keepalive_expiry=30
+                    ),
+                    timeout=httpx2.Timeout(10.0, connect=2.0),
+                    headers={"Accept": "application/json"},
+                )
+    return client
 
 
 def search_call(method: str, path: str, body: dict | None = None, *, timeout: float = 10.0):
-    """One JSON call to the search process over a kept-alive connection per thread (a new TCP
-    connection per query would cost more than the search itself). Returns (status, body)
+    """One JSON call to the search process through the pooled client. Returns (status, body)
     for /search, the body for other paths; raises SearchUnavailable when it is down. Only a
-    stale kept-alive socket is retried: a timeout is not sent twice."""
-    url = urlsplit(settings.SEARCH_URL)
-    payload = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"} if payload is not None else {}
-    try:
-        headers.update(bearer(search_token()))
-    except (OSError, TokenError) as exc:  # an unwritable VAR_DIR, an emptied token file
-        raise SearchUnavailable(f"no search token: {exc}") from exc
+    connection the server closed before answering is tried again (once): a timeout is not
+    sent twice."""
+    client = search_client()
     for attempt in (1, 2):
-        conn = getattr(_local, "conn", None)
-        reused = conn is not None and getattr(_local, "url", None) == settings.SEARCH_URL
-        if not reused:
-            conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
-            _local.conn, _local.url = conn, settings.SEARCH_URL
-        conn.timeout = timeout
-        if conn.sock is not None:
-            conn.sock.settimeout(timeout)
         try:
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            _local.conn = None
-            if attempt == 1 and reused and isinstance(exc, STALE):
-                continue
+            response = client.request(method, path, json=body, timeout=timeout)
+        except httpx2.RemoteProtocolError as exc:
+            if attempt == 1:
+                continue  # a kept-alive socket the server had closed: a new connection
             raise SearchUnavailable(f"search process at {settings.SEARCH_URL}: {exc}") from exc
-        if response.status == 401:
-            _tokens.clear()  # a token file made anew is read again on the next call
-            raise SearchUnavailable(
-                f"the search process at {settings.SEARCH_URL} refused this web's token: "
-                "set the same SEARCH_TOKEN (or SEARCH_TOKEN_FILE) for both"
-            )
-        try:
-            data = json.loads(raw or b"{}")
-        except ValueError as exc:
-            raise SearchUnavailable(f"search process answered {response.status}: {exc}") from exc
-        if path == "/search":
-            return response.status, data
-        return data
-    raise AssertionError("unreachable")
+        except httpx2.HTTPError as exc:
+            raise SearchUnavailable(f"search process at {settings.SEARCH_URL}: {exc}") from exc
+        break
+    if response.status_code == 401:
+        _tokens.clear()  # a token file made anew is read again on the next call
+        raise SearchUnavailable(
+            f"the search process at {settings.SEARCH_URL} refused this web's token: "
+            "set the same SEARCH_TOKEN (or SEARCH_TOKEN_FILE) for both"
+        )
+    try:
+        data = response.json() if response.content else {}
+    except ValueError as exc:
+        raise SearchUnavailable(f"search process answered {response.status_code}: {exc}") from exc
+    if path == "/search":
+        return response.status_code, data
+    return data
 
 
 def search_health() -> dict:
@@ -169,26 +195,24 @@ def deployment_query(
     *,
     deployment: Deployment,
     queries: list[str],
-    k: int = 10,
+    k: int = DEFAULT_K,
     filters: dict | None = None,
     documents: bool = False,
 ) -> dict:
     """Run ``queries`` on a deployment in the search process, each hit joined to its document
     (title and text) when ``documents``. Raises SearchFailed with the status to answer."""
-    if not queries or any(not isinstance(q, str) or not q.strip() for q in queries):
-        raise SearchFailed("queries: give at least one query, and no empty query", 400)
-    if len(queries) > MAX_QUERIES:
-        raise SearchFailed(f"queries: at most {MAX_QUERIES} per request", 400)
+    try:
+        # The search process's own schema and limits: what it would refuse is refused here.
+        request = search_request(
+            deployment=deployment.serving_key, queries=queries, k=k, filters=filters
+        )
+    except SearchRequestError as exc:
+        raise SearchFailed(str(exc), 400) from None
     try:
         status, found = search_call(
             "POST",
             "/search",
-            {
-                "deployment": deployment.serving_key,
-                "queries": queries,
-                "k": k,
-                "filters": filters or None,
-            },  # fmt: skip
+            request.model_dump(mode="json"),
             timeout=settings.SEARCH_TIMEOUT,
         )
     except SearchUnavailable as exc:
@@ -199,9 +223,15 @@ def deployment_query(
         )
     if status != 200:
         raise SearchFailed(found.get("error", "search failed"), 503 if status >= 500 else status)
+    try:
+        answer = SearchResponse.model_validate(found)
+    except ValidationError as exc:
+        raise SearchFailed(
+            f"the search service answered badly ({exc.error_count()} problems)", 503
+        ) from None
     docs = {}
     if documents:
-        ids = {h["id"] for row in found["results"] for h in row}
+        ids = {h.id for row in answer.results for h in row}
         docs = {
             d.doc_id: d
             for d in Document.objects.filter(
@@ -209,16 +239,15 @@ def deployment_query(
             ).only("doc_id", "title", "text", "metadata")
         }
     results = []
-    for query, row in zip(queries, found["results"], strict=True):
+    for query, row in zip(request.queries, answer.results, strict=True):
         hits = []
         for h in row:
-            hit = {"id": h["id"], "score": h["score"]}
+            hit = {"id": h.id, "score": h.score}
             if documents:
-                doc = docs.get(h["id"])
-                hit["document"] = doc
+                hit["document"] = docs.get(h.id)
             hits.append(hit)
         results.append({"query": query, "hits": hits})
-    return {"index": found["index_id"], "results": results, "timings": found["timings"]}
+    return {"index": answer.index_id, "results": results, "timings": answer.timings.model_dump()}
 
 
 def deployment_serving(*, deployment: Deployment, health: dict) -> dict:

@@ -1,17 +1,21 @@
 """The long-lived search process: deployed indexes and warm query encoders in memory.
 
-It is deliberately free of Django so it can be scaled out on its own. What to serve comes from
-a manifest file the web rewrites on every deploy (``SEARCH_MANIFEST``); the process loads it on
-start, on ``POST /reload`` and whenever the file changes (polled), so several replicas follow
-one manifest.
+An ASGI app (Starlette) served by uvicorn, deliberately free of Django so it can be scaled out
+on its own. What to serve comes from a manifest file the web rewrites on every deploy
+(``SEARCH_MANIFEST``); the process loads it on start, on ``POST /reload`` and whenever the file
+changes (polled), so several replicas follow one manifest.
 
 A swap is atomic: the new index and its encoder are loaded and warmed aside, then one
 reference is replaced. A query holds the deployment it started with, so queries in flight
 during a swap finish on the old index and none fails.
+
+The event loop only parses, checks and answers: a query's encode waits on its model's encoder
+thread and its faiss search runs in a small thread pool, both awaited as futures.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -19,23 +23,52 @@ import queue
 import signal
 import threading
 import time
-from concurrent.futures import Future
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
 from workers.serving.auth import authorized
+from workers.serving.schema import MAX_BODY, SearchRequestError, parse_search_request
 
 logger = logging.getLogger("embedhub.search")
 
 DEFAULT_PORT = 8001
-MAX_QUERIES = 256
-MAX_K = 1000
-MAX_BODY = 1 << 20
-FAISS_THREADS = int(os.environ.get("SEARCH_FAISS_THREADS", "1"))
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# Threads, chosen so that a loaded process runs about one busy thread per core. Each model's
+# queries are encoded by ONE encoder thread that batches whatever is waiting, so concurrency
+# already becomes batches there: at torch's default (one intra-op thread per core) that thread's
+# OpenMP team spins on the cores the faiss searches, the event loop and the web need too. Under
+# load a one-query encode took 32.7 ms against 17.0 ms for a bare single-thread encode, and on
+# this 2-core machine under other work 71 ms at 2 threads against 19 ms at 1; a query of a few
+# tokens gains little from a second thread even when idle. So: 1 intra-op thread per encoder,
+# and the faiss searches on the cores left (at least one pool thread, 1 OpenMP thread each,
+# since one query on several faiss threads on a busy machine waits for all of them: 16 ms
+# against 2.6 ms for one flat query). On 2 cores: the encoder on one, faiss on the other.
+TORCH_THREADS = int(os.environ.get("SEARCH_TORCH_THREADS") or 1)
+FAISS_THREADS = int(os.environ.get("SEARCH_FAISS_THREADS") or 1)
+FAISS_WORKERS = int(os.environ.get("SEARCH_FAISS_WORKERS") or max(1, _cores() - 1))
+# Longer than the web's pooled client keeps an idle connection (30 s), so the client always
+# drops it first and never sends on a socket the server is closing.
+KEEPALIVE_S = int(os.environ.get("SEARCH_KEEPALIVE_S") or 75)
 
 # What must match between a deployment's recorded encoder and its index's, and what the live
 # model folder must still be: anything that changes a query vector.
@@ -65,11 +98,23 @@ class Refused(Exception):
     """The index cannot be served as the deployment records it."""
 
 
+def torch_threads() -> None:
+    """TORCH_THREADS for every encode of this process (intra-op is process-wide in torch)."""
+    import torch
+
+    if torch.get_num_threads() != TORCH_THREADS:
+        torch.set_num_threads(TORCH_THREADS)
+    try:
+        torch.set_num_interop_threads(1)  # one forward pass at a time per encoder thread
+    except RuntimeError:
+        pass  # already set, or inter-op work already ran: allowed once per process
+
+
 class Encoder:
     """One model's query encoder, fed by one thread that encodes whatever queries are waiting
     in one call. Requests never touch the model themselves: a fast tokenizer is not safe to
     share across threads ("Already borrowed"), and one batched forward pass over the waiting
-    queries uses both cores where one query at a time under a lock left one idle."""
+    queries costs far less than as many single ones on the same cores."""
 
     MAX_BATCH = 64
 
@@ -85,17 +130,32 @@ class Encoder:
         self.thread = threading.Thread(target=self._loop, daemon=True, name="encoder")
         self.thread.start()
 
-    def encode(self, texts: list[str]):
+    def submit(self, texts: list[str]) -> Future | None:
+        """Queue ``texts``: a future of their vectors, or None once the thread has ended."""
         done: Future = Future()
         with self.guard:
-            if not self.ended:
-                self.queue.put((texts, done))
-                queued = True
-            else:
-                queued = False
-        if not queued:  # a query that held a swapped-out deployment: answer it here
-            with self.inline:
-                self._run([(texts, done)])
+            if self.ended:
+                return None
+            self.queue.put((texts, done))
+        return done
+
+    def encode(self, texts: list[str]):
+        done = self.submit(texts)
+        if done is None:  # a query that held a swapped-out deployment: answer it here
+            return self.encode_inline(texts)
+        return done.result()
+
+    async def encode_async(self, texts: list[str]):
+        """``encode`` for the event loop, which it never blocks."""
+        done = self.submit(texts)
+        if done is None:
+            return await asyncio.to_thread(self.encode_inline, texts)
+        return await asyncio.wrap_future(done)
+
+    def encode_inline(self, texts: list[str]):
+        done: Future = Future()
+        with self.inline:
+            self._run([(texts, done)])
         return done.result()
 
     def close(self) -> None:
@@ -121,6 +181,11 @@ class Encoder:
             self._run(batch)
 
     def _run(self, batch: list) -> None:
+        # A request whose client went away was cancelled: skip it (and setting its result
+        # would raise here, in the encoder thread).
+        batch = [(t, done) for t, done in batch if done.set_running_or_notify_cancel()]
+        if not batch:
+            return
         texts = [text for t, _ in batch for text in t]
         try:
             vectors = self.model.encode(
@@ -162,6 +227,7 @@ class Deployed:
 
 
 def _faiss_threads() -> None:
+    # OpenMP's thread count is per calling thread: each pool thread sets its own, once.
     import faiss
 
     faiss.omp_set_num_threads(FAISS_THREADS)
@@ -180,6 +246,7 @@ def load_encoder_for(spec: dict):
             f"the model folder {spec['path']} changed since the index was built "
             "(its files differ from the recorded fingerprint)"
         )
+    torch_threads()
     model = load_encoder(
         path=spec["path"],
         layout=spec["layout"],
@@ -205,6 +272,9 @@ class SearchState:
         self.manifest_stamp: tuple[int, int] | None = None
         self.reload_lock = threading.Lock()
         self.reloads = 0
+        self.faiss = ThreadPoolExecutor(
+            FAISS_WORKERS, thread_name_prefix="faiss", initializer=_faiss_threads
+        )
 
     def liveness(self) -> dict:
         """What /health tells anyone: up, and since when; no names, paths or errors."""
@@ -324,42 +394,31 @@ class SearchState:
 
     # --- searching ----------------------------------------------------------------------
 
-    def search(self, body: dict) -> tuple[int, dict]:
-        key = body.get("deployment")
-        deployed = self.deployments.get(key) if isinstance(key, str) else None
-        if deployed is None:
-            reason = self.errors.get(key, "not loaded") if isinstance(key, str) else "missing"
-            return 404, {"error": f"deployment {key!r} is not served here ({reason})"}
-        queries = body.get("queries")
-        if (
-            not isinstance(queries, list)
-            or not queries
-            or not all(isinstance(q, str) and q.strip() for q in queries)
-        ):
-            return 400, {"error": "queries: a non-empty list of non-empty strings"}
-        if len(queries) > MAX_QUERIES:
-            return 400, {"error": f"queries: at most {MAX_QUERIES} per request"}
-        k = body.get("k", 10)
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
-            return 400, {"error": f"k: an integer from 1 to {MAX_K}"}
-        filters = body.get("filters") or None
-        if filters is not None and not isinstance(filters, dict):
-            return 400, {"error": "filters: an object of field → value"}
+    async def search(self, body: dict) -> tuple[int, dict]:
         try:
-            deployed.index.select(filters)  # an unknown field is the caller's error, named
-        except ValueError as exc:
-            return 400, {"error": f"filters: {exc}"}
+            request = parse_search_request(body)  # the same schema the web checked against
+        except SearchRequestError as exc:
+            return 400, {"error": str(exc)}
+        key = request.deployment
+        deployed = self.deployments.get(key)
+        if deployed is None:
+            reason = self.errors.get(key, "not loaded")
+            return 404, {"error": f"deployment {key!r} is not served here ({reason})"}
+        loop = asyncio.get_running_loop()
+        if request.filters:
+            try:  # an unknown field is the caller's error, named, before any encoding
+                await loop.run_in_executor(self.faiss, deployed.index.select, request.filters)
+            except ValueError as exc:
+                return 400, {"error": f"filters: {exc}"}
         spec = deployed.encoder_spec
         t0 = time.perf_counter()
         prefix = spec.get("query_prefix") or ""
         # Normalised (or not) by the encoder, as the deployment's model records it.
-        vectors = deployed.encoder.encode([prefix + q for q in queries])
+        vectors = await deployed.encoder.encode_async([prefix + q for q in request.queries])
         t1 = time.perf_counter()
-        # OpenMP's thread count is per calling thread: set it in the request thread itself.
-        # Concurrency comes from the requests; one query on several faiss threads on a busy
-        # machine waits for them (measured: 16 ms against 2.6 ms for one flat query).
-        _faiss_threads()
-        scores, ids = deployed.index.search(vectors, k, filters=filters)
+        scores, ids = await loop.run_in_executor(
+            self.faiss, deployed.index.search, vectors, request.k, request.filters
+        )
         t2 = time.perf_counter()
         results = [
             [
@@ -379,118 +438,152 @@ class SearchState:
         }
 
 
-def make_handler(state: SearchState, token: str) -> type[BaseHTTPRequestHandler]:
-    """Every route but ``GET /health`` asks for the shared secret (workers.serving.auth).
-    /health with no Authorization header tells anyone whether the process is up; with the
-    secret it adds what is served and refused; with a wrong one it is a 401 like the rest."""
-    if not token:
-        raise ValueError("the search process never runs without a token")
+# --- HTTP -----------------------------------------------------------------------------------
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "EmbedHubSearch/0.3"
-        protocol_version = "HTTP/1.1"  # keep-alive: the web reuses one connection per thread
-        timeout = 120  # an idle kept-alive connection gives its thread back
-        # Headers and body are two writes: on a kept-alive connection Nagle's algorithm would
-        # hold the body back for the client's delayed ACK (measured: 44 ms per /health).
-        disable_nagle_algorithm = True
 
-        def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
+def answer(status: int, payload: dict, headers: dict | None = None) -> Response:
+    return Response(
+        json.dumps(payload), status_code=status, media_type="application/json", headers=headers
+    )
 
-        def _refuse(self, status: int, message: str) -> None:
-            # The body is unread: the connection cannot carry another request.
-            self.close_connection = True
-            self._send(status, {"error": message}, {"Connection": "close"})
 
-        def _raw_body(self) -> bytes | None:
-            """The request's body, read whole before any answer (401s included) so that a
-            kept-alive connection stays in step; None when refused (the connection closes)."""
-            if self.headers.get("Transfer-Encoding"):
-                self._refuse(411, "send the body with a Content-Length")
-                return None
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                self._refuse(400, "Content-Length is not a number")
-                return None
-            if length > MAX_BODY or length < 0:
-                self._refuse(413, "request body too large")
-                return None
-            return self.rfile.read(length) if length else b""
+async def _send_closing(send: Callable, status: int, message: str) -> None:
+    """An answer after which the connection closes: the request's body stays unread, so the
+    connection cannot carry another request."""
+    body = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"Connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
-        def _authorized(self) -> bool:
-            return authorized(self.headers.get("Authorization"), token)
 
-        def _unauthorized(self) -> None:
-            self._send(
+class Guard:
+    """Before any route: the body's framing and size, then the shared secret
+    (workers.serving.auth). Every route but ``GET /health`` asks for the secret; /health with
+    no Authorization header tells anyone whether the process is up, with the secret it adds
+    what is served and refused, with a wrong one it is a 401 like the rest. A refused body is
+    left for uvicorn to read past, so a kept-alive connection stays in step."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], token: str) -> None:
+        if not token:
+            raise ValueError("the search process never runs without a token")
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # lifespan
+            return
+        headers = Headers(scope=scope)
+        if "transfer-encoding" in headers:
+            await _send_closing(send, 411, "send the body with a Content-Length")
+            return
+        try:
+            length = int(headers.get("content-length") or 0)
+        except ValueError:
+            await _send_closing(send, 400, "Content-Length is not a number")
+            return
+        if length > MAX_BODY or length < 0:
+            await _send_closing(send, 413, "request body too large")
+            return
+        given = headers.get("authorization")
+        public = scope["path"] == "/health" and scope["method"] == "GET" and given is None
+        if not public and not authorized(given, self.token):
+            response = answer(
                 401,
                 {"error": "a valid search token is required (Authorization: Bearer …)"},
                 {"WWW-Authenticate": 'Bearer realm="embedhub-search"'},
             )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
-        def _json(self, raw: bytes) -> dict | None:
-            try:
-                body = json.loads(raw or b"{}")
-            except ValueError as exc:
-                self._send(400, {"error": f"request body: {exc}"})
-                return None
-            if not isinstance(body, dict):
-                self._send(400, {"error": "request body must be a JSON object"})
-                return None
+
+async def _json_body(request: Request) -> dict | Response:
+    raw = await request.body()
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        return answer(400, {"error": f"request body: {exc}"})
+    if not isinstance(body, dict):
+        return answer(400, {"error": "request body must be a JSON object"})
+    return body
+
+
+def create_app(state: SearchState, token: str, *, poll_interval: float | None = None) -> Guard:
+    """The ASGI app: /health, /search and /reload behind the Guard. With ``poll_interval``,
+    it loads the manifest on start-up (after it listens) and follows the file."""
+
+    async def health(request: Request) -> Response:
+        # The Guard let it through: either no Authorization header at all, or the secret.
+        if request.headers.get("authorization") is None:
+            return answer(200, state.liveness())
+        return answer(200, state.health())
+
+    async def search(request: Request) -> Response:
+        body = await _json_body(request)
+        if isinstance(body, Response):
             return body
+        try:
+            status, payload = await state.search(body)
+        except Exception as exc:  # noqa: BLE001 (one bad query is its own 500, not the process's)
+            logger.exception("search failed")
+            status, payload = 500, {"error": f"search failed: {exc}"}
+        return answer(status, payload)
 
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-            if self._raw_body() is None:
-                return
-            path = urlsplit(self.path).path
-            if path == "/health" and self.headers.get("Authorization") is None:
-                self._send(200, state.liveness())  # anyone (a container's probe): up or not
-            elif not self._authorized():
-                self._unauthorized()  # a wrong token is told so, on /health too
-            elif path == "/health":
-                self._send(200, state.health())
-            else:
-                self._send(404, {"error": "not found"})
+    async def reload(request: Request) -> Response:
+        body = await _json_body(request)
+        if isinstance(body, Response):
+            return body
+        if body.get("wait"):
+            try:
+                return answer(200, await asyncio.to_thread(state.reload))
+            except Exception as exc:  # noqa: BLE001
+                logger.exception("reload failed")
+                return answer(500, {"error": f"reload failed: {exc}"})
+        # Loading a big index takes a while; the deploy request need not wait.
+        threading.Thread(target=state.reload_quietly, daemon=True, name="reload").start()
+        return answer(202, {"reloading": True})
 
-        def do_POST(self) -> None:  # noqa: N802
-            raw = self._raw_body()
-            if raw is None:
-                return
-            if not self._authorized():
-                self._unauthorized()
-                return
-            path = urlsplit(self.path).path
-            body = self._json(raw)
-            if body is None:
-                return
-            if path == "/search":
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return answer(404, {"error": "not found"})  # an unknown route or method, as before
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        stop = threading.Event()
+        if poll_interval is not None:
+
+            def follow() -> None:
                 try:
-                    status, payload = state.search(body)
-                except Exception as exc:  # noqa: BLE001 (one bad query must not kill the thread)
-                    logger.exception("search failed")
-                    status, payload = 500, {"error": f"search failed: {exc}"}
-                self._send(status, payload)
-            elif path == "/reload":
-                if body.get("wait"):
-                    self._send(200, state.reload())
-                else:
-                    # Loading a big index takes a while; the deploy request need not wait.
-                    threading.Thread(target=state.reload_quietly, daemon=True).start()
-                    self._send(202, {"reloading": True})
-            else:
-                self._send(404, {"error": "not found"})
+                    state.reload()
+                except Exception:  # noqa: BLE001
+                    logger.exception("initial load failed")
+                state.watch(poll_interval, stop)
 
-        def log_message(self, fmt: str, *args) -> None:
-            logger.debug("%s " + fmt, self.address_string(), *args)
+            threading.Thread(target=follow, daemon=True, name="manifest-watch").start()
+        try:
+            yield
+        finally:
+            stop.set()
+            state.faiss.shutdown(wait=False, cancel_futures=True)
 
-    return Handler
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/search", search, methods=["POST"]),
+            Route("/reload", reload, methods=["POST"]),
+        ],
+        exception_handlers={404: not_found, 405: not_found},
+        lifespan=lifespan,
+    )
+    return Guard(app, token)
 
 
 def bind_address(bind: str | None = None) -> tuple[str, int]:
@@ -512,36 +605,41 @@ def bind_address(bind: str | None = None) -> tuple[str, int]:
     return "127.0.0.1", url.port or DEFAULT_PORT
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # 16+ concurrent clients connect at once
+def _stopped(signum, frame) -> None:
+    raise SystemExit(0)
 
 
 def serve(host: str, port: int, token: str) -> None:
-    state = SearchState()
-    server = Server((host, port), make_handler(state, token))
-    stop_watch = threading.Event()
+    """Run until SIGTERM or SIGINT: uvicorn stops listening, lets the requests in flight
+    finish, then the process exits 0 (a container's or honcho's stop is not an error)."""
+    import uvicorn
 
-    def stop(signum, frame):
-        stop_watch.set()
-        # shutdown() blocks until serve_forever returns, so it must run on another thread.
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    # Listen first (health answers at once), then load what is deployed.
-    logger.info("search process listening on http://%s:%d", host, port)
-    interval = float(os.environ.get("SEARCH_POLL_S", "1.0"))
-
-    def start() -> None:
-        try:
-            state.reload()
-        except Exception:  # noqa: BLE001
-            logger.exception("initial load failed")
-        state.watch(interval, stop_watch)
-
-    threading.Thread(target=start, daemon=True, name="manifest-watch").start()
-    try:
-        server.serve_forever(poll_interval=0.5)
-    finally:
-        server.server_close()
+    poll = float(os.environ.get("SEARCH_POLL_S", "1.0"))
+    app = create_app(SearchState(), token, poll_interval=poll)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http="h11",
+        loop="asyncio",
+        ws="none",
+        lifespan="on",
+        log_config=None,  # the process's own logging (workers.serving.__main__)
+        access_log=False,
+        server_header=False,
+        timeout_keep_alive=KEEPALIVE_S,
+        timeout_graceful_shutdown=5,
+    )
+    # uvicorn handles the signal while it runs, then raises it again once it has stopped:
+    # this handler makes that (and a signal before it started) a clean exit.
+    signal.signal(signal.SIGTERM, _stopped)
+    signal.signal(signal.SIGINT, _stopped)
+    logger.info(
+        "search process on http://%s:%d (uvicorn; torch %d thread, faiss %d × %d thread)",
+        host,
+        port,
+        TORCH_THREADS,
+        FAISS_WORKERS,
+        FAISS_THREADS,
+    )
+    uvicorn.Server(config).run()
