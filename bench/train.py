@@ -9,9 +9,9 @@ one run (each side in a fresh child process, one after the other).
   seed), a ``TrainerCallback`` stamping the end of every step;
 - **EmbedHub**: the training file imported as a training version, all-MiniLM-L6-v2 registered
   from its package, a ``TrainingRun`` created by ``training_run_create`` and executed by
-  ``training_run_execute`` — the worker's code path: the training child process, its JSON-lines
-  log read by the supervisor, the row written as it goes; every step's log line is stamped on
-  arrival.
+  ``workers.tasks.training.training_run_execute`` — the worker's code path: the training child
+  process, its JSON-lines log read by the supervisor, the row written as it goes; every step's
+  log line is stamped on arrival.
 
 Both print the median seconds per step over the steps after the first (which pays for
 warm-up); ``ratio = EmbedHub / bare`` (target ≤ 1.05).
@@ -149,7 +149,8 @@ def child_embedhub(args) -> dict:
     from apps.datasets.services import dataset_import_training
     from apps.registry.services import embedding_model_register
     from apps.runs.models import TrainingRun
-    from apps.runs.training import training_run_create, training_run_execute
+    from apps.runs.training import training_run_create
+    from workers.tasks.training import training_run_execute
 
     call_command("migrate", verbosity=0)
     team = Team.objects.create(name="bench", slug=f"bench-{os.getpid()}")

@@ -66,3 +66,50 @@ def embedding_model_register(
         raise ModelRegistrationError("; ".join(exc.messages)) from exc
     model.save()
     return model
+
+
+def embedding_model_register_trained(
+    *,
+    team: Team,
+    base: EmbeddingModel,
+    name: str,
+    source_ref: str,
+    model_dir: str,
+    max_seq_length: int,
+    pooling: str,
+    query_prefix: str,
+    document_prefix: str,
+) -> EmbeddingModel:
+    """A fine-tune's result as a registry model: encoded as it was trained, its base as parent.
+
+    Called by the training task once the model folder is written; registering the same run
+    again (a retried task) updates the model of that name instead of failing.
+    """
+    from workers.common.inspect import ModelFolderError, inspect_model_folder
+
+    try:
+        info = inspect_model_folder(model_dir)
+    except ModelFolderError:
+        # An unmerged LoRA folder holds the adapter and names the base: same shape as the base.
+        info = inspect_model_folder(base.path)
+    model, _ = EmbeddingModel.objects.update_or_create(
+        team=team,
+        name=name,
+        defaults={
+            "kind": EmbeddingModel.Kind.FINETUNED,
+            "source": EmbeddingModel.Source.FOLDER,
+            "source_ref": source_ref,
+            "path": str(model_dir),
+            "layout": info.layout,
+            "architecture": info.architecture,
+            "dimension": info.dimension,
+            "max_seq_length": max_seq_length,
+            "pooling": pooling,
+            "normalize": base.normalize,
+            "query_prefix": query_prefix,
+            "document_prefix": document_prefix,
+            "parameters": info.parameters,
+            "parent": base,
+        },
+    )
+    return model

@@ -5,7 +5,7 @@ same dict through :func:`train_options_parse`. Anything that names a server file
 guide models' folders, their layout) is set by the service from registered models of the
 caller's team, never from here: an unknown field, ``base_model_path`` included, is refused by
 name. Cross-field rules (a GIST loss needs a guide model, bf16 xor fp16, …) stay in
-``workers.ml.training.config.TrainConfig.validate``, which the service runs on the merged config.
+``workers.common.configs.training.TrainConfig``, which the service builds from the options.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ class TrainingRun(TeamOwned, Job):
         related_name="+",
     )
     eval_split = models.CharField(max_length=50, blank=True)
-    config = models.JSONField(default=dict)  # workers.ml.training.config.TrainConfig.to_dict()
+    config = models.JSONField(default=dict)  # workers.common.configs.training.TrainConfig.to_dict()
     estimate = models.JSONField(default=dict, blank=True)  # memory / steps / time before launch
     output_dir = models.CharField(max_length=1000, blank=True)
     # The curves: [{"step", "epoch", "loss", "learning_rate", "samples_per_s", "eval": {...}}]

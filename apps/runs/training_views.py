@@ -86,7 +86,7 @@ def _preview(form: TrainingRunForm) -> dict:
     from django.conf import settings
 
     from apps.runs.training import _config_for
-    from workers.ml.training.estimate import estimate
+    from workers.common.estimate import estimate
 
     d = form.cleaned_data
     config = _config_for(

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from workers.common.configs.training import check_pairs
+
 
 def default_dims(dimension: int, smallest: int = 32) -> list[int]:
     """Powers of two from ``smallest`` up to below ``dimension``, then ``dimension`` itself.
@@ -45,28 +47,6 @@ def default_starbucks_pairs(num_layers: int, dimension: int) -> list[tuple[int, 
     dims = default_dims(dimension)
     n = len(dims)
     return [(max(1, round(num_layers * (i + 1) / n)), dim) for i, dim in enumerate(dims)]
-
-
-def check_pairs(pairs: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
-    """Pairs as (layer, dim) tuples, or ValueError: layers ≥ 1 and dims ≥ 1, both non-decreasing
-    from small to large, no pair twice."""
-    out: list[tuple[int, int]] = []
-    for pair in pairs:
-        if (
-            not isinstance(pair, (list, tuple))
-            or len(pair) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair)
-        ):
-            raise ValueError(f"each pair must be [layer, dim] with integers >= 1, got {pair!r}")
-        out.append((pair[0], pair[1]))
-    if not out:
-        raise ValueError("at least one [layer, dim] pair is needed")
-    if len(set(out)) != len(out):
-        raise ValueError("a [layer, dim] pair appears twice")
-    for (l0, d0), (l1, d1) in zip(out, out[1:], strict=False):
-        if l1 < l0 or d1 < d0:
-            raise ValueError("pairs must go from small to large (layers and dims non-decreasing)")
-    return out
 
 
 def build_starbucks_loss(

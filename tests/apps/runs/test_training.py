@@ -14,8 +14,9 @@ from django.urls import reverse
 from apps.datasets.services import dataset_version_pairs_from_qrels
 from apps.registry.models import EmbeddingModel
 from apps.runs.models import Evaluation, TrainingRun
-from apps.runs.training import training_run_create, training_run_execute
+from apps.runs.training import training_run_create
 from workers.tasks.runtime import job_claim, job_run, jobs_reap
+from workers.tasks.training import training_run_execute
 
 FAST = {"batch_size": 2, "logging_steps": 1, "save_steps": 2, "warmup_ratio": 0.0}
 

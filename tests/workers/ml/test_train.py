@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, TINY_CORPUS, TINY_QRELS, TINY_QUERIES
-from workers.ml.training.config import ConfigError, TrainConfig
+from workers.common.configs.training import ConfigError, TrainConfig
+from workers.common.estimate import estimate
 from workers.ml.training.data import DataError, read_rows
-from workers.ml.training.estimate import estimate
 from workers.ml.training.trainer import last_checkpoint, train
 from workers.tasks.supervisor import ChildFailed, supervise
 
@@ -130,7 +130,8 @@ def background_child(tiny_model_path, tmp_path_factory):
 def test_modules_import_without_the_heavy_libraries():
     code = (
         "import json, sys, workers.ml.losses; "
-        "from workers.ml.training import card, child, config, data, estimate, trainer; "
+        "from workers.ml.training import card, child, data, trainer; "
+        "import workers.common.estimate, workers.common.configs.training; "
         "print(json.dumps([m for m in ('torch', 'transformers', 'sentence_transformers', "
         "'peft', 'datasets', 'django') if m in sys.modules]))"
     )
@@ -213,10 +214,11 @@ def test_rows_are_checked_and_negatives_evened_out(tmp_path):
         {"anchor": "a", "positive": "p", "negatives": ["n1", "n2"]},
         {"anchor": "b", "positive": "q", "negatives": ["m1"]},
     ]
-    columns, k, dropped = _columns(TrainConfig("m", query_prefix="query: "), rows)
+    columns, k, dropped = _columns(TrainConfig(base_model_path="m", query_prefix="query: "), rows)
     assert (k, dropped) == (1, 0) and list(columns) == ["anchor", "positive", "negative_1"]
     assert columns["anchor"] == ["query: a", "query: b"]
-    columns, k, dropped = _columns(TrainConfig("m", num_negatives=2, document_prefix="d: "), rows)
+    config = TrainConfig(base_model_path="m", num_negatives=2, document_prefix="d: ")
+    columns, k, dropped = _columns(config, rows)
     assert (k, dropped) == (2, 1) and columns["negative_2"] == ["d: n2"]
 
 
@@ -263,7 +265,9 @@ def test_estimate_counts_parameters_steps_and_memory(tiny_model_path, tmp_path):
         )
     )
     est = estimate(
-        TrainConfig(str(base), max_seq_length=256, batch_size=32), 100_000, num_negatives=1
+        TrainConfig(base_model_path=str(base), max_seq_length=256, batch_size=32),
+        100_000,
+        num_negatives=1,
     )
     assert 105e6 < est["parameters"] < 115e6  # bert-base-uncased has 109.5M
     assert 3 < est["total_gib"] < 40 and est["total_steps"] == 3125

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from workers.ml.training.config import TrainConfig
+from workers.common.configs.training import TrainConfig
 
 LOSS_LABELS = {
     "mnrl": "MultipleNegativesRankingLoss",

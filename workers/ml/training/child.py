@@ -64,7 +64,7 @@ EXIT_SPEC = 2
 
 def human_error(exc: BaseException) -> tuple[str, str]:
     """(kind, one-line message) for the page; never imports torch."""
-    from workers.ml.training.config import ConfigError
+    from workers.common.configs.training import ConfigError
     from workers.ml.training.data import DataError
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         return fail("spec", f"Bad training spec: {exc}", f"{type(exc).__name__}: {exc}", EXIT_SPEC)
 
-    from workers.ml.training.config import TrainConfig
+    from workers.common.configs.training import TrainConfig
     from workers.ml.training.data import read_rows
     from workers.ml.training.trainer import train
 

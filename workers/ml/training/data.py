@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from workers.ml.training.config import ConfigError, TrainConfig
+from workers.common.configs.training import ConfigError, TrainConfig
 
 
 class DataError(ValueError):

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from workers.common.atomic import atomic_write
+from workers.common.configs.training import POOLINGS, ConfigError, TrainConfig
+from workers.common.estimate import lora_targets
 from workers.ml.losses import default_dims, default_starbucks_pairs
 from workers.ml.training.card import model_card
-from workers.ml.training.config import POOLINGS, ConfigError, TrainConfig
 from workers.ml.training.data import columns as train_columns
 from workers.ml.training.data import eval_sets, read_rows
-from workers.ml.training.estimate import lora_targets
 
 CHECKPOINTS = "checkpoints"
 MODEL = "model"
@@ -104,7 +104,6 @@ def train(
     log_history (the trainer's), and the resolved setup (rows, negatives_per_row, learning_rate,
     precision, device, matryoshka_dims / starbucks_pairs / lora_target_modules).
     """
-    config.validate()
     data = read_rows(rows)
     columns, k, dropped = train_columns(config, data)
     evaluation = eval_sets(config, eval_data) if eval_data else None
@@ -368,7 +367,7 @@ def _build_loss(config: TrainConfig, model: Any, device: str) -> tuple[Any, dict
         except ValueError as exc:
             raise ConfigError("starbucks_pairs", str(exc)) from None
         resolved["starbucks_pairs"] = [list(p) for p in loss.pairs]
-    else:  # validate() rules this out
+    else:  # the config's Literal rules this out
         raise ConfigError("loss", f"unknown loss {config.loss!r}")
     return loss, resolved
 

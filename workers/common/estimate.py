@@ -1,5 +1,9 @@
-"""Before launch, from the model folder's ``config.json`` alone (no torch): the LoRA targets of
-an architecture, the optimizer steps of a run, and its peak training memory."""
+"""A fine-tuning run before launch, from the model folder's ``config.json`` alone: the LoRA
+targets of an architecture, the optimizer steps of a run, and its peak training memory.
+
+Pure Python (JSON and arithmetic, no torch): the web's preview and the run's creation call it,
+and so does the trainer for the LoRA targets.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from workers.ml.training.config import TrainConfig
+from workers.common.configs.training import TrainConfig
 
 # LoRA targets per architecture: the attention projections (query, key, value). Anything else
 # gets peft's "all-linear" (every linear layer but the output head).
