@@ -18,7 +18,6 @@ from apps.accounts.models import Role
 from apps.core.api_schemas import InputSchema, idempotency_key
 from apps.core.services import IdempotencyConflict
 from apps.datasets.models import DatasetVersion
-from apps.indexes.configs import IndexParams, IndexTypeName
 from apps.indexes.models import Deployment, IndexBuild
 from apps.indexes.selectors import (
     SearchFailed,
@@ -37,6 +36,7 @@ from apps.indexes.services import (
     index_build_create,
 )
 from apps.registry.models import EmbeddingModel
+from workers.common.configs.indexing import IndexParams, IndexTypeName
 from workers.serving.schema import DEFAULT_K, MAX_FILTER_FIELDS, MAX_K, MAX_QUERIES, Filters
 
 router = Router(tags=["indexes"])

@@ -1,9 +1,10 @@
 """Writes for index builds and deployments.
 
-An index build is a job row on the ``index`` queue: it reads the document embeddings from the
-evaluations' cache (or encodes and caches them), builds the faiss index, and measures it. A
-deployment points a name at one index; every change rewrites the search process's manifest
-after commit and asks the process to reload, and every change is kept in the audit log.
+An index build is a job row on the ``index`` queue, checked and enqueued here; its work (read
+the document embeddings from the evaluations' cache or encode them, build the faiss index,
+measure it) is ``workers.tasks.indexing``. A deployment points a name at one index; every
+change rewrites the search process's manifest after commit and asks the process to reload, and
+every change is kept in the audit log.
 """
 
 from __future__ import annotations
@@ -27,12 +28,9 @@ from apps.core.services import job_create_once, job_enqueue, job_fingerprint
 from apps.datasets.models import DatasetVersion
 from apps.indexes.models import Deployment, DeploymentEvent, IndexBuild, IndexType
 from apps.registry.models import EmbeddingModel
-from workers.tasks.runtime import ProgressReporter
+from workers.common.configs.indexing import parse_params
 
 logger = logging.getLogger(__name__)
-
-# Queries used to measure recall and latency when the version has no judged split.
-SAMPLE_QUERIES = 500
 
 
 class IndexBuildError(Exception):
@@ -51,8 +49,12 @@ def index_build_create(
     enqueue: bool = True,
     idempotency_key: str = "",
 ) -> IndexBuild:
-    """Validate the parameters now (a typo is a message, not a failed job) and enqueue."""
-    from workers.ml.indexing import IndexSpec
+    """Validate the parameters now (a typo is a message, not a failed job) and enqueue.
+
+    ``params`` are :class:`~workers.common.configs.indexing.IndexParams` fields (the API's
+    typed body, the form's or the command's values); the row records those given, and the full
+    spec with every default filled in.
+    """
     from workers.tasks.indexing import build_index
 
     if model.team_id != team.pk or dataset_version.dataset.team_id != team.pk:
@@ -62,13 +64,14 @@ def index_build_create(
         raise IndexBuildError(f"type: unknown index type {index_type!r} (known: {known}).")
     if not dataset_version.document_count:
         raise IndexBuildError(f"dataset_version: {dataset_version} has no documents to index.")
-    params = {k: v for k, v in (params or {}).items() if v not in (None, "")}
     try:
-        spec = IndexSpec.from_params(index_type, params)
-    except (ValueError, TypeError) as exc:
+        config = parse_params({k: v for k, v in (params or {}).items() if v not in (None, "")})
+        spec = config.spec(index_type)
+    except ValueError as exc:
         raise IndexBuildError(str(exc)) from None
-    if spec.dim and spec.dim > model.dimension:
-        raise IndexBuildError(f"dim: {spec.dim} is more than the model's {model.dimension}.")
+    if config.dim and config.dim > model.dimension:
+        raise IndexBuildError(f"dim: {config.dim} is more than the model's {model.dimension}.")
+    params = config.given()
     splits = dataset_version.splits
     if split is None:
         split = "test" if "test" in splits else (splits[0] if splits else "")
@@ -83,7 +86,7 @@ def index_build_create(
             dataset_version=dataset_version,
             index_type=index_type,
             params=params,
-            spec=spec.to_dict(),
+            spec=spec,
             split=split,
             max_seq_length=model.max_seq_length,
             query_prefix=model.query_prefix,
@@ -111,113 +114,6 @@ def index_build_create(
     )
 
 
-def index_encoder(*, build: IndexBuild) -> dict:
-    """The query encoder an index needs: everything that changes a query vector."""
-    from workers.ml.cache import model_fingerprint
-
-    model = build.model
-    spec = build.spec or {}
-    return {
-        "model_id": model.pk,
-        "model_name": model.name,
-        "fingerprint": model_fingerprint(model.path),
-        "path": model.path,
-        "layout": model.layout,
-        "pooling": model.pooling,
-        "normalize": model.normalize,
-        "max_seq_length": build.max_seq_length,
-        "query_prefix": build.query_prefix,
-        "model_dimension": model.dimension,
-        "truncate_dim": spec.get("dim"),
-        "pca_dim": spec.get("pca_dim"),
-    }
-
-
-def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict:
-    """Embed (or read the cache), build, measure. Returns the success transition's fields."""
-    import numpy as np
-
-    from apps.datasets.selectors import evaluation_inputs
-    from workers.ml.evaluate import embed_corpus
-    from workers.ml.indexing import IndexSpec, LoadedIndex, build_index, measure_index
-    from workers.tasks.encoding import embedding_cache, encoding_for
-
-    version = build.dataset_version
-    # Recorded now, with the fingerprint the vectors below are made with.
-    encoder = index_encoder(build=build)
-    if build.split:
-        corpus, queries, qrels = evaluation_inputs(version=version, split=build.split)
-    else:
-        corpus = list(version.documents.order_by("pk").values_list("doc_id", "title", "text"))
-        queries, qrels = [], {}
-    metadata = list(version.documents.order_by("pk").values_list("metadata", flat=True))
-    encoder_spec, document_key, query_key = encoding_for(job=build, split=build.split or "-")
-    doc_vectors, query_vectors, timings, cache_hit = embed_corpus(
-        model=encoder_spec,
-        corpus=corpus,
-        queries=queries,
-        on_progress=report,
-        cache=embedding_cache(),
-        document_key=document_key,
-        query_key=query_key if queries else None,
-    )
-    doc_ids = [doc_id for doc_id, _, _ in corpus]
-    query_ids = [query_id for query_id, _ in queries]
-    if not len(query_vectors):
-        # No judged queries: documents stand in for queries, for recall and speed only.
-        rng = np.random.default_rng(0)
-        picks = np.sort(rng.choice(len(doc_vectors), min(SAMPLE_QUERIES, len(doc_vectors)), False))
-        query_vectors = np.asarray(doc_vectors)[picks]
-        query_ids = [f"doc:{doc_ids[i]}" for i in picks]
-        qrels = {}
-    report.check()
-    spec = IndexSpec.from_params(build.index_type, build.params)
-    folder = index_folder(build=build)
-    if folder.exists():  # a retried build starts clean
-        shutil.rmtree(folder)
-    built = build_index(
-        vectors=np.asarray(doc_vectors, dtype=np.float32),
-        doc_ids=doc_ids,
-        spec=spec,
-        out_dir=folder,
-        metadata=metadata if any(metadata) else None,
-        on_progress=report,
-    )
-    try:
-        _write_json(folder / "encoder.json", encoder)
-        report("measuring", 0, 0)
-        loaded = LoadedIndex.load(folder)
-        measured = measure_index(
-            loaded=loaded,
-            doc_vectors=np.asarray(doc_vectors),
-            query_vectors=np.asarray(query_vectors),
-            query_ids=query_ids,
-            doc_ids=doc_ids,
-            qrels=qrels or None,
-        )
-        report.check()
-    except BaseException:
-        # Cancelled or failed after the files were written: a dead row keeps no index.
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    timings = {**timings, "build_s": built["build_s"]}
-    metrics = {**_plain(built), **_plain(measured), "queries": len(query_ids)}
-    if metrics.get("ndcg_at_10") is not None and metrics.get("exact_ndcg_at_10") is not None:
-        metrics["ndcg_loss"] = metrics["exact_ndcg_at_10"] - metrics["ndcg_at_10"]
-    return {
-        "spec": built.get("spec") or spec.to_dict(),  # nlist and pq_m resolved
-        "path": str(folder),
-        "embedding_key": document_key,
-        "cache_hit": cache_hit,
-        "encoder": encoder,
-        "document_count": len(doc_ids),
-        "dimension": built["dimension"],
-        "metrics": metrics,
-        "timings": timings,
-        "stage": "done",
-    }
-
-
 def index_build_delete(*, build: IndexBuild) -> None:
     """Delete an index and its files. A deployed or still running index cannot go: undeploy
     or cancel it first. The deploy log keeps its entries (they lose the link only)."""
@@ -239,24 +135,6 @@ def index_build_delete(*, build: IndexBuild) -> None:
 
 def index_folder(*, build: IndexBuild) -> Path:
     return Path(settings.ARTIFACTS_ROOT) / "indexes" / str(build.pk)
-
-
-def _plain(values: dict) -> dict:
-    """JSON-safe copies of numpy scalars."""
-    out = {}
-    for key, value in values.items():
-        if hasattr(value, "item"):
-            value = value.item()
-        if isinstance(value, int | float | str | bool) or value is None:
-            out[key] = value
-    return out
-
-
-def _write_json(path: Path, data: dict) -> None:
-    from workers.common.atomic import atomic_write
-
-    with atomic_write(path, "w") as fh:
-        fh.write(json.dumps(data, indent=1, sort_keys=True))
 
 
 # --- deployments -----------------------------------------------------------------------------

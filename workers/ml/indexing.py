@@ -54,9 +54,15 @@ from typing import Any
 import numpy as np
 
 from workers.common.atomic import atomic_write
+from workers.common.configs.indexing import (
+    INDEX_TYPES,
+    IndexParams,
+    bounds,
+    check_dimensions,
+    optional,
+)
 from workers.ml.sweep import _pack, truncate
 
-INDEX_TYPES = ("flat", "hnsw", "ivf_flat", "ivf_pq", "sq8", "binary", "binary_hnsw")
 BINARY_TYPES = frozenset({"binary", "binary_hnsw"})
 IVF_TYPES = frozenset({"ivf_flat", "ivf_pq"})
 HNSW_TYPES = frozenset({"hnsw", "binary_hnsw"})
@@ -84,22 +90,10 @@ _BITMAP_FROM = 4096
 # Elements of the (queries × candidates × dim) block gathered at once while re-scoring.
 _RESCORE_BLOCK = 1 << 24
 
-_OPTIONAL_FIELDS = frozenset({"dim", "pca_dim", "nlist", "pq_m"})
-# field → (minimum, maximum or None)
-_RANGES: dict[str, tuple[int, int | None]] = {
-    "dim": (1, None),
-    "pca_dim": (1, None),
-    "hnsw_m": (2, 256),
-    "ef_construction": (1, None),
-    "ef_search": (1, None),
-    "nlist": (1, None),
-    "nprobe": (1, None),
-    "pq_m": (1, None),
-    "pq_nbits": (1, 16),
-    "train_size": (1, None),
-    "rescore": (0, None),
-    "seed": (0, None),
-}
+# Bounds, defaults and which fields may stay automatic are the typed config's (one place).
+_OPTIONAL_FIELDS = optional()
+_RANGES: dict[str, tuple[int, int | None]] = bounds()
+_DEFAULTS = IndexParams()
 
 
 @dataclass(frozen=True)
@@ -107,18 +101,18 @@ class IndexSpec:
     """What index to build; validated on construction (``ValueError`` naming the field)."""
 
     type: str
-    dim: int | None = None  # Matryoshka: keep the first `dim` dims, then re-normalise
-    pca_dim: int | None = None  # PCA trained on the documents, after truncation, re-normalised
-    hnsw_m: int = 32
-    ef_construction: int = 200
-    ef_search: int = 64
-    nlist: int | None = None  # None → about 4·sqrt(n), at least 39 training points per list
-    nprobe: int = 16
-    pq_m: int | None = None  # None → the divisor of the final dimension nearest dim / 8
-    pq_nbits: int = 8
-    train_size: int = 50_000  # IVF, PQ and PCA train on a seeded sample of at most this many
-    rescore: int = 4  # binary types: re-score the top k × rescore by float inner product
-    seed: int = 0
+    dim: int | None = _DEFAULTS.dim  # Matryoshka: keep the first `dim` dims, then re-normalise
+    pca_dim: int | None = _DEFAULTS.pca_dim  # PCA on the documents, after truncation
+    hnsw_m: int = _DEFAULTS.hnsw_m
+    ef_construction: int = _DEFAULTS.ef_construction
+    ef_search: int = _DEFAULTS.ef_search
+    nlist: int | None = _DEFAULTS.nlist  # None → about 4·sqrt(n), ≥ 39 training points a list
+    nprobe: int = _DEFAULTS.nprobe
+    pq_m: int | None = _DEFAULTS.pq_m  # None → the divisor of the final dimension nearest dim/8
+    pq_nbits: int = _DEFAULTS.pq_nbits
+    train_size: int = _DEFAULTS.train_size  # IVF, PQ and PCA train on a sample of this many
+    rescore: int = _DEFAULTS.rescore  # binary types: re-score the top k × rescore (float)
+    seed: int = _DEFAULTS.seed
 
     def __post_init__(self) -> None:
         if self.type not in INDEX_TYPES:
@@ -133,15 +127,7 @@ class IndexSpec:
             if value < low or (high is not None and value > high):
                 bound = f"at least {low}" if high is None else f"between {low} and {high}"
                 raise ValueError(f"{name}: {value} must be {bound}")
-        if self.dim is not None and self.pca_dim is not None and self.pca_dim > self.dim:
-            raise ValueError(f"pca_dim: {self.pca_dim} exceeds the truncated dimension {self.dim}")
-        known = self.pca_dim if self.pca_dim is not None else self.dim
-        if known is not None:
-            self._check_pq_m(known)
-
-    def _check_pq_m(self, final_dim: int) -> None:
-        if self.pq_m is not None and final_dim % self.pq_m:
-            raise ValueError(f"pq_m: {self.pq_m} does not divide the dimension {final_dim}")
+        check_dimensions(dim=self.dim, pca_dim=self.pca_dim, pq_m=self.pq_m)
 
     @classmethod
     def from_params(
@@ -177,20 +163,22 @@ class IndexSpec:
             spec.final_dim(input_dim)
         return spec
 
+    @classmethod
+    def from_config(cls, type: str, params: IndexParams) -> IndexSpec:
+        """The spec of a build whose parameters the typed config has already checked (the
+        worker reads a row's stored parameters back through it)."""
+        return cls(type=type, **params.model_dump())
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def final_dim(self, input_dim: int) -> int:
         """The dimension the index holds for embeddings of ``input_dim``; ``ValueError`` if
         the spec cannot apply to them."""
-        if self.dim is not None and self.dim > input_dim:
-            raise ValueError(f"dim: {self.dim} exceeds the embedding dimension {input_dim}")
-        truncated = self.dim if self.dim is not None else input_dim
-        if self.pca_dim is not None and self.pca_dim > truncated:
-            raise ValueError(f"pca_dim: {self.pca_dim} exceeds the dimension {truncated}")
-        final = self.pca_dim if self.pca_dim is not None else truncated
-        self._check_pq_m(final)
-        return final
+        # Never None here: with the input dimension the final one is known.
+        return check_dimensions(
+            dim=self.dim, pca_dim=self.pca_dim, pq_m=self.pq_m, input_dim=input_dim
+        )
 
 
 def default_pq_m(dim: int) -> int:

@@ -163,10 +163,52 @@ def test_build_index_command_prints_json(team, tiny_registered_model, tiny_versi
     assert payload["spec"]["nlist"] == 2 and payload["metrics"]["recall_at_10"] == 1.0
 
 
+def test_page_and_command_take_the_configs_bounds_defaults_and_names(
+    client, member, tiny_registered_model, tiny_version, monkeypatch, capsys
+):
+    from django.core.management import call_command
+
+    from apps.indexes.models import IndexBuild
+
+    monkeypatch.setattr("apps.indexes.services.job_enqueue", lambda job, task: None)
+    client.force_login(member)
+    page = client.get(reverse("indexes:new")).content.decode()
+    assert "HNSW: links per node; default 32" in page and 'max="256"' in page
+    body = {"model": tiny_registered_model.pk, "dataset_version": tiny_version.pk}
+    response = client.post(reverse("indexes:new"), {**body, "index_type": "hnsw", "hnsw_m": 300})
+    assert response.status_code == 200 and list(response.context["form"].errors) == ["hnsw_m"]
+    response = client.post(reverse("indexes:new"), {**body, "index_type": "flat", "dim": 64,
+                                                    "pca_dim": 128})  # fmt: skip
+    assert "pca_dim: 128 exceeds the truncated dimension 64" in response.content.decode()
+    assert not IndexBuild.objects.exists()
+
+    args = ["--model", str(tiny_registered_model.pk), "--dataset-version", str(tiny_version.pk)]
+    with pytest.raises(SystemExit) as exited:
+        call_command("build_index", *args, "--type", "hnsw", "--param", "hnsw_m=300",
+                     "--param", "colour=red", "--sync")  # fmt: skip
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and not IndexBuild.objects.exists()
+    assert "--param hnsw_m: Input should be less than or equal to 256" in err
+    assert "--param colour: unknown parameter (expected some of dim, pca_dim" in err
+
+
+def test_a_build_records_the_given_params_and_the_full_spec(team, tiny_registered_model,
+                                                            tiny_version):  # fmt: skip
+    from apps.indexes.services import index_build_create
+    from workers.common.configs.indexing import IndexParams
+
+    build = index_build_create(team=team, model=tiny_registered_model,
+                               dataset_version=tiny_version, index_type="ivf_pq",
+                               params={"nprobe": "4", "dim": ""}, enqueue=False)  # fmt: skip
+    assert build.params == {"nprobe": 4}
+    assert build.spec == {**IndexParams().model_dump(), "type": "ivf_pq", "nprobe": 4}
+
+
 def test_a_cancel_before_the_work_ends_the_row_as_cancelled(team, tiny_registered_model,
                                                             tiny_version):  # fmt: skip
     from apps.indexes.models import IndexBuild
-    from apps.indexes.services import index_build_create, index_build_execute, index_folder
+    from apps.indexes.services import index_build_create, index_folder
+    from workers.tasks.indexing import index_build_execute
     from workers.tasks.runtime import job_claim, job_run
 
     build = index_build_create(team=team, model=tiny_registered_model,
@@ -182,7 +224,8 @@ def test_a_cancel_before_the_work_ends_the_row_as_cancelled(team, tiny_registere
 
 def test_a_cancel_after_the_files_are_written_removes_them(team, tiny_registered_model,
                                                            tiny_version):  # fmt: skip
-    from apps.indexes.services import index_build_create, index_build_execute, index_folder
+    from apps.indexes.services import index_build_create, index_folder
+    from workers.tasks.indexing import index_build_execute
     from workers.tasks.runtime import JobCancelled
 
     build = index_build_create(team=team, model=tiny_registered_model,

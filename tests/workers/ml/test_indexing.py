@@ -505,6 +505,18 @@ def test_from_params_rejects_bad_params(type_: str, params: dict, message: str) 
     assert message in str(error.value)
 
 
+def test_spec_defaults_and_bounds_are_the_typed_configs() -> None:
+    from workers.common.configs.indexing import IndexParams
+
+    params = IndexParams()
+    assert IndexSpec("hnsw").to_dict() == params.spec("hnsw")
+    assert IndexSpec.from_config("sq8", IndexParams(nprobe=3)) == IndexSpec("sq8", nprobe=3)
+    with pytest.raises(ValueError, match="hnsw_m: 257 must be between 2 and 256"):
+        IndexSpec("hnsw", hnsw_m=257)  # the config's le=256
+    with pytest.raises(ValueError, match="pq_m: 7 does not divide the dimension 64"):
+        params.model_copy(update={"dim": 64, "pq_m": 7}).spec("ivf_pq")  # no faiss needed
+
+
 def test_from_params_accepts_form_values_and_round_trips() -> None:
     spec = IndexSpec.from_params(
         "ivf_pq", {"nlist": "64", "pq_m": 8, "dim": "", "nprobe": 4.0}, input_dim=384

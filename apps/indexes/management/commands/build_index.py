@@ -1,9 +1,14 @@
 from apps.core.commands import InputError, JsonCommand
 from apps.core.models import JobStatus
 from apps.datasets.models import DatasetVersion
-from apps.indexes.models import IndexType
 from apps.indexes.services import IndexBuildError, index_build_create
 from apps.registry.models import EmbeddingModel
+from workers.common.configs.indexing import (
+    INDEX_TYPES,
+    IndexParams,
+    ParamsError,
+    parse_params,
+)
 
 
 def _value(text: str):
@@ -19,14 +24,15 @@ def _value(text: str):
 class Command(JsonCommand):
     help = (
         "Build a faiss index of a model's embeddings of a dataset version, then measure it. "
-        "Parameters as on the page: --param hnsw_m=32 --param ef_search=64 --param dim=256. "
+        "Parameters as on the page: --param hnsw_m=32 --param ef_search=64 --param dim=256 "
+        f"(any of {', '.join(IndexParams.model_fields)}). "
         "Without --sync the job goes to the index queue and this waits for it."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--model", type=int, required=True)
         parser.add_argument("--dataset-version", type=int, required=True)
-        parser.add_argument("--type", choices=IndexType.values, required=True, dest="index_type")
+        parser.add_argument("--type", choices=INDEX_TYPES, required=True, dest="index_type")
         parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
         parser.add_argument("--split", help="queries to measure on (default: test if present)")
         parser.add_argument("--sync", action="store_true")
@@ -44,7 +50,12 @@ class Command(JsonCommand):
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
                 raise InputError(f"--param: {item!r} is not KEY=VALUE")
-            params[key.strip()] = _value(value.strip())
+            if value.strip():  # KEY= leaves the parameter on its default
+                params[key.strip()] = _value(value.strip())
+        try:
+            params = parse_params(params).given()
+        except ParamsError as exc:
+            raise InputError(*(f"--param {line}" for line in exc.problems)) from None
         try:
             build = index_build_create(
                 team=v.dataset.team,
