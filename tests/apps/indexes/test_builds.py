@@ -192,6 +192,18 @@ def test_page_and_command_take_the_configs_bounds_defaults_and_names(
     assert "--param colour: unknown parameter (expected some of dim, pca_dim" in err
 
 
+def test_the_api_schema_lists_every_parameter_with_its_default_and_bounds(client):
+    from workers.common.configs.indexing import IndexParams
+
+    schemas = client.get("/api/openapi.json").json()["components"]["schemas"]
+    properties = schemas["IndexParams"]["properties"]
+    assert set(properties) == set(IndexParams.model_fields)
+    assert all(p.get("description") for p in properties.values())
+    assert (properties["hnsw_m"]["default"], properties["hnsw_m"]["maximum"]) == (32, 256)
+    assert properties["nlist"].get("default") is None and properties["nlist"]["anyOf"]
+    assert schemas["IndexParams"]["additionalProperties"] is False
+
+
 def test_a_build_records_the_given_params_and_the_full_spec(team, tiny_registered_model,
                                                             tiny_version):  # fmt: skip
     from apps.indexes.services import index_build_create
