@@ -1,4 +1,4 @@
-"""REST API for datasets: upload, ingest status, datasets and their versions.
+"""REST API for datasets: upload, ingest status, datasets and their versions, curation jobs.
 
 A token sees its own team only; another team's object is a 404 like a missing one. The upload
 goes through the same services as the page (``apps.datasets.ingest``), so both accept and
@@ -15,9 +15,18 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.urls import reverse
 from ninja import Router, Schema, Status
+from pydantic import Field
 
 from apps.accounts.api import ERRORS, ErrorOut, error, forbidden_below, not_found
 from apps.accounts.models import Role
+from apps.core.api_schemas import InputSchema, idempotency_key
+from apps.core.services import IdempotencyConflict
+from apps.datasets.curation import (
+    CurationError,
+    curation_accept,
+    curation_create,
+    curation_discard,
+)
 from apps.datasets.forms import UploadForm
 from apps.datasets.ingest import (
     IngestError,
@@ -27,8 +36,10 @@ from apps.datasets.ingest import (
     ingest_discard,
     ingest_preview,
 )
-from apps.datasets.models import Dataset, DatasetVersion, IngestJob
+from apps.datasets.models import CurationJob, Dataset, DatasetVersion, IngestJob
 from apps.datasets.selectors import dataset_list
+from apps.registry.models import EmbeddingModel
+from workers.common.configs.curation import CurationConfig
 
 router = Router(tags=["datasets"])
 
@@ -390,3 +401,162 @@ def version_detail(request: HttpRequest, pk: int) -> dict | JsonResponse:
     if version is None:
         return not_found()
     return version_payload(version)
+
+
+# --- curation jobs ----------------------------------------------------------------------------
+
+
+class CurationIn(InputSchema):
+    dataset_version: int = Field(description="The version to curate (of your team).")
+    model: int | None = Field(
+        default=None,
+        description="The embedding model (of your team) that encodes or tokenizes: needed by "
+        "semdedup, tokens, and mine unless its candidates are bm25; dsir uses none.",
+    )
+    config: CurationConfig = Field(
+        description="The kind (semdedup, mine, dsir or tokens) and its parameters; a parameter "
+        "left out takes its default."
+    )
+
+
+class CurationOut(Schema):
+    id: int
+    url: str
+    kind: str
+    status: str
+    stage: str
+    progress: float
+    dataset_version: int
+    model: int | None
+    params: dict[str, Any]
+    review: str
+    result: dict[str, Any]
+    version: int | None
+    baseline_version: int | None
+    error: str
+    created_at: str
+    finished_at: str | None
+
+
+class CurationListOut(Schema):
+    curation_jobs: list[CurationOut]
+
+
+def curation_payload(job: CurationJob) -> dict:
+    return {
+        "id": job.pk,
+        "url": reverse("api:curation-job", args=[job.pk]),
+        "kind": job.kind,
+        "status": job.status,
+        "stage": job.stage,
+        "progress": job.progress,
+        "dataset_version": job.source_id,
+        "model": job.model_id,
+        "params": job.params,
+        "review": job.review,
+        "result": job.result,
+        "version": job.version_id,
+        "baseline_version": job.baseline_version_id,
+        "error": job.human_error,
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def _curation_jobs(request: HttpRequest):
+    return CurationJob.objects.filter(team=request.team)
+
+
+@router.get("/curation-jobs", url_name="curation-jobs", response={200: CurationListOut, **ERRORS})
+def curation_jobs(request: HttpRequest, dataset_version: int | None = None) -> dict:
+    """The team's curation jobs, newest first (optionally of one source version)."""
+    jobs = _curation_jobs(request)
+    if dataset_version is not None:
+        jobs = jobs.filter(source_id=dataset_version)
+    return {"curation_jobs": [curation_payload(j) for j in jobs[:500]]}
+
+
+@router.post("/curation-jobs", response={202: CurationOut, **ERRORS})
+def curation_job_start(
+    request: HttpRequest, response: HttpResponse, payload: CurationIn
+) -> Status | JsonResponse:
+    """Start a curation job on a dataset version (member role): semantic dedup, hard-negative
+    mining, DSIR selection or token lengths. A result that is data becomes a new version with
+    the source as parent; a dedup first waits for ``POST …/accept`` or ``…/discard``."""
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    version = (
+        DatasetVersion.objects.filter(dataset__team=request.team, pk=payload.dataset_version)
+        .select_related("dataset")
+        .first()
+    )
+    if version is None:
+        return error("dataset_version: no such dataset version in your team", status=404)
+    model = None
+    if payload.model is not None:
+        model = EmbeddingModel.objects.filter(team=request.team, pk=payload.model).first()
+        if model is None:
+            return error("model: no such model in your team", status=404)
+    try:
+        job = curation_create(
+            team=request.team,
+            source=version,
+            kind=payload.config.kind,
+            params=payload.config,
+            model=model,
+            created_by=request.api_token.user,
+            idempotency_key=idempotency_key(request),
+        )
+    except IdempotencyConflict as exc:
+        return error(str(exc), 422)
+    except CurationError as exc:
+        return error(str(exc))
+    response["Location"] = reverse("api:curation-job", args=[job.pk])
+    return Status(202, curation_payload(job))
+
+
+@router.get(
+    "/curation-jobs/{int:pk}", url_name="curation-job", response={200: CurationOut, **ERRORS}
+)
+def curation_job_detail(request: HttpRequest, pk: int) -> dict | JsonResponse:
+    """One curation job: status, progress, parameters, result, the version(s) it made."""
+    job = _curation_jobs(request).filter(pk=pk).first()
+    return curation_payload(job) if job else not_found()
+
+
+@router.post(
+    "/curation-jobs/{int:pk}/accept",
+    url_name="curation-job-accept",
+    response={200: CurationOut, **ERRORS},
+)
+def curation_job_accept(request: HttpRequest, pk: int) -> dict | JsonResponse:
+    """Accept a semantic dedup waiting for review (member role): its version is written."""
+    job = _curation_jobs(request).select_related("source__dataset", "model").filter(pk=pk).first()
+    if job is None:
+        return not_found()
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    try:
+        curation_accept(job=job)
+    except CurationError as exc:
+        return error(str(exc), status=409)
+    return curation_payload(job)
+
+
+@router.post(
+    "/curation-jobs/{int:pk}/discard",
+    url_name="curation-job-discard",
+    response={200: CurationOut, **ERRORS},
+)
+def curation_job_discard(request: HttpRequest, pk: int) -> dict | JsonResponse:
+    """Discard a semantic dedup waiting for review (member role): nothing is written."""
+    job = _curation_jobs(request).filter(pk=pk).first()
+    if job is None:
+        return not_found()
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    try:
+        curation_discard(job=job)
+    except CurationError as exc:
+        return error(str(exc), status=409)
+    return curation_payload(job)

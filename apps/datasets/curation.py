@@ -63,7 +63,8 @@ def validation_problem(exc: ValidationError) -> str:
     return f"{field}: {message}" if field else message
 
 
-def _nullable(annotation: Any) -> bool:
+def nullable(annotation: Any) -> bool:
+    """Whether a config field's type allows none (``float | None``)."""
     origin = typing.get_origin(annotation)
     return origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
 
@@ -84,7 +85,7 @@ def curation_config(*, kind: str, values: Mapping[str, Any]) -> CurationConfig:
         if isinstance(value, str):
             value = value.strip()
             if not value:
-                if _nullable(config_class.model_fields[key].annotation):
+                if nullable(config_class.model_fields[key].annotation):
                     cleaned[key] = None
                 continue
         cleaned[key] = value

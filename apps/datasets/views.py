@@ -19,7 +19,7 @@ from apps.datasets.curation import (
     curation_discard,
 )
 from apps.datasets.exports import beir_zip, training_jsonl
-from apps.datasets.forms import UploadForm
+from apps.datasets.forms import CURATION_FORMS, UploadForm
 from apps.datasets.ingest import IngestError, ingest_confirm, ingest_create, ingest_preview
 from apps.datasets.models import CurationJob, DatasetVersion, IngestJob
 from apps.datasets.selectors import (
@@ -161,9 +161,9 @@ def version_detail(request, pk: int):
             "words_chart": words_chart(version),
             "token_charts": token_charts(version),
             "models": EmbeddingModel.objects.filter(team=version.dataset.team).order_by("name"),
-            "target_versions": DatasetVersion.objects.filter(dataset__team=version.dataset.team)
-            .select_related("dataset")
-            .order_by("dataset__name", "-number"),
+            "curation_forms": {
+                kind: form(version=version) for kind, form in CURATION_FORMS.items()
+            },
             "curation_jobs": version.curation_jobs.select_related("model", "version")[:20],
         },
     )
@@ -173,23 +173,22 @@ def version_detail(request, pk: int):
 @team_required()
 def version_curate(request, pk: int, kind: str):
     version = dataset_version_get(user=request.user, pk=pk, role=Role.MEMBER)
-    team = version.dataset.team
-    model_pk = request.POST.get("model", "")
-    # Another team's model is simply not found: the service then asks for a model.
-    model = (
-        EmbeddingModel.objects.filter(team=team, pk=model_pk).first()
-        if model_pk.isdigit()
-        else None
-    )
+    form_class = CURATION_FORMS.get(kind)
+    if form_class is None:
+        messages.error(request, f"Unknown curation kind {kind!r}.")
+        return redirect("datasets:version", pk=version.pk)
+    form = form_class(request.POST, version=version)
+    if not form.is_valid():
+        for problem in form.problems():
+            messages.error(request, problem)
+        return redirect("datasets:version", pk=version.pk)
     try:
         job = curation_create(
-            team=team,
+            team=version.dataset.team,
             source=version,
             kind=kind,
-            params={
-                k: v for k, v in request.POST.items() if k not in ("csrfmiddlewaretoken", "model")
-            },
-            model=model,
+            params=form.config,
+            model=form.cleaned_data.get("model"),
             created_by=request.user,
         )
     except CurationError as exc:

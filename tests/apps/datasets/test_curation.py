@@ -341,3 +341,176 @@ def test_mining_reuses_the_evaluations_document_embeddings(
     )
     assert job.status == "succeeded", job.human_error
     assert stages == ["encoding queries"]  # the corpus came from the evaluation's cache
+
+
+# --- one typed config per kind: the API's body, the page's forms, the command, the worker ------
+
+
+@pytest.fixture
+def api(team, member):
+    from django.test import Client
+
+    from apps.accounts.services import api_token_create
+
+    _, raw = api_token_create(team=team, user=member, name="ci")
+    client = Client(enforce_csrf_checks=True)
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+
+    class Api:
+        def post(self, path: str, body: dict | None = None):
+            return client.post(path, json.dumps(body or {}), content_type="application/json",
+                               **auth)  # fmt: skip
+
+        def get(self, path: str):
+            return client.get(path, **auth)
+
+    return Api()
+
+
+def test_the_schema_lists_every_parameter_of_every_kind(client):
+    from workers.common.configs.curation import CONFIGS
+
+    schema = client.get("/api/openapi.json").json()
+    components = schema["components"]["schemas"]
+    assert {"get", "post"} <= set(schema["paths"]["/api/v1/curation-jobs"])
+    body = components["CurationIn"]["properties"]["config"]
+    assert body["discriminator"]["propertyName"] == "kind"
+    assert set(body["discriminator"]["mapping"]) == set(CONFIGS)
+    for kind, config_class in CONFIGS.items():
+        properties = components[config_class.__name__]["properties"]
+        assert set(properties) == set(config_class.model_fields), kind
+        assert properties["kind"]["const"] == kind
+        for name in config_class.settable():
+            assert properties[name]["description"], (kind, name)
+    mine = components["MiningConfig"]["properties"]
+    assert (mine["range_max"]["minimum"], mine["range_max"]["default"]) == (1, 50)
+
+
+def test_the_api_starts_a_job_from_its_typed_body(api, team, tiny_version, tiny_registered_model):
+    body = {
+        "dataset_version": tiny_version.pk,
+        "model": tiny_registered_model.pk,
+        "config": {"kind": "mine", "split": "test", "range_max": 7, "relative_margin": None},
+    }
+    response = api.post("/api/v1/curation-jobs", body)
+    assert response.status_code == 202, response.json()
+    job = CurationJob.objects.get()
+    assert response["Location"] == f"/api/v1/curation-jobs/{job.pk}"
+    assert job.kind == "mine" and job.params["split"] == "test"
+    assert job.params["config"] == {
+        "candidates": "dense", "range_min": 0, "range_max": 7, "num_negatives": 5,
+        "relative_margin": None, "max_score": None, "sampling": "top", "seed": 0,
+    }  # fmt: skip
+    run(job)
+    detail = api.get(f"/api/v1/curation-jobs/{job.pk}").json()
+    assert detail["status"] == "succeeded" and detail["version"]
+    assert detail["result"]["queries"] == 3
+    listed = api.get(f"/api/v1/curation-jobs?dataset_version={tiny_version.pk}").json()
+    assert [j["id"] for j in listed["curation_jobs"]] == [job.pk]
+
+
+@pytest.mark.parametrize(
+    ("config", "status", "named"),
+    [
+        ({"kind": "mine", "output_path": "/etc/passwd"}, 422, "output_path: unknown field"),
+        ({"kind": "semdedup", "threshold": 2}, 422, "threshold"),
+        ({"kind": "mine", "range_min": 5, "range_max": 3}, 422, "range_min < range_max"),
+        ({"kind": "dsir"}, 422, "target"),
+        ({"kind": "sharpen"}, 422, "kind"),
+        ({"kind": "mine", "split": "nope"}, 400, "has no split 'nope'"),
+    ],
+)
+def test_the_api_refuses_a_bad_parameter_by_name(
+    api, tiny_version, tiny_registered_model, config, status, named
+):
+    body = {"dataset_version": tiny_version.pk, "model": tiny_registered_model.pk}
+    response = api.post("/api/v1/curation-jobs", {**body, "config": config})
+    assert response.status_code == status, response.json()
+    assert named in response.json()["error"]
+    assert "/etc/passwd" not in response.content.decode()
+    assert not CurationJob.objects.exists()
+
+
+def test_the_api_keeps_to_the_team_and_the_role(
+    api, team, other_team, viewer, tiny_version, tiny_registered_model, tiny_model_path
+):
+    from django.test import Client
+
+    from apps.accounts.services import api_token_create
+    from apps.registry.services import embedding_model_register
+
+    theirs = embedding_model_register(team=other_team, name="theirs", path=str(tiny_model_path))
+    config = {"kind": "tokens"}
+    body = {"dataset_version": tiny_version.pk, "model": theirs.pk, "config": config}
+    response = api.post("/api/v1/curation-jobs", body)
+    assert response.status_code == 404 and response.json()["error"].startswith("model:")
+    _, raw = api_token_create(team=team, user=viewer, name="ci")
+    response = Client().post(
+        "/api/v1/curation-jobs",
+        json.dumps({"dataset_version": tiny_version.pk, "model": tiny_registered_model.pk,
+                    "config": config}),
+        content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )  # fmt: skip
+    assert response.status_code == 403
+    assert not CurationJob.objects.exists()
+
+
+def test_a_dedup_is_reviewed_through_the_api(api, team, dup_version, tiny_registered_model):
+    response = api.post(
+        "/api/v1/curation-jobs",
+        {"dataset_version": dup_version.pk, "model": tiny_registered_model.pk,
+         "config": {"kind": "semdedup", "threshold": 0.9999}},
+    )  # fmt: skip
+    assert response.status_code == 202
+    job = run(CurationJob.objects.get())
+    assert job.review == "pending"
+    accepted = api.post(f"/api/v1/curation-jobs/{job.pk}/accept").json()
+    job.refresh_from_db()
+    assert accepted["review"] == "accepted" and accepted["version"] == job.version_id
+    again = api.post(f"/api/v1/curation-jobs/{job.pk}/discard")
+    assert again.status_code == 409 and "waiting for review" in again.json()["error"]
+
+
+def test_the_page_forms_are_built_from_the_configs(tiny_version, tiny_registered_model):
+    from apps.datasets.forms import CURATION_FORMS, MiningForm
+    from workers.common.configs.curation import CONFIGS, MiningConfig
+
+    for kind, form_class in CURATION_FORMS.items():
+        assert form_class.config_class is CONFIGS[kind]
+    form = MiningForm(version=tiny_version)
+    assert set(MiningConfig.settable()) | {"model"} == set(form.fields)
+    margin, window = form.fields["relative_margin"], form.fields["range_max"]
+    assert margin.help_text == MiningConfig.model_fields["relative_margin"].description
+    assert (window.min_value, window.max_value, window.initial) == (1, 10_000, 50)
+    data = {"split": "test", "model": tiny_registered_model.pk, "relative_margin": ""}
+    form = MiningForm(data, version=tiny_version)
+    assert form.is_valid(), form.errors
+    assert form.config.relative_margin is None  # emptied: no margin filter
+    del data["relative_margin"]
+    form = MiningForm(data, version=tiny_version)
+    assert form.is_valid() and form.config.relative_margin == 0.05  # left out: the default
+    form = MiningForm({**data, "num_negatives": "0"}, version=tiny_version)
+    assert not form.is_valid() and "num_negatives: " in form.problems()[0]
+
+
+def test_the_command_reads_the_config(tiny_registered_model, tiny_version):
+    from tests.test_commands import run as command
+
+    v, m = str(tiny_version.pk), str(tiny_registered_model.pk)
+    code, _, err = command("curate", "semdedup", "--dataset-version", v, "--model", m,
+                           "--param", "path=/etc/passwd")  # fmt: skip
+    assert code == 2 and "--param: path: unknown parameter for semdedup" in err
+    assert "/etc/passwd" not in err
+    code, _, err = command("curate", "semdedup", "--dataset-version", v, "--model", m,
+                           "--param", "threshold=2")  # fmt: skip
+    assert code == 2 and "threshold: " in err
+    assert not CurationJob.objects.exists()
+
+
+def test_the_worker_validates_the_stored_parameters(team, tiny_version, tiny_registered_model):
+    job = curation_create(team=team, source=tiny_version, kind="semdedup",
+                          model=tiny_registered_model, enqueue=False)  # fmt: skip
+    CurationJob.objects.filter(pk=job.pk).update(params={**job.params, "output_path": "/etc"})
+    job = run(job)
+    assert job.status == "failed"
+    assert "output_path: Extra inputs are not permitted" in job.human_error

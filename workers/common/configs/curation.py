@@ -102,14 +102,14 @@ class MiningOptions(BaseModel):
         ge=0.0,
         le=0.99,
         description="Drop candidates scoring above positive − |positive| × margin, likely "
-        "unjudged positives (NV-Retriever's TopK-PercPos); null: no margin filter.",
+        "unjudged positives (NV-Retriever's TopK-PercPos); none (empty): no margin filter.",
         json_schema_extra={"label": "Margin"},
     )
     max_score: float | None = Field(
         None,
         ge=-1e9,
         le=1e9,
-        description="Drop candidates scoring above this; null: no limit.",
+        description="Drop candidates scoring above this; none (empty): no limit.",
         json_schema_extra={"label": "Max score"},
     )
     sampling: Literal["top", "random"] = Field(
@@ -138,7 +138,7 @@ class MiningConfig(MiningOptions, _CurationConfig):
     split: str | None = Field(
         None,
         max_length=100,
-        description="Retrieval versions: the split whose judged queries are mined (null: train). "
+        description="Retrieval versions: the split whose judged queries are mined (none: train). "
         "Training versions mine for every anchor and ignore it.",
         json_schema_extra={"label": "Split"},
     )
@@ -194,7 +194,8 @@ class DsirConfig(_CurationConfig):
     k: int | None = Field(
         None,
         ge=1,
-        description="Rows to select (fewer than the source has); null: half of them.",
+        description="Rows to select (fewer than the source has); none (empty): half of them.",
+        json_schema_extra={"label": "k"},
     )
     seed: int = _seed("Seed of the importance resampling and of the random baseline.")
 

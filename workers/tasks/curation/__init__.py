@@ -40,7 +40,16 @@ def curate(job_id: int) -> None:
 
 def curation_execute(*, job: CurationJob, report: ProgressReporter) -> dict:
     """The work of one curation job; returns the fields the success transition writes."""
+    from pydantic import ValidationError
+
+    from apps.datasets.curation import CurationError, validation_problem
+    from workers.common.configs.curation import CONFIGS
     from workers.tasks.curation import dsir, mining, semdedup, tokens
 
+    try:
+        # Validated again: the row may not be the web's doing (an edit, an older release).
+        config = CONFIGS[job.kind].from_stored(job.params)
+    except ValidationError as exc:
+        raise CurationError(f"The job's parameters: {validation_problem(exc)}") from exc
     runner = {"semdedup": semdedup, "mine": mining, "dsir": dsir, "tokens": tokens}[job.kind]
-    return runner.run(job=job, report=report)
+    return runner.run(job=job, config=config, report=report)

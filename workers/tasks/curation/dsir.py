@@ -25,10 +25,9 @@ def _target_texts(config: DsirConfig) -> list[str]:
     return list(queries.values_list("text", flat=True))
 
 
-def run(*, job: CurationJob, report: ProgressReporter) -> dict:
+def run(*, job: CurationJob, config: DsirConfig, report: ProgressReporter) -> dict:
     from workers.ml.dsir import dsir_select
 
-    config = DsirConfig.from_stored(job.params)
     report("reading rows")
     rows = list(
         job.source.training_rows.order_by("row").values_list(

@@ -63,10 +63,9 @@ def _inputs(job: CurationJob, split: str | None):
     return anchors, corpus, [f"positive {i + 1}" for i in range(len(corpus))], scored, scored
 
 
-def run(*, job: CurationJob, report: ProgressReporter) -> dict:
+def run(*, job: CurationJob, config: MiningConfig, report: ProgressReporter) -> dict:
     from workers.ml import mining
 
-    config = MiningConfig.from_stored(job.params)
     options = config.options()
     report("reading rows")
     anchors, corpus, corpus_labels, mask, scored = _inputs(job, config.split)

@@ -19,14 +19,13 @@ from workers.tasks.runtime import ProgressReporter
 EXAMPLE_PAIRS = 20  # near-duplicate pairs shown before accepting a dedup
 
 
-def run(*, job: CurationJob, report: ProgressReporter) -> dict:
+def run(*, job: CurationJob, config: SemDedupConfig, report: ProgressReporter) -> dict:
     import numpy as np
 
     from workers.common.atomic import atomic_write
     from workers.ml.encode import document_text
     from workers.ml.semdedup import semdedup
 
-    config = SemDedupConfig.from_stored(job.params)
     source = job.source
     report("reading rows")
     if source.kind == DatasetVersion.Kind.RETRIEVAL:

@@ -9,11 +9,10 @@ from workers.common.configs.curation import TokensConfig
 from workers.tasks.runtime import ProgressReporter
 
 
-def run(*, job: CurationJob, report: ProgressReporter) -> dict:
+def run(*, job: CurationJob, config: TokensConfig, report: ProgressReporter) -> dict:
     from workers.ml.encode import document_text
     from workers.ml.tokens import length_summary, load_tokenizer, token_lengths
 
-    TokensConfig.from_stored(job.params)  # nothing to set, but nothing unknown either
     source, model = job.source, job.model
     report("loading tokenizer")
     tokenizer = load_tokenizer(model.path)

@@ -1,16 +1,37 @@
 import time
 
 from apps.core.commands import InputError, JsonCommand
-from apps.datasets.curation import CurationError, curation_accept, curation_create
+from apps.datasets.curation import (
+    CurationError,
+    curation_accept,
+    curation_config,
+    curation_create,
+)
 from apps.datasets.models import CurationJob, DatasetVersion
 from apps.registry.models import EmbeddingModel
+from workers.common.configs.curation import CONFIGS
+
+
+def _parameters() -> str:
+    """Each kind's parameters with their defaults, from the kind's config."""
+    lines = []
+    for kind, config_class in CONFIGS.items():
+        fields = config_class.model_fields
+        settable = [
+            f"{name}={'(required)' if fields[name].is_required() else fields[name].default}"
+            for name in config_class.settable()
+        ]
+        lines.append(f"{kind}: {', '.join(settable) or 'none'}")
+    return "; ".join(lines)
 
 
 class Command(JsonCommand):
     help = (
         "Run a curation job on a dataset version: semdedup, mine, dsir or tokens. Parameters "
-        "as the version page takes them (--param range_max=100 --param split=train). Without "
-        "--sync the job goes to the worker and this waits; --accept accepts a dedup's result."
+        "as the version page and the API take them (--param range_max=100 --param split=train; "
+        "an empty value means none where a parameter allows none). Without --sync the job goes "
+        "to the worker and this waits; --accept accepts a dedup's result. Parameters and "
+        f"defaults: {_parameters()}."
     )
 
     def add_arguments(self, parser):
@@ -40,11 +61,15 @@ class Command(JsonCommand):
                 raise InputError(f"--param: {item!r} is not KEY=VALUE")
             params[key.strip()] = value.strip()
         try:
+            config = curation_config(kind=kind, values=params)
+        except CurationError as exc:
+            raise InputError(f"--param: {exc}") from exc
+        try:
             job = curation_create(
                 team=version.dataset.team,
                 source=version,
                 kind=kind,
-                params=params,
+                params=config,
                 model=m,
                 enqueue=not sync,
             )
