@@ -308,8 +308,9 @@ def test_mining_reuses_the_evaluations_document_embeddings(
     team, tiny_registered_model, tiny_version, monkeypatch
 ):
     from apps.runs.models import Evaluation
-    from apps.runs.services import evaluation_create, evaluation_execute
+    from apps.runs.services import evaluation_create
     from workers.tasks.curation import common
+    from workers.tasks.evaluation import evaluation_execute
 
     assert tiny_registered_model.normalize  # the shared-cache condition
     evaluation = evaluation_create(

@@ -1,5 +1,7 @@
-"""What the curation kinds share on the worker: reading a version's rows, the encoder glue (the
-evaluations' embedding cache included), trimmed texts and histograms for the result pages.
+"""What the curation kinds share on the worker: reading a version's rows, loading and running
+the encoder (normalised vectors, progress under a stage), the document vectors through the
+embedding cache that evaluations and index builds share (``workers.tasks.encoding``), trimmed
+texts and histograms for the result pages.
 
 Imports no ML library at module level; each function imports what it uses.
 """
@@ -11,6 +13,7 @@ from typing import Any
 
 from apps.datasets.models import CurationJob, DatasetVersion
 from apps.registry.models import EmbeddingModel
+from workers.tasks.encoding import embedding_cache, embedding_keys
 from workers.tasks.runtime import ProgressReporter
 
 TEXT_CHARS = 400  # a text shown on a result page is cut to this
@@ -61,8 +64,6 @@ def _document_cache_key(job: CurationJob) -> str:
     model, source = job.model, job.source
     if model is None or not model.normalize or source.kind != DatasetVersion.Kind.RETRIEVAL:
         return ""
-    from apps.runs.services import embedding_keys
-
     key, _ = embedding_keys(
         model=model,
         version=source,
@@ -78,8 +79,6 @@ def document_vectors(job: CurationJob, *, ids: list[str], encode: Callable[[], A
     """The source's document vectors from the embedding cache, else ``encode()`` them and
     cache them for the evaluations and index builds that follow."""
     import numpy as np
-
-    from apps.runs.services import embedding_cache
 
     key = _document_cache_key(job)
     hit = embedding_cache().get(key) if key else None
