@@ -20,12 +20,12 @@ from apps.core.services import IdempotencyConflict, InvalidTransition, job_cance
 from apps.datasets.models import DatasetVersion
 from apps.registry.models import EmbeddingModel
 from apps.runs import compare
-from apps.runs.configs import TrainOptions
 from apps.runs.models import Evaluation, TrainingRun
 from apps.runs.selectors import evaluation_list
 from apps.runs.services import EvaluationError, evaluation_create
 from apps.runs.training import TrainingError, training_run_create
 from workers.common.configs.evaluation import EvaluationConfig
+from workers.common.configs.training import TrainOptions
 
 router = Router(tags=["runs"])
 

@@ -10,14 +10,16 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from pydantic import ValidationError
 
 from apps.accounts.models import Team
 from apps.core.models import JobStatus
 from apps.core.services import job_create_once, job_enqueue, job_fingerprint
 from apps.datasets.models import DatasetVersion
 from apps.registry.models import EmbeddingModel
-from apps.runs.configs import OptionsError, train_options_parse
 from apps.runs.models import TrainingRun
+from workers.common.configs.training import ConfigError, TrainConfig, TrainOptions, problems
+from workers.common.estimate import estimate
 
 
 class TrainingError(ValueError):
@@ -26,36 +28,72 @@ class TrainingError(ValueError):
         self.problems = problems or []
 
 
-def _config_for(
-    *, base_model: EmbeddingModel, options: dict, guide_model: EmbeddingModel | None = None
-):
-    """A TrainConfig from the user's options over the base model's encoding settings.
-
-    Folders come only from registered models (already checked to be the team's): the options
-    are typed and cannot name a path (``base_model_path`` in them is an unknown field)."""
-    from workers.common.configs.training import TrainConfig
-
+def _options(raw: TrainOptions | dict | None) -> TrainOptions:
+    """The user's options, typed; TrainingError naming every bad or unknown field."""
+    if isinstance(raw, TrainOptions):
+        return raw
+    if raw is not None and not isinstance(raw, dict):
+        raise TrainingError("options: must be a JSON object", problems=["options: not an object"])
+    # An empty text box means "the default", as a missing field does.
+    cleaned = {k: v for k, v in (raw or {}).items() if v != ""}
     try:
-        chosen = train_options_parse(options)
-    except OptionsError as exc:
-        raise TrainingError(str(exc), problems=exc.problems) from None
-    merged = {
-        "base_model_path": base_model.path,
-        "layout": base_model.layout,
-        "pooling": base_model.pooling,
-        "normalize": base_model.normalize,
-        "max_seq_length": base_model.max_seq_length,
-        "query_prefix": base_model.query_prefix,
-        "document_prefix": base_model.document_prefix,
-        **chosen,
-        "guide_model_path": guide_model.path if guide_model is not None else None,
-    }
+        return TrainOptions.model_validate(cleaned)
+    except ValidationError as exc:
+        found = problems(exc)
+        raise TrainingError("; ".join(found), problems=found) from None
+
+
+def _check_team(team: Team, *objects) -> None:
+    for obj in objects:
+        if obj is not None and obj.team_id != team.pk:
+            raise TrainingError("The model and the data must belong to your team.")
+
+
+def _config(
+    *,
+    base_model: EmbeddingModel,
+    options: TrainOptions | dict | None,
+    guide_model: EmbeddingModel | None,
+) -> TrainConfig:
+    """The run's config: the options over the base model's registered encoding settings.
+
+    Folders come only from registered models (checked to be the team's by the caller): the
+    options are typed and cannot name a path (``base_model_path`` in them is an unknown
+    field)."""
+    chosen = _options(options)
     try:
-        return TrainConfig.from_dict(merged)
-    except (TypeError, ValueError) as exc:
-        if str(exc).startswith("guide_model_path:"):
+        return TrainConfig.resolve(
+            chosen,
+            base_model_path=base_model.path,
+            layout=base_model.layout,
+            pooling=base_model.pooling,
+            normalize=base_model.normalize,
+            max_seq_length=base_model.max_seq_length,
+            query_prefix=base_model.query_prefix,
+            document_prefix=base_model.document_prefix,
+            guide_model_path=guide_model.path if guide_model is not None else None,
+        )
+    except ConfigError as exc:
+        if exc.field == "guide_model_path":
             raise TrainingError("guide_model: the gist loss needs a guide model") from None
         raise TrainingError(str(exc)) from None
+
+
+def training_run_preview(
+    *,
+    team: Team,
+    base_model: EmbeddingModel,
+    train_version: DatasetVersion,
+    options: TrainOptions | dict | None = None,
+    guide_model: EmbeddingModel | None = None,
+) -> dict:
+    """What a run would be, without making it: its config (no server folder) and estimate."""
+    _check_team(team, base_model, train_version.dataset, guide_model)
+    config = _config(base_model=base_model, options=options, guide_model=guide_model)
+    return {
+        "config": {k: v for k, v in config.to_dict().items() if not k.endswith("_path")},
+        "estimate": estimate(config, train_version.training_count),
+    }
 
 
 def training_run_create(
@@ -63,7 +101,7 @@ def training_run_create(
     team: Team,
     base_model: EmbeddingModel,
     train_version: DatasetVersion,
-    options: dict | None = None,
+    options: TrainOptions | dict | None = None,
     guide_model: EmbeddingModel | None = None,
     eval_version: DatasetVersion | None = None,
     eval_split: str = "",
@@ -72,17 +110,15 @@ def training_run_create(
     enqueue: bool = True,
     idempotency_key: str = "",
 ) -> TrainingRun:
-    """Validate, estimate and queue a run (``gpu`` queue) once the transaction commits."""
-    from workers.common.estimate import estimate
+    """Validate, estimate and queue a run (``gpu`` queue) once the transaction commits.
+
+    ``options`` (:class:`TrainOptions`, or its fields as a dict) are what the user set; the
+    folders come from ``base_model`` and ``guide_model``, which must be the team's."""
     from workers.tasks.training import train
 
-    for obj in (
-        (base_model, train_version.dataset)
-        + ((eval_version.dataset,) if eval_version else ())
-        + ((guide_model,) if guide_model else ())
-    ):
-        if obj.team_id != team.pk:
-            raise TrainingError("The model and the data must belong to your team.")
+    _check_team(
+        team, base_model, train_version.dataset, eval_version and eval_version.dataset, guide_model
+    )
     if train_version.kind != DatasetVersion.Kind.TRAINING or not train_version.training_count:
         raise TrainingError(
             f"{train_version} is not a training set: make pairs from judgements or mine "
@@ -90,7 +126,7 @@ def training_run_create(
         )
     if eval_version is not None and eval_split not in eval_version.qrels_counts:
         raise TrainingError(f"{eval_version} has no split {eval_split!r} to evaluate on.")
-    config = _config_for(base_model=base_model, options=options or {}, guide_model=guide_model)
+    config = _config(base_model=base_model, options=options, guide_model=guide_model)
 
     def create() -> TrainingRun:
         run = TrainingRun.objects.create(

@@ -21,7 +21,12 @@ from apps.core.responses import job_cancel_response
 from apps.runs.analysis import curve_chart
 from apps.runs.forms import TrainingRunForm
 from apps.runs.models import TrainingRun
-from apps.runs.training import TrainingError, training_run_create, training_run_resume
+from apps.runs.training import (
+    TrainingError,
+    training_run_create,
+    training_run_preview,
+    training_run_resume,
+)
 
 
 def _run_get(request, pk: int, role: str = Role.VIEWER) -> TrainingRun:
@@ -52,7 +57,7 @@ def training_new(request):
         d = form.cleaned_data
         try:
             if request.POST.get("action") == "preview":
-                preview = _preview(form)
+                preview = _preview(request, form)
             else:
                 run = training_run_create(
                     team=request.team,
@@ -60,7 +65,7 @@ def training_new(request):
                     train_version=d["train_version"],
                     eval_version=d.get("eval_version"),
                     eval_split=d.get("eval_split") or "",
-                    options=form.options(),
+                    options=form.config,
                     guide_model=d.get("guide_model"),
                     name=d.get("name") or "",
                     created_by=request.user,
@@ -81,24 +86,23 @@ def training_new(request):
     )
 
 
-def _preview(form: TrainingRunForm) -> dict:
+def _preview(request, form: TrainingRunForm) -> dict:
     """What would run: the resolved config and the estimate, against the worker's GPU."""
     from django.conf import settings
 
-    from apps.runs.training import _config_for
-    from workers.common.estimate import estimate
-
     d = form.cleaned_data
-    config = _config_for(
-        base_model=d["base_model"], options=form.options(), guide_model=d.get("guide_model")
+    preview = training_run_preview(
+        team=request.team,
+        base_model=d["base_model"],
+        train_version=d["train_version"],
+        options=form.config,
+        guide_model=d.get("guide_model"),
     )
-    est = estimate(config, d["train_version"].training_count)
     gpu = settings.TRAINING_GPU_MEMORY_GIB
     return {
-        "config": config.to_dict(),
-        "estimate": est,
+        **preview,
         "gpu_gib": gpu,
-        "fits": gpu <= 0 or est["total_gib"] <= gpu,
+        "fits": gpu <= 0 or preview["estimate"]["total_gib"] <= gpu,
     }
 
 

@@ -97,9 +97,23 @@ class TrainOptions(BaseModel):
         description="full fine-tuning, or LoRA adapters (peft) on a frozen base",
         json_schema_extra={"choice_labels": {"full": "Full", "lora": "LoRA (peft)"}},
     )
-    lora_r: int = Field(8, ge=1, le=4096, json_schema_extra=_label("LoRA rank"))
-    lora_alpha: float = Field(16, gt=0, json_schema_extra=_label("LoRA alpha"))
-    lora_dropout: float = Field(0.1, ge=0, lt=1, json_schema_extra=_label("LoRA dropout"))
+    lora_r: int = Field(
+        8,
+        ge=1,
+        le=4096,
+        description="LoRA: rank of the adapters",
+        json_schema_extra=_label("LoRA rank"),
+    )
+    lora_alpha: float = Field(
+        16, gt=0, description="LoRA: scaling (alpha / rank)", json_schema_extra=_label("LoRA alpha")
+    )
+    lora_dropout: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="LoRA: dropout on the adapters' input",
+        json_schema_extra=_label("LoRA dropout"),
+    )
     lora_target_modules: (
         Literal["all-linear"] | Annotated[list[ModuleName], Field(min_length=1)] | None
     ) = Field(
@@ -116,6 +130,7 @@ class TrainOptions(BaseModel):
     # --- loss ---
     loss: Loss = Field(
         "mnrl",
+        description="the training loss (mnrl: MultipleNegativesRankingLoss)",
         json_schema_extra={
             "choice_labels": {
                 "mnrl": "MultipleNegativesRanking (InfoNCE, in-batch + hard negatives)",
@@ -183,18 +198,24 @@ class TrainOptions(BaseModel):
     )
     no_duplicates: bool = Field(True, description="keep repeated texts out of a batch")
     # --- optimisation ---
-    batch_size: int = Field(32, ge=1, le=1_000_000)
+    batch_size: int = Field(
+        32, ge=1, le=1_000_000, description="rows per optimizer step (also the in-batch negatives)"
+    )
     learning_rate: float | None = Field(
         None, gt=0, le=1, description="empty: by method, 2e-5 full, 1e-4 LoRA"
     )
-    epochs: float = Field(1.0, gt=0, le=10_000)
+    epochs: float = Field(1.0, gt=0, le=10_000, description="passes over the training data")
     max_steps: int | None = Field(None, ge=1, description="overrides epochs")
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
-    seed: int = Field(42, ge=0, le=2**32 - 1)
+    warmup_ratio: float = Field(
+        0.1, ge=0, lt=1, description="share of the steps with a linear learning-rate warm-up"
+    )
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="seed of the data order and the init")
     bf16: bool = Field(False, description="bf16 mixed precision, on CUDA with bf16 support")
     fp16: bool = Field(False, description="fp16 mixed precision, on CUDA")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory, slower"
+    )
     # --- side work, in optimizer steps ---
     eval_steps: int | None = Field(
         None, ge=1, description="evaluate every N steps; empty: at the end"

@@ -1,18 +1,24 @@
 import json
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from apps.core.commands import InputError, JsonCommand
 from apps.datasets.models import DatasetVersion
 from apps.registry.models import EmbeddingModel
 from apps.runs.training import TrainingError, training_run_create
+from workers.common.configs.training import TrainOptions, problems
+
+# The file's keys besides the options: the objects a run is made of, named by id.
+KEYS = ("base_model", "train_version", "eval_version", "eval_split", "name", "guide_model")
 
 
 class Command(JsonCommand):
     help = (
         'Fine-tune a registered model. --config FILE.json holds {"base_model": ID, '
         '"train_version": ID, "eval_version": ID?, "eval_split": "test"?, "name": …?, '
-        '"guide_model": ID?, "options": {apps.runs.configs.TrainOptions fields: method, loss, '
-        "batch_size, max_steps, …}}. Without "
+        '"guide_model": ID?, "options": {workers.common.configs.training.TrainOptions fields: '
+        "method, loss, batch_size, max_steps, …}}. Without "
         "--sync the run goes to a GPU worker and this waits; with --sync it runs here. With "
         "--sync the final evaluation runs here too."
     )
@@ -31,6 +37,18 @@ class Command(JsonCommand):
             raise InputError(f"{config}:{exc.lineno}: {exc.msg}") from None
         if not isinstance(spec, dict):
             raise InputError(f"{config}:1: the config must be a JSON object")
+        unknown = sorted(set(spec) - {*KEYS, "options"})
+        if unknown:
+            where = 'unknown field (a run\'s settings go under "options")'
+            raise InputError(*(f"{config}: {key}: {where}" for key in unknown))
+        raw = spec.get("options") or {}
+        if not isinstance(raw, dict):
+            raise InputError(f"{config}: options: must be a JSON object")
+        try:
+            # An empty string means "the default", as a missing field does.
+            run_options = TrainOptions.model_validate({k: v for k, v in raw.items() if v != ""})
+        except ValidationError as exc:
+            raise InputError(*(f"{config}: options.{p}" for p in problems(exc))) from None
         base = EmbeddingModel.objects.filter(pk=spec.get("base_model")).first()
         if base is None:
             raise InputError(f"{config}: base_model: no model {spec.get('base_model')!r}")
@@ -56,7 +74,7 @@ class Command(JsonCommand):
                 train_version=train,
                 eval_version=evaluation_version,
                 eval_split=spec.get("eval_split", "test") if evaluation_version else "",
-                options=spec.get("options") or {},
+                options=run_options,
                 guide_model=guide,
                 name=spec.get("name", ""),
                 enqueue=not sync,
