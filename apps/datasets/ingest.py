@@ -1,4 +1,8 @@
-"""Uploads become dataset versions through an IngestJob on the ``ingest`` queue."""
+"""Uploads become dataset versions through an IngestJob on the ``ingest`` queue.
+
+The web stores the files and runs the quick pre-check here; the job that reads everything and
+loads it is ``workers.tasks.ingest``.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +16,10 @@ from django.db import transaction
 from apps.accounts.models import Team
 from apps.core.models import JobStatus
 from apps.core.services import job_enqueue
-from apps.datasets.archives import (
-    ArchiveError,
-    beir_roots,
-    extract_archive,
-    extracted_files,
-    is_archive,
-    roots_problem,
-)
 from apps.datasets.beir import BeirError, BeirProblem
 from apps.datasets.models import IngestJob
 from apps.datasets.precheck import upload_problems
-from apps.datasets.services import dataset_import_beir, dataset_import_training
 from apps.datasets.training import is_training_file, preview_training_file
-from workers.tasks.runtime import ProgressReporter
-
-BEIR_NAMES = ("corpus.jsonl", "queries.jsonl")
 
 
 class IngestError(ValueError):
@@ -141,7 +133,10 @@ def ingest_preview(*, job: IngestJob) -> dict:
         roles, rows = preview_training_file(path)
     except BeirError as exc:
         label = job.file_names[0]
-        return {"problems": [_relative(p, Path(job.upload_dir), label) for p in exc.problems]}
+        folder = Path(job.upload_dir)
+        return {
+            "problems": [upload_problem_text(p, folder=folder, label=label) for p in exc.problems]
+        }
     return {"roles": roles.as_dict(), "rows": rows}
 
 
@@ -156,72 +151,12 @@ def ingest_confirm(*, job: IngestJob) -> IngestJob:
     return job
 
 
-def arrange_upload(incoming: Path, staging: Path) -> Path:
-    """One archive, or loose BEIR files, → a BEIR folder. Returns its root."""
-    files = sorted(p for p in incoming.iterdir() if p.is_file())
-    if len(files) == 1 and is_archive(files[0].name):
-        extract_archive(
-            files[0],
-            staging,
-            max_bytes=settings.DATASET_ARCHIVE_MAX_BYTES,
-            max_ratio=settings.DATASET_ARCHIVE_MAX_RATIO,
-        )
-        roots = beir_roots(extracted_files(staging))
-        if problem := roots_problem(roots):
-            raise IngestError([f"{files[0].name}: {problem}"])
-        return staging / roots[0]
-    (staging / "qrels").mkdir(parents=True, exist_ok=True)
-    problems = []
-    for path in files:
-        stem = path.name.removesuffix(".gz")
-        if stem in BEIR_NAMES:
-            shutil.move(path, staging / path.name)
-        elif stem.endswith(".tsv"):
-            shutil.move(path, staging / "qrels" / path.name)
-        else:
-            problems.append(
-                f"{path.name}: not a BEIR file (expected corpus.jsonl, queries.jsonl and "
-                "<split>.tsv, or one .zip / .tar.gz holding them; a training set is one "
-                ".jsonl or .csv file on its own)"
-            )
-    if problems:
-        raise IngestError(problems)
-    return staging
+def ingest_problems_record(*, job: IngestJob, problems: list[str]) -> None:
+    """Keep the problems that refused an upload on its row, for the page and the API."""
+    IngestJob.objects.filter(pk=job.pk).update(problems=problems)
 
 
-def ingest_execute(*, job: IngestJob, report: ProgressReporter) -> dict:
-    """Validate and load one upload. Returns the fields of the success transition."""
-    folder = Path(job.upload_dir)
-    source = f"upload: {', '.join(job.file_names)}"  # not the server's folder, soon removed
-    try:
-        if job.kind == IngestJob.Kind.TRAINING:
-            result = dataset_import_training(
-                team=job.team,
-                name=job.dataset_name,
-                path=folder / "incoming" / job.file_names[0],
-                report=report,
-                source=source,
-            )
-        else:
-            report("unpacking", 0, 0)
-            root = arrange_upload(folder / "incoming", folder / "data")
-            result = dataset_import_beir(
-                team=job.team, name=job.dataset_name, path=root, report=report, source=source
-            )
-    except (BeirError, ArchiveError, IngestError) as exc:
-        label = job.file_names[0] if len(job.file_names) == 1 else "upload"
-        problems = [
-            _relative(p, folder, label)
-            for p in (exc.problems if isinstance(exc, BeirError | IngestError) else [exc])
-        ]
-        IngestJob.objects.filter(pk=job.pk).update(problems=problems)
-        raise IngestError(problems) from exc
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    return {"version": result.version, "reused": not result.created, "stage": "done"}
-
-
-def _relative(problem: BeirProblem | Exception | str, folder: Path, label: str) -> str:
+def upload_problem_text(problem: BeirProblem | Exception | str, *, folder: Path, label: str) -> str:
     """Show paths as the user knows them (inside the upload), never the server's: a file in
     the upload by its name there, the upload's own folder (a "… and N more" line, an error
     from the file system) by ``label``, the uploaded file's name."""

@@ -41,12 +41,13 @@ from apps.datasets.beir import (
     iter_queries,
     scan_beir_folder,
 )
-from apps.datasets.ingest import IngestError, arrange_upload
+from apps.datasets.ingest import IngestError
 from apps.datasets.models import Dataset, DatasetVersion, Document, IngestJob, Qrel, Query
 from apps.datasets.precheck import upload_problems
 from apps.datasets.services import dataset_import_beir
 from apps.datasets.training import is_training_file, scan_training_file
 from tests.conftest import TINY_CORPUS, TINY_QRELS, TINY_QUERIES, write_beir
+from workers.tasks.ingest import arrange_upload
 
 FILES = ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv", "qrels/train.tsv")
 BYTE_OPS = ("truncate", "flip", "insert_bytes", "replace_file")

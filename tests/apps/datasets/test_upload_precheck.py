@@ -245,7 +245,8 @@ def _tar_gz(folder: Path) -> bytes:
 
 def test_a_second_dataset_folder_is_refused_by_the_ingest_too(tmp_path, beir_folder):
     """The job applies the pre-check's rules (an upload stored before them, or by hand)."""
-    from apps.datasets.ingest import IngestError, arrange_upload
+    from apps.datasets.ingest import IngestError
+    from workers.tasks.ingest import arrange_upload
 
     incoming = tmp_path / "incoming"
     incoming.mkdir()
