@@ -8,12 +8,6 @@ from apps.datasets.models import DatasetVersion
 from apps.registry.models import EmbeddingModel
 from apps.runs.models import Evaluation, QueryResult
 
-# Curation (and its tests) still import these names from here until curation moves to
-# workers.tasks; the one copy of each is in workers.tasks. Drop these lines once nothing
-# imports them here.
-from workers.tasks.encoding import embedding_cache, embedding_keys  # noqa: F401
-from workers.tasks.evaluation import evaluation_execute  # noqa: F401
-
 
 class EvaluationError(ValueError):
     pass
