@@ -85,6 +85,10 @@ class TrainingRunForm(config_form(TrainOptions, exclude=("device", "bf16", "fp16
         self.fields["eval_version"].queryset = versions.filter(kind="retrieval").order_by(
             "dataset__name", "-number"
         )
+        # Unset is the model's own setting, not "unknown".
+        self.fields["normalize"].widget.choices = [
+            ("unknown", "as the model"), ("true", "yes"), ("false", "no")
+        ]  # fmt: skip
 
     def config_values(self) -> dict:
         values = super().config_values()

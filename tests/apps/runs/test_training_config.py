@@ -48,6 +48,7 @@ def test_the_form_is_the_config(team):
     assert dict(fields["loss"].choices)["gist"].startswith("GISTEmbed")
     assert [c[0] for c in fields["precision"].choices] == ["fp32", "bf16", "fp16"]
     assert isinstance(fields["merge_lora"], forms.BooleanField) and fields["merge_lora"].initial
+    assert "as the model" in str(form["normalize"]) and "as the model" in str(form["pooling"])
 
 
 def test_the_forms_values_become_the_config(team, tiny_registered_model, pairs):

@@ -145,7 +145,12 @@ class TrainOptions(BaseModel):
     )
     scale: float = Field(20.0, gt=0, description="MNRL similarity scale: 1 / temperature")
     mini_batch_size: int = Field(32, ge=1, description="cached_mnrl: texts per forward pass")
-    gist_temperature: float = Field(0.01, gt=0, description="gist: temperature of the guide")
+    gist_temperature: float = Field(
+        0.01,
+        gt=0,
+        description="gist: temperature of the guide",
+        json_schema_extra=_label("GIST temperature"),
+    )
     matryoshka_dims: list[PositiveInt] | None = Field(
         None,
         min_length=1,
@@ -160,9 +165,17 @@ class TrainOptions(BaseModel):
         description="starbucks: [layer, dim] pairs from small to large, e.g. 2:32,4:64,6:128; "
         "empty: spread over the model's layers",
     )
-    kl_div_weight: float = Field(1.0, ge=0, description="matryoshka2d, starbucks: KL weight")
+    kl_div_weight: float = Field(
+        1.0,
+        ge=0,
+        description="matryoshka2d, starbucks: KL weight",
+        json_schema_extra=_label("KL weight"),
+    )
     kl_temperature: float = Field(
-        0.3, ge=0, description="matryoshka2d, starbucks: KL temperature; 0 turns the KL term off"
+        0.3,
+        ge=0,
+        description="matryoshka2d, starbucks: KL temperature; 0 turns the KL term off",
+        json_schema_extra=_label("KL temperature"),
     )
     # --- encoding (empty: the base model's registered setting) ---
     pooling: Pooling | None = Field(
@@ -222,7 +235,7 @@ class TrainOptions(BaseModel):
     )
     save_steps: int = Field(500, ge=1, description="checkpoint every N steps")
     save_total_limit: int | None = Field(
-        2, ge=1, description="checkpoints kept (oldest deleted); null: all"
+        2, ge=1, description="checkpoints kept, the oldest deleted (null in the API: all)"
     )
     logging_steps: int = Field(10, ge=1, description="a loss point every N steps")
     device: str | None = Field(
