@@ -34,6 +34,9 @@ class Job(models.Model):
     """
 
     TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+    # What progress_done counts, by stage ("" for every other stage): the page's "12 / 80
+    # documents". No entry: a bare count.
+    PROGRESS_UNITS: dict[str, str] = {}
 
     status = models.CharField(
         max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING, db_index=True
@@ -77,6 +80,10 @@ class Job(models.Model):
         if self.status == JobStatus.SUCCEEDED:
             return 100
         return int(round(100 * max(0.0, min(1.0, self.progress))))
+
+    @property
+    def progress_unit(self) -> str:
+        return self.PROGRESS_UNITS.get(self.stage, self.PROGRESS_UNITS.get("", ""))
 
     @property
     def eta_seconds(self) -> float | None:

@@ -152,6 +152,8 @@ class TrainingRow(models.Model):
 class IngestJob(TeamOwned, Job):
     """An upload being validated and loaded on the ``ingest`` queue (a job row)."""
 
+    PROGRESS_UNITS = {"": "documents"}
+
     class Kind(models.TextChoices):
         RETRIEVAL = "retrieval", "BEIR collection"
         TRAINING = "training", "Training set"

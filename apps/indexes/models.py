@@ -43,6 +43,8 @@ class IndexBuild(TeamOwned, Job):
     the index when the two differ.
     """
 
+    PROGRESS_UNITS = {"encoding documents": "documents encoded", "building": "vectors added"}
+
     model = models.ForeignKey(
         "registry.EmbeddingModel", on_delete=models.PROTECT, related_name="index_builds"
     )

@@ -10,6 +10,8 @@ HEADLINE_METRICS = ("ndcg@10", "mrr@10", "recall@100")
 class Evaluation(TeamOwned, Job):
     """One model version (or the BM25 baseline) evaluated on one dataset version's split."""
 
+    PROGRESS_UNITS = {"encoding documents": "documents"}
+
     class Method(models.TextChoices):
         DENSE = "dense", "Dense (model)"
         BM25 = "bm25", "BM25 (bm25s)"
