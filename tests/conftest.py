@@ -6,12 +6,44 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import tiers
 from tests.support.worker import start_worker, stop_worker
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+# --- tiers (tests/support/tiers.py) and pytest-xdist ---------------------------------------
+
+
+def pytest_configure(config):
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        tiers.isolate_xdist_worker(worker)
+
+
+def pytest_collection_modifyitems(config, items):
+    problems = []
+    for item in items:
+        tiers.mark_by_use(item)
+        problems += tiers.unmarked_starts(item)
+    if problems:
+        raise pytest.UsageError("tests in the wrong tier:\n" + "\n".join(problems))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    tiers.running = frozenset(m.name for m in item.iter_markers())
+    reason = tiers.serial_under_xdist(item)
+    if reason:
+        pytest.fail(reason, pytrace=False)
+
+
+def pytest_runtest_teardown(item):
+    tiers.running = None
+
 
 TINY_CORPUS = [
     {"_id": "d1", "title": "Cats", "text": "Cats are small domesticated carnivorous mammals."},
@@ -96,6 +128,9 @@ def tiny_model_path(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _artifacts(settings, tmp_path):
     settings.ARTIFACTS_ROOT = tmp_path / "artifacts"
+    # Where the web publishes deployments, as ARTIFACTS_ROOT's default would put it: a test's
+    # deploys never reach another test's (or another xdist worker's) search manifest.
+    settings.SEARCH_MANIFEST = settings.ARTIFACTS_ROOT / "serving" / "deployments.json"
     # Every test sees a token's revocation at once; the cache has its own test.
     settings.API_TOKEN_CACHE_S = 0
     # Tests make identical jobs on purpose; one-click-one-job has its own tests.

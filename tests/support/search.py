@@ -62,8 +62,18 @@ class SearchProcess:
 
 
 def start_search_process(folder: Path, manifest: Path | None = None) -> SearchProcess:
-    port = free_port()
-    manifest = manifest or folder / "deployments.json"
+    # A port free when asked may be taken before the process binds it (by a test running beside
+    # this one under pytest-xdist, or any outgoing connection): then it exits, and a new port
+    # is tried.
+    for _ in range(3):
+        sp = _start_on(free_port(), folder, manifest or folder / "deployments.json")
+        if sp.proc.poll() is None:
+            return sp
+        sp.fh.close()
+    return sp
+
+
+def _start_on(port: int, folder: Path, manifest: Path) -> SearchProcess:
     log = folder / "search.log"
     env = {
         **os.environ,
@@ -84,6 +94,8 @@ def start_search_process(folder: Path, manifest: Path | None = None) -> SearchPr
             sp.health()
             break
         except OSError:
+            if proc.poll() is not None:
+                break
             time.sleep(0.05)
     return sp
 

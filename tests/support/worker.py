@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support import tiers
+
 REPO = Path(__file__).resolve().parents[2]
 
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -14,6 +16,7 @@ CELERY = str(Path(sys.executable).with_name("celery"))
 
 def start_worker(env: dict, log: Path) -> subprocess.Popen:
     """A real Celery worker, started the way the Procfile starts it (all queues, prefetch 1)."""
+    tiers.require("worker")
     fh = open(log, "wb")  # noqa: SIM115 (closed with the process)
     return subprocess.Popen(
         [

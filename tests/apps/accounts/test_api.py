@@ -4,6 +4,7 @@ team scoping and roles on every object, and the one error shape."""
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
 from django.test import Client
@@ -261,7 +262,11 @@ def test_the_rate_limit_on_redis_counts_in_one_window(api, team, member, setting
 
     if not isinstance(caches["default"], RedisCache):
         pytest.fail("REDIS_URL is not set: run the suite with ./bin/test (real Redis needed)")
-    caches["default"].clear()  # counts left by an earlier run (token ids repeat per test DB)
+    # Counts of this test alone: token ids repeat per test database, so an earlier run's counts
+    # would be this token's. A fresh key prefix rather than a flush of the whole Redis database,
+    # which would wipe what tests running beside this one (pytest-xdist) have counted.
+    default = settings.CACHES["default"]
+    settings.CACHES = {"default": {**default, "KEY_PREFIX": f"rate-test-{uuid.uuid4().hex}"}}
     settings.API_RATE_LIMIT = "3/h"  # one window for the whole test
     auth = bearer(team, member)
     assert [api.get(f"{V1}/datasets", **auth).status_code for _ in range(4)] == [200] * 3 + [429]
