@@ -27,6 +27,8 @@ class EvaluationForm(config_form(EvaluationConfig, exclude=("model",))):
         if "test" in splits:
             self.fields["split"].initial = "test"
         self.order_fields(["method", "model", "split"])
+        # The choice labels say what the config's help says; the card has no room for both.
+        self.fields["method"].help_text = ""
 
     def config_values(self) -> dict:
         values = super().config_values()
