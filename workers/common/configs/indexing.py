@@ -15,6 +15,8 @@ from typing import Any, Literal
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from workers.common.configs.problems import config_problems
+
 IndexTypeName = Literal["flat", "hnsw", "ivf_flat", "ivf_pq", "sq8", "binary", "binary_hnsw"]
 INDEX_TYPES: tuple[str, ...] = typing.get_args(IndexTypeName)
 MAX_SEED = 2**31 - 1
@@ -100,15 +102,13 @@ def parse_params(params: dict[str, Any] | None) -> IndexParams:
     try:
         return IndexParams.model_validate(params or {})
     except ValidationError as exc:
-        known = ", ".join(IndexParams.model_fields)
-        lines = []
-        for item in exc.errors():
-            name = ".".join(str(p) for p in item.get("loc", ())) or "params"
-            if item.get("type") == "extra_forbidden":
-                lines.append(f"{name}: unknown parameter (expected some of {known})")
-            else:
-                lines.append(f"{name}: {item.get('msg', 'invalid')}")
-        raise ParamsError(lines) from None
+        known = f"unknown parameter (expected some of {', '.join(IndexParams.model_fields)})"
+        raise ParamsError(
+            [
+                f"{name}: {known if reason == 'unknown field' else reason}"
+                for name, reason in config_problems(exc)
+            ]
+        ) from None
 
 
 def bounds() -> dict[str, tuple[int, int | None]]:
