@@ -19,6 +19,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def pytest_configure(config):
+    from django.test.utils import override_settings
+
+    # Hundreds of personas and sign-ins: PBKDF2's work factor (a quarter second a hash here) is
+    # not what any test is about, and it was most of the unit tier's time. Django's testing
+    # documentation advises a fast hasher; what is checked (a password, a lockout) stays.
+    override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]).enable()
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker:
         tiers.isolate_xdist_worker(worker)
