@@ -110,3 +110,45 @@ def test_encoder_batches_waiting_queries_and_answers_after_close():
     encoder.thread.join(5)
     assert not encoder.thread.is_alive()
     assert encoder.encode(["eeeee"])[0, 0] == 5.0  # answered inline after the thread ended
+
+
+def test_encode_and_search_runs_the_search_in_the_faiss_pool_even_after_close(tmp_path):
+    """The encoder thread hands its vectors to the faiss pool (never the event loop's thread);
+    a swapped-out encoder whose thread ended still answers, and an index's error reaches the
+    request."""
+    import threading
+
+    import numpy as np
+    import pytest
+
+    from workers.serving.server import Deployed, Encoder, SearchState
+
+    class Model:
+        def encode(self, texts, **kwargs):
+            return np.array([[float(len(t))] for t in texts], dtype=np.float32)
+
+    searched_in = []
+
+    class Index:
+        def search(self, vectors, k, filters=None):
+            searched_in.append(threading.current_thread().name)
+            if filters:
+                raise ValueError("broken index")
+            return vectors[:, :1], [[f"d{int(v[0])}"] for v in vectors]
+
+    state = SearchState(manifest=tmp_path / "deployments.json")
+    encoder = Encoder(Model(), normalize=True)
+    deployed = Deployed(key="t/x", index_id=1, path="p", encoder_spec={}, index=Index(),
+                        encoder=encoder, loaded_at="")  # fmt: skip
+    found = state.encode_and_search(deployed, ["ab", "c"], 1, None).result(5)
+    scores, ids, encode_s, search_s = found
+    assert ids == [["d2"], ["d1"]] and scores.tolist() == [[2.0], [1.0]]
+    assert encode_s >= 0 and search_s >= 0 and searched_in == ["faiss_0"]
+    encoder.close()
+    encoder.thread.join(5)
+    assert not encoder.thread.is_alive()
+    _, ids, _, _ = state.encode_and_search(deployed, ["abc"], 1, None).result(5)
+    assert ids == [["d3"]] and searched_in[-1] == "faiss_0"
+    with pytest.raises(ValueError, match="broken index"):
+        state.encode_and_search(deployed, ["a"], 1, {"lang": "en"}).result(5)
+    state.faiss.shutdown()
