@@ -52,3 +52,18 @@ class EmbeddingModel(TeamOwned):
 
     def __str__(self) -> str:
         return self.name
+
+    def encoder_settings(self, **overrides) -> dict:
+        """How to encode with this model (folder, layout and the registered encoding), with a
+        job's own choices (max length, prefixes) over them: the one place both the encoders
+        and the training config read a model's settings from."""
+        return {
+            "path": self.path,
+            "layout": self.layout,
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "max_seq_length": self.max_seq_length,
+            "query_prefix": self.query_prefix,
+            "document_prefix": self.document_prefix,
+            **overrides,
+        }

@@ -62,15 +62,11 @@ def _config(
     field)."""
     chosen = _options(options)
     try:
+        registered = base_model.encoder_settings()
         return TrainConfig.resolve(
             chosen,
-            base_model_path=base_model.path,
-            layout=base_model.layout,
-            pooling=base_model.pooling,
-            normalize=base_model.normalize,
-            max_seq_length=base_model.max_seq_length,
-            query_prefix=base_model.query_prefix,
-            document_prefix=base_model.document_prefix,
+            base_model_path=registered.pop("path"),
+            **registered,
             guide_model_path=guide_model.path if guide_model is not None else None,
         )
     except ConfigError as exc:

@@ -72,12 +72,10 @@ def encoding_for(*, job, split: str | None = None) -> tuple[EncoderSpec, str, st
         document_prefix=job.document_prefix,
     )
     spec = EncoderSpec(
-        path=model.path,
-        layout=model.layout,
-        pooling=model.pooling,
-        normalize=model.normalize,
-        max_seq_length=job.max_seq_length,
-        query_prefix=job.query_prefix,
-        document_prefix=job.document_prefix,
+        **model.encoder_settings(
+            max_seq_length=job.max_seq_length,
+            query_prefix=job.query_prefix,
+            document_prefix=job.document_prefix,
+        )
     )
     return spec, document_key, query_key
