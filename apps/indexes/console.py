@@ -67,7 +67,12 @@ def console_search(
     t0 = time.perf_counter()
     try:
         found = deployment_query(
-            deployment=deployment, queries=[query], k=k, filters=filters, documents=True
+            team=deployment.team,
+            name=deployment.name,
+            queries=[query],
+            k=k,
+            filters=filters,
+            documents=True,
         )
     except SearchFailed as exc:
         return {"error": str(exc)}

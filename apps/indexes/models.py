@@ -131,8 +131,13 @@ class Deployment(TeamOwned):
 
     @property
     def serving_key(self) -> str:
-        """The deployment's key in the search process: names are unique per team only."""
-        return f"{self.team_id}/{self.name}"
+        return serving_key(team_id=self.team_id, name=self.name)
+
+
+def serving_key(*, team_id: int, name: str) -> str:
+    """A deployment's key in the search process: names are unique per team only, and the
+    team comes first so that no name can reach another team's deployment."""
+    return f"{team_id}/{name}"
 
 
 class DeploymentEvent(models.Model):

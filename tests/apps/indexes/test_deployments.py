@@ -241,6 +241,19 @@ def test_search_api_scoping_and_shapes(client, owner, viewer, outsider, team, ot
     assert body["results"][0]["hits"][0]["score"] >= body["results"][0]["hits"][1]["score"]
     assert set(body["timings"]) == {"encode_ms", "search_ms"}
     assert post({"query": "x"}, token=theirs).status_code == 404  # another team's name
+    assert post({"query": "x"}, token=theirs).json()["error"] == "not found"
+    hit = post({"query": "tea", "k": 1, "documents": True}).json()["results"][0]["hits"][0]
+    doc = tiny_version.documents.get(doc_id=hit["id"])
+    assert (hit["title"], hit["text"]) == (doc.title, doc.text)
+    # A row the search process has not loaded yet (deploy committed, reload pending): 503,
+    # said apart from a name that does not exist.
+    from apps.indexes.models import Deployment
+
+    pending = Deployment.objects.create(team=team, name="pending", index=build, encoder=d.encoder)
+    r = client.post(reverse("api:search", kwargs={"name": "pending"}), {"query": "x"},
+                    content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {mine}")  # fmt: skip  # noqa: E501
+    assert r.status_code == 503 and "not loaded" in r.json()["error"]
+    pending.delete()
     assert client.post(url, {"query": "x"}, content_type="application/json").status_code == 401
     assert post({"query": "x", "queries": ["y"]}).status_code == 400
     assert post({"query": "x", "k": 0}).status_code == 422

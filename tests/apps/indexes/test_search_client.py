@@ -59,18 +59,18 @@ def test_searches_reuse_pooled_connections_under_uvicorn(team, tiny_registered_m
     assert search_client() is client  # one client per process and search URL
     seen = _connections(client)
     try:
-        single = {q: deployment_query(deployment=d, queries=[q], k=3) for q in QUERIES}
+        single = {q: deployment_query(team=d.team, name=d.name, queries=[q], k=3) for q in QUERIES}
         assert len(seen) == len(QUERIES) and len(set(seen)) == 1  # one kept-alive connection
 
         with ThreadPoolExecutor(16) as pool:
-            answers = list(pool.map(lambda q: deployment_query(deployment=d, queries=[q], k=3),
-                                    QUERIES * 8))  # fmt: skip
+            one = {"team": d.team, "name": d.name, "k": 3}
+            answers = list(pool.map(lambda q: deployment_query(queries=[q], **one), QUERIES * 8))
         for q, found in zip(QUERIES * 8, answers, strict=True):
             _assert_same_hits(found, single[q])  # batched with others, same hits
         assert 1 <= len(set(seen)) <= 16  # the pool's connections, not one per query
         before = set(seen)
         seen.clear()
-        deployment_query(deployment=d, queries=["tea"], k=3)
+        deployment_query(team=d.team, name=d.name, queries=["tea"], k=3)
         assert set(seen) <= before  # an idle pooled connection was reused
     finally:
         client.event_hooks["response"] = []
@@ -93,9 +93,9 @@ def test_an_idle_connection_the_server_closed_is_replaced(team, tiny_registered_
                     capture=django_capture_on_commit_callbacks)  # fmt: skip
         sp.wait_serving(d.serving_key, build.pk)
         seen = _connections(search_client())
-        first = deployment_query(deployment=d, queries=["tea"], k=2)
+        first = deployment_query(team=d.team, name=d.name, queries=["tea"], k=2)
         time.sleep(2.5)  # the server closes the idle connection after 1 s
-        again = deployment_query(deployment=d, queries=["tea"], k=2)
+        again = deployment_query(team=d.team, name=d.name, queries=["tea"], k=2)
         assert again["results"] == first["results"]
         assert len(seen) == 2 and seen[0] != seen[1]
     finally:

@@ -208,7 +208,8 @@ def test_without_configuration_both_sides_share_a_0600_token_file(tmp_path, sett
         _tokens.clear()
 
 
-def test_the_web_client_sends_settings_search_token(tmp_path, settings, team):
+def test_the_web_client_sends_settings_search_token(tmp_path, settings, team, tiny_registered_model,
+                                                   tiny_version):  # fmt: skip
     from apps.indexes.models import Deployment, IndexBuild
     from apps.indexes.selectors import SearchFailed, deployment_query, search_call, search_health
 
@@ -223,9 +224,11 @@ def test_the_web_client_sends_settings_search_token(tmp_path, settings, team):
         settings.SEARCH_TOKEN = "not-" + TOKEN
         health = search_health()
         assert not health["up"] and "refused this web's token" in health["error"]
-        deployment = Deployment(team=team, name="prod", index=IndexBuild(pk=1))
+        build = IndexBuild.objects.create(team=team, model=tiny_registered_model,
+                                         dataset_version=tiny_version)  # fmt: skip
+        deployment = Deployment.objects.create(team=team, name="prod", index=build)
         with pytest.raises(SearchFailed) as failed:
-            deployment_query(deployment=deployment, queries=["a"])
+            deployment_query(team=deployment.team, name=deployment.name, queries=["a"])
         assert failed.value.status == 503  # the API user's own token is not at fault: no 401
     finally:
         stop(proc)

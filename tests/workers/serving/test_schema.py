@@ -103,7 +103,8 @@ def test_filter_values_keep_their_json_types():
 
 
 @pytest.mark.django_db
-def test_the_web_refuses_before_sending(team, settings, monkeypatch):
+def test_the_web_refuses_before_sending(team, settings, monkeypatch, tiny_registered_model,
+                                        tiny_version):  # fmt: skip
     """The web checks with the same schema: past a limit it answers 400 with the search
     process's message and calls nothing; at the limit it calls."""
     from apps.indexes import selectors
@@ -116,14 +117,17 @@ def test_the_web_refuses_before_sending(team, settings, monkeypatch):
         return 404, {"error": "not served"}
 
     monkeypatch.setattr(selectors, "search_call", fake_call)
-    deployment = Deployment(team=team, name="prod", index=IndexBuild(pk=1))
+    build = IndexBuild.objects.create(team=team, model=tiny_registered_model,
+                                     dataset_version=tiny_version)  # fmt: skip
+    deployment = Deployment.objects.create(team=team, name="prod", index=build)
+    where = {"team": deployment.team, "name": deployment.name}
     for within, beyond, message in LIMITS:
         with pytest.raises(selectors.SearchFailed) as failed:
-            selectors.deployment_query(deployment=deployment, **{"queries": ["a"], **beyond})
+            selectors.deployment_query(**where, **{"queries": ["a"], **beyond})
         assert (failed.value.status, str(failed.value)) == (400, message)
         assert calls == []
         with pytest.raises(selectors.SearchFailed) as failed:
-            selectors.deployment_query(deployment=deployment, **{"queries": ["a"], **within})
+            selectors.deployment_query(**where, **{"queries": ["a"], **within})
         assert failed.value.status == 503 and "not loaded" in str(failed.value)
         sent = calls.pop()
         assert parse_search_request(sent).deployment == deployment.serving_key
