@@ -193,6 +193,9 @@ ENCODE_QUEUE = env.str("ENCODE_QUEUE", default="index")
 
 # --- Jobs ---------------------------------------------------------------------------------
 JOB_PROGRESS_INTERVAL = env.float("JOB_PROGRESS_INTERVAL", default=2.0)
+# How much nDCG@10 (relative) a model's bf16 encode may lose against its fp32 encode on the
+# same data before precision "auto" stops choosing bf16 for it.
+QUALITY_MAX_DROP = env.float("QUALITY_MAX_DROP", default=0.01)
 # A running row whose heartbeat is older than this is failed by the reaper.
 JOB_STALE_AFTER = env.int("JOB_STALE_AFTER", default=15 * 60)
 # A pending row whose message the broker no longer holds is sent again after this.

@@ -25,6 +25,23 @@ class JobStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class Precision(models.TextChoices):
+    """What an encoding job asked for (``workers.common.configs.encoding``); the worker records
+    what it ran in (fp32 or bf16) beside it."""
+
+    AUTO = "auto", "Auto"
+    FP32 = "fp32", "fp32"
+    BF16 = "bf16", "bf16 (autocast)"
+
+
+def precision_fields() -> tuple[models.CharField, models.CharField]:
+    """(asked, used): the pair every encoding job row carries."""
+    return (
+        models.CharField(max_length=8, choices=Precision.choices, default=Precision.AUTO),
+        models.CharField(max_length=8, blank=True),  # set by the worker: fp32 or bf16
+    )
+
+
 class Job(models.Model):
     """A long operation recorded as a row (NetBox/Baserow style).
 

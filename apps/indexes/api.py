@@ -35,6 +35,7 @@ from apps.indexes.services import (
     index_build_create,
 )
 from apps.registry.models import EmbeddingModel
+from workers.common.configs.encoding import Precision, precision_field
 from workers.common.configs.indexing import IndexParams, IndexTypeName
 from workers.serving.schema import DEFAULT_K, MAX_FILTER_FIELDS, MAX_K, MAX_QUERIES, Filters
 
@@ -52,6 +53,8 @@ class IndexOut(Schema):
     dataset_version: int
     spec: dict[str, Any]
     split: str
+    precision: str = Field(description="asked for: auto, fp32 or bf16")
+    precision_used: str | None = Field(description="what the documents were encoded in")
     encoder: dict[str, Any]
     document_count: int | None
     dimension: int | None
@@ -74,6 +77,7 @@ class IndexIn(InputSchema):
         default_factory=IndexParams, description="build parameters; empty: the defaults"
     )
     split: str | None = Field(default=None, description="queries to measure on (default test)")
+    precision: Precision = precision_field()
 
 
 class EventOut(Schema):
@@ -154,6 +158,8 @@ def index_payload(build: IndexBuild) -> dict:
         "dataset_version": build.dataset_version_id,
         "spec": build.spec,
         "split": build.split,
+        "precision": build.precision,
+        "precision_used": build.precision_used or None,
         "encoder": build.encoder,
         "document_count": build.document_count,
         "dimension": build.dimension,
@@ -223,6 +229,7 @@ def index_create(request: HttpRequest, body: IndexIn):
             index_type=body.type,
             params=body.params.given(),
             split=body.split,
+            precision=body.precision,
             created_by=request.api_token.user,
             idempotency_key=idempotency_key(request),
         )

@@ -3,8 +3,10 @@ from __future__ import annotations
 from django import forms
 
 from apps.core.configforms import config_form
+from apps.core.models import Precision
 from apps.indexes.models import PARAM_TYPES, IndexType
 from apps.registry.models import EmbeddingModel
+from workers.common.configs.encoding import PRECISION_HELP
 from workers.common.configs.indexing import IndexParams
 
 # The page leaves these at their defaults (the API and the command may set them).
@@ -18,8 +20,11 @@ class IndexBuildForm(config_form(IndexParams, exclude=PAGE_EXCLUDED)):
     model = forms.ModelChoiceField(queryset=EmbeddingModel.objects.none(), empty_label=None)
     dataset_version = forms.ModelChoiceField(queryset=None, empty_label=None, label="Documents")
     index_type = forms.ChoiceField(choices=IndexType.choices, label="Type")
+    precision = forms.ChoiceField(
+        choices=Precision.choices, initial=Precision.AUTO, required=False, help_text=PRECISION_HELP
+    )
 
-    field_order = ["model", "dataset_version", "index_type"]
+    field_order = ["model", "dataset_version", "index_type", "precision"]
 
     def __init__(self, *args, team, **kwargs):
         super().__init__(*args, **kwargs)
@@ -38,6 +43,9 @@ class IndexBuildForm(config_form(IndexParams, exclude=PAGE_EXCLUDED)):
                 self.fields[name].initial = None
                 if info.default is not None:
                     self.fields[name].help_text = f"{info.description}; default {info.default}"
+
+    def clean_precision(self) -> str:
+        return self.cleaned_data.get("precision") or Precision.AUTO  # left out: auto
 
     def params(self) -> dict:
         """The parameters the user set (checked by the config)."""

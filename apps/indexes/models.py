@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from apps.core.models import Job, TeamOwned
+from apps.core.models import Job, TeamOwned, precision_fields
 
 
 class IndexType(models.TextChoices):
@@ -58,6 +58,7 @@ class IndexBuild(TeamOwned, Job):
     max_seq_length = models.PositiveIntegerField(default=0)
     query_prefix = models.CharField(max_length=200, blank=True)
     document_prefix = models.CharField(max_length=200, blank=True)
+    precision, precision_used = precision_fields()
     embedding_key = models.CharField(max_length=64, blank=True)
     cache_hit = models.BooleanField(default=False)
     encoder = models.JSONField(default=dict, blank=True)

@@ -196,8 +196,8 @@ def deployment_query(
     row: it serves only what the database's manifest lists, so the lookup would add a query
     (0.8 ms, a tenth of the API's overhead) to every search to learn what the answer says
     anyway. The row is read only when the process does not know the name or cannot be
-    reached (a missing deployment is a 404 either way) and when documents are joined (the version of the
-    index that answered, which a swap may have changed since)."""
+    reached (a missing deployment is a 404 either way) and when documents are joined (the
+    version of the index that answered, which a swap may have changed since)."""
     try:
         # The search process's own schema and limits: what it would refuse is refused here.
         request = search_request(

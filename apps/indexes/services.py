@@ -23,7 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.accounts.models import Team
-from apps.core.models import JobStatus
+from apps.core.models import JobStatus, Precision
 from apps.core.services import job_create_once, job_enqueue, job_fingerprint
 from apps.datasets.models import DatasetVersion
 from apps.indexes.models import Deployment, DeploymentEvent, IndexBuild, IndexType
@@ -45,6 +45,7 @@ def index_build_create(
     index_type: str,
     params: dict | None = None,
     split: str | None = None,
+    precision: str = Precision.AUTO,
     created_by=None,
     enqueue: bool = True,
     idempotency_key: str = "",
@@ -64,6 +65,9 @@ def index_build_create(
         raise IndexBuildError(f"type: unknown index type {index_type!r} (known: {known}).")
     if not dataset_version.document_count:
         raise IndexBuildError(f"dataset_version: {dataset_version} has no documents to index.")
+    if precision not in Precision.values:
+        known = ", ".join(Precision.values)
+        raise IndexBuildError(f"precision: unknown precision {precision!r} (known: {known}).")
     try:
         config = parse_params({k: v for k, v in (params or {}).items() if v not in (None, "")})
         spec = config.spec(index_type)
@@ -91,6 +95,7 @@ def index_build_create(
             max_seq_length=model.max_seq_length,
             query_prefix=model.query_prefix,
             document_prefix=model.document_prefix,
+            precision=precision,
             created_by=created_by,
         )
         if enqueue:
@@ -108,6 +113,7 @@ def index_build_create(
             type=index_type,
             params=params,
             split=split,
+            precision=precision,
         ),
         idempotency_key=idempotency_key,
         create=create,

@@ -77,6 +77,7 @@ def index_new(request):
                 dataset_version=d["dataset_version"],
                 index_type=d["index_type"],
                 params=form.params(),
+                precision=d["precision"],
                 created_by=request.user,
             )
         except IndexBuildError as exc:

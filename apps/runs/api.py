@@ -52,6 +52,8 @@ class EvaluationOut(Schema):
     model: ModelRef | None
     dataset_version: int
     split: str
+    precision: str = Field(description="asked for: auto, fp32 or bf16")
+    precision_used: str | None = Field(description="what the encode ran in (once it ran)")
     metrics: dict[str, Any]
     cache_hit: bool
     timings: dict[str, Any]
@@ -67,7 +69,8 @@ class EvaluationListOut(Schema):
 
 
 class EvaluationIn(InputSchema, EvaluationConfig):
-    """An evaluation's config (method, model, split) and the dataset version it runs on."""
+    """An evaluation's config (method, model, split, precision) and the dataset version it runs
+    on."""
 
     dataset_version: int = Field(description="id of a dataset version of your team")
 
@@ -162,6 +165,8 @@ def evaluation_payload(evaluation: Evaluation) -> dict:
         else None,
         "dataset_version": evaluation.dataset_version_id,
         "split": evaluation.split,
+        "precision": evaluation.precision,
+        "precision_used": evaluation.precision_used or None,
         "metrics": evaluation.metrics,
         "cache_hit": evaluation.cache_hit,
         "timings": evaluation.timings,
@@ -257,6 +262,7 @@ def evaluation_start(
             method=payload.method,
             dataset_version=version,
             split=payload.split,
+            precision=payload.precision,
             created_by=request.api_token.user,
             idempotency_key=idempotency_key(request),
         )

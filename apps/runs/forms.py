@@ -29,6 +29,10 @@ class EvaluationForm(config_form(EvaluationConfig, exclude=("model",))):
         self.order_fields(["method", "model", "split"])
         # The choice labels say what the config's help says; the card has no room for both.
         self.fields["method"].help_text = ""
+        self.fields["precision"].help_text = (
+            "auto: bf16 on hardware that has it, once the model's bf16 evaluation matched its "
+            "fp32 one"
+        )
 
     def config_values(self) -> dict:
         values = super().config_values()
@@ -43,7 +47,11 @@ class EvaluationForm(config_form(EvaluationConfig, exclude=("model",))):
         return data
 
 
-PRECISIONS = [("fp32", "fp32"), ("bf16", "bf16 (CUDA)"), ("fp16", "fp16 (CUDA)")]
+PRECISIONS = [
+    ("fp32", "fp32"),
+    ("bf16", "bf16 (GPU, or CPU with AVX-512 BF16/AMX)"),
+    ("fp16", "fp16 (CUDA)"),
+]
 
 
 class TrainingRunForm(config_form(TrainOptions, exclude=("device", "bf16", "fp16"))):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from apps.core.models import Job, TeamOwned
+from apps.core.models import Job, TeamOwned, precision_fields
 
 HEADLINE_METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
@@ -35,6 +35,7 @@ class Evaluation(TeamOwned, Job):
     max_seq_length = models.PositiveIntegerField()
     query_prefix = models.CharField(max_length=200, blank=True)
     document_prefix = models.CharField(max_length=200, blank=True)
+    precision, precision_used = precision_fields()
     metrics = models.JSONField(default=dict, blank=True)
     timings = models.JSONField(default=dict, blank=True)
     document_count = models.PositiveIntegerField(default=0)

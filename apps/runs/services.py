@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from apps.accounts.models import Team
+from apps.core.models import Precision
 from apps.core.services import job_create_once, job_enqueue, job_fingerprint
 from apps.datasets.models import DatasetVersion
 from apps.registry.models import EmbeddingModel
@@ -20,20 +21,24 @@ def evaluation_create(
     dataset_version: DatasetVersion,
     split: str,
     method: str = Evaluation.Method.DENSE,
+    precision: str = Precision.AUTO,
     created_by=None,
     enqueue: bool = True,
     idempotency_key: str = "",
 ) -> Evaluation:
     """Create a pending evaluation and enqueue it once the transaction commits.
 
-    ``method="bm25"`` is the lexical baseline and takes no model.
+    ``method="bm25"`` is the lexical baseline and takes no model (nor a precision).
+    ``precision`` is what the encode is asked to run in; the worker records what it used.
     """
     from workers.tasks.evaluation import evaluate
 
     if method not in Evaluation.Method.values:
         raise EvaluationError(f"Unknown method {method!r}.")
+    if precision not in Precision.values:
+        raise EvaluationError(f"Unknown precision {precision!r}.")
     if method == Evaluation.Method.BM25:
-        model = None
+        model, precision = None, Precision.FP32
     elif model is None:
         raise EvaluationError("Choose a model to evaluate.")
     if (
@@ -54,6 +59,7 @@ def evaluation_create(
             max_seq_length=model.max_seq_length if model else 0,
             query_prefix=model.query_prefix if model else "",
             document_prefix=model.document_prefix if model else "",
+            precision=precision,
             created_by=created_by,
         )
         if enqueue:
@@ -70,6 +76,7 @@ def evaluation_create(
             model=model.pk if model else None,
             version=dataset_version.pk,
             split=split,
+            precision=precision,
         ),
         idempotency_key=idempotency_key,
         create=create,

@@ -46,6 +46,7 @@ def evaluation_start(request, version_pk: int):
             method=form.config.method,
             dataset_version=version,
             split=form.config.split,
+            precision=form.config.precision,
             created_by=request.user,
         )
     except EvaluationError as exc:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from workers.ml.precision import autocast
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
@@ -82,8 +84,10 @@ def encode_texts(
     batch_size: int = 32,
     chunk_size: int = 256,
     on_progress: Callable[[int, int], None] | None = None,
+    precision: str = "fp32",
 ) -> np.ndarray:
-    """Encode ``texts`` in order as float32 (n, dim), calling ``on_progress(done, total)``.
+    """Encode ``texts`` in order as float32 (n, dim), calling ``on_progress(done, total)``;
+    ``precision`` (a resolved one, ``workers.ml.precision``) is what the forward passes run in.
 
     Texts are sorted by length once, globally, so every chunk holds texts of similar length and
     batches pad exactly as one big ``encode`` call would; an exception raised by the callback
@@ -103,13 +107,17 @@ def encode_texts(
         on_progress(0, total)
     for start in range(0, total, chunk):
         idx = order[start : start + chunk]
-        vectors = encoder.encode(
-            [texts[i] for i in idx],
-            batch_size=batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=normalize,
-            show_progress_bar=False,
-        )
+        with autocast(precision, str(encoder.device)):
+            vectors = encoder.encode(
+                [texts[i] for i in idx],
+                batch_size=batch_size,
+                convert_to_tensor=True,
+                normalize_embeddings=normalize,
+                show_progress_bar=False,
+            )
+        # Tensors out, cast here: under autocast the pooled vectors may come out in bf16,
+        # which numpy cannot hold.
+        vectors = vectors.float().cpu().numpy()
         if out is None:
             # Sized from the first output: some models report no dimension up front.
             out = np.empty((total, vectors.shape[1]), dtype=np.float32)

@@ -30,6 +30,7 @@ class EncoderSpec:
     query_prefix: str = ""
     document_prefix: str = ""
     device: str | None = None
+    precision: str = "fp32"  # resolved: fp32 or bf16 (``workers.ml.precision``)
 
 
 @dataclass
@@ -163,6 +164,7 @@ def embed_corpus(
                     normalize=model.normalize,
                     batch_size=batch_size,
                     on_progress=lambda done, total: report("encoding documents", done, total),
+                    precision=model.precision,
                 )
                 timings["encode_documents_s"] = time.perf_counter() - t
                 if cache is not None and document_key:
@@ -175,6 +177,7 @@ def embed_corpus(
                     normalize=model.normalize,
                     batch_size=batch_size,
                     on_progress=lambda done, total: report("encoding queries", done, total),
+                    precision=model.precision,
                 )
                 timings["encode_queries_s"] = time.perf_counter() - t
                 if cache is not None and query_key:

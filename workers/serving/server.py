@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from workers.ml.precision import autocast
 from workers.serving.auth import authorized
 from workers.serving.schema import MAX_BODY, SearchRequestError, parse_search_request
 
@@ -83,7 +84,14 @@ ENCODER_FIELDS = (
     "model_dimension",
     "truncate_dim",
     "pca_dim",
+    "precision",
 )
+
+
+def recorded_value(spec: dict, field: str) -> Any:
+    # An index built before precision was recorded was encoded in fp32.
+    value = spec.get(field)
+    return (value or "fp32") if field == "precision" else value
 
 
 def manifest_path() -> Path:
@@ -119,9 +127,11 @@ class Encoder:
 
     MAX_BATCH = 64
 
-    def __init__(self, model: Any, *, normalize: bool) -> None:
+    def __init__(self, model: Any, *, normalize: bool, precision: str = "fp32") -> None:
         self.model = model
         self.normalize = normalize
+        self.precision = precision  # the index's documents' own: queries must match them
+        self.device = str(getattr(model, "device", "cpu"))
         self.queue: queue.Queue = queue.Queue()
         # Guards the hand-over at close: a query is either queued before the thread decides
         # to end (and answered by it) or sees it ended and encodes itself.
@@ -182,13 +192,15 @@ class Encoder:
             return
         texts = [text for t, _ in batch for text in t]
         try:
-            vectors = self.model.encode(
-                texts,
-                batch_size=self.MAX_BATCH,
-                convert_to_numpy=True,
-                normalize_embeddings=self.normalize,
-                show_progress_bar=False,
-            )
+            with autocast(self.precision, self.device):
+                vectors = self.model.encode(
+                    texts,
+                    batch_size=self.MAX_BATCH,
+                    convert_to_tensor=True,
+                    normalize_embeddings=self.normalize,
+                    show_progress_bar=False,
+                )
+            vectors = vectors.float().cpu().numpy()  # bf16 out of autocast: numpy has none
         except Exception as exc:  # noqa: BLE001 (each waiting request gets the error)
             for _, done in batch:
                 done.set_exception(exc)
@@ -216,6 +228,7 @@ class Deployed:
             "dimension": int(getattr(self.index, "dimension", 0)),
             "mmap": bool(getattr(self.index, "mmap", False)),
             "model": self.encoder_spec.get("model_name"),
+            "precision": self.encoder.precision,  # what its queries are encoded in
             "loaded_at": self.loaded_at,
         }
 
@@ -249,7 +262,9 @@ def load_encoder_for(spec: dict):
         max_seq_length=spec["max_seq_length"],
         device=os.environ.get("SEARCH_DEVICE") or None,
     )
-    encoder = Encoder(model, normalize=spec["normalize"])
+    encoder = Encoder(
+        model, normalize=spec["normalize"], precision=recorded_value(spec, "precision")
+    )
     encoder.encode(["warm up"])  # the first call pays for setup
     return encoder
 
@@ -354,7 +369,9 @@ class SearchState:
             recorded = json.loads((folder / "encoder.json").read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise Refused(f"{folder} holds no index") from None
-        differs = [f for f in ENCODER_FIELDS if recorded.get(f) != spec.get(f)]
+        differs = [
+            f for f in ENCODER_FIELDS if recorded_value(recorded, f) != recorded_value(spec, f)
+        ]
         if differs:
             raise Refused(
                 "the index was built with another query encoder than the deployment records "

@@ -34,11 +34,14 @@ def embedding_keys(
     max_seq_length: int,
     query_prefix: str,
     document_prefix: str,
+    precision: str = "fp32",
 ) -> tuple[str, str]:
     """Cache keys of a version's documents and of a split's queries under one encoding setup.
 
     Everything that changes a vector is in the key, so a hit is always the right vectors; the
-    same keys serve evaluations, index builds and curation.
+    same keys serve evaluations, index builds and curation. ``precision`` is the resolved one;
+    fp32 adds nothing to the key, so the entries written before precision was a setting stay
+    valid.
     """
     from workers.ml.cache import embedding_key, model_fingerprint
 
@@ -50,19 +53,35 @@ def embedding_keys(
         "max_seq_length": max_seq_length,
         "data": version.content_hash,
     }
+    if precision != "fp32":
+        common["precision"] = precision
     return (
         embedding_key(kind="documents", prefix=document_prefix, **common),
         embedding_key(kind="queries", split=split, prefix=query_prefix, **common),
     )
 
 
+def precision_for(*, model: EmbeddingModel, requested: str, device: str | None = None) -> str:
+    """The precision (fp32 or bf16) a job that asked for ``requested`` encodes in on this
+    worker: ``auto`` is bf16 only where the device runs it natively and the model's bf16
+    vectors have been shown to rank as well (``apps.runs.selectors.model_bf16_proven``)."""
+    from apps.runs.selectors import model_bf16_proven
+    from workers.ml.encode import pick_device
+    from workers.ml.precision import resolve_precision
+
+    proven = requested == "auto" and model_bf16_proven(model=model)
+    return resolve_precision(requested, device=pick_device(device), quality_proven=proven)
+
+
 def encoding_for(*, job, split: str | None = None) -> tuple[EncoderSpec, str, str]:
     """(EncoderSpec, document cache key, query cache key) of a job that encodes a version with
     a model as it records them (an Evaluation or an IndexBuild: model, dataset_version, split,
-    max_seq_length and both prefixes): one encoding setup, one pair of cache entries."""
+    max_seq_length, both prefixes and the precision asked for): one encoding setup, one pair
+    of cache entries. The spec's precision is the resolved one, which the job records."""
     from workers.ml.evaluate import EncoderSpec
 
     model = job.model
+    precision = precision_for(model=model, requested=job.precision)
     document_key, query_key = embedding_keys(
         model=model,
         version=job.dataset_version,
@@ -70,12 +89,14 @@ def encoding_for(*, job, split: str | None = None) -> tuple[EncoderSpec, str, st
         max_seq_length=job.max_seq_length,
         query_prefix=job.query_prefix,
         document_prefix=job.document_prefix,
+        precision=precision,
     )
     spec = EncoderSpec(
         **model.encoder_settings(
             max_seq_length=job.max_seq_length,
             query_prefix=job.query_prefix,
             document_prefix=job.document_prefix,
-        )
+        ),
+        precision=precision,
     )
     return spec, document_key, query_key

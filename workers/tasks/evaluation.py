@@ -53,13 +53,14 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
     corpus, queries, qrels = evaluation_inputs(
         version=evaluation.dataset_version, split=config.split
     )
-    document_key = ""
+    document_key, precision_used = "", ""
     if config.method == "bm25":
         out = evaluate_bm25(
             corpus=corpus, queries=queries, qrels=qrels, top_k=evaluation.top_k, on_progress=report
         )
     else:
         spec, document_key, query_key = encoding_for(job=evaluation)
+        precision_used = spec.precision
         out = evaluate_dense(
             model=spec,
             corpus=corpus,
@@ -87,6 +88,7 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
         "query_count": out.queries,
         "run_file": str(run_path),
         "embedding_key": document_key,
+        "precision_used": precision_used,
         "cache_hit": out.cache_hit,
         "sweep": sweep,
         "diagnostics": diagnostics,

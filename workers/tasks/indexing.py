@@ -48,8 +48,9 @@ def publish_deployments() -> None:
     deployments_publish(notify=False)
 
 
-def index_encoder(*, build: IndexBuild) -> dict[str, Any]:
-    """The query encoder an index needs: everything that changes a query vector."""
+def index_encoder(*, build: IndexBuild, precision: str) -> dict[str, Any]:
+    """The query encoder an index needs: everything that changes a query vector, the
+    precision (resolved: fp32 or bf16) its documents were encoded in included."""
     from workers.ml.cache import model_fingerprint
 
     model = build.model
@@ -67,6 +68,7 @@ def index_encoder(*, build: IndexBuild) -> dict[str, Any]:
         "model_dimension": model.dimension,
         "truncate_dim": spec.get("dim"),
         "pca_dim": spec.get("pca_dim"),
+        "precision": precision,
     }
 
 
@@ -85,8 +87,6 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict[
     # release, or by hand, fails here with the field named, before anything is encoded.
     spec = IndexSpec.from_config(build.index_type, parse_params(build.params))
     version = build.dataset_version
-    # Recorded now, with the fingerprint the vectors below are made with.
-    encoder = index_encoder(build=build)
     if build.split:
         corpus, queries, qrels = evaluation_inputs(version=version, split=build.split)
     else:
@@ -94,6 +94,8 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict[
         queries, qrels = [], {}
     metadata = list(version.documents.order_by("pk").values_list("metadata", flat=True))
     encoder_spec, document_key, query_key = encoding_for(job=build, split=build.split or "-")
+    # Recorded now, with the fingerprint and precision the vectors below are made with.
+    encoder = index_encoder(build=build, precision=encoder_spec.precision)
     doc_vectors, query_vectors, timings, cache_hit = embed_corpus(
         model=encoder_spec,
         corpus=corpus,
@@ -151,6 +153,7 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict[
         "embedding_key": document_key,
         "cache_hit": cache_hit,
         "encoder": encoder,
+        "precision_used": encoder_spec.precision,
         "document_count": len(doc_ids),
         "dimension": built["dimension"],
         "metrics": metrics,

@@ -325,9 +325,9 @@ def test_mining_reuses_the_evaluations_document_embeddings(
     stages = []
     real = common.encode
 
-    def counting(encoder, texts, *, stage, report, prefix=""):
+    def counting(encoder, texts, *, stage, **kwargs):
         stages.append(stage)
-        return real(encoder, texts, stage=stage, report=report, prefix=prefix)
+        return real(encoder, texts, stage=stage, **kwargs)
 
     monkeypatch.setattr(common, "encode", counting)
     job = run(

@@ -20,7 +20,8 @@ def meta_version(team, tmp_path):
     return dataset_import_beir(team=team, name="tiny-meta", path=folder).version
 
 
-def build_sync(*, team, model, version, index_type: str = "flat", params=None):
+def build_sync(*, team, model, version, index_type: str = "flat", params=None,
+               precision: str = "auto"):  # fmt: skip
     """An index built in this process by the worker's own task code."""
     from apps.indexes.services import index_build_create
     from workers.tasks.indexing import build_index
@@ -31,6 +32,7 @@ def build_sync(*, team, model, version, index_type: str = "flat", params=None):
         dataset_version=version,
         index_type=index_type,
         params=params or {},
+        precision=precision,
         enqueue=False,
     )
     build_index.run(build.pk)

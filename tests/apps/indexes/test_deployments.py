@@ -147,6 +147,54 @@ def test_search_process_refuses_an_index_built_for_another_encoder(team, tiny_re
     assert "refused" in health["errors"][d.serving_key]
 
 
+def test_a_bf16_index_is_searched_with_bf16_queries_and_never_mixed(team, tiny_registered_model,
+                                                                      tiny_version, serving,
+                                                                      django_capture_on_commit_callbacks):  # fmt: skip  # noqa: E501
+    from apps.indexes.models import Deployment
+    from apps.indexes.selectors import deployment_query
+    from apps.indexes.services import deployments_publish
+    from workers.ml.encode import document_text, encode_texts, load_encoder
+
+    fp32 = build_sync(team=team, model=tiny_registered_model, version=tiny_version,
+                      precision="fp32")  # fmt: skip
+    bf16 = build_sync(team=team, model=tiny_registered_model, version=tiny_version,
+                      precision="bf16")  # fmt: skip
+    assert (fp32.encoder["precision"], bf16.encoder["precision"]) == ("fp32", "bf16")
+    capture = django_capture_on_commit_callbacks
+    d = _deploy(team=team, name="half", build=bf16, capture=capture)
+    serving.wait_serving(d.serving_key, bf16.pk)
+    found = deployment_query(team=team, name="half", queries=["red planet"], k=8)
+    # The query was encoded in bf16 as the documents were: the scores are the bf16 ones.
+    m = tiny_registered_model
+    encoder = load_encoder(path=m.path, layout=m.layout, pooling=m.pooling,
+                           normalize=m.normalize, max_seq_length=m.max_seq_length)  # fmt: skip
+    query = encode_texts(encoder=encoder, texts=[m.query_prefix + "red planet"],
+                         normalize=m.normalize, precision="bf16")  # fmt: skip
+    rows = list(tiny_version.documents.values_list("doc_id", "title", "text"))
+    texts = {doc_id: m.document_prefix + document_text(title, text) for doc_id, title, text in rows}
+    vectors = encode_texts(encoder=encoder, texts=list(texts.values()), normalize=m.normalize,
+                           precision="bf16")  # fmt: skip
+    expected = dict(zip(texts, (vectors @ query[0]).tolist(), strict=True))
+    hits = found["results"][0]["hits"]
+    for hit in hits:
+        assert hit["score"] == pytest.approx(expected[hit["id"]], abs=1e-5)
+    # bf16 autocast moves these vectors by ~1e-5 only (cosine 0.99997 for MiniLM), too little
+    # for the scores to tell; the process says which precision encodes this deployment's queries.
+    assert serving.health()["deployments"][d.serving_key]["precision"] == "bf16"
+    # A deployment recorded for fp32 queries pointed at the bf16 index is refused.
+    live = _deploy(team=team, name="full", build=fp32, capture=capture)
+    assert (
+        serving.wait_serving(live.serving_key, fp32.pk)["deployments"][live.serving_key][
+            "precision"
+        ]
+        == "fp32"
+    )
+    Deployment.objects.filter(pk=live.pk).update(index=bf16)
+    answer = deployments_publish(wait=True)
+    assert "precision" in answer["errors"][live.serving_key]
+    assert serving.health()["deployments"][live.serving_key]["index_id"] == fp32.pk
+
+
 def test_console_shows_hits_with_snippets_timing_and_side_by_side(client, member, team,
                                                                   tiny_registered_model,
                                                                   tiny_version, serving,

@@ -56,4 +56,4 @@ def test_the_worker_reads_the_rows_config_back(team, tiny_version):
                                    dataset_version=tiny_version, split="test",
                                    enqueue=False)  # fmt: skip
     config = EvaluationConfig.from_row(evaluation)
-    assert config == EvaluationConfig(method="bm25", split="test")
+    assert config == EvaluationConfig(method="bm25", split="test", precision="fp32")

@@ -325,6 +325,20 @@ def test_each_loss_trains_and_saves_a_loadable_model(tiny_model_path, tmp_path, 
     assert str(tiny_model_path) in card and f'"loss": "{loss}"' in card
 
 
+@pytest.mark.parametrize("flags, expected", [({"avx512_bf16"}, "bf16"), ({"avx2"}, "fp32")])
+def test_bf16_trains_on_a_cpu_that_has_it(tiny_model_path, tmp_path, monkeypatch, flags,
+                                          expected):  # fmt: skip
+    from workers.ml import precision
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+    config = _config(tiny_model_path, max_steps=2, save_steps=10, bf16=True)
+    result = train(config=config, rows=ROWS, output_dir=tmp_path)
+    assert result["device"] == "cpu" and result["precision"] == expected
+    assert result["steps"] == 2 and np.isfinite(result["train_loss"])
+    vectors = _encode(Path(result["model_dir"]), ["red planet", "hot drink"])
+    assert vectors.dtype == np.float32 and np.isfinite(vectors).all()  # saved in fp32
+
+
 def test_unmerged_lora_is_base_plus_adapter_and_matches_the_merge(tiny_model_path, tmp_path):
     from workers.ml.training.trainer import _merged
 

@@ -74,7 +74,7 @@ def test_encoder_batches_waiting_queries_and_answers_after_close():
     query that reaches a closed (swapped-out) encoder is still answered."""
     import threading
 
-    import numpy as np
+    import torch
 
     from workers.serving.server import Encoder
 
@@ -85,7 +85,7 @@ def test_encoder_batches_waiting_queries_and_answers_after_close():
         def encode(self, texts, **kwargs):
             calls.append(list(texts))
             gate.wait(5)
-            return np.array([[float(len(t))] for t in texts])
+            return torch.tensor([[float(len(t))] for t in texts])  # as convert_to_tensor gives
 
     encoder = Encoder(Model(), normalize=True)
     results = {}
@@ -118,14 +118,14 @@ def test_encode_and_search_runs_the_search_in_the_faiss_pool_even_after_close(tm
     request."""
     import threading
 
-    import numpy as np
     import pytest
+    import torch
 
     from workers.serving.server import Deployed, Encoder, SearchState
 
     class Model:
         def encode(self, texts, **kwargs):
-            return np.array([[float(len(t))] for t in texts], dtype=np.float32)
+            return torch.tensor([[float(len(t))] for t in texts])
 
     searched_in = []
 

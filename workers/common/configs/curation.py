@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from workers.common.configs.encoding import Precision, precision_field
+
 MAX_SEED = 2**31 - 1
 
 
@@ -59,6 +61,7 @@ class SemDedupConfig(_CurationConfig):
         description="k-means clusters; 0: about the square root of the row count.",
     )
     seed: int = _seed("Seed of the k-means initialisation.")
+    precision: Precision = precision_field()
 
 
 class MiningOptions(BaseModel):
@@ -142,12 +145,13 @@ class MiningConfig(MiningOptions, _CurationConfig):
         "Training versions mine for every anchor and ignore it.",
         json_schema_extra={"label": "Split"},
     )
+    precision: Precision = precision_field()
 
     def options(self) -> MiningOptions:
-        return MiningOptions.model_validate(self.model_dump(exclude={"kind", "split"}))
+        return MiningOptions.model_validate(self.model_dump(exclude={"kind", "split", "precision"}))
 
     def stored(self) -> dict[str, Any]:
-        config = {"config": self.options().model_dump()}
+        config = {"precision": self.precision, "config": self.options().model_dump()}
         return config if self.split is None else {"split": self.split, **config}
 
     @classmethod
@@ -157,7 +161,7 @@ class MiningConfig(MiningOptions, _CurationConfig):
 
     @classmethod
     def settable(cls) -> tuple[str, ...]:
-        return ("split", *MiningOptions.model_fields)
+        return ("split", *MiningOptions.model_fields, "precision")
 
 
 class DsirConfig(_CurationConfig):

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workers.common.configs.encoding import Precision, precision_field
+
 Method = Literal["dense", "bm25"]
 
 
@@ -32,10 +34,16 @@ class EvaluationConfig(BaseModel):
     split: str = Field(
         "test", min_length=1, max_length=50, description="the judged split whose queries are run"
     )
+    precision: Precision = precision_field()
 
     @classmethod
     def from_row(cls, evaluation: Any) -> EvaluationConfig:
         """The config an Evaluation row records, validated again (the worker's input)."""
         return cls.model_validate(
-            {"method": evaluation.method, "model": evaluation.model_id, "split": evaluation.split}
+            {
+                "method": evaluation.method,
+                "model": evaluation.model_id,
+                "split": evaluation.split,
+                "precision": evaluation.precision,
+            }
         )

@@ -224,7 +224,11 @@ class TrainOptions(BaseModel):
     )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="seed of the data order and the init")
-    bf16: bool = Field(False, description="bf16 mixed precision, on CUDA with bf16 support")
+    bf16: bool = Field(
+        False,
+        description="bf16 mixed precision where the hardware has it natively: a bf16 GPU, or a "
+        "CPU with AVX-512 BF16 or AMX (elsewhere fp32)",
+    )
     fp16: bool = Field(False, description="fp16 mixed precision, on CUDA")
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in the backward pass: less memory, slower"

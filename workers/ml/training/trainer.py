@@ -22,6 +22,7 @@ from workers.common.atomic import atomic_write
 from workers.common.configs.training import POOLINGS, ConfigError, TrainConfig
 from workers.common.estimate import lora_targets
 from workers.ml.losses import default_dims, default_starbucks_pairs
+from workers.ml.precision import bf16_supported
 from workers.ml.training.card import model_card
 from workers.ml.training.data import columns as train_columns
 from workers.ml.training.data import eval_sets, read_rows
@@ -425,7 +426,8 @@ def _training_args(
         warmup_steps=config.warmup_ratio if config.warmup_ratio > 0 else 0,
         weight_decay=config.weight_decay,
         seed=config.seed,
-        bf16=config.bf16 and cuda and _bf16_supported(),
+        # bf16 on a CPU too where it is native (AVX-512 BF16 or AMX): the Trainer autocasts.
+        bf16=config.bf16 and bf16_supported("cuda" if cuda else "cpu"),
         fp16=config.fp16 and cuda,
         **{checkpointing: config.gradient_checkpointing},
         batch_sampler=(
@@ -444,12 +446,6 @@ def _training_args(
         use_cpu=not cuda,
         dataloader_num_workers=0,
     )
-
-
-def _bf16_supported() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
 def _quiet(trainer: Any) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from apps.datasets.models import CurationJob, DatasetVersion
 from apps.registry.models import EmbeddingModel
-from workers.tasks.encoding import embedding_cache, embedding_keys
+from workers.tasks.encoding import embedding_cache, embedding_keys, precision_for
 from workers.tasks.runtime import ProgressReporter
 
 TEXT_CHARS = 400  # a text shown on a result page is cut to this
@@ -22,6 +22,11 @@ TEXT_CHARS = 400  # a text shown on a result page is cut to this
 def documents(version: DatasetVersion) -> list[tuple[int, str, str, str]]:
     """(pk, doc_id, title, text) of every document, in a stable order."""
     return list(version.documents.order_by("pk").values_list("pk", "doc_id", "title", "text"))
+
+
+def job_precision(job: CurationJob, config: Any) -> str:
+    """The precision (fp32 or bf16) this job's encodes run in on this worker."""
+    return precision_for(model=job.model, requested=getattr(config, "precision", "fp32"))
 
 
 def encoder_for(model: EmbeddingModel, device: str | None = None) -> Any:
@@ -38,9 +43,16 @@ def encoder_for(model: EmbeddingModel, device: str | None = None) -> Any:
 
 
 def encode(
-    encoder: Any, texts: list[str], *, stage: str, report: ProgressReporter, prefix: str = ""
+    encoder: Any,
+    texts: list[str],
+    *,
+    stage: str,
+    report: ProgressReporter,
+    precision: str,
+    prefix: str = "",
 ) -> Any:
-    """Normalised vectors of ``prefix + text``, progress reported under ``stage``."""
+    """Normalised vectors of ``prefix + text`` in ``precision`` (a resolved one), progress
+    reported under ``stage``."""
     from workers.ml.encode import encode_texts
 
     return encode_texts(
@@ -48,6 +60,7 @@ def encode(
         texts=[prefix + t for t in texts],
         normalize=True,
         on_progress=lambda done, total: report(stage, done, total),
+        precision=precision,
     )
 
 
@@ -57,10 +70,11 @@ def free_encoder(device: str) -> None:
     free_memory(device)
 
 
-def _document_cache_key(job: CurationJob) -> str:
+def _document_cache_key(job: CurationJob, precision: str) -> str:
     """The evaluations' embedding-cache key for the source's documents, when this job encodes
-    them exactly as an evaluation does (same model, max length, prefix, normalised vectors), so
-    neither re-encodes a corpus the other already did. Empty when they would differ."""
+    them exactly as an evaluation does (same model, max length, prefix, precision, normalised
+    vectors), so neither re-encodes a corpus the other already did. Empty when they would
+    differ."""
     model, source = job.model, job.source
     if model is None or not model.normalize or source.kind != DatasetVersion.Kind.RETRIEVAL:
         return ""
@@ -71,16 +85,19 @@ def _document_cache_key(job: CurationJob) -> str:
         max_seq_length=model.max_seq_length,
         query_prefix=model.query_prefix,
         document_prefix=model.document_prefix,
+        precision=precision,
     )
     return key
 
 
-def document_vectors(job: CurationJob, *, ids: list[str], encode: Callable[[], Any]) -> Any:
-    """The source's document vectors from the embedding cache, else ``encode()`` them and
-    cache them for the evaluations and index builds that follow."""
+def document_vectors(
+    job: CurationJob, *, ids: list[str], precision: str, encode: Callable[[], Any]
+) -> Any:
+    """The source's document vectors in ``precision`` from the embedding cache, else
+    ``encode()`` them and cache them for the evaluations and index builds that follow."""
     import numpy as np
 
-    key = _document_cache_key(job)
+    key = _document_cache_key(job, precision)
     hit = embedding_cache().get(key) if key else None
     if hit is not None and hit[1] == ids:
         return np.asarray(hit[0])

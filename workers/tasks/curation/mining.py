@@ -73,8 +73,10 @@ def run(*, job: CurationJob, config: MiningConfig, report: ProgressReporter) -> 
         raise CurationError("No (query, positive) pairs to mine for.")
     width = options.range_max + max(len(m) for m in mask)
     query_vectors = corpus_vectors = None
+    precision = None  # BM25 candidates encode nothing
     if options.candidates != "bm25":
         report("loading model")
+        precision = common.job_precision(job, config)
         encoder = common.encoder_for(job.model)
         device = str(encoder.device)
         try:
@@ -83,11 +85,12 @@ def run(*, job: CurationJob, config: MiningConfig, report: ProgressReporter) -> 
                 corpus,
                 stage="encoding documents",
                 report=report,
+                precision=precision,
                 prefix=job.model.document_prefix,
             )
             if job.source.kind == DatasetVersion.Kind.RETRIEVAL:
                 corpus_vectors = common.document_vectors(
-                    job, ids=corpus_labels, encode=encode_corpus
+                    job, ids=corpus_labels, precision=precision, encode=encode_corpus
                 )
             else:
                 corpus_vectors = encode_corpus()
@@ -97,6 +100,7 @@ def run(*, job: CurationJob, config: MiningConfig, report: ProgressReporter) -> 
                 anchors,
                 stage="encoding queries",
                 report=report,
+                precision=precision,
                 prefix=job.model.query_prefix,
             )
         finally:
@@ -159,6 +163,7 @@ def run(*, job: CurationJob, config: MiningConfig, report: ProgressReporter) -> 
         scored=scored,
         rows=len(rows),
     )
+    fields["result"]["precision"] = precision
     report.check()
     version, _ = dataset_version_derive(
         job=job,

@@ -44,20 +44,25 @@ def run(*, job: CurationJob, config: SemDedupConfig, report: ProgressReporter) -
         protected = None
         word_counts = None
     report("loading model")
+    precision = common.job_precision(job, config)
     encoder = common.encoder_for(job.model)
     device = str(encoder.device)
     try:
         if source.kind == DatasetVersion.Kind.TRAINING:
-            vectors = common.encode(encoder, texts, stage="encoding", report=report)
+            vectors = common.encode(
+                encoder, texts, stage="encoding", report=report, precision=precision
+            )
         else:
             vectors = common.document_vectors(
                 job,
                 ids=labels,
+                precision=precision,
                 encode=lambda enc=encoder: common.encode(
                     enc,
                     texts,
                     stage="encoding",
                     report=report,
+                    precision=precision,
                     prefix=job.model.document_prefix,
                 ),
             )
@@ -89,6 +94,7 @@ def run(*, job: CurationJob, config: SemDedupConfig, report: ProgressReporter) -
         "review": CurationJob.Review.PENDING,
         "result": {
             "items": len(texts),
+            "precision": precision,
             "removed": out.removed,
             "kept": len(texts) - out.removed,
             "clusters": out.n_clusters,

@@ -10,6 +10,7 @@ from apps.datasets.curation import (
 from apps.datasets.models import CurationJob, DatasetVersion
 from apps.registry.models import EmbeddingModel
 from workers.common.configs.curation import CONFIGS
+from workers.common.configs.encoding import PRECISION_HELP, PRECISIONS
 
 
 def _parameters() -> str:
@@ -39,11 +40,17 @@ class Command(JsonCommand):
         parser.add_argument("--dataset-version", type=int, required=True)
         parser.add_argument("--model", type=int)
         parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+        parser.add_argument(
+            "--precision",
+            choices=PRECISIONS,
+            help=f"semdedup and mine (the kinds that encode): {PRECISION_HELP}",
+        )
         parser.add_argument("--sync", action="store_true")
         parser.add_argument("--accept", action="store_true")
         parser.add_argument("--timeout", type=float, default=24 * 3600)
 
-    def handle(self, *args, kind, dataset_version, model, param, sync, accept, timeout, **opts):
+    def handle(self, *args, kind, dataset_version, model, param, precision, sync, accept, timeout,
+               **opts):  # fmt: skip
         version = (
             DatasetVersion.objects.filter(pk=dataset_version).select_related("dataset").first()
         )
@@ -60,6 +67,10 @@ class Command(JsonCommand):
             if not sep:
                 raise InputError(f"--param: {item!r} is not KEY=VALUE")
             params[key.strip()] = value.strip()
+        if precision is not None:
+            if "precision" not in CONFIGS[kind].model_fields:
+                raise InputError(f"--precision: {kind} encodes nothing")
+            params["precision"] = precision
         try:
             config = curation_config(kind=kind, values=params)
         except CurationError as exc:

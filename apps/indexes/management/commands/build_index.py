@@ -3,6 +3,7 @@ from apps.core.models import JobStatus
 from apps.datasets.models import DatasetVersion
 from apps.indexes.services import IndexBuildError, index_build_create
 from apps.registry.models import EmbeddingModel
+from workers.common.configs.encoding import PRECISION_HELP, PRECISIONS
 from workers.common.configs.indexing import (
     INDEX_TYPES,
     IndexParams,
@@ -35,10 +36,12 @@ class Command(JsonCommand):
         parser.add_argument("--type", choices=INDEX_TYPES, required=True, dest="index_type")
         parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
         parser.add_argument("--split", help="queries to measure on (default: test if present)")
+        parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
         parser.add_argument("--sync", action="store_true")
         parser.add_argument("--timeout", type=float, default=24 * 3600)
 
-    def handle(self, *args, model, dataset_version, index_type, param, split, sync, timeout, **o):
+    def handle(self, *args, model, dataset_version, index_type, param, split, precision, sync,
+               timeout, **o):  # fmt: skip
         v = DatasetVersion.objects.filter(pk=dataset_version).select_related("dataset").first()
         if v is None:
             raise InputError(f"--dataset-version: no dataset version {dataset_version}")
@@ -64,6 +67,7 @@ class Command(JsonCommand):
                 index_type=index_type,
                 params=params,
                 split=split,
+                precision=precision,
                 enqueue=not sync,
             )
         except IndexBuildError as exc:
@@ -80,6 +84,7 @@ class Command(JsonCommand):
             "status": build.status,
             "type": build.index_type,
             "spec": build.spec,
+            "precision": build.precision_used,
             "path": build.path,
             "metrics": build.metrics,
             "seconds": build.duration_seconds,

@@ -32,15 +32,23 @@ class Command(JsonCommand):
         parser.add_argument(
             "--split", default=FIELDS["split"].default, help=FIELDS["split"].description
         )
+        parser.add_argument(
+            "--precision",
+            choices=typing.get_args(FIELDS["precision"].annotation),
+            default=FIELDS["precision"].default,
+            help=FIELDS["precision"].description,
+        )
         parser.add_argument("--sync", action="store_true")
         parser.add_argument("--timeout", type=float, default=24 * 3600)
 
-    def handle(self, *args, model, method, dataset_version, split, sync, timeout, **options):
+    def handle(
+        self, *args, model, method, dataset_version, split, precision, sync, timeout, **options
+    ):
         v = DatasetVersion.objects.filter(pk=dataset_version).select_related("dataset").first()
         if v is None:
             raise InputError(f"--dataset-version: no dataset version {dataset_version}")
         try:
-            config = EvaluationConfig(method=method, model=model, split=split)
+            config = EvaluationConfig(method=method, model=model, split=split, precision=precision)
         except ValidationError as exc:
             raise InputError(*(f"--{f}: {why}" for f, why in config_problems(exc))) from None
         m = None
@@ -55,6 +63,7 @@ class Command(JsonCommand):
                 method=config.method,
                 dataset_version=v,
                 split=config.split,
+                precision=config.precision,
                 enqueue=not sync,
             )
         except EvaluationError as exc:
@@ -71,6 +80,7 @@ class Command(JsonCommand):
             "evaluation": evaluation.pk,
             "status": evaluation.status,
             "metrics": evaluation.metrics,
+            "precision": evaluation.precision_used,
             "cache_hit": evaluation.cache_hit,
             "seconds": evaluation.duration_seconds,
         }
