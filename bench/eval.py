@@ -13,7 +13,9 @@ code against a bare script doing the same work, in one run.
    the documents come from the embedding cache.
 
 It prints both times, ``ratio = EmbedHub cold / bare`` (target ≤ 1.05), the cache speed-up
-``cold / warm`` (target ≥ 20), and each run's metrics (they must agree).
+``cold / warm`` (target ≥ 20), and each run's metrics (they must agree). ``--precision bf16``
+runs EmbedHub's evaluations in bf16 autocast against the same fp32 bare script (issue 13: the
+evaluation's wall time against today's fp32 one; the metrics then differ slightly).
 
     .venv/bin/python -m bench.eval                                   # SciFact test, 256 tokens
     .venv/bin/python -m bench.eval --max-seq-length 128 --subset 1000   # a quick smoke run
@@ -156,7 +158,12 @@ def child_embedhub(args) -> dict:
     out = {}
     for label in ("cold", "warm"):
         evaluation = evaluation_create(
-            team=team, model=model, dataset_version=version, split=args.split, enqueue=False
+            team=team,
+            model=model,
+            dataset_version=version,
+            split=args.split,
+            precision=args.precision,
+            enqueue=False,
         )
         t0 = time.perf_counter()
         evaluate(evaluation.pk)
@@ -166,6 +173,7 @@ def child_embedhub(args) -> dict:
             raise SystemExit(f"{label} evaluation failed: {e.human_error}\n{e.error}")
         out[label] = {
             "seconds": seconds,
+            "precision": e.precision_used,
             "cache_hit": e.cache_hit,
             "timings": e.timings,
             **{k: e.metrics[k] for k in ("ndcg@10", "mrr@10", "recall@100")},
@@ -175,7 +183,8 @@ def child_embedhub(args) -> dict:
 
 def run_child(mode: str, args, env: dict) -> dict:
     cmd = [sys.executable, "-m", "bench.eval", "--child", mode, "--data", str(args.data),
-           "--split", args.split, "--max-seq-length", str(args.max_seq_length)]  # fmt: skip
+           "--split", args.split, "--max-seq-length", str(args.max_seq_length),
+           "--precision", args.precision]  # fmt: skip
     if args.device:
         cmd += ["--device", args.device]
     log(f"{mode}: starting")
@@ -205,6 +214,12 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=0, help="judged documents + N others")
     parser.add_argument("--database-url", default=DEFAULT_URL)
     parser.add_argument("--device", default="")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16", "auto"),
+        help="EmbedHub's evaluations encode in this (the bare script always in fp32)",
+    )
     parser.add_argument("--child", choices=("bare", "embedhub"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -232,7 +247,8 @@ def main() -> None:
     speedup = cold["seconds"] / warm["seconds"]
     extras = sum(cold["timings"].get(k, 0.0) for k in ("sweep_s", "diagnostics_s"))
     print(f"data: {args.data} ({bare['documents']:,} documents, split {args.split}), "
-          f"max length {args.max_seq_length}")  # fmt: skip
+          f"max length {args.max_seq_length}; bare in fp32, "
+          f"EmbedHub in {cold['precision']}")  # fmt: skip
     print(f"{'run':<16}{'seconds':>10}{'ndcg@10':>10}{'mrr@10':>10}{'recall@100':>12}")
     for name, r in (("bare", bare), ("embedhub cold", cold), ("embedhub warm", warm)):
         print(f"{name:<16}{r['seconds']:>10.1f}{r['ndcg@10']:>10.4f}{r['mrr@10']:>10.4f}"

@@ -16,7 +16,9 @@ def _route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, str]:
     from django.conf import settings
 
     # Curation encodes with a model (dedup, mining) or tokenizes, like an evaluation.
-    if name.startswith(("workers.tasks.evaluation.", "workers.tasks.curation.")):
+    if name.startswith(
+        ("workers.tasks.evaluation.", "workers.tasks.curation.", "workers.tasks.sharding.")
+    ):
         return {"queue": settings.ENCODE_QUEUE}
     if name.startswith("workers.tasks.ingest."):
         return {"queue": "ingest"}
@@ -51,6 +53,7 @@ app.conf.update(
         "workers.tasks.curation",
         "workers.tasks.training",
         "workers.tasks.indexing",
+        "workers.tasks.sharding",
     ),
     beat_schedule={
         "reap-stale-jobs": {"task": "workers.tasks.core.reap_stale_jobs", "schedule": 60.0},

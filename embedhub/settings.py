@@ -190,6 +190,13 @@ else:
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 # Which queue encoding jobs (evaluation) go to: "index" on CPU workers, "gpu" where one exists.
 ENCODE_QUEUE = env.str("ENCODE_QUEUE", default="index")
+# A corpus of at least this many documents is encoded in shards by every worker on the encode
+# queue (workers.tasks.sharding); 0: always in the job's own worker.
+ENCODE_SHARD_MIN_DOCS = env.int("ENCODE_SHARD_MIN_DOCS", default=50_000)
+ENCODE_SHARD_DOCS = env.int("ENCODE_SHARD_DOCS", default=10_000)  # per shard (whole chunks)
+ENCODE_SHARD_ATTEMPTS = env.int("ENCODE_SHARD_ATTEMPTS", default=3)
+# A shard whose worker has not reported for this long is taken back and encoded again.
+ENCODE_SHARD_STALE_S = env.int("ENCODE_SHARD_STALE_S", default=300)
 
 # --- Jobs ---------------------------------------------------------------------------------
 JOB_PROGRESS_INTERVAL = env.float("JOB_PROGRESS_INTERVAL", default=2.0)

@@ -125,3 +125,44 @@ class Job(models.Model):
             return None
         end = self.finished_at or timezone.now()
         return (end - self.started_at).total_seconds()
+
+
+class EncodeShard(models.Model):
+    """One slice of a large corpus encode (``workers.tasks.sharding``): every worker on the
+    encode queue may take one, the job that split the corpus included.
+
+    Claimed by a conditional UPDATE (pending → running) like a job; ``heartbeat_at`` lets the
+    splitting job take back a shard whose worker died, ``attempts`` bounds the retries, and
+    ``cancelled`` (the splitting job was cancelled or failed) stops the others between chunks.
+    The texts and the vectors travel as files under ARTIFACTS_ROOT/shards/<run>/, which every
+    worker of a deployment shares with the embedding cache.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    run = models.CharField(max_length=32, db_index=True)  # one corpus encode
+    index = models.PositiveIntegerField()
+    size = models.PositiveIntegerField()
+    encoder = models.JSONField()  # the EncoderSpec fields, precision resolved
+    batch_size = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    done = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "index"], name="unique_shard_per_run"),
+        ]
+        ordering = ["run", "index"]
+
+    def __str__(self) -> str:
+        return f"shard {self.index} of {self.run}"

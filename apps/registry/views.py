@@ -10,7 +10,7 @@ from apps.registry.forms import RegisterModelForm
 from apps.registry.selectors import embedding_model_get, embedding_model_list
 from apps.registry.services import ModelRegistrationError, embedding_model_register
 from apps.runs.models import TrainingRun
-from apps.runs.selectors import evaluation_list
+from apps.runs.selectors import evaluation_list, precision_check
 
 
 @require_GET
@@ -36,6 +36,7 @@ def model_detail(request, pk: int):
             .select_related("train_version__dataset")
             .first(),
             "children": model.children.order_by("name"),
+            "precision_check": precision_check(model=model),
         },
     )
 

@@ -26,34 +26,42 @@ def evaluation_get(*, user, pk, role: str = "viewer") -> Evaluation:
 
 def precision_check(*, model) -> dict | None:
     """How the model's bf16 encode ranks against its fp32 encode: the newest pair of succeeded
-    dense evaluations of the model on one dataset version and split, one in each precision, as
-    {bf16, fp32, drop (relative), allowed, passed, evaluations}; None while no such pair exists.
+    dense evaluations of the model on one dataset version and split, one in each precision,
+    compared query by query as the comparison page does (nDCG@10: delta, bootstrap interval,
+    randomization-test p-value). It passes when the relative drop is within
+    ``QUALITY_MAX_DROP`` and bf16 is not significantly worse. None while no such pair exists.
     """
+    from apps.runs.compare import comparison_build
+
     done = Evaluation.objects.filter(
         model=model, method=Evaluation.Method.DENSE, status=JobStatus.SUCCEEDED
     ).order_by("-finished_at", "-pk")
-    for bf16 in done.filter(precision_used="bf16").only("dataset_version", "split", "metrics"):
-        fp32 = (
-            done.filter(
-                precision_used="fp32", dataset_version_id=bf16.dataset_version_id, split=bf16.split
-            )
-            .only("metrics")
-            .first()
-        )
+    for bf16 in done.filter(precision_used="bf16"):
+        fp32 = done.filter(
+            precision_used="fp32", dataset_version_id=bf16.dataset_version_id, split=bf16.split
+        ).first()
         if fp32 is None:
             continue
         low, high = bf16.metrics.get(QUALITY_METRIC), fp32.metrics.get(QUALITY_METRIC)
         if low is None or not high:
             continue
+        comparison = comparison_build(evaluations=[fp32, bf16], baseline=fp32)
+        cell = next(c for c in comparison.row(QUALITY_METRIC).cells if not c.is_baseline)
         drop = (high - low) / high
         allowed = settings.QUALITY_MAX_DROP
+        worse = cell.significant and (cell.delta or 0.0) < 0
         return {
             "metric": QUALITY_METRIC,
             "bf16": low,
             "fp32": high,
             "drop": drop,
             "allowed": allowed,
-            "passed": drop <= allowed,
+            "delta": cell.delta,
+            "interval": cell.ci_text,
+            "p_value": cell.p_perm_holm,
+            "significantly_worse": worse,
+            "queries": comparison.n_queries,
+            "passed": drop <= allowed and not worse,
             "evaluations": [bf16.pk, fp32.pk],
         }
     return None

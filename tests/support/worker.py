@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 CELERY = str(Path(sys.executable).with_name("celery"))
 
 
-def start_worker(env: dict, log: Path) -> subprocess.Popen:
-    """A real Celery worker, started the way the Procfile starts it (all queues, prefetch 1)."""
+def start_worker(env: dict, log: Path, name: str = "") -> subprocess.Popen:
+    """A real Celery worker, started the way the Procfile starts it (all queues, prefetch 1);
+    ``name`` sets its node name (two workers of one test on one host)."""
     tiers.require("worker")
     fh = open(log, "wb")  # noqa: SIM115 (closed with the process)
     return subprocess.Popen(
@@ -37,6 +38,7 @@ def start_worker(env: dict, log: Path) -> subprocess.Popen:
             "--without-heartbeat",
             "-l",
             "info",
+            *(["-n", name] if name else []),
         ],
         cwd=REPO,
         env=env,

@@ -76,13 +76,28 @@ def document_text(title: str, text: str) -> str:
     return (title + " " + text).strip()
 
 
+CHUNK_SIZE = 256
+
+
+def chunk_length(batch_size: int, chunk_size: int = CHUNK_SIZE) -> int:
+    """Texts per ``encode`` call: whole batches (a chunk ending mid-batch would add a short
+    batch per chunk)."""
+    return max(batch_size, chunk_size // batch_size * batch_size)
+
+
+def length_order(texts: list[str]) -> np.ndarray:
+    """The order texts are encoded in: longest first (sentence-transformers' own key, character
+    length), stable, so that texts already in this order keep it."""
+    return np.argsort([-len(t) for t in texts], kind="stable")
+
+
 def encode_texts(
     *,
     encoder: SentenceTransformer,
     texts: list[str],
     normalize: bool,
     batch_size: int = 32,
-    chunk_size: int = 256,
+    chunk_size: int = CHUNK_SIZE,
     on_progress: Callable[[int, int], None] | None = None,
     precision: str = "fp32",
 ) -> np.ndarray:
@@ -97,10 +112,8 @@ def encode_texts(
     dim = encoder.get_embedding_dimension()
     if total == 0:
         return np.empty((0, dim or 0), dtype=np.float32)
-    # Whole batches per chunk: a chunk ending mid-batch would add a short batch per chunk.
-    chunk = max(batch_size, chunk_size // batch_size * batch_size)
-    # Same key as sentence-transformers' own sort (character length, longest first).
-    order = np.argsort([-len(t) for t in texts], kind="stable")
+    chunk = chunk_length(batch_size, chunk_size)
+    order = length_order(texts)
     out: np.ndarray | None = None
     done = 0
     if on_progress:

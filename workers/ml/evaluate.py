@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -14,6 +15,8 @@ from workers.ml.metrics import compute_metrics
 from workers.ml.search import exact_search
 
 Progress = Callable[[str, int, int], None]
+# (loaded encoder, texts, batch size, on_progress(done, total)) → float32 (n, dim)
+DocumentEncoder = Callable[[Any, list[str], int, Callable[[int, int], None]], np.ndarray]
 
 STAGES = ("loading model", "encoding documents", "encoding queries", "searching", "scoring")
 
@@ -59,6 +62,7 @@ def evaluate_dense(
     cache: EmbeddingCache | None = None,
     document_key: str | None = None,
     query_key: str | None = None,
+    encode_documents: DocumentEncoder | None = None,
 ) -> EvalOutput:
     """Evaluate ``model`` on (doc_id, title, text) documents and (query_id, text) queries.
 
@@ -79,6 +83,7 @@ def evaluate_dense(
         cache=cache,
         document_key=document_key,
         query_key=query_key,
+        encode_documents=encode_documents,
     )
     t = time.perf_counter()
     report("searching", 0, len(queries))
@@ -120,8 +125,13 @@ def embed_corpus(
     cache: EmbeddingCache | None = None,
     document_key: str | None = None,
     query_key: str | None = None,
+    encode_documents: DocumentEncoder | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float], bool]:
     """(document vectors, query vectors, timings, documents came from the cache).
+
+    ``encode_documents`` replaces the in-process document encode (the worker passes one that
+    splits a large corpus over every worker, ``workers.tasks.sharding``); it must give the
+    vectors ``encode_texts`` would.
 
     Reads the cache first and loads the model only for what is missing, then caches what it
     encoded; evaluations and index builds share it, so a corpus is encoded once.
@@ -155,17 +165,21 @@ def embed_corpus(
         try:
             if doc_vectors is None:
                 t = time.perf_counter()
-                doc_vectors = encode_texts(
-                    encoder=encoder,
-                    texts=[
-                        model.document_prefix + document_text(title, text)
-                        for _, title, text in corpus
-                    ],
-                    normalize=model.normalize,
-                    batch_size=batch_size,
-                    on_progress=lambda done, total: report("encoding documents", done, total),
-                    precision=model.precision,
-                )
+                texts = [
+                    model.document_prefix + document_text(title, text) for _, title, text in corpus
+                ]
+                progress = lambda done, total: report("encoding documents", done, total)  # noqa: E731
+                if encode_documents is not None:
+                    doc_vectors = encode_documents(encoder, texts, batch_size, progress)
+                else:
+                    doc_vectors = encode_texts(
+                        encoder=encoder,
+                        texts=texts,
+                        normalize=model.normalize,
+                        batch_size=batch_size,
+                        on_progress=progress,
+                        precision=model.precision,
+                    )
                 timings["encode_documents_s"] = time.perf_counter() - t
                 if cache is not None and document_key:
                     cache.put(document_key, doc_vectors, doc_ids, {"kind": "documents"})

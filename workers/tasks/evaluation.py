@@ -48,6 +48,7 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
     from workers.ml.evaluate import evaluate_bm25, evaluate_dense
     from workers.ml.metrics import write_trec_run
     from workers.tasks.encoding import embedding_cache, encoding_for
+    from workers.tasks.sharding import document_encoder
 
     config = EvaluationConfig.from_row(evaluation)
     corpus, queries, qrels = evaluation_inputs(
@@ -71,6 +72,7 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
             cache=embedding_cache(),
             document_key=document_key,
             query_key=query_key,
+            encode_documents=document_encoder(spec=spec, check=report.check),
         )
     sweep, diagnostics = _analyse(out=out, corpus=corpus, queries=queries, qrels=qrels,
                                   report=report)  # fmt: skip

@@ -82,6 +82,7 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict[
     from workers.ml.evaluate import embed_corpus
     from workers.ml.indexing import IndexSpec, LoadedIndex, build_index, measure_index
     from workers.tasks.encoding import embedding_cache, encoding_for
+    from workers.tasks.sharding import document_encoder
 
     # The stored parameters go through the typed config again: a row written by an older
     # release, or by hand, fails here with the field named, before anything is encoded.
@@ -104,6 +105,7 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict[
         cache=embedding_cache(),
         document_key=document_key,
         query_key=query_key if queries else None,
+        encode_documents=document_encoder(spec=encoder_spec, check=report.check),
     )
     doc_ids = [doc_id for doc_id, _, _ in corpus]
     query_ids = [query_id for query_id, _ in queries]

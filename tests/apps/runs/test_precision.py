@@ -59,6 +59,19 @@ def test_auto_is_fp32_until_bf16_is_proven_then_bf16(tiny_registered_model, tiny
     assert again["precision"] == "bf16" and again["cache_hit"] is True
 
 
+def test_the_model_page_says_what_auto_does(client, member, tiny_registered_model, tiny_version,
+                                            native_bf16, settings):  # fmt: skip
+    client.force_login(member)
+    url = f"/models/{tiny_registered_model.pk}/"
+    assert "not checked yet" in client.get(url).content.decode()
+    evaluate(tiny_registered_model, tiny_version, "--precision", "bf16")
+    evaluate(tiny_registered_model, tiny_version, "--precision", "fp32")
+    settings.QUALITY_MAX_DROP = 1.0
+    assert "precision auto encodes in bf16" in client.get(url).content.decode()
+    settings.QUALITY_MAX_DROP = -1.0
+    assert "precision auto stays fp32" in client.get(url).content.decode()
+
+
 def test_auto_stays_fp32_without_native_bf16(tiny_registered_model, tiny_version, monkeypatch,
                                              settings):  # fmt: skip
     from workers.ml import precision
