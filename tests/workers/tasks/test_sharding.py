@@ -154,3 +154,29 @@ def test_cancel_stops_every_shard_and_leaves_nothing(spec, encoder, sharded, set
 
 def test_a_shard_message_for_an_ended_run_does_nothing():
     assert sharding.encode_shard.run("0" * 32, 0) == 0
+
+
+def test_curation_encodes_in_shards_too(team, tiny_registered_model, tiny_version, sharded,
+                                        settings):  # fmt: skip
+    """Semantic dedup over the same documents, sharded and not: the same result."""
+    from apps.datasets.curation import curation_create
+    from apps.datasets.models import CurationJob
+    from tests.apps.datasets.test_curation import run
+
+    def dedup() -> CurationJob:
+        job = curation_create(team=team, source=tiny_version, kind="semdedup",
+                              model=tiny_registered_model, enqueue=False,
+                              params={"threshold": 0.6, "seed": 1})  # fmt: skip
+        return run(job)
+
+    settings.ENCODE_SHARD_MIN_DOCS = 0
+    whole = dedup()
+    import shutil
+
+    shutil.rmtree(Path(settings.ARTIFACTS_ROOT) / "embeddings")  # encode again, not a cache hit
+    settings.ENCODE_SHARD_MIN_DOCS = 2  # the 8 documents are one shard
+    sharded_job = dedup()
+    assert [count for _, count in sharded] == [1]
+    assert whole.status == sharded_job.status == "succeeded", sharded_job.error
+    keep = ("items", "removed", "kept", "examples")
+    assert {k: whole.result[k] for k in keep} == {k: sharded_job.result[k] for k in keep}

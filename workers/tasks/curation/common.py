@@ -46,21 +46,21 @@ def encode(
     encoder: Any,
     texts: list[str],
     *,
+    model: EmbeddingModel,
     stage: str,
     report: ProgressReporter,
     precision: str,
     prefix: str = "",
 ) -> Any:
     """Normalised vectors of ``prefix + text`` in ``precision`` (a resolved one), progress
-    reported under ``stage``."""
-    from workers.ml.encode import encode_texts
+    reported under ``stage``; a large set is encoded in shards by every worker on the encode
+    queue (``workers.tasks.sharding``), as an evaluation's corpus is."""
+    from workers.ml.evaluate import EncoderSpec
+    from workers.tasks.sharding import document_encoder
 
-    return encode_texts(
-        encoder=encoder,
-        texts=[prefix + t for t in texts],
-        normalize=True,
-        on_progress=lambda done, total: report(stage, done, total),
-        precision=precision,
+    spec = EncoderSpec(**model.encoder_settings(normalize=True), precision=precision)
+    return document_encoder(spec=spec, check=report.check)(
+        encoder, [prefix + t for t in texts], 32, lambda done, total: report(stage, done, total)
     )
 
 

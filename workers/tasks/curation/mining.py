@@ -85,6 +85,7 @@ def run(*, job: CurationJob, config: MiningConfig, report: ProgressReporter) -> 
                 corpus,
                 stage="encoding documents",
                 report=report,
+                model=job.model,
                 precision=precision,
                 prefix=job.model.document_prefix,
             )
@@ -100,6 +101,7 @@ def run(*, job: CurationJob, config: MiningConfig, report: ProgressReporter) -> 
                 anchors,
                 stage="encoding queries",
                 report=report,
+                model=job.model,
                 precision=precision,
                 prefix=job.model.query_prefix,
             )

@@ -49,9 +49,8 @@ def run(*, job: CurationJob, config: SemDedupConfig, report: ProgressReporter) -
     device = str(encoder.device)
     try:
         if source.kind == DatasetVersion.Kind.TRAINING:
-            vectors = common.encode(
-                encoder, texts, stage="encoding", report=report, precision=precision
-            )
+            vectors = common.encode(encoder, texts, stage="encoding", report=report,
+                                    model=job.model, precision=precision)  # fmt: skip
         else:
             vectors = common.document_vectors(
                 job,
@@ -62,6 +61,7 @@ def run(*, job: CurationJob, config: SemDedupConfig, report: ProgressReporter) -
                     texts,
                     stage="encoding",
                     report=report,
+                    model=job.model,
                     precision=precision,
                     prefix=job.model.document_prefix,
                 ),
