@@ -652,7 +652,8 @@ def recreate_database(url: str) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def build(env: dict, *, model_id: int, version_id: int, index_type: str, params: dict) -> dict:
+def build(env: dict, *, model_id: int, version_id: int, index_type: str, params: dict,
+          precision: str = "fp32") -> dict:  # fmt: skip
     """``manage.py build_index --sync`` (the task's code in a fresh process); the row after."""
     from apps.indexes.models import IndexBuild
 
@@ -666,6 +667,8 @@ def build(env: dict, *, model_id: int, version_id: int, index_type: str, params:
         str(version_id),
         "--type",
         index_type,
+        "--precision",
+        precision,
         "--sync",
     ]
     for key, value in params.items():
@@ -735,8 +738,9 @@ def synthetic_part(args, env: dict, procs: Processes, team, user, model, summary
     for index_type, params in SYNTH_BUILDS:
         log(f"build {index_type} {params or ''} over {args.docs:,} documents")
         builds[index_type] = result = build(
-            env, model_id=model.pk, version_id=version.pk, index_type=index_type, params=params
-        )
+            env, model_id=model.pk, version_id=version.pk, index_type=index_type, params=params,
+            precision=args.precision,
+        )  # fmt: skip
         result["encode_documents_s"] = remember_encode(args.workdir, result)
         log(
             f"  index #{result['id']}: job {result['job_s']:.1f} s, cache hit "
@@ -893,8 +897,9 @@ def scifact_part(args, env: dict, team, model, summary: dict) -> None:
     for index_type, params in SCIFACT_BUILDS:
         log(f"SciFact: build {index_type} {params or ''}")
         builds[index_type] = result = build(
-            env, model_id=model.pk, version_id=version.pk, index_type=index_type, params=params
-        )
+            env, model_id=model.pk, version_id=version.pk, index_type=index_type, params=params,
+            precision=args.precision,
+        )  # fmt: skip
         result["encode_documents_s"] = remember_encode(args.workdir, result)
         log(
             f"  index #{result['id']}: job {result['job_s']:.1f} s, cache hit "
@@ -1056,6 +1061,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
     parser.add_argument("--scifact", type=Path, default=SCIFACT)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16"),
+        help="the indexes' (and so the search process's query) precision; bare stays fp32",
+    )
     args = parser.parse_args(argv)
     args.workdir = args.workdir.resolve()
 

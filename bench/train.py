@@ -19,6 +19,7 @@ warm-up); ``ratio = EmbedHub / bare`` (target ≤ 1.05).
     .venv/bin/python -m bench.train                        # 12 steps at batch 32, 256 tokens
     .venv/bin/python -m bench.train --steps 6 --batch-size 16 --max-seq-length 128
     .venv/bin/python -m bench.train --device cuda          # on a GPU machine
+    .venv/bin/python -m bench.train --bf16                 # both sides in bf16 autocast
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def options(args) -> dict:
         "logging_steps": 1,
         "save_steps": 10_000,  # no checkpoint inside the timed steps, on either side
         "device": args.device or None,
+        "bf16": args.bf16,
     }
 
 
@@ -127,6 +129,8 @@ def child_bare(args) -> dict:
             save_strategy="no",
             report_to=[],
             disable_tqdm=True,
+            bf16=args.bf16,
+            use_cpu=not (args.device or "").startswith("cuda"),
         ),
         train_dataset=Dataset.from_list(rows),
         loss=MultipleNegativesRankingLoss(model),
@@ -171,7 +175,8 @@ def child_embedhub(args) -> dict:
     ordered = [stamps[k] for k in sorted(stamps)]
     return {"steps": len(ordered), "median_step_s": median_step(ordered),
             "total_s": time.perf_counter() - t0,
-            "result_steps": result["result"].get("steps")}  # fmt: skip
+            "result_steps": result["result"].get("steps"),
+            "precision": result["result"].get("precision")}  # fmt: skip
 
 
 def run_child(mode: str, args, env: dict) -> dict:
@@ -181,6 +186,8 @@ def run_child(mode: str, args, env: dict) -> dict:
            "--max-seq-length", str(args.max_seq_length)]  # fmt: skip
     if args.device:
         cmd += ["--device", args.device]
+    if args.bf16:
+        cmd += ["--bf16"]
     log(f"{mode}: starting")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -198,6 +205,9 @@ def main() -> None:
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--database-url", default=DEFAULT_URL)
     parser.add_argument("--device", default="")
+    parser.add_argument(
+        "--bf16", action="store_true", help="both sides in bf16 mixed precision (issue 13)"
+    )
     parser.add_argument("--child", choices=("bare", "embedhub"), help=argparse.SUPPRESS)
     parser.add_argument("--pairs", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -224,7 +234,8 @@ def main() -> None:
     ratio = hub["median_step_s"] / bare["median_step_s"]
     print(f"{n} training pairs from {args.data.name} train; all-MiniLM-L6-v2, full fine-tune, "
           f"MNRL, batch {args.batch_size}, {args.max_seq_length} tokens, {args.steps} steps, "
-          f"device {args.device or 'auto'}")  # fmt: skip
+          f"device {args.device or 'auto'}, asked {'bf16' if args.bf16 else 'fp32'}; EmbedHub "
+          f"ran in {hub.get('precision')}")  # fmt: skip
     print(f"{'run':<10}{'steps':>7}{'median s/step':>15}{'total s':>10}")
     for label, r in (("bare", bare), ("embedhub", hub)):
         print(f"{label:<10}{r['steps']:>7}{r['median_step_s']:>15.3f}{r['total_s']:>10.1f}")
