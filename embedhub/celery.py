@@ -17,7 +17,12 @@ def _route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, str]:
 
     # Curation encodes with a model (dedup, mining) or tokenizes, like an evaluation.
     if name.startswith(
-        ("workers.tasks.evaluation.", "workers.tasks.curation.", "workers.tasks.sharding.")
+        (
+            "workers.tasks.evaluation.",
+            "workers.tasks.curation.",
+            "workers.tasks.sharding.",
+            "workers.tasks.distill.",
+        )
     ):
         return {"queue": settings.ENCODE_QUEUE}
     if name.startswith("workers.tasks.ingest."):
@@ -54,6 +59,7 @@ app.conf.update(
         "workers.tasks.training",
         "workers.tasks.indexing",
         "workers.tasks.sharding",
+        "workers.tasks.distill",
     ),
     beat_schedule={
         "reap-stale-jobs": {"task": "workers.tasks.core.reap_stale_jobs", "schedule": 60.0},

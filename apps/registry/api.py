@@ -1,4 +1,5 @@
-"""REST API of the model registry (read-only): base models and their fine-tuned versions.
+"""REST API of the model registry: base models, their fine-tuned versions and static
+distillations (the one write: start a distillation).
 
 Everything needed to encode the way a model was trained is here — pooling, normalisation,
 prefixes, max length — as well as its lineage: the parent model and the training run that
@@ -7,15 +8,21 @@ made it. A token sees its own team's models only; another team's is a 404 like a
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, JsonResponse
 from ninja import Router, Schema
 
-from apps.accounts.api import ERRORS, not_found
-from apps.accounts.models import Team
-from apps.registry.models import EmbeddingModel
+from apps.accounts.api import ERRORS, error, forbidden_below, not_found
+from apps.accounts.models import Role, Team
+from apps.core.api_schemas import InputSchema, idempotency_key
+from apps.core.services import IdempotencyConflict
+from apps.registry.models import DistillJob, EmbeddingModel
 from apps.registry.selectors import embedding_model_list
+from apps.registry.services import DistillError, distill_job_create
 from apps.runs.models import TrainingRun
+from workers.common.configs.distill import DistillConfig
 
 router = Router(tags=["registry"])
 
@@ -87,3 +94,80 @@ def model_detail(request: HttpRequest, pk: int) -> dict | JsonResponse:
     if model is None:
         return not_found()
     return model_payload(model)
+
+
+class DistillIn(InputSchema, DistillConfig):
+    """A static (Model2Vec) distillation's settings; versions by id, in your team."""
+
+
+class DistillOut(Schema):
+    id: int
+    status: str
+    stage: str
+    source: int
+    params: dict[str, Any]
+    vocabulary_version: int | None
+    evaluate_version: int | None
+    split: str
+    model: int | None
+    result: dict[str, Any]
+    error: str | None
+    created_at: str
+    finished_at: str | None
+
+
+def distill_payload(job: DistillJob) -> dict:
+    return {
+        "id": job.pk,
+        "status": job.status,
+        "stage": job.stage,
+        "source": job.source_id,
+        "params": job.params,
+        "vocabulary_version": job.vocabulary_version_id,
+        "evaluate_version": job.evaluate_version_id,
+        "split": job.split,
+        "model": job.result_model_id,
+        "result": job.result,
+        "error": job.human_error or None,
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+@router.post(
+    "/models/{int:pk}/distill",
+    url_name="model_distill",
+    response={202: DistillOut, **ERRORS},
+    summary="Distill a static (Model2Vec) model (member role)",
+)
+def model_distill(request: HttpRequest, pk: int, body: DistillIn):
+    """Start a static distillation of one of your models: the result is registered with the
+    model as parent, its speed measured against it, and both evaluated on one version."""
+    source = embedding_model_list(team=request.team).filter(pk=pk).first()
+    if source is None:
+        return not_found()
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    config = DistillConfig.model_validate(body.model_dump())
+    try:
+        job = distill_job_create(team=request.team, source=source, config=config,
+                                 created_by=request.api_token.user,
+                                 idempotency_key=idempotency_key(request))  # fmt: skip
+    except IdempotencyConflict as exc:
+        return error(str(exc), 422)
+    except DistillError as exc:
+        return error(str(exc))
+    response = JsonResponse(distill_payload(job), status=202)
+    response["Location"] = f"/api/v1/distillations/{job.pk}"
+    return response
+
+
+@router.get(
+    "/distillations/{int:pk}", url_name="distillation", response={200: DistillOut, **ERRORS}
+)
+def distillation(request: HttpRequest, pk: int):
+    """One distillation: its status, the model it registered, speed and evaluations."""
+    job = DistillJob.objects.filter(team=request.team, pk=pk).first()
+    if job is None:
+        return not_found()
+    return distill_payload(job)

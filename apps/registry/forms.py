@@ -1,5 +1,8 @@
 from django import forms
 
+from apps.core.configforms import config_form
+from workers.common.configs.distill import DistillConfig
+
 
 class RegisterModelForm(forms.Form):
     name = forms.CharField(max_length=200)
@@ -21,3 +24,38 @@ class RegisterModelForm(forms.Form):
         if bool(data.get("path")) == bool(data.get("package")):
             raise forms.ValidationError("Give either a local folder or a package, not both.")
         return data
+
+
+class DistillForm(config_form(DistillConfig, exclude=("vocabulary_version", "evaluate_version"))):
+    """A static distillation from the model page: the config's fields, the versions chosen
+    from the team's (the config names them by id)."""
+
+    vocabulary_version = forms.ModelChoiceField(
+        queryset=None, required=False, empty_label="(the model's own vocabulary)",
+        help_text=DistillConfig.model_fields["vocabulary_version"].description,
+    )  # fmt: skip
+    evaluate_version = forms.ModelChoiceField(
+        queryset=None, required=False, empty_label="(the source's most recent evaluation's)",
+        help_text=DistillConfig.model_fields["evaluate_version"].description,
+    )  # fmt: skip
+
+    def __init__(self, *args, team, **kwargs):
+        super().__init__(*args, **kwargs)
+        from apps.datasets.models import DatasetVersion
+
+        versions = (
+            DatasetVersion.objects.filter(dataset__team=team, kind="retrieval")
+            .select_related("dataset")
+            .order_by("dataset__name", "-number")
+        )
+        self.fields["vocabulary_version"].queryset = versions
+        self.fields["evaluate_version"].queryset = versions
+        self.order_fields(["pca_dims", "vocabulary_version", "vocabulary_size",
+                           "evaluate_version", "split"])  # fmt: skip
+
+    def config_values(self) -> dict:
+        values = super().config_values()
+        for name in ("vocabulary_version", "evaluate_version"):
+            chosen = self.cleaned_data.get(name)
+            values[name] = chosen.pk if chosen else None
+        return values

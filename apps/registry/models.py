@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from apps.core.models import TeamOwned
+from apps.core.models import Job, TeamOwned
 
 
 class Pooling(models.TextChoices):
@@ -21,6 +21,7 @@ class EmbeddingModel(TeamOwned):
     class Kind(models.TextChoices):
         BASE = "base", "Base model"
         FINETUNED = "finetuned", "Fine-tuned"
+        STATIC = "static", "Static (Model2Vec)"
 
     class Source(models.TextChoices):
         FOLDER = "folder", "Local folder"
@@ -67,3 +68,35 @@ class EmbeddingModel(TeamOwned):
             "document_prefix": self.document_prefix,
             **overrides,
         }
+
+
+class DistillJob(TeamOwned, Job):
+    """A static (Model2Vec) distillation of a registered model: the new model is registered
+    with the source as parent, its speed measured against the source's on the same texts, and
+    both evaluated on one dataset version so the page can say what the speed costs."""
+
+    PROGRESS_UNITS = {"measuring speed": "documents"}
+
+    source = models.ForeignKey(
+        EmbeddingModel, on_delete=models.PROTECT, related_name="distill_jobs"
+    )
+    params = models.JSONField(default=dict)  # DistillConfig, as asked
+    vocabulary_version = models.ForeignKey(
+        "datasets.DatasetVersion", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+    evaluate_version = models.ForeignKey(
+        "datasets.DatasetVersion", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+    split = models.CharField(max_length=50, blank=True)
+    result_model = models.ForeignKey(
+        EmbeddingModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    result = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Distillation #{self.pk} of {self.source}"

@@ -5,7 +5,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from apps.accounts.models import Team
-from apps.registry.models import EmbeddingModel
+from apps.registry.models import DistillJob, EmbeddingModel
+from workers.common.configs.distill import DistillConfig
 
 
 class ModelRegistrationError(ValueError):
@@ -110,6 +111,125 @@ def embedding_model_register_trained(
             "document_prefix": document_prefix,
             "parameters": info.parameters,
             "parent": base,
+        },
+    )
+    return model
+
+
+class DistillError(ValueError):
+    """A distillation that cannot start; the message names the field."""
+
+
+def distill_job_create(
+    *,
+    team: Team,
+    source: EmbeddingModel,
+    config: DistillConfig,
+    created_by=None,
+    enqueue: bool = True,
+    idempotency_key: str = "",
+) -> DistillJob:
+    """Check a static distillation of ``source`` now (a wrong field is a message, not a failed
+    job) and queue it on the encode queue once the transaction commits.
+
+    Versions are resolved in ``team`` (another team's id reads as missing). Without an
+    ``evaluate_version`` the source's most recent succeeded evaluation gives the version and
+    split; with neither, the static model is registered and measured but not evaluated."""
+    from apps.core.services import job_create_once, job_enqueue, job_fingerprint
+    from apps.datasets.models import DatasetVersion
+    from apps.runs.models import Evaluation
+    from workers.tasks.distill import distill
+
+    if source.team_id != team.pk:
+        raise DistillError("model: no such model in your team")
+    if source.kind == EmbeddingModel.Kind.STATIC:
+        raise DistillError("model: a static model has nothing left to distill")
+    if config.pca_dims is not None and config.pca_dims > source.dimension:
+        if "pca_dims" in config.model_fields_set:
+            raise DistillError(
+                f"pca_dims: {config.pca_dims} is more than the model's {source.dimension} "
+                "dimensions"
+            )
+        config = config.model_copy(update={"pca_dims": None})  # the default, on a small model
+    versions = DatasetVersion.objects.filter(dataset__team=team)
+    vocabulary = evaluate = None
+    if config.vocabulary_version is not None:
+        vocabulary = versions.filter(pk=config.vocabulary_version).first()
+        if vocabulary is None:
+            raise DistillError("vocabulary_version: no such dataset version in your team")
+        if not vocabulary.document_count:
+            raise DistillError(f"vocabulary_version: {vocabulary} has no documents")
+    split = config.split or ""
+    if config.evaluate_version is not None:
+        evaluate = versions.filter(pk=config.evaluate_version).first()
+        if evaluate is None:
+            raise DistillError("evaluate_version: no such dataset version in your team")
+        split = split or ("test" if "test" in evaluate.splits else "")
+    else:
+        last = (
+            Evaluation.objects.filter(model=source, status="succeeded", method="dense")
+            .select_related("dataset_version")
+            .order_by("-finished_at", "-pk")
+            .first()
+        )
+        if last is not None:
+            evaluate, split = last.dataset_version, split or last.split
+    if evaluate is not None and split not in evaluate.qrels_counts:
+        known = ", ".join(sorted(evaluate.qrels_counts)) or "none"
+        raise DistillError(f"split: {evaluate} has no judged split {split!r} (splits: {known})")
+
+    def create() -> DistillJob:
+        job = DistillJob.objects.create(
+            team=team,
+            source=source,
+            params=config.model_dump(),
+            vocabulary_version=vocabulary,
+            evaluate_version=evaluate,
+            split=split if evaluate is not None else "",
+            created_by=created_by,
+        )
+        if enqueue:
+            job_enqueue(job=job, task=distill)
+        return job
+
+    return job_create_once(
+        model=DistillJob,
+        team=team,
+        created_by=created_by,
+        fingerprint=job_fingerprint(kind="distill", model=source.pk, **config.model_dump()),
+        idempotency_key=idempotency_key,
+        create=create,
+    )
+
+
+@transaction.atomic
+def embedding_model_register_static(
+    *, job: DistillJob, path: str, dimension: int, vocabulary_size: int
+) -> EmbeddingModel:
+    """A distillation's result as a registry model, the source as parent. Encoded with the
+    source's prefixes (the static table was made from its vocabulary); a retried job
+    registers the same model again."""
+    source = job.source
+    pca = job.params.get("pca_dims")
+    name = f"{source.name} static{f' {pca}d' if pca else ''} (distillation {job.pk})"
+    model, _ = EmbeddingModel.objects.update_or_create(
+        team=job.team,
+        name=name[:200],
+        defaults={
+            "kind": EmbeddingModel.Kind.STATIC,
+            "source": EmbeddingModel.Source.FOLDER,
+            "source_ref": f"distillation {job.pk} of {source.name}",
+            "path": path,
+            "layout": "sentence-transformers",
+            "architecture": "StaticEmbedding (Model2Vec)",
+            "dimension": dimension,
+            "max_seq_length": source.max_seq_length,
+            "pooling": "mean",
+            "normalize": True,
+            "query_prefix": source.query_prefix,
+            "document_prefix": source.document_prefix,
+            "parameters": vocabulary_size * dimension,
+            "parent": source,
         },
     )
     return model

@@ -7,4 +7,7 @@ urlpatterns = [
     path("", views.model_list, name="list"),
     path("register/", views.model_register, name="register"),
     path("<int:pk>/", views.model_detail, name="detail"),
+    path("<int:pk>/distill/", views.model_distill, name="distill"),
+    path("distillations/<int:pk>/", views.distillation_detail, name="distillation"),
+    path("distillations/<int:pk>/cancel/", views.distillation_cancel, name="distillation_cancel"),
 ]

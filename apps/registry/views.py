@@ -2,13 +2,28 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
 
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
-from apps.registry.forms import RegisterModelForm
-from apps.registry.selectors import embedding_model_get, embedding_model_list
-from apps.registry.services import ModelRegistrationError, embedding_model_register
+from apps.accounts.selectors import can_write
+from apps.core.responses import job_cancel_response
+from apps.registry.forms import DistillForm, RegisterModelForm
+from apps.registry.models import DistillJob
+from apps.registry.selectors import (
+    distill_job_get,
+    distill_summary,
+    embedding_model_get,
+    embedding_model_list,
+)
+from apps.registry.services import (
+    DistillError,
+    ModelRegistrationError,
+    distill_job_create,
+    embedding_model_register,
+)
 from apps.runs.models import TrainingRun
 from apps.runs.selectors import evaluation_list, precision_check
 
@@ -25,19 +40,67 @@ def model_list(request):
 @team_required()
 def model_detail(request, pk: int):
     model = embedding_model_get(user=request.user, pk=pk)
-    return render(
+    return render(request, "registry/detail.html", _detail_context(request, model))
+
+
+def _detail_context(request, model, *, distill_form=None, distill_error=None) -> dict:
+    return {
+        "model": model,
+        "evaluations": evaluation_list(team=model.team).filter(model=model),
+        # Lineage: the run that made this model (fine-tunes) and runs that started from it.
+        "made_by": TrainingRun.objects.filter(result_model=model)
+        .select_related("train_version__dataset")
+        .first(),
+        "distilled_by": DistillJob.objects.filter(result_model=model).first(),
+        "distillations": DistillJob.objects.filter(source=model)[:10],
+        "children": model.children.order_by("name"),
+        "precision_check": precision_check(model=model),
+        "can_write": can_write(user=request.user, team=model.team),
+        "distill_form": distill_form or DistillForm(team=model.team),
+        "distill_error": distill_error,
+    }
+
+
+@require_POST
+@team_required()
+def model_distill(request, pk: int):
+    model = embedding_model_get(user=request.user, pk=pk, role=Role.MEMBER)
+    form = DistillForm(request.POST, team=model.team)
+    error = None
+    if form.is_valid():
+        try:
+            job = distill_job_create(team=model.team, source=model, config=form.config,
+                                     created_by=request.user)  # fmt: skip
+        except DistillError as exc:
+            error = str(exc)
+        else:
+            return redirect("registry:distillation", pk=job.pk)
+    context = _detail_context(request, model, distill_form=form, distill_error=error)
+    return render(request, "registry/detail.html", context)
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+@team_required()
+def distillation_detail(request, pk: int):
+    job = distill_job_get(user=request.user, pk=pk)
+    context = {"job": job, "summary": distill_summary(job=job),
+               "can_write": can_write(user=request.user, team=job.team)}  # fmt: skip
+    if request.htmx:
+        return render(request, "registry/distillation.html#status", context)
+    return render(request, "registry/distillation.html", context)
+
+
+@require_POST
+@team_required()
+def distillation_cancel(request, pk: int):
+    job = distill_job_get(user=request.user, pk=pk, role=Role.MEMBER)
+    return job_cancel_response(
         request,
-        "registry/detail.html",
-        {
-            "model": model,
-            "evaluations": evaluation_list(team=model.team).filter(model=model),
-            # Lineage: the run that made this model (fine-tunes) and runs that started from it.
-            "made_by": TrainingRun.objects.filter(result_model=model)
-            .select_related("train_version__dataset")
-            .first(),
-            "children": model.children.order_by("name"),
-            "precision_check": precision_check(model=model),
-        },
+        job=job,
+        partial="registry/distillation.html#status",
+        context=lambda j: {"job": j, "summary": distill_summary(job=j), "can_write": True},
+        url=reverse("registry:distillation", args=[pk]),
     )
 
 

@@ -64,7 +64,10 @@ def load_encoder(
         encoder = SentenceTransformer(modules=modules, device=device)
     else:
         raise ValueError(f"unknown model layout {layout!r}")
-    encoder.max_seq_length = max_seq_length
+    try:
+        encoder.max_seq_length = max_seq_length
+    except AttributeError:
+        pass  # a static (Model2Vec) model looks tokens up: it has no length to set
     # Prefixes are applied explicitly by the caller (recorded per evaluation); a folder's
     # default prompt would otherwise be prepended to documents and queries alike.
     encoder.default_prompt_name = None
