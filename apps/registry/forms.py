@@ -30,13 +30,14 @@ class DistillForm(config_form(DistillConfig, exclude=("vocabulary_version", "eva
     """A static distillation from the model page: the config's fields, the versions chosen
     from the team's (the config names them by id)."""
 
+    # The page's own help: the config's speaks of ids and nulls, for the API.
     vocabulary_version = forms.ModelChoiceField(
         queryset=None, required=False, empty_label="(the model's own vocabulary)",
-        help_text=DistillConfig.model_fields["vocabulary_version"].description,
+        help_text="its most frequent words are added to the model's vocabulary",
     )  # fmt: skip
     evaluate_version = forms.ModelChoiceField(
         queryset=None, required=False, empty_label="(the source's most recent evaluation's)",
-        help_text=DistillConfig.model_fields["evaluate_version"].description,
+        help_text="the static model and its source are evaluated and compared on it",
     )  # fmt: skip
 
     def __init__(self, *args, team, **kwargs):
@@ -50,6 +51,7 @@ class DistillForm(config_form(DistillConfig, exclude=("vocabulary_version", "eva
         )
         self.fields["vocabulary_version"].queryset = versions
         self.fields["evaluate_version"].queryset = versions
+        self.fields["pca_dims"].help_text = "down to this many dimensions (at most the model's)"
         self.order_fields(["pca_dims", "vocabulary_version", "vocabulary_size",
                            "evaluate_version", "split"])  # fmt: skip
 
