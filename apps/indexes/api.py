@@ -146,6 +146,11 @@ class SearchOut(Schema):
     timings: dict[str, float]
 
 
+def public_encoder(encoder: dict) -> dict:
+    """A recorded query encoder without the model's folder: the API names no server path."""
+    return {k: v for k, v in (encoder or {}).items() if k != "path"}
+
+
 def index_payload(build: IndexBuild) -> dict:
     return {
         "id": build.pk,
@@ -160,7 +165,7 @@ def index_payload(build: IndexBuild) -> dict:
         "split": build.split,
         "precision": build.precision,
         "precision_used": build.precision_used or None,
-        "encoder": build.encoder,
+        "encoder": public_encoder(build.encoder),
         "document_count": build.document_count,
         "dimension": build.dimension,
         "metrics": build.metrics,
@@ -178,7 +183,7 @@ def deployment_payload(deployment: Deployment, *, history: bool = False) -> dict
         "index": deployment.index_id,
         "model": deployment.index.model_id,
         "dataset_version": deployment.index.dataset_version_id,
-        "encoder": deployment.encoder,
+        "encoder": public_encoder(deployment.encoder),
         "deployed_by": deployment.deployed_by.username if deployment.deployed_by else None,
         "updated_at": deployment.updated_at.isoformat(),
         "history": [

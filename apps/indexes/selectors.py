@@ -14,6 +14,7 @@ from apps.accounts.selectors import team_scoped_get
 from apps.datasets.models import Document
 from apps.indexes.models import Deployment, DeploymentEvent, IndexBuild, serving_key
 from apps.runs.models import TrainingRun
+from workers.common.atomic import scrub_paths
 from workers.serving.auth import TokenError, shared_token, token_path
 from workers.serving.schema import (
     DEFAULT_K,
@@ -227,7 +228,9 @@ def deployment_query(
             f"{name} is not loaded in the search service yet; try again shortly", 503
         )
     if status != 200:
-        raise SearchFailed(found.get("error", "search failed"), 503 if status >= 500 else status)
+        # The process's own message, but never a server path (an index folder, a model's).
+        message = scrub_paths(str(found.get("error", "search failed")))
+        raise SearchFailed(message, 503 if status >= 500 else status)
     try:
         answer = SearchResponse.model_validate(found)
     except ValidationError as exc:

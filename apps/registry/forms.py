@@ -40,9 +40,13 @@ class DistillForm(config_form(DistillConfig, exclude=("vocabulary_version", "eva
         help_text="the static model and its source are evaluated and compared on it",
     )  # fmt: skip
 
-    def __init__(self, *args, team, **kwargs):
+    def __init__(self, *args, team, source=None, **kwargs):
         super().__init__(*args, **kwargs)
         from apps.datasets.models import DatasetVersion
+
+        if source is not None:  # the default, down to a smaller model's dimension
+            default = DistillConfig.model_fields["pca_dims"].default
+            self.fields["pca_dims"].initial = min(default, source.dimension)
 
         versions = (
             DatasetVersion.objects.filter(dataset__team=team, kind="retrieval")

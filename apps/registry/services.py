@@ -211,14 +211,15 @@ def embedding_model_register_static(
     registers the same model again."""
     source = job.source
     pca = job.params.get("pca_dims")
-    name = f"{source.name} static{f' {pca}d' if pca else ''} (distillation {job.pk})"
+    suffix = f" static{f' {pca}d' if pca else ''} (distillation {job.pk})"
     model, _ = EmbeddingModel.objects.update_or_create(
         team=job.team,
-        name=name[:200],
+        # Keyed on the job, not the name: a retry updates its own model, never another's.
+        source_ref=f"distillation {job.pk}",
+        kind=EmbeddingModel.Kind.STATIC,
         defaults={
-            "kind": EmbeddingModel.Kind.STATIC,
+            "name": source.name[: 200 - len(suffix)] + suffix,
             "source": EmbeddingModel.Source.FOLDER,
-            "source_ref": f"distillation {job.pk} of {source.name}",
             "path": path,
             "layout": "sentence-transformers",
             "architecture": "StaticEmbedding (Model2Vec)",

@@ -56,7 +56,7 @@ def _detail_context(request, model, *, distill_form=None, distill_error=None) ->
         "children": model.children.order_by("name"),
         "precision_check": precision_check(model=model),
         "can_write": can_write(user=request.user, team=model.team),
-        "distill_form": distill_form or DistillForm(team=model.team),
+        "distill_form": distill_form or DistillForm(team=model.team, source=model),
         "distill_error": distill_error,
     }
 
@@ -65,7 +65,7 @@ def _detail_context(request, model, *, distill_form=None, distill_error=None) ->
 @team_required()
 def model_distill(request, pk: int):
     model = embedding_model_get(user=request.user, pk=pk, role=Role.MEMBER)
-    form = DistillForm(request.POST, team=model.team)
+    form = DistillForm(request.POST, team=model.team, source=model)
     error = None
     if form.is_valid():
         try:

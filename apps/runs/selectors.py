@@ -38,7 +38,13 @@ def precision_check(*, model) -> dict | None:
     ).order_by("-finished_at", "-pk")
     for bf16 in done.filter(precision_used="bf16"):
         fp32 = done.filter(
-            precision_used="fp32", dataset_version_id=bf16.dataset_version_id, split=bf16.split
+            precision_used="fp32",
+            dataset_version_id=bf16.dataset_version_id,
+            split=bf16.split,
+            # The same encoding setup but the precision: otherwise the pair compares two things.
+            max_seq_length=bf16.max_seq_length,
+            query_prefix=bf16.query_prefix,
+            document_prefix=bf16.document_prefix,
         ).first()
         if fp32 is None:
             continue

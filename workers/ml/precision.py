@@ -36,7 +36,11 @@ def bf16_supported(device: str) -> bool:
     if str(device).startswith("cuda"):
         import torch
 
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        # Without emulation: a pre-Ampere GPU (T4, V100) reports bf16 "supported" by default,
+        # and runs it slower than fp32.
+        return bool(
+            torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+        )
     return bool(cpu_flags() & BF16_CPU_FLAGS)
 
 

@@ -241,7 +241,9 @@ def _faiss_threads() -> None:
 
 
 def encoder_key(spec: dict) -> str:
-    return json.dumps({k: spec.get(k) for k in ("path", *ENCODER_FIELDS)}, sort_keys=True)
+    return json.dumps(
+        {k: recorded_value(spec, k) for k in ("path", *ENCODER_FIELDS)}, sort_keys=True
+    )
 
 
 def load_encoder_for(spec: dict):

@@ -218,7 +218,8 @@ def shard_claim(*, run: str, index: int | None = None) -> EncodeShard | None:
             error="",
         )
         if claimed:
-            return EncodeShard.objects.get(pk=pk)
+            # None if the run ended (and deleted its rows) in between.
+            return EncodeShard.objects.filter(pk=pk).first()
     return None
 
 
@@ -268,21 +269,12 @@ def shard_encode(
              worker_name())  # fmt: skip
 
 
-_loaded: dict[str, Any] = {}  # one encoder per worker process, kept for the next shard
-
-
 def _encoder(spec: dict) -> Any:
     from workers.ml.encode import load_encoder
 
-    fields = ("path", "layout", "pooling", "normalize", "max_seq_length", "device")
-    key = json.dumps({k: spec.get(k) for k in fields}, sort_keys=True)
-    if key not in _loaded:
-        _loaded.clear()
-        _loaded[key] = load_encoder(path=spec["path"], layout=spec["layout"],
-                                    pooling=spec["pooling"], normalize=spec["normalize"],
-                                    max_seq_length=spec["max_seq_length"],
-                                    device=spec.get("device"))  # fmt: skip
-    return _loaded[key]
+    return load_encoder(path=spec["path"], layout=spec["layout"], pooling=spec["pooling"],
+                        normalize=spec["normalize"], max_seq_length=spec["max_seq_length"],
+                        device=spec.get("device"))  # fmt: skip
 
 
 @shared_task(
@@ -292,17 +284,48 @@ def _encoder(spec: dict) -> Any:
 )
 def encode_shard(run: str, index: int) -> int:
     """Take shard ``index`` of ``run`` if nobody has, then any other pending shard of the run.
-    Returns how many shards this call encoded (0: the others had them all)."""
+    Returns how many shards this call encoded (0: the others had them all).
+
+    The model is loaded before anything is claimed, so a worker that cannot load it (memory, a
+    folder its host lacks) leaves the shards to the others instead of holding one until it is
+    taken back; it is freed when the call ends, so a GPU worker's next job has its memory."""
+    from workers.ml.encode import free_memory
+
+    pending = EncodeShard.objects.filter(run=run, status=Status.PENDING)
+    spec = pending.values_list("encoder", flat=True).first()
+    if spec is None:
+        return 0  # the run ended, or the others took every shard
+    try:
+        encoder = _encoder(spec)
+    except Exception:  # noqa: BLE001 (another worker, or the splitting job, encodes them)
+        log.exception("Could not load the encoder for run %s; leaving its shards", run)
+        return 0
     count = 0
-    shard = shard_claim(run=run, index=index) or shard_claim(run=run)
-    while shard is not None:
-        try:
-            shard_encode(shard=shard, encoder=_encoder(shard.encoder))
-        except ShardCancelled:
-            return count
-        except Exception:  # noqa: BLE001 (recorded on the row; the splitting job retries it)
-            log.exception("Shard %s of run %s failed", shard.index, run)
-            return count
-        count += 1
-        shard = shard_claim(run=run)
-    return count
+    try:
+        shard = shard_claim(run=run, index=index) or shard_claim(run=run)
+        while shard is not None:
+            try:
+                shard_encode(shard=shard, encoder=encoder)
+            except ShardCancelled:
+                return count
+            except Exception:  # noqa: BLE001 (recorded on the row; the splitting job retries it)
+                log.exception("Shard %s of run %s failed", shard.index, run)
+                return count
+            count += 1
+            shard = shard_claim(run=run)
+        return count
+    finally:
+        device = str(encoder.device)
+        del encoder
+        free_memory(device)
+
+
+def shards_sweep(*, older_than_s: int) -> int:
+    """Remove the rows and files of runs older than any job may live (their splitting job was
+    killed before it could clean up). Returns how many runs went."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    runs = set(EncodeShard.objects.filter(created_at__lt=cutoff).values_list("run", flat=True))
+    for run in runs:
+        EncodeShard.objects.filter(run=run).delete()
+        shutil.rmtree(shard_folder(run), ignore_errors=True)
+    return len(runs)

@@ -310,6 +310,9 @@ def test_search_api_scoping_and_shapes(client, owner, viewer, outsider, team, ot
     listing = client.get(reverse("api:deployments"), **auth).json()["deployments"]
     assert [x["name"] for x in listing] == ["api"] and listing[0]["index"] == build.pk
     assert (
+        "path" not in listing[0]["encoder"] and listing[0]["encoder"]["pooling"]
+    )  # no server path
+    assert (
         client.get(reverse("api:index_detail", kwargs={"pk": build.pk}), **auth).status_code == 200
     )
     outsider_auth = {"HTTP_AUTHORIZATION": f"Bearer {theirs}"}

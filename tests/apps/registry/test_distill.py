@@ -118,7 +118,8 @@ def test_the_model_page_starts_one(client, member, viewer, tiny_registered_model
     assert client.post(url, {"pca_dims": "16"}).status_code == 403
     client.force_login(member)
     page = client.get(f"/models/{tiny_registered_model.pk}/").content.decode()
-    assert 'id="distill-form"' in page and 'name="pca_dims"' in page
+    assert 'id="distill-form"' in page
+    assert 'name="pca_dims" value="64"' in page  # the default 256, down to the model's 64
     r = client.post(url, {"pca_dims": "16", "evaluate_version": str(tiny_version.pk),
                           "vocabulary_size": "10000"})  # fmt: skip
     job = DistillJob.objects.get()

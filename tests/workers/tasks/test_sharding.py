@@ -180,3 +180,27 @@ def test_curation_encodes_in_shards_too(team, tiny_registered_model, tiny_versio
     assert whole.status == sharded_job.status == "succeeded", sharded_job.error
     keep = ("items", "removed", "kept", "examples")
     assert {k: whole.result[k] for k in keep} == {k: sharded_job.result[k] for k in keep}
+
+
+def test_a_worker_that_cannot_load_the_model_leaves_the_shards(spec, settings):
+    from apps.core.models import EncodeShard
+
+    bad = {**sharding.asdict(spec), "path": "/nonexistent/model"}
+    EncodeShard.objects.create(run="r" * 32, index=0, size=3, encoder=bad, batch_size=32)
+    assert sharding.encode_shard.run("r" * 32, 0) == 0
+    assert EncodeShard.objects.get().status == "pending"  # for another worker to take
+
+
+def test_runs_older_than_any_job_are_swept(spec, settings):
+    from django.utils import timezone
+
+    from apps.core.models import EncodeShard
+
+    for run, age in (("a" * 32, timedelta(days=2)), ("b" * 32, timedelta(minutes=1))):
+        sharding.shard_folder(run).mkdir(parents=True)
+        row = EncodeShard.objects.create(run=run, index=0, size=1, batch_size=32,
+                                         encoder=sharding.asdict(spec))  # fmt: skip
+        EncodeShard.objects.filter(pk=row.pk).update(created_at=timezone.now() - age)
+    assert sharding.shards_sweep(older_than_s=24 * 3600) == 1
+    assert list(EncodeShard.objects.values_list("run", flat=True)) == ["b" * 32]
+    assert not sharding.shard_folder("a" * 32).exists() and sharding.shard_folder("b" * 32).exists()
