@@ -20,6 +20,7 @@ warm-up); ``ratio = EmbedHub / bare`` (target ≤ 1.05).
     .venv/bin/python -m bench.train --steps 6 --batch-size 16 --max-seq-length 128
     .venv/bin/python -m bench.train --device cuda          # on a GPU machine
     .venv/bin/python -m bench.train --bf16                 # both sides in bf16 autocast
+    .venv/bin/python -m bench.train --steps 58 --evaluate bf16   # + the fine-tune's nDCG@10
 """
 
 from __future__ import annotations
@@ -173,10 +174,26 @@ def child_embedhub(args) -> dict:
     t0 = time.perf_counter()
     result = training_run_execute(run=TrainingRun.objects.get(pk=run.pk), report=report)
     ordered = [stamps[k] for k in sorted(stamps)]
-    return {"steps": len(ordered), "median_step_s": median_step(ordered),
-            "total_s": time.perf_counter() - t0,
-            "result_steps": result["result"].get("steps"),
-            "precision": result["result"].get("precision")}  # fmt: skip
+    out = {"steps": len(ordered), "median_step_s": median_step(ordered),
+           "total_s": time.perf_counter() - t0,
+           "result_steps": result["result"].get("steps"),
+           "precision": result["result"].get("precision")}  # fmt: skip
+    if args.evaluate:
+        # The fine-tune's quality: SciFact test through the product's evaluation, encoded in
+        # args.evaluate (bf16 saves two thirds of the time; the same for both runs compared).
+        from apps.datasets.services import dataset_import_beir
+        from apps.runs.models import Evaluation
+        from apps.runs.services import evaluation_create
+        from workers.tasks.evaluation import evaluate
+
+        scifact = dataset_import_beir(team=team, name="scifact", path=args.data).version
+        row = evaluation_create(team=team, model=result["result_model"], dataset_version=scifact,
+                                split="test", precision=args.evaluate, enqueue=False)  # fmt: skip
+        evaluate(row.pk)
+        row = Evaluation.objects.get(pk=row.pk)
+        out["ndcg@10"] = row.metrics.get("ndcg@10")
+        out["evaluated_in"] = row.precision_used
+    return out
 
 
 def run_child(mode: str, args, env: dict) -> dict:
@@ -188,6 +205,8 @@ def run_child(mode: str, args, env: dict) -> dict:
         cmd += ["--device", args.device]
     if args.bf16:
         cmd += ["--bf16"]
+    if args.evaluate and mode == "embedhub":
+        cmd += ["--evaluate", args.evaluate, "--data", str(args.data)]
     log(f"{mode}: starting")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -207,6 +226,11 @@ def main() -> None:
     parser.add_argument("--device", default="")
     parser.add_argument(
         "--bf16", action="store_true", help="both sides in bf16 mixed precision (issue 13)"
+    )
+    parser.add_argument(
+        "--evaluate",
+        choices=("fp32", "bf16"),
+        help="evaluate EmbedHub's fine-tune on SciFact test, encoding in this precision",
     )
     parser.add_argument("--child", choices=("bare", "embedhub"), help=argparse.SUPPRESS)
     parser.add_argument("--pairs", type=Path, help=argparse.SUPPRESS)
@@ -240,6 +264,9 @@ def main() -> None:
     for label, r in (("bare", bare), ("embedhub", hub)):
         print(f"{label:<10}{r['steps']:>7}{r['median_step_s']:>15.3f}{r['total_s']:>10.1f}")
     print(f"ratio embedhub/bare per step: {ratio:.3f} (target <= {TARGET})")
+    if args.evaluate:
+        print(f"EmbedHub's fine-tune: SciFact test nDCG@10 {hub['ndcg@10']:.4f} (encoded in "
+              f"{hub['evaluated_in']})")  # fmt: skip
 
 
 if __name__ == "__main__":
