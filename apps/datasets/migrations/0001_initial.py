@@ -6,205 +6,107 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
     dependencies = [
-        ("accounts", "0001_initial"),
+        ('accounts', '0001_initial'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="Dataset",
+            name='Dataset',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "created_at",
-                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
-                ),
-                ("name", models.CharField(max_length=200)),
-                ("description", models.TextField(blank=True)),
-                (
-                    "team",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="accounts.team",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ('name', models.CharField(max_length=200)),
+                ('description', models.TextField(blank=True)),
+                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.team')),
             ],
             options={
-                "ordering": ["name"],
+                'ordering': ['name'],
             },
         ),
         migrations.CreateModel(
-            name="DatasetVersion",
+            name='DatasetVersion',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("number", models.PositiveIntegerField()),
-                ("content_hash", models.CharField(db_index=True, max_length=64)),
-                ("source", models.CharField(blank=True, max_length=500)),
-                ("document_count", models.PositiveIntegerField(default=0)),
-                ("query_count", models.PositiveIntegerField(default=0)),
-                ("qrels_counts", models.JSONField(blank=True, default=dict)),
-                ("warnings", models.JSONField(blank=True, default=list)),
-                (
-                    "created_at",
-                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
-                ),
-                (
-                    "dataset",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="versions",
-                        to="datasets.dataset",
-                    ),
-                ),
-                (
-                    "parent",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="children",
-                        to="datasets.datasetversion",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('number', models.PositiveIntegerField()),
+                ('content_hash', models.CharField(db_index=True, max_length=64)),
+                ('source', models.CharField(blank=True, max_length=500)),
+                ('document_count', models.PositiveIntegerField(default=0)),
+                ('query_count', models.PositiveIntegerField(default=0)),
+                ('qrels_counts', models.JSONField(blank=True, default=dict)),
+                ('warnings', models.JSONField(blank=True, default=list)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ('dataset', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='datasets.dataset')),
+                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='children', to='datasets.datasetversion')),
             ],
             options={
-                "ordering": ["dataset", "-number"],
+                'ordering': ['dataset', '-number'],
             },
         ),
         migrations.CreateModel(
-            name="Document",
+            name='Document',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("doc_id", models.CharField(max_length=200)),
-                ("title", models.TextField(blank=True)),
-                ("text", models.TextField()),
-                ("metadata", models.JSONField(blank=True, default=dict)),
-                (
-                    "version",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="documents",
-                        to="datasets.datasetversion",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('doc_id', models.CharField(max_length=200)),
+                ('title', models.TextField(blank=True)),
+                ('text', models.TextField()),
+                ('metadata', models.JSONField(blank=True, default=dict)),
+                ('version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='documents', to='datasets.datasetversion')),
             ],
         ),
         migrations.CreateModel(
-            name="Query",
+            name='Query',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("query_id", models.CharField(max_length=200)),
-                ("text", models.TextField()),
-                ("metadata", models.JSONField(blank=True, default=dict)),
-                (
-                    "version",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="queries",
-                        to="datasets.datasetversion",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('query_id', models.CharField(max_length=200)),
+                ('text', models.TextField()),
+                ('metadata', models.JSONField(blank=True, default=dict)),
+                ('version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='queries', to='datasets.datasetversion')),
             ],
             options={
-                "verbose_name_plural": "queries",
+                'verbose_name_plural': 'queries',
             },
         ),
         migrations.CreateModel(
-            name="Qrel",
+            name='Qrel',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("split", models.CharField(max_length=50)),
-                ("score", models.IntegerField()),
-                (
-                    "document",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="qrels",
-                        to="datasets.document",
-                    ),
-                ),
-                (
-                    "version",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="qrels",
-                        to="datasets.datasetversion",
-                    ),
-                ),
-                (
-                    "query",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="qrels",
-                        to="datasets.query",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('split', models.CharField(max_length=50)),
+                ('score', models.IntegerField()),
+                ('document', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='qrels', to='datasets.document')),
+                ('version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='qrels', to='datasets.datasetversion')),
+                ('query', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='qrels', to='datasets.query')),
             ],
         ),
         migrations.AddConstraint(
-            model_name="dataset",
-            constraint=models.UniqueConstraint(
-                fields=("team", "name"), name="unique_dataset_name_per_team"
-            ),
+            model_name='dataset',
+            constraint=models.UniqueConstraint(fields=('team', 'name'), name='unique_dataset_name_per_team'),
         ),
         migrations.AddConstraint(
-            model_name="datasetversion",
-            constraint=models.UniqueConstraint(
-                fields=("dataset", "number"), name="unique_version_number"
-            ),
+            model_name='datasetversion',
+            constraint=models.UniqueConstraint(fields=('dataset', 'number'), name='unique_version_number'),
         ),
         migrations.AddConstraint(
-            model_name="datasetversion",
-            constraint=models.UniqueConstraint(
-                fields=("dataset", "content_hash"), name="unique_version_hash"
-            ),
+            model_name='datasetversion',
+            constraint=models.UniqueConstraint(fields=('dataset', 'content_hash'), name='unique_version_hash'),
         ),
         migrations.AddConstraint(
-            model_name="document",
-            constraint=models.UniqueConstraint(fields=("version", "doc_id"), name="unique_doc_id"),
+            model_name='document',
+            constraint=models.UniqueConstraint(fields=('version', 'doc_id'), name='unique_doc_id'),
         ),
         migrations.AddConstraint(
-            model_name="query",
-            constraint=models.UniqueConstraint(
-                fields=("version", "query_id"), name="unique_query_id"
-            ),
+            model_name='query',
+            constraint=models.UniqueConstraint(fields=('version', 'query_id'), name='unique_query_id'),
         ),
         migrations.AddIndex(
-            model_name="qrel",
-            index=models.Index(fields=["version", "split"], name="datasets_qr_version_37a8e0_idx"),
+            model_name='qrel',
+            index=models.Index(fields=['version', 'split'], name='datasets_qr_version_37a8e0_idx'),
         ),
         migrations.AddConstraint(
-            model_name="qrel",
-            constraint=models.UniqueConstraint(
-                fields=("version", "split", "query", "document"), name="unique_judgement"
-            ),
+            model_name='qrel',
+            constraint=models.UniqueConstraint(fields=('version', 'split', 'query', 'document'), name='unique_judgement'),
         ),
     ]

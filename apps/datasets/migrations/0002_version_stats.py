@@ -4,14 +4,15 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("datasets", "0001_initial"),
+        ('datasets', '0001_initial'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="datasetversion",
-            name="stats",
+            model_name='datasetversion',
+            name='stats',
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

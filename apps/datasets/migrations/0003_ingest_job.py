@@ -7,91 +7,45 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("accounts", "0001_initial"),
-        ("datasets", "0002_version_stats"),
+        ('accounts', '0001_initial'),
+        ('datasets', '0002_version_stats'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="IngestJob",
+            name='IngestJob',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "created_at",
-                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("pending", "Pending"),
-                            ("running", "Running"),
-                            ("succeeded", "Succeeded"),
-                            ("failed", "Failed"),
-                            ("cancelled", "Cancelled"),
-                        ],
-                        db_index=True,
-                        default="pending",
-                        max_length=16,
-                    ),
-                ),
-                ("stage", models.CharField(blank=True, max_length=64)),
-                ("progress", models.FloatField(default=0.0)),
-                ("progress_done", models.BigIntegerField(default=0)),
-                ("progress_total", models.BigIntegerField(default=0)),
-                ("error", models.TextField(blank=True)),
-                ("human_error", models.CharField(blank=True, max_length=500)),
-                ("celery_task_id", models.CharField(blank=True, max_length=64)),
-                ("cancel_requested", models.BooleanField(default=False)),
-                ("queued_at", models.DateTimeField(blank=True, null=True)),
-                ("started_at", models.DateTimeField(blank=True, null=True)),
-                ("stage_started_at", models.DateTimeField(blank=True, null=True)),
-                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
-                ("finished_at", models.DateTimeField(blank=True, null=True)),
-                ("dataset_name", models.CharField(max_length=200)),
-                ("upload_dir", models.CharField(max_length=1000)),
-                ("file_names", models.JSONField(default=list)),
-                ("total_bytes", models.BigIntegerField(default=0)),
-                ("reused", models.BooleanField(default=False)),
-                ("problems", models.JSONField(blank=True, default=list)),
-                (
-                    "created_by",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "team",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="accounts.team",
-                    ),
-                ),
-                (
-                    "version",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to="datasets.datasetversion",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], db_index=True, default='pending', max_length=16)),
+                ('stage', models.CharField(blank=True, max_length=64)),
+                ('progress', models.FloatField(default=0.0)),
+                ('progress_done', models.BigIntegerField(default=0)),
+                ('progress_total', models.BigIntegerField(default=0)),
+                ('error', models.TextField(blank=True)),
+                ('human_error', models.CharField(blank=True, max_length=500)),
+                ('celery_task_id', models.CharField(blank=True, max_length=64)),
+                ('cancel_requested', models.BooleanField(default=False)),
+                ('queued_at', models.DateTimeField(blank=True, null=True)),
+                ('started_at', models.DateTimeField(blank=True, null=True)),
+                ('stage_started_at', models.DateTimeField(blank=True, null=True)),
+                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
+                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                ('dataset_name', models.CharField(max_length=200)),
+                ('upload_dir', models.CharField(max_length=1000)),
+                ('file_names', models.JSONField(default=list)),
+                ('total_bytes', models.BigIntegerField(default=0)),
+                ('reused', models.BooleanField(default=False)),
+                ('problems', models.JSONField(blank=True, default=list)),
+                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.team')),
+                ('version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='datasets.datasetversion')),
             ],
             options={
-                "ordering": ["-created_at"],
+                'ordering': ['-created_at'],
             },
         ),
     ]

@@ -5,76 +5,55 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("datasets", "0003_ingest_job"),
+        ('datasets', '0003_ingest_job'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="datasetversion",
-            name="kind",
-            field=models.CharField(
-                choices=[("retrieval", "Retrieval collection"), ("training", "Training set")],
-                default="retrieval",
-                max_length=16,
-            ),
+            model_name='datasetversion',
+            name='kind',
+            field=models.CharField(choices=[('retrieval', 'Retrieval collection'), ('training', 'Training set')], default='retrieval', max_length=16),
         ),
         migrations.AddField(
-            model_name="datasetversion",
-            name="params",
+            model_name='datasetversion',
+            name='params',
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name="datasetversion",
-            name="training_count",
+            model_name='datasetversion',
+            name='training_count',
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name="datasetversion",
-            name="training_roles",
+            model_name='datasetversion',
+            name='training_roles',
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name="ingestjob",
-            name="awaiting_confirmation",
+            model_name='ingestjob',
+            name='awaiting_confirmation',
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name="ingestjob",
-            name="kind",
-            field=models.CharField(
-                choices=[("retrieval", "BEIR collection"), ("training", "Training set")],
-                default="retrieval",
-                max_length=16,
-            ),
+            model_name='ingestjob',
+            name='kind',
+            field=models.CharField(choices=[('retrieval', 'BEIR collection'), ('training', 'Training set')], default='retrieval', max_length=16),
         ),
         migrations.CreateModel(
-            name="TrainingRow",
+            name='TrainingRow',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("row", models.PositiveIntegerField()),
-                ("anchor", models.TextField()),
-                ("positive", models.TextField()),
-                ("negatives", models.JSONField(blank=True, default=list)),
-                ("score", models.FloatField(blank=True, null=True)),
-                (
-                    "version",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="training_rows",
-                        to="datasets.datasetversion",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('row', models.PositiveIntegerField()),
+                ('anchor', models.TextField()),
+                ('positive', models.TextField()),
+                ('negatives', models.JSONField(blank=True, default=list)),
+                ('score', models.FloatField(blank=True, null=True)),
+                ('version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='training_rows', to='datasets.datasetversion')),
             ],
             options={
-                "indexes": [
-                    models.Index(fields=["version", "row"], name="datasets_tr_version_0b5139_idx")
-                ],
+                'indexes': [models.Index(fields=['version', 'row'], name='datasets_tr_version_0b5139_idx')],
             },
         ),
     ]

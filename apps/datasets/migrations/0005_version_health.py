@@ -4,14 +4,15 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("datasets", "0004_training_sets"),
+        ('datasets', '0004_training_sets'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="datasetversion",
-            name="health",
+            model_name='datasetversion',
+            name='health',
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

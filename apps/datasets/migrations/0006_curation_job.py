@@ -7,142 +7,47 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("accounts", "0001_initial"),
-        ("datasets", "0005_version_health"),
-        ("registry", "0001_initial"),
+        ('accounts', '0001_initial'),
+        ('datasets', '0005_version_health'),
+        ('registry', '0001_initial'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="CurationJob",
+            name='CurationJob',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "created_at",
-                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("pending", "Pending"),
-                            ("running", "Running"),
-                            ("succeeded", "Succeeded"),
-                            ("failed", "Failed"),
-                            ("cancelled", "Cancelled"),
-                        ],
-                        db_index=True,
-                        default="pending",
-                        max_length=16,
-                    ),
-                ),
-                ("stage", models.CharField(blank=True, max_length=64)),
-                ("progress", models.FloatField(default=0.0)),
-                ("progress_done", models.BigIntegerField(default=0)),
-                ("progress_total", models.BigIntegerField(default=0)),
-                ("error", models.TextField(blank=True)),
-                ("human_error", models.CharField(blank=True, max_length=500)),
-                ("celery_task_id", models.CharField(blank=True, max_length=64)),
-                ("cancel_requested", models.BooleanField(default=False)),
-                ("queued_at", models.DateTimeField(blank=True, null=True)),
-                ("started_at", models.DateTimeField(blank=True, null=True)),
-                ("stage_started_at", models.DateTimeField(blank=True, null=True)),
-                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
-                ("finished_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "kind",
-                    models.CharField(
-                        choices=[
-                            ("semdedup", "Semantic dedup"),
-                            ("mine", "Hard-negative mining"),
-                            ("dsir", "Importance-resampling selection (DSIR)"),
-                            ("tokens", "Token lengths"),
-                        ],
-                        max_length=16,
-                    ),
-                ),
-                ("params", models.JSONField(blank=True, default=dict)),
-                ("result", models.JSONField(blank=True, default=dict)),
-                (
-                    "review",
-                    models.CharField(
-                        blank=True,
-                        choices=[
-                            ("", "No review"),
-                            ("pending", "Waiting for review"),
-                            ("accepted", "Accepted"),
-                            ("discarded", "Discarded"),
-                        ],
-                        default="",
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "baseline_version",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to="datasets.datasetversion",
-                    ),
-                ),
-                (
-                    "created_by",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "model",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="curation_jobs",
-                        to="registry.embeddingmodel",
-                    ),
-                ),
-                (
-                    "source",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="curation_jobs",
-                        to="datasets.datasetversion",
-                    ),
-                ),
-                (
-                    "team",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="accounts.team",
-                    ),
-                ),
-                (
-                    "version",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to="datasets.datasetversion",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], db_index=True, default='pending', max_length=16)),
+                ('stage', models.CharField(blank=True, max_length=64)),
+                ('progress', models.FloatField(default=0.0)),
+                ('progress_done', models.BigIntegerField(default=0)),
+                ('progress_total', models.BigIntegerField(default=0)),
+                ('error', models.TextField(blank=True)),
+                ('human_error', models.CharField(blank=True, max_length=500)),
+                ('celery_task_id', models.CharField(blank=True, max_length=64)),
+                ('cancel_requested', models.BooleanField(default=False)),
+                ('queued_at', models.DateTimeField(blank=True, null=True)),
+                ('started_at', models.DateTimeField(blank=True, null=True)),
+                ('stage_started_at', models.DateTimeField(blank=True, null=True)),
+                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
+                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                ('kind', models.CharField(choices=[('semdedup', 'Semantic dedup'), ('mine', 'Hard-negative mining'), ('dsir', 'Importance-resampling selection (DSIR)'), ('tokens', 'Token lengths')], max_length=16)),
+                ('params', models.JSONField(blank=True, default=dict)),
+                ('result', models.JSONField(blank=True, default=dict)),
+                ('review', models.CharField(blank=True, choices=[('', 'No review'), ('pending', 'Waiting for review'), ('accepted', 'Accepted'), ('discarded', 'Discarded')], default='', max_length=16)),
+                ('baseline_version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='datasets.datasetversion')),
+                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('model', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='curation_jobs', to='registry.embeddingmodel')),
+                ('source', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='curation_jobs', to='datasets.datasetversion')),
+                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.team')),
+                ('version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='datasets.datasetversion')),
             ],
             options={
-                "ordering": ["-created_at"],
+                'ordering': ['-created_at'],
             },
         ),
     ]

@@ -5,19 +5,15 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("datasets", "0006_curation_job"),
+        ('datasets', '0006_curation_job'),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name="document",
-            name="version",
-            field=models.ForeignKey(
-                db_index=False,
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="documents",
-                to="datasets.datasetversion",
-            ),
+            model_name='document',
+            name='version',
+            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='documents', to='datasets.datasetversion'),
         ),
     ]

@@ -7,240 +7,93 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
     dependencies = [
-        ("accounts", "0001_initial"),
-        ("datasets", "0007_document_version_no_extra_index"),
-        ("registry", "0001_initial"),
+        ('accounts', '0001_initial'),
+        ('datasets', '0007_document_version_no_extra_index'),
+        ('registry', '0001_initial'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="IndexBuild",
+            name='IndexBuild',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "created_at",
-                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("pending", "Pending"),
-                            ("running", "Running"),
-                            ("succeeded", "Succeeded"),
-                            ("failed", "Failed"),
-                            ("cancelled", "Cancelled"),
-                        ],
-                        db_index=True,
-                        default="pending",
-                        max_length=16,
-                    ),
-                ),
-                ("stage", models.CharField(blank=True, max_length=64)),
-                ("progress", models.FloatField(default=0.0)),
-                ("progress_done", models.BigIntegerField(default=0)),
-                ("progress_total", models.BigIntegerField(default=0)),
-                ("error", models.TextField(blank=True)),
-                ("human_error", models.CharField(blank=True, max_length=500)),
-                ("celery_task_id", models.CharField(blank=True, max_length=64)),
-                ("cancel_requested", models.BooleanField(default=False)),
-                ("queued_at", models.DateTimeField(blank=True, null=True)),
-                ("started_at", models.DateTimeField(blank=True, null=True)),
-                ("stage_started_at", models.DateTimeField(blank=True, null=True)),
-                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
-                ("finished_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "index_type",
-                    models.CharField(
-                        choices=[
-                            ("flat", "Flat (exact)"),
-                            ("hnsw", "HNSW"),
-                            ("ivf_flat", "IVF-Flat"),
-                            ("ivf_pq", "IVF-PQ"),
-                            ("sq8", "Scalar int8"),
-                            ("binary", "Binary (sign bits)"),
-                            ("binary_hnsw", "Binary HNSW"),
-                        ],
-                        max_length=16,
-                    ),
-                ),
-                ("params", models.JSONField(blank=True, default=dict)),
-                ("spec", models.JSONField(blank=True, default=dict)),
-                ("split", models.CharField(blank=True, max_length=50)),
-                ("max_seq_length", models.PositiveIntegerField(default=0)),
-                ("query_prefix", models.CharField(blank=True, max_length=200)),
-                ("document_prefix", models.CharField(blank=True, max_length=200)),
-                ("embedding_key", models.CharField(blank=True, max_length=64)),
-                ("cache_hit", models.BooleanField(default=False)),
-                ("encoder", models.JSONField(blank=True, default=dict)),
-                ("path", models.CharField(blank=True, max_length=1000)),
-                ("document_count", models.PositiveIntegerField(blank=True, null=True)),
-                ("dimension", models.PositiveIntegerField(blank=True, null=True)),
-                ("metrics", models.JSONField(blank=True, default=dict)),
-                ("timings", models.JSONField(blank=True, default=dict)),
-                (
-                    "created_by",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "dataset_version",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="index_builds",
-                        to="datasets.datasetversion",
-                    ),
-                ),
-                (
-                    "model",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="index_builds",
-                        to="registry.embeddingmodel",
-                    ),
-                ),
-                (
-                    "team",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="accounts.team",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], db_index=True, default='pending', max_length=16)),
+                ('stage', models.CharField(blank=True, max_length=64)),
+                ('progress', models.FloatField(default=0.0)),
+                ('progress_done', models.BigIntegerField(default=0)),
+                ('progress_total', models.BigIntegerField(default=0)),
+                ('error', models.TextField(blank=True)),
+                ('human_error', models.CharField(blank=True, max_length=500)),
+                ('celery_task_id', models.CharField(blank=True, max_length=64)),
+                ('cancel_requested', models.BooleanField(default=False)),
+                ('queued_at', models.DateTimeField(blank=True, null=True)),
+                ('started_at', models.DateTimeField(blank=True, null=True)),
+                ('stage_started_at', models.DateTimeField(blank=True, null=True)),
+                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
+                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                ('index_type', models.CharField(choices=[('flat', 'Flat (exact)'), ('hnsw', 'HNSW'), ('ivf_flat', 'IVF-Flat'), ('ivf_pq', 'IVF-PQ'), ('sq8', 'Scalar int8'), ('binary', 'Binary (sign bits)'), ('binary_hnsw', 'Binary HNSW')], max_length=16)),
+                ('params', models.JSONField(blank=True, default=dict)),
+                ('spec', models.JSONField(blank=True, default=dict)),
+                ('split', models.CharField(blank=True, max_length=50)),
+                ('max_seq_length', models.PositiveIntegerField(default=0)),
+                ('query_prefix', models.CharField(blank=True, max_length=200)),
+                ('document_prefix', models.CharField(blank=True, max_length=200)),
+                ('embedding_key', models.CharField(blank=True, max_length=64)),
+                ('cache_hit', models.BooleanField(default=False)),
+                ('encoder', models.JSONField(blank=True, default=dict)),
+                ('path', models.CharField(blank=True, max_length=1000)),
+                ('document_count', models.PositiveIntegerField(blank=True, null=True)),
+                ('dimension', models.PositiveIntegerField(blank=True, null=True)),
+                ('metrics', models.JSONField(blank=True, default=dict)),
+                ('timings', models.JSONField(blank=True, default=dict)),
+                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('dataset_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='index_builds', to='datasets.datasetversion')),
+                ('model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='index_builds', to='registry.embeddingmodel')),
+                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.team')),
             ],
             options={
-                "ordering": ["-created_at", "-pk"],
+                'ordering': ['-created_at', '-pk'],
             },
         ),
         migrations.CreateModel(
-            name="DeploymentEvent",
+            name='DeploymentEvent',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("name", models.SlugField(max_length=100)),
-                (
-                    "action",
-                    models.CharField(
-                        choices=[
-                            ("deploy", "Deployed"),
-                            ("swap", "Swapped"),
-                            ("undeploy", "Undeployed"),
-                        ],
-                        max_length=16,
-                    ),
-                ),
-                ("from_number", models.PositiveIntegerField(blank=True, null=True)),
-                ("to_number", models.PositiveIntegerField(blank=True, null=True)),
-                ("at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                (
-                    "team",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="accounts.team",
-                    ),
-                ),
-                (
-                    "user",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "from_index",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to="indexes.indexbuild",
-                    ),
-                ),
-                (
-                    "to_index",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to="indexes.indexbuild",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.SlugField(max_length=100)),
+                ('action', models.CharField(choices=[('deploy', 'Deployed'), ('swap', 'Swapped'), ('undeploy', 'Undeployed')], max_length=16)),
+                ('from_number', models.PositiveIntegerField(blank=True, null=True)),
+                ('to_number', models.PositiveIntegerField(blank=True, null=True)),
+                ('at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.team')),
+                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('from_index', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='indexes.indexbuild')),
+                ('to_index', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='indexes.indexbuild')),
             ],
             options={
-                "ordering": ["-at", "-pk"],
+                'ordering': ['-at', '-pk'],
             },
         ),
         migrations.CreateModel(
-            name="Deployment",
+            name='Deployment',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "created_at",
-                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
-                ),
-                ("name", models.SlugField(max_length=100)),
-                ("encoder", models.JSONField(default=dict)),
-                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
-                (
-                    "deployed_by",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "team",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="accounts.team",
-                    ),
-                ),
-                (
-                    "index",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="deployments",
-                        to="indexes.indexbuild",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ('name', models.SlugField(max_length=100)),
+                ('encoder', models.JSONField(default=dict)),
+                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('deployed_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.team')),
+                ('index', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='deployments', to='indexes.indexbuild')),
             ],
             options={
-                "ordering": ["name"],
-                "constraints": [
-                    models.UniqueConstraint(fields=("team", "name"), name="unique_deployment_name")
-                ],
+                'ordering': ['name'],
+                'constraints': [models.UniqueConstraint(fields=('team', 'name'), name='unique_deployment_name')],
             },
         ),
     ]

@@ -6,99 +6,39 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
     dependencies = [
-        ("accounts", "0001_initial"),
+        ('accounts', '0001_initial'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="EmbeddingModel",
+            name='EmbeddingModel',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "created_at",
-                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
-                ),
-                ("name", models.CharField(max_length=200)),
-                (
-                    "kind",
-                    models.CharField(
-                        choices=[("base", "Base model"), ("finetuned", "Fine-tuned")],
-                        default="base",
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "source",
-                    models.CharField(
-                        choices=[("folder", "Local folder"), ("package", "Installed package")],
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "source_ref",
-                    models.CharField(help_text="Folder path or package name.", max_length=500),
-                ),
-                (
-                    "path",
-                    models.CharField(
-                        help_text="Absolute path of the model folder.", max_length=1000
-                    ),
-                ),
-                ("layout", models.CharField(max_length=32)),
-                ("architecture", models.CharField(blank=True, max_length=100)),
-                ("dimension", models.PositiveIntegerField()),
-                ("max_seq_length", models.PositiveIntegerField()),
-                (
-                    "pooling",
-                    models.CharField(
-                        choices=[
-                            ("mean", "Mean"),
-                            ("cls", "CLS token"),
-                            ("max", "Max"),
-                            ("lasttoken", "Last token"),
-                        ],
-                        default="mean",
-                        max_length=16,
-                    ),
-                ),
-                ("normalize", models.BooleanField(default=True)),
-                ("query_prefix", models.CharField(blank=True, max_length=200)),
-                ("document_prefix", models.CharField(blank=True, max_length=200)),
-                ("parameters", models.BigIntegerField(blank=True, null=True)),
-                (
-                    "parent",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="children",
-                        to="registry.embeddingmodel",
-                    ),
-                ),
-                (
-                    "team",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="accounts.team",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ('name', models.CharField(max_length=200)),
+                ('kind', models.CharField(choices=[('base', 'Base model'), ('finetuned', 'Fine-tuned')], default='base', max_length=16)),
+                ('source', models.CharField(choices=[('folder', 'Local folder'), ('package', 'Installed package')], max_length=16)),
+                ('source_ref', models.CharField(help_text='Folder path or package name.', max_length=500)),
+                ('path', models.CharField(help_text='Absolute path of the model folder.', max_length=1000)),
+                ('layout', models.CharField(max_length=32)),
+                ('architecture', models.CharField(blank=True, max_length=100)),
+                ('dimension', models.PositiveIntegerField()),
+                ('max_seq_length', models.PositiveIntegerField()),
+                ('pooling', models.CharField(choices=[('mean', 'Mean'), ('cls', 'CLS token'), ('max', 'Max'), ('lasttoken', 'Last token')], default='mean', max_length=16)),
+                ('normalize', models.BooleanField(default=True)),
+                ('query_prefix', models.CharField(blank=True, max_length=200)),
+                ('document_prefix', models.CharField(blank=True, max_length=200)),
+                ('parameters', models.BigIntegerField(blank=True, null=True)),
+                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='children', to='registry.embeddingmodel')),
+                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.team')),
             ],
             options={
-                "ordering": ["name"],
-                "constraints": [
-                    models.UniqueConstraint(
-                        fields=("team", "name"), name="unique_model_name_per_team"
-                    )
-                ],
+                'ordering': ['name'],
+                'constraints': [models.UniqueConstraint(fields=('team', 'name'), name='unique_model_name_per_team')],
             },
         ),
     ]

@@ -7,144 +7,70 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
     dependencies = [
-        ("accounts", "0001_initial"),
-        ("datasets", "0001_initial"),
-        ("registry", "0001_initial"),
+        ('accounts', '0001_initial'),
+        ('datasets', '0001_initial'),
+        ('registry', '0001_initial'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="Evaluation",
+            name='Evaluation',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "created_at",
-                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("pending", "Pending"),
-                            ("running", "Running"),
-                            ("succeeded", "Succeeded"),
-                            ("failed", "Failed"),
-                            ("cancelled", "Cancelled"),
-                        ],
-                        db_index=True,
-                        default="pending",
-                        max_length=16,
-                    ),
-                ),
-                ("stage", models.CharField(blank=True, max_length=64)),
-                ("progress", models.FloatField(default=0.0)),
-                ("progress_done", models.BigIntegerField(default=0)),
-                ("progress_total", models.BigIntegerField(default=0)),
-                ("error", models.TextField(blank=True)),
-                ("human_error", models.CharField(blank=True, max_length=500)),
-                ("celery_task_id", models.CharField(blank=True, max_length=64)),
-                ("cancel_requested", models.BooleanField(default=False)),
-                ("queued_at", models.DateTimeField(blank=True, null=True)),
-                ("started_at", models.DateTimeField(blank=True, null=True)),
-                ("stage_started_at", models.DateTimeField(blank=True, null=True)),
-                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
-                ("finished_at", models.DateTimeField(blank=True, null=True)),
-                ("split", models.CharField(max_length=50)),
-                ("top_k", models.PositiveIntegerField(default=100)),
-                ("max_seq_length", models.PositiveIntegerField()),
-                ("query_prefix", models.CharField(blank=True, max_length=200)),
-                ("document_prefix", models.CharField(blank=True, max_length=200)),
-                ("metrics", models.JSONField(blank=True, default=dict)),
-                ("timings", models.JSONField(blank=True, default=dict)),
-                ("document_count", models.PositiveIntegerField(default=0)),
-                ("query_count", models.PositiveIntegerField(default=0)),
-                ("run_file", models.CharField(blank=True, max_length=1000)),
-                (
-                    "created_by",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "dataset_version",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="evaluations",
-                        to="datasets.datasetversion",
-                    ),
-                ),
-                (
-                    "model",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="evaluations",
-                        to="registry.embeddingmodel",
-                    ),
-                ),
-                (
-                    "team",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="accounts.team",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], db_index=True, default='pending', max_length=16)),
+                ('stage', models.CharField(blank=True, max_length=64)),
+                ('progress', models.FloatField(default=0.0)),
+                ('progress_done', models.BigIntegerField(default=0)),
+                ('progress_total', models.BigIntegerField(default=0)),
+                ('error', models.TextField(blank=True)),
+                ('human_error', models.CharField(blank=True, max_length=500)),
+                ('celery_task_id', models.CharField(blank=True, max_length=64)),
+                ('cancel_requested', models.BooleanField(default=False)),
+                ('queued_at', models.DateTimeField(blank=True, null=True)),
+                ('started_at', models.DateTimeField(blank=True, null=True)),
+                ('stage_started_at', models.DateTimeField(blank=True, null=True)),
+                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
+                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                ('split', models.CharField(max_length=50)),
+                ('top_k', models.PositiveIntegerField(default=100)),
+                ('max_seq_length', models.PositiveIntegerField()),
+                ('query_prefix', models.CharField(blank=True, max_length=200)),
+                ('document_prefix', models.CharField(blank=True, max_length=200)),
+                ('metrics', models.JSONField(blank=True, default=dict)),
+                ('timings', models.JSONField(blank=True, default=dict)),
+                ('document_count', models.PositiveIntegerField(default=0)),
+                ('query_count', models.PositiveIntegerField(default=0)),
+                ('run_file', models.CharField(blank=True, max_length=1000)),
+                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('dataset_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='evaluations', to='datasets.datasetversion')),
+                ('model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='evaluations', to='registry.embeddingmodel')),
+                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.team')),
             ],
             options={
-                "ordering": ["-created_at"],
+                'ordering': ['-created_at'],
             },
         ),
         migrations.CreateModel(
-            name="QueryResult",
+            name='QueryResult',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("metrics", models.JSONField(default=dict)),
-                (
-                    "evaluation",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="results",
-                        to="runs.evaluation",
-                    ),
-                ),
-                (
-                    "query",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="datasets.query",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('metrics', models.JSONField(default=dict)),
+                ('evaluation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='results', to='runs.evaluation')),
+                ('query', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='datasets.query')),
             ],
         ),
         migrations.AddIndex(
-            model_name="evaluation",
-            index=models.Index(
-                fields=["team", "-created_at"], name="runs_evalua_team_id_ba579b_idx"
-            ),
+            model_name='evaluation',
+            index=models.Index(fields=['team', '-created_at'], name='runs_evalua_team_id_ba579b_idx'),
         ),
         migrations.AddConstraint(
-            model_name="queryresult",
-            constraint=models.UniqueConstraint(
-                fields=("evaluation", "query"), name="unique_query_result"
-            ),
+            model_name='queryresult',
+            constraint=models.UniqueConstraint(fields=('evaluation', 'query'), name='unique_query_result'),
         ),
     ]

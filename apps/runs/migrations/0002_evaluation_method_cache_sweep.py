@@ -5,50 +5,41 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("registry", "0001_initial"),
-        ("runs", "0001_initial"),
+        ('registry', '0001_initial'),
+        ('runs', '0001_initial'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="evaluation",
-            name="cache_hit",
+            model_name='evaluation',
+            name='cache_hit',
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name="evaluation",
-            name="diagnostics",
+            model_name='evaluation',
+            name='diagnostics',
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name="evaluation",
-            name="embedding_key",
+            model_name='evaluation',
+            name='embedding_key',
             field=models.CharField(blank=True, max_length=64),
         ),
         migrations.AddField(
-            model_name="evaluation",
-            name="method",
-            field=models.CharField(
-                choices=[("dense", "Dense (model)"), ("bm25", "BM25 (bm25s)")],
-                default="dense",
-                max_length=16,
-            ),
+            model_name='evaluation',
+            name='method',
+            field=models.CharField(choices=[('dense', 'Dense (model)'), ('bm25', 'BM25 (bm25s)')], default='dense', max_length=16),
         ),
         migrations.AddField(
-            model_name="evaluation",
-            name="sweep",
+            model_name='evaluation',
+            name='sweep',
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AlterField(
-            model_name="evaluation",
-            name="model",
-            field=models.ForeignKey(
-                blank=True,
-                null=True,
-                on_delete=django.db.models.deletion.PROTECT,
-                related_name="evaluations",
-                to="registry.embeddingmodel",
-            ),
+            model_name='evaluation',
+            name='model',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='evaluations', to='registry.embeddingmodel'),
         ),
     ]

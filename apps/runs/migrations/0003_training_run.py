@@ -7,138 +7,56 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("accounts", "0001_initial"),
-        ("datasets", "0006_curation_job"),
-        ("registry", "0001_initial"),
-        ("runs", "0002_evaluation_method_cache_sweep"),
+        ('accounts', '0001_initial'),
+        ('datasets', '0006_curation_job'),
+        ('registry', '0001_initial'),
+        ('runs', '0002_evaluation_method_cache_sweep'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="TrainingRun",
+            name='TrainingRun',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "created_at",
-                    models.DateTimeField(default=django.utils.timezone.now, editable=False),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("pending", "Pending"),
-                            ("running", "Running"),
-                            ("succeeded", "Succeeded"),
-                            ("failed", "Failed"),
-                            ("cancelled", "Cancelled"),
-                        ],
-                        db_index=True,
-                        default="pending",
-                        max_length=16,
-                    ),
-                ),
-                ("stage", models.CharField(blank=True, max_length=64)),
-                ("progress", models.FloatField(default=0.0)),
-                ("progress_done", models.BigIntegerField(default=0)),
-                ("progress_total", models.BigIntegerField(default=0)),
-                ("error", models.TextField(blank=True)),
-                ("human_error", models.CharField(blank=True, max_length=500)),
-                ("celery_task_id", models.CharField(blank=True, max_length=64)),
-                ("cancel_requested", models.BooleanField(default=False)),
-                ("queued_at", models.DateTimeField(blank=True, null=True)),
-                ("started_at", models.DateTimeField(blank=True, null=True)),
-                ("stage_started_at", models.DateTimeField(blank=True, null=True)),
-                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
-                ("finished_at", models.DateTimeField(blank=True, null=True)),
-                ("name", models.CharField(max_length=200)),
-                ("eval_split", models.CharField(blank=True, max_length=50)),
-                ("config", models.JSONField(default=dict)),
-                ("estimate", models.JSONField(blank=True, default=dict)),
-                ("output_dir", models.CharField(blank=True, max_length=1000)),
-                ("log", models.JSONField(blank=True, default=list)),
-                ("log_tail", models.TextField(blank=True)),
-                ("attempts", models.PositiveIntegerField(default=0)),
-                ("resumed_from", models.CharField(blank=True, max_length=1000)),
-                ("result", models.JSONField(blank=True, default=dict)),
-                (
-                    "base_model",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="training_runs",
-                        to="registry.embeddingmodel",
-                    ),
-                ),
-                (
-                    "created_by",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "eval_version",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="+",
-                        to="datasets.datasetversion",
-                    ),
-                ),
-                (
-                    "evaluation",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to="runs.evaluation",
-                    ),
-                ),
-                (
-                    "result_model",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to="registry.embeddingmodel",
-                    ),
-                ),
-                (
-                    "team",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="accounts.team",
-                    ),
-                ),
-                (
-                    "train_version",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="training_runs",
-                        to="datasets.datasetversion",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], db_index=True, default='pending', max_length=16)),
+                ('stage', models.CharField(blank=True, max_length=64)),
+                ('progress', models.FloatField(default=0.0)),
+                ('progress_done', models.BigIntegerField(default=0)),
+                ('progress_total', models.BigIntegerField(default=0)),
+                ('error', models.TextField(blank=True)),
+                ('human_error', models.CharField(blank=True, max_length=500)),
+                ('celery_task_id', models.CharField(blank=True, max_length=64)),
+                ('cancel_requested', models.BooleanField(default=False)),
+                ('queued_at', models.DateTimeField(blank=True, null=True)),
+                ('started_at', models.DateTimeField(blank=True, null=True)),
+                ('stage_started_at', models.DateTimeField(blank=True, null=True)),
+                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
+                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                ('name', models.CharField(max_length=200)),
+                ('eval_split', models.CharField(blank=True, max_length=50)),
+                ('config', models.JSONField(default=dict)),
+                ('estimate', models.JSONField(blank=True, default=dict)),
+                ('output_dir', models.CharField(blank=True, max_length=1000)),
+                ('log', models.JSONField(blank=True, default=list)),
+                ('log_tail', models.TextField(blank=True)),
+                ('attempts', models.PositiveIntegerField(default=0)),
+                ('resumed_from', models.CharField(blank=True, max_length=1000)),
+                ('result', models.JSONField(blank=True, default=dict)),
+                ('base_model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='training_runs', to='registry.embeddingmodel')),
+                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('eval_version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='datasets.datasetversion')),
+                ('evaluation', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='runs.evaluation')),
+                ('result_model', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='registry.embeddingmodel')),
+                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='accounts.team')),
+                ('train_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='training_runs', to='datasets.datasetversion')),
             ],
             options={
-                "ordering": ["-created_at"],
-                "indexes": [
-                    models.Index(
-                        fields=["team", "-created_at"], name="runs_traini_team_id_3c5007_idx"
-                    )
-                ],
+                'ordering': ['-created_at'],
+                'indexes': [models.Index(fields=['team', '-created_at'], name='runs_traini_team_id_3c5007_idx')],
             },
         ),
     ]
