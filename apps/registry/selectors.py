@@ -28,7 +28,7 @@ def distill_summary(*, job: DistillJob) -> dict:
     """What the distillation's speed costs: the two evaluations (source, static) once both
     succeeded, compared query by query as the comparison page does (nDCG@10: delta, interval,
     p-value), beside the measured speed-up; empty parts while they run."""
-    from apps.runs.compare import DEFAULT_METRIC, comparison_build
+    from apps.runs.compare import paired_headline
     from apps.runs.models import Evaluation
 
     ids = job.result.get("evaluations") or {}
@@ -36,16 +36,15 @@ def distill_summary(*, job: DistillJob) -> dict:
     source, static = found.get(ids.get("source")), found.get(ids.get("static"))
     out: dict = {"speed": job.result.get("speed"), "source_eval": source, "static_eval": static}
     if source and static and source.status == static.status == "succeeded":
-        comparison = comparison_build(evaluations=[source, static], baseline=source)
-        cell = next(c for c in comparison.row(DEFAULT_METRIC).cells if not c.is_baseline)
-        high, low = source.metrics[DEFAULT_METRIC], static.metrics[DEFAULT_METRIC]
+        paired = paired_headline(baseline=source, other=static)
+        high, low = paired["baseline"], paired["other"]
         out.update(
-            metric=DEFAULT_METRIC,
+            metric=paired["metric"],
             source_value=high,
             static_value=low,
             kept=low / high if high else None,
-            drop=(high - low) / high if high else None,
-            cell=cell,
-            queries=comparison.n_queries,
+            drop=paired["drop"],
+            cell=paired["cell"],
+            queries=paired["queries"],
         )
     return out

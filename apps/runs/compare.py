@@ -341,6 +341,25 @@ def comparison_build(
     )
 
 
+def paired_headline(
+    *, baseline: Evaluation, other: Evaluation, metric: str = DEFAULT_METRIC
+) -> dict:
+    """``other`` against ``baseline`` on one metric, query by query as the comparison page does:
+    both values, the relative drop, the Cell (delta, interval, p-value, significance) and the
+    number of queries. Both evaluations must have succeeded on the same split."""
+    comparison = comparison_build(evaluations=[baseline, other], baseline=baseline)
+    cell = next(c for c in comparison.row(metric).cells if not c.is_baseline)
+    high, low = baseline.metrics[metric], other.metrics[metric]
+    return {
+        "metric": metric,
+        "baseline": high,
+        "other": low,
+        "drop": (high - low) / high if high else None,
+        "cell": cell,
+        "queries": comparison.n_queries,
+    }
+
+
 def comparison_payload(comparison: Comparison) -> dict:
     """The comparison as plain JSON (the API and nothing else decides this shape)."""
 

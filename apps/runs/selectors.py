@@ -31,7 +31,7 @@ def precision_check(*, model) -> dict | None:
     randomization-test p-value). It passes when the relative drop is within
     ``QUALITY_MAX_DROP`` and bf16 is not significantly worse. None while no such pair exists.
     """
-    from apps.runs.compare import comparison_build
+    from apps.runs.compare import paired_headline
 
     done = Evaluation.objects.filter(
         model=model, method=Evaluation.Method.DENSE, status=JobStatus.SUCCEEDED
@@ -48,25 +48,23 @@ def precision_check(*, model) -> dict | None:
         ).first()
         if fp32 is None:
             continue
-        low, high = bf16.metrics.get(QUALITY_METRIC), fp32.metrics.get(QUALITY_METRIC)
-        if low is None or not high:
+        if not fp32.metrics.get(QUALITY_METRIC) or QUALITY_METRIC not in bf16.metrics:
             continue
-        comparison = comparison_build(evaluations=[fp32, bf16], baseline=fp32)
-        cell = next(c for c in comparison.row(QUALITY_METRIC).cells if not c.is_baseline)
-        drop = (high - low) / high
+        paired = paired_headline(baseline=fp32, other=bf16, metric=QUALITY_METRIC)
+        cell, drop = paired["cell"], paired["drop"]
         allowed = settings.QUALITY_MAX_DROP
         worse = cell.significant and (cell.delta or 0.0) < 0
         return {
             "metric": QUALITY_METRIC,
-            "bf16": low,
-            "fp32": high,
+            "bf16": paired["other"],
+            "fp32": paired["baseline"],
             "drop": drop,
             "allowed": allowed,
             "delta": cell.delta,
             "interval": cell.ci_text,
             "p_value": cell.p_perm_holm,
             "significantly_worse": worse,
-            "queries": comparison.n_queries,
+            "queries": paired["queries"],
             "passed": drop <= allowed and not worse,
             "evaluations": [bf16.pk, fp32.pk],
         }

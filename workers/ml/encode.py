@@ -94,6 +94,25 @@ def length_order(texts: list[str]) -> np.ndarray:
     return np.argsort([-len(t) for t in texts], kind="stable")
 
 
+def encode_batch(
+    *, encoder: SentenceTransformer, texts: list[str], batch_size: int, normalize: bool,
+    precision: str = "fp32",
+) -> np.ndarray:  # fmt: skip
+    """One ``encode`` call in ``precision`` (a resolved one), as float32 (n, dim): the step both
+    the corpus encode and the search process's query encoder take."""
+    with autocast(precision, str(encoder.device)):
+        vectors = encoder.encode(
+            texts,
+            batch_size=batch_size,
+            convert_to_tensor=True,
+            normalize_embeddings=normalize,
+            show_progress_bar=False,
+        )
+    # Tensors out, cast here: under autocast the pooled vectors may come out in bf16, which
+    # numpy cannot hold.
+    return vectors.float().cpu().numpy()
+
+
 def encode_texts(
     *,
     encoder: SentenceTransformer,
@@ -123,17 +142,9 @@ def encode_texts(
         on_progress(0, total)
     for start in range(0, total, chunk):
         idx = order[start : start + chunk]
-        with autocast(precision, str(encoder.device)):
-            vectors = encoder.encode(
-                [texts[i] for i in idx],
-                batch_size=batch_size,
-                convert_to_tensor=True,
-                normalize_embeddings=normalize,
-                show_progress_bar=False,
-            )
-        # Tensors out, cast here: under autocast the pooled vectors may come out in bf16,
-        # which numpy cannot hold.
-        vectors = vectors.float().cpu().numpy()
+        vectors = encode_batch(encoder=encoder, texts=[texts[i] for i in idx],
+                               batch_size=batch_size, normalize=normalize,
+                               precision=precision)  # fmt: skip
         if out is None:
             # Sized from the first output: some models report no dimension up front.
             out = np.empty((total, vectors.shape[1]), dtype=np.float32)

@@ -35,6 +35,13 @@ class EncoderSpec:
     device: str | None = None
     precision: str = "fp32"  # resolved: fp32 or bf16 (``workers.ml.precision``)
 
+    def load(self) -> Any:
+        """The SentenceTransformer this spec encodes with (prefixes and precision are applied
+        by the caller at encode time)."""
+        return load_encoder(path=self.path, layout=self.layout, pooling=self.pooling,
+                            normalize=self.normalize, max_seq_length=self.max_seq_length,
+                            device=self.device)  # fmt: skip
+
 
 @dataclass
 class EvalOutput:
@@ -153,14 +160,7 @@ def embed_corpus(
     if doc_vectors is None or query_vectors is None:
         t = time.perf_counter()
         report("loading model")
-        encoder = load_encoder(
-            path=model.path,
-            layout=model.layout,
-            pooling=model.pooling,
-            normalize=model.normalize,
-            max_seq_length=model.max_seq_length,
-            device=model.device,
-        )
+        encoder = model.load()
         timings["load_s"] = time.perf_counter() - t
         try:
             if doc_vectors is None:

@@ -39,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from workers.ml.precision import autocast
+from workers.ml.encode import encode_batch
 from workers.serving.auth import authorized
 from workers.serving.schema import MAX_BODY, SearchRequestError, parse_search_request
 
@@ -131,7 +131,6 @@ class Encoder:
         self.model = model
         self.normalize = normalize
         self.precision = precision  # the index's documents' own: queries must match them
-        self.device = str(getattr(model, "device", "cpu"))
         self.queue: queue.Queue = queue.Queue()
         # Guards the hand-over at close: a query is either queued before the thread decides
         # to end (and answered by it) or sees it ended and encodes itself.
@@ -192,15 +191,8 @@ class Encoder:
             return
         texts = [text for t, _ in batch for text in t]
         try:
-            with autocast(self.precision, self.device):
-                vectors = self.model.encode(
-                    texts,
-                    batch_size=self.MAX_BATCH,
-                    convert_to_tensor=True,
-                    normalize_embeddings=self.normalize,
-                    show_progress_bar=False,
-                )
-            vectors = vectors.float().cpu().numpy()  # bf16 out of autocast: numpy has none
+            vectors = encode_batch(encoder=self.model, texts=texts, batch_size=self.MAX_BATCH,
+                                   normalize=self.normalize, precision=self.precision)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 (each waiting request gets the error)
             for _, done in batch:
                 done.set_exception(exc)

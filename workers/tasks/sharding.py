@@ -269,14 +269,6 @@ def shard_encode(
              worker_name())  # fmt: skip
 
 
-def _encoder(spec: dict) -> Any:
-    from workers.ml.encode import load_encoder
-
-    return load_encoder(path=spec["path"], layout=spec["layout"], pooling=spec["pooling"],
-                        normalize=spec["normalize"], max_seq_length=spec["max_seq_length"],
-                        device=spec.get("device"))  # fmt: skip
-
-
 @shared_task(
     name="workers.tasks.sharding.encode_shard",
     soft_time_limit=settings.JOB_SOFT_TIME_LIMIT,
@@ -290,13 +282,14 @@ def encode_shard(run: str, index: int) -> int:
     folder its host lacks) leaves the shards to the others instead of holding one until it is
     taken back; it is freed when the call ends, so a GPU worker's next job has its memory."""
     from workers.ml.encode import free_memory
+    from workers.ml.evaluate import EncoderSpec
 
     pending = EncodeShard.objects.filter(run=run, status=Status.PENDING)
     spec = pending.values_list("encoder", flat=True).first()
     if spec is None:
         return 0  # the run ended, or the others took every shard
     try:
-        encoder = _encoder(spec)
+        encoder = EncoderSpec(**spec).load()
     except Exception:  # noqa: BLE001 (another worker, or the splitting job, encodes them)
         log.exception("Could not load the encoder for run %s; leaving its shards", run)
         return 0

@@ -126,3 +126,27 @@ def test_an_index_records_its_precision_and_the_page_shows_it(client, member, te
     client.force_login(member)
     page = client.get(f"/indexes/{build.pk}/").content.decode()
     assert 'id="precision">bf16' in page
+
+
+def test_build_index_and_curate_take_precision_on_the_command_line(
+    tiny_registered_model, tiny_version, capsys
+):
+    from apps.datasets.models import CurationJob
+    from apps.indexes.models import IndexBuild
+
+    m, v = str(tiny_registered_model.pk), str(tiny_version.pk)
+    out = io.StringIO()
+    call_command("build_index", "--model", m, "--dataset-version", v, "--type", "flat",
+                 "--precision", "bf16", "--sync", stdout=out)  # fmt: skip
+    built = json.loads(out.getvalue())
+    assert built["precision"] == "bf16"
+    assert IndexBuild.objects.get(pk=built["index"]).encoder["precision"] == "bf16"
+    out = io.StringIO()
+    call_command("curate", "semdedup", "--dataset-version", v, "--model", m, "--precision",
+                 "bf16", "--sync", stdout=out)  # fmt: skip
+    job = CurationJob.objects.get()
+    assert job.params["precision"] == "bf16" and job.result["precision"] == "bf16"
+    with pytest.raises(SystemExit) as exited:
+        call_command("curate", "dsir", "--dataset-version", v, "--precision", "bf16",
+                     "--sync", stdout=io.StringIO())  # fmt: skip
+    assert exited.value.code == 2 and "--precision: dsir encodes nothing" in capsys.readouterr().err

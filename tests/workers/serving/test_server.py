@@ -82,6 +82,8 @@ def test_encoder_batches_waiting_queries_and_answers_after_close():
     gate = threading.Event()
 
     class Model:
+        device = "cpu"
+
         def encode(self, texts, **kwargs):
             calls.append(list(texts))
             gate.wait(5)
@@ -124,6 +126,8 @@ def test_encode_and_search_runs_the_search_in_the_faiss_pool_even_after_close(tm
     from workers.serving.server import Deployed, Encoder, SearchState
 
     class Model:
+        device = "cpu"
+
         def encode(self, texts, **kwargs):
             return torch.tensor([[float(len(t))] for t in texts])
 

@@ -33,7 +33,7 @@ def spec(tiny_model_path):
 
 @pytest.fixture
 def encoder(spec):
-    return sharding._encoder(sharding.asdict(spec))
+    return spec.load()
 
 
 @pytest.fixture

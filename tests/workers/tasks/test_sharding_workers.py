@@ -54,8 +54,8 @@ def test_two_workers_share_the_shards_and_the_merge_equals_one_worker(
     from apps.core.models import EncodeShard
     from apps.runs.services import evaluation_create
     from workers.ml.encode import document_text, encode_texts
+    from workers.ml.evaluate import EncoderSpec
     from workers.tasks.encoding import embedding_cache
-    from workers.tasks.sharding import _encoder
 
     first, second = two_workers
     evaluation = evaluation_create(team=team, model=tiny_registered_model,
@@ -78,8 +78,7 @@ def test_two_workers_share_the_shards_and_the_merge_equals_one_worker(
     rows = list(big_version.documents.order_by("pk").values_list("doc_id", "title", "text"))
     assert ids == [doc_id for doc_id, _, _ in rows]
     single = encode_texts(
-        encoder=_encoder({"path": m.path, "layout": m.layout, "pooling": m.pooling,
-                          "normalize": m.normalize, "max_seq_length": m.max_seq_length}),
+        encoder=EncoderSpec(**m.encoder_settings()).load(),
         texts=[m.document_prefix + document_text(title, text) for _, title, text in rows],
         normalize=m.normalize,
     )  # fmt: skip

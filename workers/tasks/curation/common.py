@@ -30,16 +30,10 @@ def job_precision(job: CurationJob, config: Any) -> str:
 
 
 def encoder_for(model: EmbeddingModel, device: str | None = None) -> Any:
-    from workers.ml.encode import load_encoder
+    """The model's encoder; curation always compares normalised vectors (cosine)."""
+    from workers.ml.evaluate import EncoderSpec
 
-    return load_encoder(
-        path=model.path,
-        layout=model.layout,
-        pooling=model.pooling,
-        normalize=True,  # cosine everywhere in curation
-        max_seq_length=model.max_seq_length,
-        device=device,
-    )
+    return EncoderSpec(**model.encoder_settings(normalize=True), device=device).load()
 
 
 def encode(
