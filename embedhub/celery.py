@@ -22,6 +22,7 @@ def _route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, str]:
             "workers.tasks.curation.",
             "workers.tasks.sharding.",
             "workers.tasks.distill.",
+            "workers.tasks.optimize.",
         )
     ):
         return {"queue": settings.ENCODE_QUEUE}
@@ -60,6 +61,7 @@ app.conf.update(
         "workers.tasks.indexing",
         "workers.tasks.sharding",
         "workers.tasks.distill",
+        "workers.tasks.optimize",
     ),
     beat_schedule={
         "reap-stale-jobs": {"task": "workers.tasks.core.reap_stale_jobs", "schedule": 60.0},

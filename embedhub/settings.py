@@ -202,7 +202,12 @@ ENCODE_SHARD_STALE_S = env.int("ENCODE_SHARD_STALE_S", default=300)
 JOB_PROGRESS_INTERVAL = env.float("JOB_PROGRESS_INTERVAL", default=2.0)
 # How much nDCG@10 (relative) a model's bf16 encode may lose against its fp32 encode on the
 # same data before precision "auto" stops choosing bf16 for it.
+# The same bar marks an optimized or static variant whose nDCG@10 fell further than this below
+# its parent's on the paired evaluation.
 QUALITY_MAX_DROP = env.float("QUALITY_MAX_DROP", default=0.01)
+# An optimized (ONNX) variant is registered only if each probe text's vector keeps at least this
+# cosine to the parent's (int8 of all-MiniLM-L6-v2: 0.987 on the worst probe text).
+OPTIMIZE_MIN_COSINE = env.float("OPTIMIZE_MIN_COSINE", default=0.98)
 # A running row whose heartbeat is older than this is failed by the reaper.
 JOB_STALE_AFTER = env.int("JOB_STALE_AFTER", default=15 * 60)
 # A pending row whose message the broker no longer holds is sent again after this.

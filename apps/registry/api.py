@@ -1,5 +1,5 @@
-"""REST API of the model registry: base models, their fine-tuned versions and static
-distillations (the one write: start a distillation).
+"""REST API of the model registry: base models, their fine-tuned versions, static
+distillations and optimized variants (the writes: start a distillation or an optimization).
 
 Everything needed to encode the way a model was trained is here — pooling, normalisation,
 prefixes, max length — as well as its lineage: the parent model and the training run that
@@ -18,11 +18,17 @@ from apps.accounts.api import ERRORS, error, forbidden_below, not_found
 from apps.accounts.models import Role, Team
 from apps.core.api_schemas import InputSchema, idempotency_key
 from apps.core.services import IdempotencyConflict
-from apps.registry.models import DistillJob, EmbeddingModel
+from apps.registry.models import DistillJob, EmbeddingModel, OptimizeJob
 from apps.registry.selectors import embedding_model_list
-from apps.registry.services import DistillError, distill_job_create
+from apps.registry.services import (
+    DistillError,
+    OptimizeError,
+    distill_job_create,
+    optimize_job_create,
+)
 from apps.runs.models import TrainingRun
 from workers.common.configs.distill import DistillConfig
+from workers.common.configs.optimize import OptimizeConfig
 
 router = Router(tags=["registry"])
 
@@ -44,6 +50,8 @@ class ModelOut(Schema):
     parameters: int | None
     parent: int | None
     training_run: int | None
+    optimization: dict[str, Any]
+    quality: dict[str, Any]
     created_at: str
 
 
@@ -77,6 +85,9 @@ def model_payload(model: EmbeddingModel) -> dict:
         "parameters": model.parameters,
         "parent": model.parent_id,
         "training_run": model.training_run_id,
+        # The graph file's name and how it was quantised, never the folder it lies in.
+        "optimization": {k: v for k, v in model.optimization.items() if k != "path"},
+        "quality": model.quality,
         "created_at": model.created_at.isoformat(),
     }
 
@@ -171,3 +182,84 @@ def distillation(request: HttpRequest, pk: int):
     if job is None:
         return not_found()
     return distill_payload(job)
+
+
+class OptimizeIn(InputSchema, OptimizeConfig):
+    """An optimized variant's settings (backend, quantization); the version by id, in your
+    team."""
+
+
+class OptimizeOut(Schema):
+    id: int
+    status: str
+    stage: str
+    source: int
+    params: dict[str, Any]
+    evaluate_version: int | None
+    split: str
+    model: int | None
+    result: dict[str, Any]
+    quality: dict[str, Any]
+    error: str | None
+    created_at: str
+    finished_at: str | None
+
+
+def optimize_payload(job: OptimizeJob) -> dict:
+    return {
+        "id": job.pk,
+        "status": job.status,
+        "stage": job.stage,
+        "source": job.source_id,
+        "params": job.params,
+        "evaluate_version": job.evaluate_version_id,
+        "split": job.split,
+        "model": job.result_model_id,
+        "result": job.result,
+        "quality": job.result_model.quality if job.result_model else {},
+        "error": job.human_error or None,
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+@router.post(
+    "/models/{int:pk}/optimize",
+    url_name="model_optimize",
+    response={202: OptimizeOut, **ERRORS},
+    summary="Build an optimized (ONNX, int8) variant (member role)",
+)
+def model_optimize(request: HttpRequest, pk: int, body: OptimizeIn):
+    """Start an optimized variant of one of your models: exported, checked against the model's
+    vectors, registered with it as parent, its speed measured against it and both evaluated on
+    one version; ``quality`` says, once both ran, whether it stays within the bar."""
+    source = embedding_model_list(team=request.team).filter(pk=pk).first()
+    if source is None:
+        return not_found()
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    config = OptimizeConfig.model_validate(body.model_dump())
+    try:
+        job = optimize_job_create(team=request.team, source=source, config=config,
+                                  created_by=request.api_token.user,
+                                  idempotency_key=idempotency_key(request))  # fmt: skip
+    except IdempotencyConflict as exc:
+        return error(str(exc), 422)
+    except OptimizeError as exc:
+        return error(str(exc))
+    response = JsonResponse(optimize_payload(job), status=202)
+    response["Location"] = f"/api/v1/optimizations/{job.pk}"
+    return response
+
+
+@router.get(
+    "/optimizations/{int:pk}", url_name="optimization", response={200: OptimizeOut, **ERRORS}
+)
+def optimization(request: HttpRequest, pk: int):
+    """One optimization: its status, the variant it registered, the export check, speed,
+    evaluations and the quality verdict."""
+    job = OptimizeJob.objects.filter(team=request.team, pk=pk).select_related("result_model")
+    job = job.first()
+    if job is None:
+        return not_found()
+    return optimize_payload(job)

@@ -2,6 +2,7 @@ from django import forms
 
 from apps.core.configforms import config_form
 from workers.common.configs.distill import DistillConfig
+from workers.common.configs.optimize import OptimizeConfig
 
 
 class RegisterModelForm(forms.Form):
@@ -26,6 +27,41 @@ class RegisterModelForm(forms.Form):
         return data
 
 
+def retrieval_versions(team):
+    from apps.datasets.models import DatasetVersion
+
+    return (
+        DatasetVersion.objects.filter(dataset__team=team, kind="retrieval")
+        .select_related("dataset")
+        .order_by("dataset__name", "-number")
+    )
+
+
+def _evaluate_version_field(noun: str) -> forms.ModelChoiceField:
+    return forms.ModelChoiceField(
+        queryset=None, required=False, empty_label="(the source's most recent evaluation's)",
+        help_text=f"the {noun} and its source are evaluated and compared on it",
+    )  # fmt: skip
+
+
+class OptimizeForm(config_form(OptimizeConfig, exclude=("evaluate_version",))):
+    """An optimized variant from the model page: the config's fields, the version chosen from
+    the team's (the config names it by id)."""
+
+    evaluate_version = _evaluate_version_field("variant")
+
+    def __init__(self, *args, team, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["evaluate_version"].queryset = retrieval_versions(team)
+        self.order_fields(["backend", "quantize", "evaluate_version", "split"])
+
+    def config_values(self) -> dict:
+        values = super().config_values()
+        chosen = self.cleaned_data.get("evaluate_version")
+        values["evaluate_version"] = chosen.pk if chosen else None
+        return values
+
+
 class DistillForm(config_form(DistillConfig, exclude=("vocabulary_version", "evaluate_version"))):
     """A static distillation from the model page: the config's fields, the versions chosen
     from the team's (the config names them by id)."""
@@ -35,24 +71,15 @@ class DistillForm(config_form(DistillConfig, exclude=("vocabulary_version", "eva
         queryset=None, required=False, empty_label="(the model's own vocabulary)",
         help_text="its most frequent words are added to the model's vocabulary",
     )  # fmt: skip
-    evaluate_version = forms.ModelChoiceField(
-        queryset=None, required=False, empty_label="(the source's most recent evaluation's)",
-        help_text="the static model and its source are evaluated and compared on it",
-    )  # fmt: skip
+    evaluate_version = _evaluate_version_field("static model")
 
     def __init__(self, *args, team, source=None, **kwargs):
         super().__init__(*args, **kwargs)
-        from apps.datasets.models import DatasetVersion
-
         if source is not None:  # the default, down to a smaller model's dimension
             default = DistillConfig.model_fields["pca_dims"].default
             self.fields["pca_dims"].initial = min(default, source.dimension)
 
-        versions = (
-            DatasetVersion.objects.filter(dataset__team=team, kind="retrieval")
-            .select_related("dataset")
-            .order_by("dataset__name", "-number")
-        )
+        versions = retrieval_versions(team)
         self.fields["vocabulary_version"].queryset = versions
         self.fields["evaluate_version"].queryset = versions
         self.fields["pca_dims"].help_text = "down to this many dimensions (at most the model's)"

@@ -22,6 +22,7 @@ class EmbeddingModel(TeamOwned):
         BASE = "base", "Base model"
         FINETUNED = "finetuned", "Fine-tuned"
         STATIC = "static", "Static (Model2Vec)"
+        OPTIMIZED = "optimized", "Optimized (ONNX)"
 
     class Source(models.TextChoices):
         FOLDER = "folder", "Local folder"
@@ -44,6 +45,12 @@ class EmbeddingModel(TeamOwned):
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
+    # An optimized variant: {backend, file, quantization, quantization_config, isa, cosine_min,
+    # …} as its job wrote it. Empty for a torch model.
+    optimization = models.JSONField(default=dict, blank=True)
+    # A derived model's (optimized, static) quality against its parent, once both evaluations
+    # ran: {metric, parent_value, value, drop, below_bar, …}; written by variant_quality_record.
+    quality = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -52,7 +59,15 @@ class EmbeddingModel(TeamOwned):
         ]
 
     def __str__(self) -> str:
+        # Wherever a model is offered (every form's choices print this), a variant that lost
+        # more quality than the bar allows says so.
+        if self.quality.get("below_bar"):
+            return f"{self.name} (nDCG@10 −{self.quality['drop'] * 100:.1f} % vs its parent)"
         return self.name
+
+    @property
+    def below_quality_bar(self) -> bool:
+        return bool(self.quality.get("below_bar"))
 
     def encoder_settings(self, **overrides) -> dict:
         """How to encode with this model (folder, layout and the registered encoding), with a
@@ -100,3 +115,36 @@ class DistillJob(TeamOwned, Job):
 
     def __str__(self) -> str:
         return f"Distillation #{self.pk} of {self.source}"
+
+
+class OptimizeJob(TeamOwned, Job):
+    """An optimized (ONNX Runtime, fp32 or int8) variant of a registered model: exported and
+    checked against the source's vectors, registered with the source as parent, its speed
+    measured against the source's, and both evaluated on one version so the page can show the
+    paired comparison and mark a variant that loses too much."""
+
+    PROGRESS_UNITS = {"measuring speed": "documents"}
+
+    source = models.ForeignKey(
+        EmbeddingModel, on_delete=models.PROTECT, related_name="optimize_jobs"
+    )
+    params = models.JSONField(default=dict)  # OptimizeConfig, as asked
+    evaluate_version = models.ForeignKey(
+        "datasets.DatasetVersion", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+    split = models.CharField(max_length=50, blank=True)
+    result_model = models.ForeignKey(
+        EmbeddingModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    result = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Optimization #{self.pk} of {self.source}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.params.get('backend', 'onnx').upper()} {self.params.get('quantize', 'int8')}"

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import QuerySet
 
 from apps.accounts.models import Team
 from apps.accounts.selectors import team_scoped_get
-from apps.registry.models import DistillJob, EmbeddingModel
+from apps.registry.models import DistillJob, EmbeddingModel, OptimizeJob
 
 
 def embedding_model_list(*, team: Team) -> QuerySet[EmbeddingModel]:
@@ -24,26 +25,44 @@ def distill_job_get(*, user, pk, role: str = "viewer") -> DistillJob:
     )
 
 
-def distill_summary(*, job: DistillJob) -> dict:
-    """What the distillation's speed costs: the two evaluations (source, static) once both
+def optimize_job_get(*, user, pk, role: str = "viewer") -> OptimizeJob:
+    return team_scoped_get(
+        queryset=OptimizeJob.objects.select_related("source", "result_model", "evaluate_version"),
+        user=user,
+        pk=pk,
+        role=role,
+    )
+
+
+def variant_summary(*, job: DistillJob | OptimizeJob) -> dict:
+    """What a derived model's speed costs: the two evaluations (source, variant) once both
     succeeded, compared query by query as the comparison page does (nDCG@10: delta, interval,
-    p-value), beside the measured speed-up; empty parts while they run."""
+    p-value), beside the measured speed-up; empty parts while they run. A distillation records
+    its variant as "static", an optimization as "variant"."""
     from apps.runs.compare import paired_headline
     from apps.runs.models import Evaluation
 
     ids = job.result.get("evaluations") or {}
+    variant_id = ids.get("variant", ids.get("static"))
     found = {e.pk: e for e in Evaluation.objects.filter(team=job.team, pk__in=ids.values())}
-    source, static = found.get(ids.get("source")), found.get(ids.get("static"))
-    out: dict = {"speed": job.result.get("speed"), "source_eval": source, "static_eval": static}
-    if source and static and source.status == static.status == "succeeded":
-        paired = paired_headline(baseline=source, other=static)
+    source, variant = found.get(ids.get("source")), found.get(variant_id)
+    speed = dict(job.result.get("speed") or {})
+    if speed:
+        speed.setdefault("variant_docs_per_s", speed.get("static_docs_per_s"))
+    out: dict = {"speed": speed or None, "source_eval": source, "variant_eval": variant,
+                 "bar_pct": settings.QUALITY_MAX_DROP * 100}  # fmt: skip
+    if source and variant and source.status == variant.status == "succeeded":
+        paired = paired_headline(baseline=source, other=variant)
         high, low = paired["baseline"], paired["other"]
         out.update(
             metric=paired["metric"],
             source_value=high,
-            static_value=low,
+            variant_value=low,
             kept=low / high if high else None,
+            kept_pct=low / high * 100 if high else None,
             drop=paired["drop"],
+            drop_pct=None if paired["drop"] is None else paired["drop"] * 100,
+            below_bar=paired["drop"] is not None and paired["drop"] > settings.QUALITY_MAX_DROP,
             cell=paired["cell"],
             queries=paired["queries"],
         )

@@ -3,10 +3,12 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q as models_Q
 
 from apps.accounts.models import Team
-from apps.registry.models import DistillJob, EmbeddingModel
+from apps.registry.models import DistillJob, EmbeddingModel, OptimizeJob
 from workers.common.configs.distill import DistillConfig
+from workers.common.configs.optimize import OptimizeConfig, VariantEvaluation
 
 
 class ModelRegistrationError(ValueError):
@@ -120,6 +122,39 @@ class DistillError(ValueError):
     """A distillation that cannot start; the message names the field."""
 
 
+def variant_evaluation_target(
+    *, team: Team, source: EmbeddingModel, config: VariantEvaluation, error: type[ValueError]
+):
+    """(dataset version, split) on which a derived model and its ``source`` are evaluated:
+    the one asked for (resolved in ``team``: another team's id reads as missing), else the
+    source's most recent succeeded dense evaluation's; (None, "") when there is neither.
+    A wrong field raises ``error`` naming it."""
+    from apps.datasets.models import DatasetVersion
+    from apps.runs.models import Evaluation
+
+    evaluate, split = None, config.split or ""
+    if config.evaluate_version is not None:
+        evaluate = DatasetVersion.objects.filter(
+            dataset__team=team, pk=config.evaluate_version
+        ).first()
+        if evaluate is None:
+            raise error("evaluate_version: no such dataset version in your team")
+        split = split or ("test" if "test" in evaluate.splits else "")
+    else:
+        last = (
+            Evaluation.objects.filter(model=source, status="succeeded", method="dense")
+            .select_related("dataset_version")
+            .order_by("-finished_at", "-pk")
+            .first()
+        )
+        if last is not None:
+            evaluate, split = last.dataset_version, split or last.split
+    if evaluate is not None and split not in evaluate.qrels_counts:
+        known = ", ".join(sorted(evaluate.qrels_counts)) or "none"
+        raise error(f"split: {evaluate} has no judged split {split!r} (splits: {known})")
+    return evaluate, (split if evaluate is not None else "")
+
+
 def distill_job_create(
     *,
     team: Team,
@@ -137,7 +172,6 @@ def distill_job_create(
     split; with neither, the static model is registered and measured but not evaluated."""
     from apps.core.services import job_create_once, job_enqueue, job_fingerprint
     from apps.datasets.models import DatasetVersion
-    from apps.runs.models import Evaluation
     from workers.tasks.distill import distill
 
     if source.team_id != team.pk:
@@ -151,32 +185,17 @@ def distill_job_create(
                 "dimensions"
             )
         config = config.model_copy(update={"pca_dims": None})  # the default, on a small model
-    versions = DatasetVersion.objects.filter(dataset__team=team)
-    vocabulary = evaluate = None
+    vocabulary = None
     if config.vocabulary_version is not None:
-        vocabulary = versions.filter(pk=config.vocabulary_version).first()
+        vocabulary = DatasetVersion.objects.filter(
+            dataset__team=team, pk=config.vocabulary_version
+        ).first()
         if vocabulary is None:
             raise DistillError("vocabulary_version: no such dataset version in your team")
         if not vocabulary.document_count:
             raise DistillError(f"vocabulary_version: {vocabulary} has no documents")
-    split = config.split or ""
-    if config.evaluate_version is not None:
-        evaluate = versions.filter(pk=config.evaluate_version).first()
-        if evaluate is None:
-            raise DistillError("evaluate_version: no such dataset version in your team")
-        split = split or ("test" if "test" in evaluate.splits else "")
-    else:
-        last = (
-            Evaluation.objects.filter(model=source, status="succeeded", method="dense")
-            .select_related("dataset_version")
-            .order_by("-finished_at", "-pk")
-            .first()
-        )
-        if last is not None:
-            evaluate, split = last.dataset_version, split or last.split
-    if evaluate is not None and split not in evaluate.qrels_counts:
-        known = ", ".join(sorted(evaluate.qrels_counts)) or "none"
-        raise DistillError(f"split: {evaluate} has no judged split {split!r} (splits: {known})")
+    evaluate, split = variant_evaluation_target(team=team, source=source, config=config,
+                                                error=DistillError)  # fmt: skip
 
     def create() -> DistillJob:
         job = DistillJob.objects.create(
@@ -185,7 +204,7 @@ def distill_job_create(
             params=config.model_dump(),
             vocabulary_version=vocabulary,
             evaluate_version=evaluate,
-            split=split if evaluate is not None else "",
+            split=split,
             created_by=created_by,
         )
         if enqueue:
@@ -234,3 +253,125 @@ def embedding_model_register_static(
         },
     )
     return model
+
+
+class OptimizeError(ValueError):
+    """An optimization that cannot start; the message names the field."""
+
+
+def optimize_job_create(
+    *,
+    team: Team,
+    source: EmbeddingModel,
+    config: OptimizeConfig,
+    created_by=None,
+    enqueue: bool = True,
+    idempotency_key: str = "",
+) -> OptimizeJob:
+    """Check an optimized variant of ``source`` now (a wrong field is a message, not a failed
+    job) and queue it on the encode queue once the transaction commits. Evaluated as a static
+    distillation is (``variant_evaluation_target``)."""
+    from apps.core.services import job_create_once, job_enqueue, job_fingerprint
+    from workers.tasks.optimize import optimize
+
+    if source.team_id != team.pk:
+        raise OptimizeError("model: no such model in your team")
+    if source.kind in (EmbeddingModel.Kind.STATIC, EmbeddingModel.Kind.OPTIMIZED):
+        raise OptimizeError(
+            f"model: {source.name} is already a {source.get_kind_display().lower()} model; "
+            "optimize the model it was made from"
+        )
+    evaluate, split = variant_evaluation_target(team=team, source=source, config=config,
+                                                error=OptimizeError)  # fmt: skip
+
+    def create() -> OptimizeJob:
+        job = OptimizeJob.objects.create(team=team, source=source, params=config.model_dump(),
+                                         evaluate_version=evaluate, split=split,
+                                         created_by=created_by)  # fmt: skip
+        if enqueue:
+            job_enqueue(job=job, task=optimize)
+        return job
+
+    return job_create_once(
+        model=OptimizeJob,
+        team=team,
+        created_by=created_by,
+        fingerprint=job_fingerprint(kind="optimize", model=source.pk, **config.model_dump()),
+        idempotency_key=idempotency_key,
+        create=create,
+    )
+
+
+@transaction.atomic
+def embedding_model_register_optimized(
+    *, job: OptimizeJob, path: str, optimization: dict
+) -> EmbeddingModel:
+    """An optimization's result as a registry model, the source as parent: encoded with the
+    source's settings (its pooling and normalisation modules are in the folder), keyed on the
+    job so that a retry updates its own model."""
+    source = job.source
+    suffix = f" {job.label} (optimization {job.pk})"
+    model, _ = EmbeddingModel.objects.update_or_create(
+        team=job.team,
+        source_ref=f"optimization {job.pk}",
+        kind=EmbeddingModel.Kind.OPTIMIZED,
+        defaults={
+            "name": source.name[: 200 - len(suffix)] + suffix,
+            "source": EmbeddingModel.Source.FOLDER,
+            "path": path,
+            "layout": "onnx",
+            "architecture": f"{source.architecture} (ONNX Runtime)"[:100],
+            "dimension": source.dimension,
+            "max_seq_length": source.max_seq_length,
+            "pooling": source.pooling,
+            "normalize": source.normalize,
+            "query_prefix": source.query_prefix,
+            "document_prefix": source.document_prefix,
+            "parameters": source.parameters,
+            "parent": source,
+            "optimization": optimization,
+        },
+    )
+    return model
+
+
+def variant_quality_record(*, evaluation) -> None:
+    """Once both evaluations of a derived model's job (optimized or static) have succeeded,
+    record on the derived model how its nDCG@10 compares with its parent's, and whether it
+    dropped more than ``QUALITY_MAX_DROP`` (relative): the mark every list and form shows.
+    Called when any evaluation succeeds; does nothing for one that is not a job's."""
+    from apps.registry.selectors import variant_summary
+
+    model = evaluation.model
+    if model is None:
+        return
+    jobs = [
+        *DistillJob.objects.filter(team=evaluation.team, status="succeeded")
+        .filter(models_Q(result_model=model) | models_Q(source=model)),
+        *OptimizeJob.objects.filter(team=evaluation.team, status="succeeded")
+        .filter(models_Q(result_model=model) | models_Q(source=model)),
+    ]  # fmt: skip
+    for job in jobs:
+        ids = (job.result.get("evaluations") or {}).values()
+        if job.result_model is None or evaluation.pk not in ids:
+            continue
+        summary = variant_summary(job=job)
+        if summary.get("cell") is None:
+            continue
+        drop = summary["drop"]
+        job.result_model.quality = {
+            "metric": summary["metric"],
+            "parent_value": summary["source_value"],
+            "value": summary["variant_value"],
+            "drop": drop,
+            "drop_pct": round(drop * 100, 2),
+            "below_bar": summary["below_bar"],
+            "bar": settings.QUALITY_MAX_DROP,
+            "bar_pct": round(settings.QUALITY_MAX_DROP * 100, 2),
+            "p_value": summary["cell"].p_perm_holm,
+            "queries": summary["queries"],
+            "evaluations": job.result.get("evaluations"),
+            "dataset_version": job.evaluate_version_id,
+            "split": job.split,
+        }
+        job.result_model.save(update_fields=["quality"])

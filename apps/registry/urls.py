@@ -10,4 +10,7 @@ urlpatterns = [
     path("<int:pk>/distill/", views.model_distill, name="distill"),
     path("distillations/<int:pk>/", views.distillation_detail, name="distillation"),
     path("distillations/<int:pk>/cancel/", views.distillation_cancel, name="distillation_cancel"),
+    path("<int:pk>/optimize/", views.model_optimize, name="optimize"),
+    path("optimizations/<int:pk>/", views.optimization_detail, name="optimization"),
+    path("optimizations/<int:pk>/cancel/", views.optimization_cancel, name="optimization_cancel"),
 ]

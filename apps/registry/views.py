@@ -10,19 +10,22 @@ from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write
 from apps.core.responses import job_cancel_response
-from apps.registry.forms import DistillForm, RegisterModelForm
-from apps.registry.models import DistillJob
+from apps.registry.forms import DistillForm, OptimizeForm, RegisterModelForm
+from apps.registry.models import DistillJob, OptimizeJob
 from apps.registry.selectors import (
     distill_job_get,
-    distill_summary,
     embedding_model_get,
     embedding_model_list,
+    optimize_job_get,
+    variant_summary,
 )
 from apps.registry.services import (
     DistillError,
     ModelRegistrationError,
+    OptimizeError,
     distill_job_create,
     embedding_model_register,
+    optimize_job_create,
 )
 from apps.runs.models import TrainingRun
 from apps.runs.selectors import evaluation_list, precision_check
@@ -43,7 +46,10 @@ def model_detail(request, pk: int):
     return render(request, "registry/detail.html", _detail_context(request, model))
 
 
-def _detail_context(request, model, *, distill_form=None, distill_error=None) -> dict:
+def _detail_context(
+    request, model, *, distill_form=None, distill_error=None, optimize_form=None,
+    optimize_error=None,
+) -> dict:  # fmt: skip
     return {
         "model": model,
         "evaluations": evaluation_list(team=model.team).filter(model=model),
@@ -58,6 +64,12 @@ def _detail_context(request, model, *, distill_form=None, distill_error=None) ->
         "can_write": can_write(user=request.user, team=model.team),
         "distill_form": distill_form or DistillForm(team=model.team, source=model),
         "distill_error": distill_error,
+        "optimized_by": OptimizeJob.objects.filter(result_model=model).first(),
+        "optimizations": OptimizeJob.objects.filter(source=model).select_related("result_model")[
+            :10
+        ],
+        "optimize_form": optimize_form or OptimizeForm(team=model.team),
+        "optimize_error": optimize_error,
     }
 
 
@@ -79,29 +91,72 @@ def model_distill(request, pk: int):
     return render(request, "registry/detail.html", context)
 
 
+@require_POST
+@team_required()
+def model_optimize(request, pk: int):
+    model = embedding_model_get(user=request.user, pk=pk, role=Role.MEMBER)
+    form = OptimizeForm(request.POST, team=model.team)
+    error = None
+    if form.is_valid():
+        try:
+            job = optimize_job_create(team=model.team, source=model, config=form.config,
+                                      created_by=request.user)  # fmt: skip
+        except OptimizeError as exc:
+            error = str(exc)
+        else:
+            return redirect("registry:optimization", pk=job.pk)
+    context = _detail_context(request, model, optimize_form=form, optimize_error=error)
+    return render(request, "registry/detail.html", context)
+
+
+def _variant_page(request, *, job, template: str):
+    context = {"job": job, "summary": variant_summary(job=job),
+               "can_write": can_write(user=request.user, team=job.team)}  # fmt: skip
+    if request.htmx:
+        return render(request, f"{template}#status", context)
+    return render(request, template, context)
+
+
+def _variant_cancel(request, *, job, template: str, url: str):
+    return job_cancel_response(
+        request,
+        job=job,
+        partial=f"{template}#status",
+        context=lambda j: {"job": j, "summary": variant_summary(job=j), "can_write": True},
+        url=url,
+    )
+
+
 @require_GET
 @vary_on_headers("HX-Request")
 @team_required()
 def distillation_detail(request, pk: int):
     job = distill_job_get(user=request.user, pk=pk)
-    context = {"job": job, "summary": distill_summary(job=job),
-               "can_write": can_write(user=request.user, team=job.team)}  # fmt: skip
-    if request.htmx:
-        return render(request, "registry/distillation.html#status", context)
-    return render(request, "registry/distillation.html", context)
+    return _variant_page(request, job=job, template="registry/distillation.html")
 
 
 @require_POST
 @team_required()
 def distillation_cancel(request, pk: int):
     job = distill_job_get(user=request.user, pk=pk, role=Role.MEMBER)
-    return job_cancel_response(
-        request,
-        job=job,
-        partial="registry/distillation.html#status",
-        context=lambda j: {"job": j, "summary": distill_summary(job=j), "can_write": True},
-        url=reverse("registry:distillation", args=[pk]),
-    )
+    return _variant_cancel(request, job=job, template="registry/distillation.html",
+                           url=reverse("registry:distillation", args=[pk]))  # fmt: skip
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+@team_required()
+def optimization_detail(request, pk: int):
+    job = optimize_job_get(user=request.user, pk=pk)
+    return _variant_page(request, job=job, template="registry/optimization.html")
+
+
+@require_POST
+@team_required()
+def optimization_cancel(request, pk: int):
+    job = optimize_job_get(user=request.user, pk=pk, role=Role.MEMBER)
+    return _variant_cancel(request, job=job, template="registry/optimization.html",
+                           url=reverse("registry:optimization", args=[pk]))  # fmt: skip
 
 
 @require_http_methods(["GET", "POST"])

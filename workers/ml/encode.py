@@ -35,7 +35,8 @@ def load_encoder(
     """A SentenceTransformer for a local folder, never touching a hub.
 
     ``pooling`` and ``normalize`` only apply to the plain transformers layout: a
-    sentence-transformers folder brings its own Pooling and Normalize modules.
+    sentence-transformers folder brings its own Pooling and Normalize modules, and so does an
+    ``onnx`` variant folder (``workers.ml.optimize``), whose modules are its parent's.
     """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import modules as models
@@ -43,6 +44,13 @@ def load_encoder(
     if not Path(path).is_dir():
         # Otherwise sentence-transformers would take the path for a hub id and fail obscurely.
         raise FileNotFoundError(f"{path}: no such model folder")
+    if layout == "onnx":
+        # An optimized variant runs on ONNX Runtime's CPU provider whatever the worker has.
+        from workers.ml.optimize import load_onnx_encoder
+
+        encoder = load_onnx_encoder(path, max_seq_length=max_seq_length)
+        encoder.default_prompt_name = None
+        return encoder
     device = pick_device(device)
     if layout == "sentence-transformers":
         encoder = SentenceTransformer(path, device=device, local_files_only=True)

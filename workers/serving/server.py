@@ -85,13 +85,16 @@ ENCODER_FIELDS = (
     "truncate_dim",
     "pca_dim",
     "precision",
+    "backend",
+    "quantization",
 )
+# What an index recorded before these fields existed was encoded with.
+RECORDED_DEFAULTS = {"precision": "fp32", "backend": "torch", "quantization": "none"}
 
 
 def recorded_value(spec: dict, field: str) -> Any:
-    # An index built before precision was recorded was encoded in fp32.
     value = spec.get(field)
-    return (value or "fp32") if field == "precision" else value
+    return (value or RECORDED_DEFAULTS[field]) if field in RECORDED_DEFAULTS else value
 
 
 def manifest_path() -> Path:
@@ -221,6 +224,8 @@ class Deployed:
             "mmap": bool(getattr(self.index, "mmap", False)),
             "model": self.encoder_spec.get("model_name"),
             "precision": self.encoder.precision,  # what its queries are encoded in
+            "backend": recorded_value(self.encoder_spec, "backend"),
+            "quantization": recorded_value(self.encoder_spec, "quantization"),
             "loaded_at": self.loaded_at,
         }
 

@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from apps.registry.models import DistillJob
     from workers.tasks.runtime import ProgressReporter
 
-SPEED_TEXTS = 512  # documents encoded by both models to compare their speed
-
 
 @shared_task(
     name="workers.tasks.distill.distill",
@@ -44,11 +42,9 @@ def distill_folder(job: DistillJob) -> Path:
 
 def distill_execute(*, job: DistillJob, report: ProgressReporter) -> dict[str, Any]:
     from apps.registry.services import embedding_model_register_static
-    from apps.runs.models import Evaluation
-    from apps.runs.services import evaluation_create
     from workers.common.configs.distill import DistillConfig
-    from workers.ml.distill import distill_static, encode_speed, vocabulary_from_texts
-    from workers.ml.encode import document_text, free_memory, load_encoder
+    from workers.ml.distill import distill_static, vocabulary_from_texts
+    from workers.tasks.variants import variant_evaluations, variant_speed
 
     config = DistillConfig.model_validate(job.params)
     source = job.source
@@ -71,44 +67,18 @@ def distill_execute(*, job: DistillJob, report: ProgressReporter) -> dict[str, A
     tmp.rename(folder)  # whole or not at all
     report.check()
 
-    speed = None
-    sample = job.evaluate_version or job.vocabulary_version
-    if sample is not None:
-        rows = sample.documents.order_by("pk").values_list("title", "text")[:SPEED_TEXTS]
-        texts = [source.document_prefix + document_text(t, x) for t, x in rows]
-        report("measuring speed", 0, 2 * len(texts))
-        speed = {"documents": len(texts)}
-        for label, path, spec in (("source", source.path, source), ("static", str(folder), None)):
-            encoder = load_encoder(
-                path=path,
-                layout=source.layout if spec else "sentence-transformers",
-                pooling=source.pooling,
-                normalize=True,
-                max_seq_length=source.max_seq_length,
-            )
-            speed[f"{label}_docs_per_s"] = round(encode_speed(encoder=encoder, texts=texts), 1)
-            device = str(encoder.device)
-            del encoder
-            free_memory(device)
-            report("measuring speed", len(texts) * (2 if label == "static" else 1), 2 * len(texts))
-        speed["speedup"] = round(speed["static_docs_per_s"] / speed["source_docs_per_s"], 1)
+    speed = variant_speed(
+        job=job,
+        source=source,
+        label="static",
+        report=report,
+        variant={"path": str(folder), "layout": "sentence-transformers"},
+    )
     report.check()
     model = embedding_model_register_static(job=job, path=str(folder),
                                             dimension=info["dimension"],
                                             vocabulary_size=info["vocabulary_size"])  # fmt: skip
-    evaluations = {}
-    if job.evaluate_version is not None:
-        # The source's own fp32 evaluation on this split is reused when it exists.
-        known = Evaluation.objects.filter(
-            model=source, dataset_version=job.evaluate_version, split=job.split,
-            status="succeeded", precision_used="fp32",
-        ).order_by("-finished_at").first()  # fmt: skip
-        for label, m, existing in (("source", source, known), ("static", model, None)):
-            evaluation = existing or evaluation_create(
-                team=job.team, model=m, dataset_version=job.evaluate_version, split=job.split,
-                precision="fp32", created_by=job.created_by,
-            )  # fmt: skip
-            evaluations[label] = evaluation.pk
+    evaluations = variant_evaluations(job=job, source=source, variant=model, label="static")
     return {
         "result_model": model,
         "result": {

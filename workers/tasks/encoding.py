@@ -55,6 +55,9 @@ def embedding_keys(
     }
     if precision != "fp32":
         common["precision"] = precision
+    if model.layout == "onnx":  # the fingerprint differs already; the key says why
+        common["backend"] = model.optimization.get("backend", "onnx")
+        common["quantization"] = model.optimization.get("quantization", "none")
     return (
         embedding_key(kind="documents", prefix=document_prefix, **common),
         embedding_key(kind="queries", split=split, prefix=query_prefix, **common),
@@ -69,6 +72,9 @@ def precision_for(*, model: EmbeddingModel, requested: str, device: str | None =
     from workers.ml.encode import pick_device
     from workers.ml.precision import resolve_precision
 
+    if model.layout == "onnx":
+        # ONNX Runtime runs the graph as exported (fp32 or int8); autocast does not reach it.
+        return "fp32"
     proven = requested == "auto" and model_bf16_proven(model=model)
     return resolve_precision(requested, device=pick_device(device), quality_proven=proven)
 

@@ -36,6 +36,12 @@ def evaluate(evaluation_id: int) -> None:
     if job is None:
         return
     job_run(job=job, work=lambda report: evaluation_execute(evaluation=job, report=report))
+    job.refresh_from_db()
+    if job.status == "succeeded":
+        from apps.registry.services import variant_quality_record
+
+        # A derived model's verdict against its parent, once its pair of evaluations is done.
+        variant_quality_record(evaluation=job)
 
 
 def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> dict[str, Any]:

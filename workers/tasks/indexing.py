@@ -69,6 +69,9 @@ def index_encoder(*, build: IndexBuild, precision: str) -> dict[str, Any]:
         "truncate_dim": spec.get("dim"),
         "pca_dim": spec.get("pca_dim"),
         "precision": precision,
+        # An optimized variant's vectors are not its parent's: the guard compares these too.
+        "backend": model.optimization.get("backend", "torch"),
+        "quantization": model.optimization.get("quantization", "none"),
     }
 
 

@@ -6,12 +6,12 @@ the caller's team by the web."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from workers.common.configs.optimize import VariantEvaluation
 
 
-class DistillConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DistillConfig(VariantEvaluation):
     pca_dims: int | None = Field(
         256,
         ge=2,
@@ -31,16 +31,4 @@ class DistillConfig(BaseModel):
         ge=10,
         le=200_000,
         description="how many of that version's most frequent words are added",
-    )
-    evaluate_version: int | None = Field(
-        None,
-        ge=1,
-        description="id of a retrieval dataset version of your team on which the static model "
-        "and its source are evaluated and compared; empty: the version of the source's most "
-        "recent evaluation (none: no evaluation)",
-    )
-    split: str | None = Field(
-        None,
-        max_length=50,
-        description="the judged split evaluated; empty: that evaluation's split, else test",
     )

@@ -1,0 +1,71 @@
+"""What the jobs that derive a model from another (static distillation, optimized variant)
+share: the speed of both on the same texts, and both evaluated on one version, so that the
+derived model's page can say what its speed costs (``apps.registry.selectors.variant_summary``).
+
+Imports no ML library at module level.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from apps.registry.models import EmbeddingModel
+    from workers.tasks.runtime import ProgressReporter
+
+SPEED_TEXTS = 512  # documents encoded by both models to compare their speed
+
+
+def variant_speed(
+    *, job, source: EmbeddingModel, variant: dict, label: str, report: ProgressReporter
+) -> dict | None:
+    """Documents/s of ``source`` and of the variant (``variant``: path and layout) on the
+    first documents of the job's evaluation version (else its vocabulary version); None when
+    it has neither. Keys: documents, source_docs_per_s, ``{label}_docs_per_s``, speedup."""
+    from workers.ml.distill import encode_speed
+    from workers.ml.encode import document_text, free_memory, load_encoder
+
+    sample = job.evaluate_version or getattr(job, "vocabulary_version", None)
+    if sample is None:
+        return None
+    rows = sample.documents.order_by("pk").values_list("title", "text")[:SPEED_TEXTS]
+    texts = [source.document_prefix + document_text(t, x) for t, x in rows]
+    report("measuring speed", 0, 2 * len(texts))
+    speed: dict = {"documents": len(texts)}
+    for step, (name, path, layout) in enumerate(
+        (("source", source.path, source.layout), (label, variant["path"], variant["layout"]))
+    ):
+        encoder = load_encoder(path=path, layout=layout, pooling=source.pooling, normalize=True,
+                               max_seq_length=source.max_seq_length)  # fmt: skip
+        speed[f"{name}_docs_per_s"] = round(encode_speed(encoder=encoder, texts=texts), 1)
+        device = str(encoder.device)
+        del encoder
+        free_memory(device)
+        report("measuring speed", len(texts) * (step + 1), 2 * len(texts))
+    speed["speedup"] = round(speed[f"{label}_docs_per_s"] / speed["source_docs_per_s"], 2)
+    return speed
+
+
+def variant_evaluations(
+    *, job, source: EmbeddingModel, variant: EmbeddingModel, label: str
+) -> dict[str, int]:
+    """Queue the evaluations of ``source`` and ``variant`` on the job's version and split
+    (fp32, so that the comparison is of the models alone; the source's own fp32 evaluation
+    there is reused when it exists). {"source": id, label: id}; empty without a version."""
+    from apps.runs.models import Evaluation
+    from apps.runs.services import evaluation_create
+
+    if job.evaluate_version is None:
+        return {}
+    known = Evaluation.objects.filter(
+        model=source, dataset_version=job.evaluate_version, split=job.split,
+        status="succeeded", precision_used="fp32", method="dense",
+    ).order_by("-finished_at").first()  # fmt: skip
+    out = {}
+    for name, model, existing in (("source", source, known), (label, variant, None)):
+        evaluation = existing or evaluation_create(
+            team=job.team, model=model, dataset_version=job.evaluate_version, split=job.split,
+            precision="fp32", created_by=job.created_by,
+        )  # fmt: skip
+        out[name] = evaluation.pk
+    return out
