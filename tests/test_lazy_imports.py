@@ -17,6 +17,9 @@ HEAVY = [
     "bm25s",
     "data_selection",
     "nltk",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
 ]
 
 CODE = f"""

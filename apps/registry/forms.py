@@ -51,6 +51,8 @@ class OptimizeForm(config_form(OptimizeConfig, exclude=("evaluate_version",))):
     evaluate_version = _evaluate_version_field("variant")
 
     def __init__(self, *args, team, **kwargs):
+        # Its own ids: it shares the model page with the distillation form's same-named fields.
+        kwargs.setdefault("auto_id", "optimize_%s")
         super().__init__(*args, **kwargs)
         self.fields["evaluate_version"].queryset = retrieval_versions(team)
         self.order_fields(["backend", "quantize", "evaluate_version", "split"])

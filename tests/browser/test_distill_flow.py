@@ -29,7 +29,7 @@ def test_distill_a_static_model_in_the_browser(
     # The page keeps polling until both evaluations ran, then says what the speed costs.
     page.wait_for_selector("#distill-quality", timeout=180_000)
     verdict = page.inner_text("#distill-verdict")
-    assert re.search(r"keeps \d+ % of the source's nDCG@10 .* for [\d.]+× the speed", verdict)
+    assert re.search(r"keeps [\d.]+ % of the source's nDCG@10 .* for [\d.]+× the speed", verdict)
     job = DistillJob.objects.get()
     static = EmbeddingModel.objects.get(pk=job.result_model_id)
     assert static.kind == "static" and static.dimension == 16

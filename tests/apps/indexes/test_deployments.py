@@ -195,6 +195,52 @@ def test_a_bf16_index_is_searched_with_bf16_queries_and_never_mixed(team, tiny_r
     assert serving.health()["deployments"][live.serving_key]["index_id"] == fp32.pk
 
 
+def test_an_optimized_variant_is_served_by_onnx_and_never_mixed_with_its_parent(
+    team, tiny_registered_model, tiny_version, serving, django_capture_on_commit_callbacks
+):
+    import io
+
+    from django.core.management import call_command
+
+    from apps.indexes.models import Deployment
+    from apps.indexes.selectors import deployment_query
+    from apps.indexes.services import deployments_publish
+    from apps.registry.models import EmbeddingModel
+    from workers.ml.encode import document_text, encode_texts, load_encoder
+
+    out = io.StringIO()
+    call_command("optimize", "--model", str(tiny_registered_model.pk), "--quantize", "int8",
+                 "--sync", stdout=out)  # fmt: skip
+    variant = EmbeddingModel.objects.get(pk=json.loads(out.getvalue())["model"])
+    parent = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    onnx = build_sync(team=team, model=variant, version=tiny_version, precision="auto")
+    assert (onnx.encoder["backend"], onnx.encoder["quantization"]) == ("onnx", "int8")
+    assert (onnx.encoder["precision"], parent.encoder["backend"]) == ("fp32", "torch")
+    capture = django_capture_on_commit_callbacks
+    d = _deploy(team=team, name="fast", build=onnx, capture=capture)
+    health = serving.wait_serving(d.serving_key, onnx.pk)["deployments"][d.serving_key]
+    assert (health["backend"], health["quantization"]) == ("onnx", "int8")
+    found = deployment_query(team=team, name="fast", queries=["red planet"], k=8)
+    # The search process encoded the query with the variant, as the index's documents were.
+    encoder = load_encoder(path=variant.path, layout="onnx", pooling=variant.pooling,
+                           normalize=variant.normalize, max_seq_length=variant.max_seq_length)  # fmt: skip
+    query = encode_texts(encoder=encoder, texts=["red planet"], normalize=True)
+    rows = list(tiny_version.documents.values_list("doc_id", "title", "text"))
+    texts = {doc_id: document_text(title, text) for doc_id, title, text in rows}
+    vectors = encode_texts(encoder=encoder, texts=list(texts.values()), normalize=True)
+    expected = dict(zip(texts, (vectors @ query[0]).tolist(), strict=True))
+    for hit in found["results"][0]["hits"]:
+        assert hit["score"] == pytest.approx(expected[hit["id"]], abs=1e-4)
+    # The parent's deployment pointed at the variant's index is refused: other vectors.
+    live = _deploy(team=team, name="full", build=parent, capture=capture)
+    serving.wait_serving(live.serving_key, parent.pk)
+    Deployment.objects.filter(pk=live.pk).update(index=onnx)
+    answer = deployments_publish(wait=True)
+    refused = answer["errors"][live.serving_key]
+    assert "fingerprint" in refused and "backend" in refused and "quantization" in refused
+    assert serving.health()["deployments"][live.serving_key]["index_id"] == parent.pk
+
+
 def test_console_shows_hits_with_snippets_timing_and_side_by_side(client, member, team,
                                                                   tiny_registered_model,
                                                                   tiny_version, serving,
