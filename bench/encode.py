@@ -6,11 +6,17 @@ texts, with each setting's vectors compared to the bare fp32 ones.
     .venv/bin/python -m bench.encode                       # 1,000 SciFact documents, 256 tokens
     .venv/bin/python -m bench.encode --docs 0              # the whole corpus (fp32: ~5 minutes)
     .venv/bin/python -m bench.encode --device cuda         # on a GPU (bf16 where it has it)
+    .venv/bin/python -m bench.encode --variants none,int8  # also the ONNX variants (default)
 
 ``--docs N`` takes N documents of SciFact's corpus (seeded sample; 0: all). Every setting
 encodes the same texts after one warm-up batch. The ratio is setting / bare fp32 documents/s;
 issue 13's targets are bf16 ≥ 4× and the best setting ≥ 6×. The ranking quality of a setting is
-measured by ``bench.eval --precision`` (nDCG@10 on SciFact's test queries), not here.
+measured by ``bench.eval --precision`` (nDCG@10 on SciFact's test queries), not here; that of
+an ONNX variant by ``bench.optimize`` (the whole product job: export, speed, paired evaluation).
+
+``--variants`` exports all-MiniLM-L6-v2 to ONNX (``workers.ml.optimize``: fp32 graph, int8) into
+a temporary folder first and encodes through the same ``encode_texts`` with each variant
+loaded as every job loads it (``load_encoder(layout="onnx")``); on CPU only.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--variants", default="none,int8",
+                        help="ONNX variants to export and time (quantize values; empty: none)")
     args = parser.parse_args()
 
     import numpy as np
@@ -82,19 +90,35 @@ def main() -> None:
     encoder = load_encoder(path=path, layout="sentence-transformers", pooling="mean",
                            normalize=True, max_seq_length=args.max_seq_length,
                            device=args.device)  # fmt: skip
+    settings = [(p, encoder, p) for p in args.precisions.split(",") if p]
+    if args.variants and args.device == "cpu":
+        import tempfile
+
+        from workers.ml.optimize import optimize_model
+
+        tmp = Path(tempfile.mkdtemp(prefix="bench-onnx-"))
+        for quantize in args.variants.split(","):
+            folder = tmp / quantize
+            info = optimize_model(encoder=encoder, out_dir=folder, quantize=quantize,
+                                  max_seq_length=args.max_seq_length)  # fmt: skip
+            log(f"onnx {quantize}: exported in {info['seconds']:.1f} s, {info['bytes']:,} bytes, "
+                f"probe min cosine {info['cosine_min']:.6f}")  # fmt: skip
+            variant = load_encoder(path=str(folder), layout="onnx", pooling="mean",
+                                   normalize=True, max_seq_length=args.max_seq_length)  # fmt: skip
+            settings.append((f"onnx-{quantize}", variant, "fp32"))
     results = {}
-    for precision in args.precisions.split(","):
-        encode_texts(encoder=encoder, texts=texts[: args.batch_size], normalize=True,
+    for name, model, precision in settings:
+        encode_texts(encoder=model, texts=texts[: args.batch_size], normalize=True,
                      batch_size=args.batch_size, precision=precision)  # fmt: skip
         t0 = time.perf_counter()
-        vectors = encode_texts(encoder=encoder, texts=texts, normalize=True,
+        vectors = encode_texts(encoder=model, texts=texts, normalize=True,
                                batch_size=args.batch_size, precision=precision)  # fmt: skip
         seconds = time.perf_counter() - t0
         cosine = (np.asarray(vectors) * reference).sum(axis=1)
-        results[precision] = {"seconds": seconds, "min_cosine": float(cosine.min()),
-                              "mean_cosine": float(cosine.mean())}  # fmt: skip
-        rows.append((f"EmbedHub encode_texts, {precision}", seconds, float(cosine.min())))
-        log(f"{precision}: {seconds:.1f} s, {len(texts) / seconds:.1f} docs/s, "
+        results[name] = {"seconds": seconds, "min_cosine": float(cosine.min()),
+                         "mean_cosine": float(cosine.mean())}  # fmt: skip
+        rows.append((f"EmbedHub encode_texts, {name}", seconds, float(cosine.min())))
+        log(f"{name}: {seconds:.1f} s, {len(texts) / seconds:.1f} docs/s, "
             f"min cosine to bare fp32 {cosine.min():.6f}")  # fmt: skip
 
     n = len(texts)

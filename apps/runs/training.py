@@ -115,6 +115,11 @@ def training_run_create(
     _check_team(
         team, base_model, train_version.dataset, eval_version and eval_version.dataset, guide_model
     )
+    if base_model.layout == "onnx":
+        raise TrainingError(
+            f"base_model: {base_model.name} is an optimized (ONNX) variant, which cannot be "
+            "trained; fine-tune the model it was made from and optimize the result."
+        )
     if train_version.kind != DatasetVersion.Kind.TRAINING or not train_version.training_count:
         raise TrainingError(
             f"{train_version} is not a training set: make pairs from judgements or mine "

@@ -109,11 +109,19 @@ def test_bad_input_is_named_and_nothing_is_made(tiny_registered_model, tiny_vers
     assert not OptimizeJob.objects.exists()
 
 
-def test_a_variant_is_not_optimized_again(tiny_registered_model):
+def test_a_variant_is_neither_optimized_again_nor_trained(team, tiny_registered_model,
+                                                          tiny_version):  # fmt: skip
+    from apps.datasets.services import dataset_version_pairs_from_qrels
+    from apps.runs.training import TrainingError, training_run_create
+
     done = run("--model", str(tiny_registered_model.pk), "--quantize", "none", "--sync")
     assert done["status"] == "succeeded" and done["result"]["evaluations"] == {}
     with pytest.raises(SystemExit):
         run("--model", str(done["model"]), "--sync")
+    pairs = dataset_version_pairs_from_qrels(version=tiny_version, split="test").version
+    with pytest.raises(TrainingError, match="base_model: .* cannot be trained"):
+        training_run_create(team=team, base_model=EmbeddingModel.objects.get(pk=done["model"]),
+                            train_version=pairs, enqueue=False)  # fmt: skip
 
 
 def test_the_api_starts_one_and_scopes_it(client, team, member, outsider, other_team, viewer,
