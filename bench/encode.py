@@ -56,8 +56,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precisions", default="fp32,bf16")
-    parser.add_argument("--variants", default="none,int8",
-                        help="ONNX variants to export and time (quantize values; empty: none)")
+    parser.add_argument(
+        "--variants",
+        default="none,int8",
+        help="ONNX variants to export and time (quantize values; empty: none)",
+    )
     args = parser.parse_args()
 
     import numpy as np

@@ -223,7 +223,8 @@ def test_an_optimized_variant_is_served_by_onnx_and_never_mixed_with_its_parent(
     found = deployment_query(team=team, name="fast", queries=["red planet"], k=8)
     # The search process encoded the query with the variant, as the index's documents were.
     encoder = load_encoder(path=variant.path, layout="onnx", pooling=variant.pooling,
-                           normalize=variant.normalize, max_seq_length=variant.max_seq_length)  # fmt: skip
+                           normalize=variant.normalize,
+                           max_seq_length=variant.max_seq_length)  # fmt: skip
     query = encode_texts(encoder=encoder, texts=["red planet"], normalize=True)
     rows = list(tiny_version.documents.values_list("doc_id", "title", "text"))
     texts = {doc_id: document_text(title, text) for doc_id, title, text in rows}

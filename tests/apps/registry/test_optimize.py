@@ -197,7 +197,10 @@ def test_every_encode_path_keys_and_guards_the_variant_apart(tiny_registered_mod
     from workers.ml.tokens import load_tokenizer, token_lengths
 
     lengths = token_lengths(tokenizer=load_tokenizer(variant.path), texts=["red planet"])
-    assert lengths.tolist() == token_lengths(
-        tokenizer=load_tokenizer(tiny_registered_model.path), texts=["red planet"]
-    ).tolist()
+    assert (
+        lengths.tolist()
+        == token_lengths(
+            tokenizer=load_tokenizer(tiny_registered_model.path), texts=["red planet"]
+        ).tolist()
+    )
     assert np.all(lengths > 0)

@@ -19,7 +19,8 @@ def variants(tiny_model_path, tmp_path_factory):
     from workers.ml.optimize import optimize_model
 
     parent = load_encoder(path=str(tiny_model_path), layout="sentence-transformers",
-                          pooling="mean", normalize=True, max_seq_length=64, device="cpu")  # fmt: skip
+                          pooling="mean", normalize=True, max_seq_length=64,
+                          device="cpu")  # fmt: skip
     out = {}
     for quantize in ("none", "int8"):
         folder = tmp_path_factory.mktemp(f"variant-{quantize}") / "v"
@@ -37,8 +38,10 @@ def test_fp32_and_int8_variants_match_the_parent(variants):
     for quantize, floor in (("none", 0.99999), ("int8", 0.98)):
         folder, info = out[quantize]
         assert info["quantization"] == quantize and info["file"].endswith(".onnx")
-        assert info["cosine_min"] >= floor and info["input_names"][:2] == ["input_ids",
-                                                                          "attention_mask"]
+        assert info["cosine_min"] >= floor and info["input_names"][:2] == [
+            "input_ids",
+            "attention_mask",
+        ]
         assert not list(folder.glob("*.safetensors"))  # the graph, not the torch weights
         # Every encode path loads it through load_encoder, whatever the pooling arguments say:
         # the parent's Pooling and Normalize modules are in the folder.
@@ -54,8 +57,9 @@ def test_fp32_and_int8_variants_match_the_parent(variants):
     assert int8_graph.stat().st_size < fp32_graph.stat().st_size
 
 
-def test_a_variant_has_its_own_fingerprint_and_a_plain_folder_keeps_its_own(variants, tmp_path,
-                                                                           tiny_model_path):  # fmt: skip
+def test_a_variant_has_its_own_fingerprint_and_a_plain_folder_keeps_its_own(
+    variants, tmp_path, tiny_model_path
+):
     from workers.ml.cache import model_fingerprint
 
     folder = tmp_path / "copy"
