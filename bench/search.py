@@ -1062,6 +1062,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scifact", type=Path, default=SCIFACT)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--variant",
+        choices=("none", "int8"),
+        help="serve an optimized ONNX variant of the model (manage.py optimize --quantize …) "
+        "instead of the model itself; the bare children stay torch fp32",
+    )
+    parser.add_argument(
         "--precision",
         default="fp32",
         choices=("fp32", "bf16"),
@@ -1107,6 +1113,17 @@ def main(argv: list[str] | None = None) -> int:
         user = get_user_model().objects.create_user(username="bench", password=None)
         team = team_create(name="bench", owner=user)
         model = embedding_model_register(team=team, name="all-MiniLM-L6-v2", package=MODEL_PACKAGE)
+        if args.variant:
+            from apps.registry.models import EmbeddingModel
+
+            cmd = [sys.executable, "manage.py", "optimize", "--model", str(model.pk),
+                   "--quantize", args.variant, "--sync"]  # fmt: skip
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"optimize failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+            done = json.loads(proc.stdout.strip().splitlines()[-1])
+            model = EmbeddingModel.objects.get(pk=done["model"])
+            log(f"serving the ONNX {args.variant} variant #{model.pk} ({done['seconds']:.1f} s)")
         log(
             f"model #{model.pk}: {model.path}, max length {model.max_seq_length}, "
             f"dimension {model.dimension}"

@@ -36,8 +36,15 @@ from apps.indexes.services import (
 )
 from apps.registry.models import EmbeddingModel
 from workers.common.configs.encoding import Precision, precision_field
-from workers.common.configs.indexing import IndexParams, IndexTypeName
-from workers.serving.schema import DEFAULT_K, MAX_FILTER_FIELDS, MAX_K, MAX_QUERIES, Filters
+from workers.common.configs.indexing import DeploymentFusion, IndexParams, IndexTypeName
+from workers.serving.schema import (
+    DEFAULT_K,
+    MAX_FILTER_FIELDS,
+    MAX_K,
+    MAX_QUERIES,
+    Filters,
+    Mode,
+)
 
 router = Router(tags=["indexes"])
 
@@ -94,6 +101,7 @@ class DeploymentOut(Schema):
     model: int
     dataset_version: int
     encoder: dict[str, Any]
+    fusion: dict[str, Any]
     deployed_by: str | None
     updated_at: str
     history: list[EventOut]
@@ -106,6 +114,11 @@ class DeploymentListOut(Schema):
 class DeployIn(InputSchema):
     name: str
     index: int
+    fusion: DeploymentFusion | None = Field(
+        default=None,
+        description="search mode hybrid: reciprocal rank fusion settings; omitted: keep the "
+        "name's current ones (the defaults for a new name)",
+    )
 
 
 class SearchIn(InputSchema):
@@ -124,6 +137,11 @@ class SearchIn(InputSchema):
         ),
     )
     documents: bool = Field(default=False, description="include each hit's title and text")
+    mode: Mode = Field(
+        default="dense",
+        description="dense: the model's vectors; bm25: BM25 alone; hybrid: both fused as the "
+        "deployment records (bm25 and hybrid need an index built with bm25)",
+    )
 
 
 class Hit(Schema):
@@ -142,6 +160,7 @@ class SearchOut(Schema):
     deployment: str
     index: int
     k: int
+    mode: str
     results: list[QueryHits]
     timings: dict[str, float]
 
@@ -184,6 +203,7 @@ def deployment_payload(deployment: Deployment, *, history: bool = False) -> dict
         "model": deployment.index.model_id,
         "dataset_version": deployment.index.dataset_version_id,
         "encoder": public_encoder(deployment.encoder),
+        "fusion": deployment.fusion,
         "deployed_by": deployment.deployed_by.username if deployment.deployed_by else None,
         "updated_at": deployment.updated_at.isoformat(),
         "history": [
@@ -282,8 +302,9 @@ def deployment_create(request: HttpRequest, body: DeployIn):
         return error("index: no such index in your team", status=404)
     try:
         deployment = deployment_deploy(
-            team=request.team, name=body.name, index=build, user=request.api_token.user
-        )
+            team=request.team, name=body.name, index=build, user=request.api_token.user,
+            fusion=body.fusion.model_dump() if body.fusion is not None else None,
+        )  # fmt: skip
     except DeploymentConflict as exc:
         return error(str(exc), status=409)
     except IndexBuildError as exc:
@@ -329,7 +350,8 @@ def search(request: HttpRequest, name: str, body: SearchIn):
     try:
         # Filter values go as JSON gave them: the index matches true, 2020 and "2020" itself.
         found = deployment_query(team=request.team, name=name, queries=queries, k=body.k,
-                                 filters=body.filters, documents=body.documents)  # fmt: skip
+                                 filters=body.filters, documents=body.documents,
+                                 mode=body.mode)  # fmt: skip
     except SearchFailed as exc:
         return error(str(exc), status=exc.status)
     for result in found["results"]:
@@ -337,4 +359,4 @@ def search(request: HttpRequest, name: str, body: SearchIn):
             doc = hit.pop("document", None)
             if doc is not None:
                 hit.update(title=doc.title, text=doc.text)
-    return {"deployment": name, "k": body.k, **found}
+    return {"deployment": name, "k": body.k, "mode": body.mode, **found}

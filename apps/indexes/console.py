@@ -61,8 +61,9 @@ def snippet(text: str, terms: list[str]) -> SafeString:
 
 
 def console_search(
-    *, deployment: Deployment, query: str, k: int = 10, filters: dict | None = None
-) -> dict:
+    *, deployment: Deployment, query: str, k: int = 10, filters: dict | None = None,
+    mode: str = "dense",
+) -> dict:  # fmt: skip
     """One query through the search process, each hit with its title and a marked snippet."""
     t0 = time.perf_counter()
     try:
@@ -73,6 +74,7 @@ def console_search(
             k=k,
             filters=filters,
             documents=True,
+            mode=mode,
         )
     except SearchFailed as exc:
         return {"error": str(exc)}
@@ -96,5 +98,7 @@ def console_search(
         "index_id": found["index"],
         "encode_ms": found["timings"]["encode_ms"],
         "search_ms": found["timings"]["search_ms"],
+        "bm25_ms": found["timings"].get("bm25_ms"),
+        "mode": mode,
         "total_ms": round(total_ms, 1),
     }

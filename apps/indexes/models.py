@@ -116,6 +116,8 @@ class Deployment(TeamOwned):
     name = models.SlugField(max_length=NAME_MAX)
     index = models.ForeignKey(IndexBuild, on_delete=models.PROTECT, related_name="deployments")
     encoder = models.JSONField(default=dict)  # the query encoder recorded at deploy time
+    # Search mode hybrid: DeploymentFusion (rrf_k, candidates, dense_weight); {} = defaults.
+    fusion = models.JSONField(default=dict, blank=True)
     deployed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -188,8 +188,10 @@ def deployment_query(
     k: int = DEFAULT_K,
     filters: dict | None = None,
     documents: bool = False,
+    mode: str = "dense",
 ) -> dict:
-    """Run ``queries`` on ``team``'s deployment ``name`` in the search process, each hit joined
+    """Run ``queries`` on ``team``'s deployment ``name`` in the search process (``mode``:
+    dense, bm25 or hybrid), each hit joined
     to its document (title and text) when ``documents``. Raises SearchFailed with the status
     to answer (404: no such deployment in this team).
 
@@ -206,6 +208,7 @@ def deployment_query(
             queries=queries,
             k=k,
             filters=filters,
+            mode=mode,
         )
     except SearchRequestError as exc:
         raise SearchFailed(str(exc), 400) from None
@@ -258,7 +261,8 @@ def deployment_query(
                 hit["document"] = docs.get(h.id)
             hits.append(hit)
         results.append({"query": query, "hits": hits})
-    return {"index": answer.index_id, "results": results, "timings": answer.timings.model_dump()}
+    timings = answer.timings.model_dump(exclude_none=True)
+    return {"index": answer.index_id, "results": results, "timings": timings}
 
 
 def deployment_serving(*, deployment: Deployment, health: dict) -> dict:

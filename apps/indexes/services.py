@@ -150,8 +150,24 @@ class DeploymentConflict(IndexBuildError):
     """The name already serves that index."""
 
 
-def deployment_deploy(*, team: Team, name: str, index: IndexBuild, user=None) -> Deployment:
-    """Point ``name`` at ``index`` (creating the alias or swapping it) and log it."""
+def deployment_deploy(
+    *, team: Team, name: str, index: IndexBuild, user=None, fusion: dict | None = None
+) -> Deployment:
+    """Point ``name`` at ``index`` (creating the alias or swapping it) and log it. ``fusion``
+    (``DeploymentFusion``'s fields) sets how search mode hybrid fuses; None keeps the name's
+    current settings (the defaults for a new name)."""
+    from pydantic import ValidationError
+
+    from workers.common.configs.indexing import DeploymentFusion
+    from workers.common.configs.problems import config_problems
+
+    if fusion is not None:
+        try:
+            fusion = DeploymentFusion.model_validate(fusion).model_dump()
+        except ValidationError as exc:
+            raise IndexBuildError(
+                "; ".join(f"fusion.{f}: {why}" for f, why in config_problems(exc))
+            ) from None
     from django.core.exceptions import ValidationError
     from django.core.validators import validate_slug
 
@@ -180,18 +196,27 @@ def deployment_deploy(*, team: Team, name: str, index: IndexBuild, user=None) ->
         current = Deployment.objects.filter(team=team, name=name).first()
         previous = current.index if current else None
         if current and current.index_id == index.pk:
-            raise DeploymentConflict(f"{name} already serves index #{index.pk}.")
+            if fusion is None or fusion == current.fusion:
+                raise DeploymentConflict(f"{name} already serves index #{index.pk}.")
+            current.fusion = fusion  # the same index, fused another way
+            current.updated_at = timezone.now()
+            current.save(update_fields=["fusion", "updated_at"])
+            transaction.on_commit(deployments_publish)
+            return current
         if current:
             current.index = index
             current.encoder = index.encoder
             current.deployed_by = user
             current.updated_at = timezone.now()
-            current.save(update_fields=["index", "encoder", "deployed_by", "updated_at"])
+            if fusion is not None:
+                current.fusion = fusion
+            current.save(update_fields=["index", "encoder", "deployed_by", "updated_at", "fusion"])
             deployment = current
         else:
             deployment = Deployment.objects.create(
-                team=team, name=name, index=index, encoder=index.encoder, deployed_by=user
-            )
+                team=team, name=name, index=index, encoder=index.encoder, deployed_by=user,
+                fusion=fusion or DeploymentFusion().model_dump(),
+            )  # fmt: skip
         DeploymentEvent.objects.create(
             team=team,
             name=name,
@@ -231,6 +256,7 @@ def deployments_manifest() -> dict:
             "index_id": d.index_id,
             "path": d.index.path,
             "encoder": d.encoder,
+            "fusion": d.fusion,
             "updated_at": d.updated_at.isoformat(),
         }
         for d in rows

@@ -200,7 +200,10 @@ def console(request):
         k = min(max(int(request.GET.get("k") or 10), 1), 100)
     except ValueError:
         k = 10
-    context = {"deployments": deployments, "a": a, "b": b, "q": q, "k": k,
+    mode = request.GET.get("mode", "dense")
+    mode = mode if mode in ("dense", "bm25", "hybrid") else "dense"
+    context = {"deployments": deployments, "a": a, "b": b, "q": q, "k": k, "mode": mode,
+               "modes": [("dense", "dense"), ("bm25", "BM25"), ("hybrid", "hybrid (RRF)")],
                "filters": request.GET.get("filters", "")}  # fmt: skip
     columns, error = [], None
     if q and a:
@@ -211,7 +214,7 @@ def console(request):
         else:
             for d in (a, b) if b else (a,):
                 columns.append({"deployment": d, **console_search(
-                    deployment=d, query=q, k=k, filters=filters)})  # fmt: skip
+                    deployment=d, query=q, k=k, filters=filters, mode=mode)})  # fmt: skip
     context.update(columns=columns, error=error)
     if request.htmx and request.GET.get("partial") == "results":
         return render(request, "indexes/console.html#results", context)

@@ -54,6 +54,11 @@ class EvaluationOut(Schema):
     split: str
     precision: str = Field(description="asked for: auto, fp32 or bf16")
     precision_used: str | None = Field(description="what the encode ran in (once it ran)")
+    fusion: dict[str, Any] | None = Field(description="hybrid: the fusion settings")
+    fusion_result: dict[str, Any] | None = Field(
+        description="hybrid, once it ran: the dense weight used, and the tuning curve when the "
+        "weight was chosen on another split"
+    )
     metrics: dict[str, Any]
     cache_hit: bool
     timings: dict[str, Any]
@@ -69,8 +74,8 @@ class EvaluationListOut(Schema):
 
 
 class EvaluationIn(InputSchema, EvaluationConfig):
-    """An evaluation's config (method, model, split, precision) and the dataset version it runs
-    on."""
+    """An evaluation's config (method, model, split, precision; for method hybrid the fusion)
+    and the dataset version it runs on."""
 
     dataset_version: int = Field(description="id of a dataset version of your team")
 
@@ -167,6 +172,8 @@ def evaluation_payload(evaluation: Evaluation) -> dict:
         "split": evaluation.split,
         "precision": evaluation.precision,
         "precision_used": evaluation.precision_used or None,
+        "fusion": evaluation.fusion or None,
+        "fusion_result": evaluation.fusion_result or None,
         "metrics": evaluation.metrics,
         "cache_hit": evaluation.cache_hit,
         "timings": evaluation.timings,
@@ -263,6 +270,7 @@ def evaluation_start(
             dataset_version=version,
             split=payload.split,
             precision=payload.precision,
+            fusion=payload.fusion_settings(),
             created_by=request.api_token.user,
             idempotency_key=idempotency_key(request),
         )

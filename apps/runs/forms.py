@@ -2,7 +2,7 @@ from django import forms
 
 from apps.core.configforms import config_form
 from apps.registry.models import EmbeddingModel
-from workers.common.configs.evaluation import EvaluationConfig
+from workers.common.configs.evaluation import FUSION_FIELDS, EvaluationConfig
 from workers.common.configs.training import TrainOptions
 
 
@@ -14,6 +14,7 @@ class EvaluationForm(config_form(EvaluationConfig, exclude=("model",))):
         queryset=EmbeddingModel.objects.none(), empty_label=None, required=False
     )
     split = forms.ChoiceField(choices=())
+    tune_split = forms.ChoiceField(choices=(), required=False)
 
     def __init__(self, *args, team, version, **kwargs):
         super().__init__(*args, **kwargs)
@@ -26,6 +27,12 @@ class EvaluationForm(config_form(EvaluationConfig, exclude=("model",))):
         ]
         if "test" in splits:
             self.fields["split"].initial = "test"
+        self.fields["tune_split"].choices = [("", "(none: use the dense weight as given)")] + [
+            (s, s) for s in splits
+        ]
+        self.fields["tune_split"].help_text = EvaluationConfig.model_fields[
+            "tune_split"
+        ].description.removeprefix("hybrid weighted: ")
         self.order_fields(["method", "model", "split"])
         # The choice labels say what the config's help says; the card has no room for both.
         self.fields["method"].help_text = ""
@@ -42,9 +49,18 @@ class EvaluationForm(config_form(EvaluationConfig, exclude=("model",))):
 
     def clean(self):
         data = super().clean()
-        if self.config is not None and self.config.method == "dense" and not data.get("model"):
+        if self.config is not None and self.config.method != "bm25" and not data.get("model"):
             self.add_error("model", "Choose a model (BM25 needs none).")
         return data
+
+    @property
+    def main_fields(self) -> list:
+        return [f for f in self if f.name not in FUSION_FIELDS]
+
+    @property
+    def hybrid_fields(self) -> list:
+        """Shown apart, folded: they matter to method hybrid only."""
+        return [f for f in self if f.name in FUSION_FIELDS]
 
 
 PRECISIONS = [

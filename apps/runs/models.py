@@ -15,6 +15,7 @@ class Evaluation(TeamOwned, Job):
     class Method(models.TextChoices):
         DENSE = "dense", "Dense (model)"
         BM25 = "bm25", "BM25 (bm25s)"
+        HYBRID = "hybrid", "Hybrid (dense + BM25)"
 
     method = models.CharField(max_length=16, choices=Method.choices, default=Method.DENSE)
     # Empty for BM25, which needs no model.
@@ -48,6 +49,10 @@ class Evaluation(TeamOwned, Job):
     # What-if rows over the same embeddings: {"dim", "precision", "bytes", "ndcg@10", …}.
     sweep = models.JSONField(default=list, blank=True)
     diagnostics = models.JSONField(default=dict, blank=True)
+    # A hybrid evaluation's settings (EvaluationConfig.fusion_settings), and after it ran
+    # "tuned": {weight, split, curve} when the weight was chosen on another split.
+    fusion = models.JSONField(default=dict, blank=True)
+    fusion_result = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -58,7 +63,11 @@ class Evaluation(TeamOwned, Job):
 
     @property
     def label(self) -> str:
-        """What was evaluated, for tables: the model's name, or the method for BM25."""
+        """What was evaluated, for tables: the model's name, the method for BM25, and for a
+        hybrid the model and the fusion."""
+        if self.method == self.Method.HYBRID and self.model_id:
+            how = "RRF" if self.fusion.get("fusion") == "rrf" else "weighted"
+            return f"{self.model.name} + BM25 ({how})"
         return self.model.name if self.model_id else self.get_method_display()
 
     @property

@@ -22,6 +22,7 @@ def evaluation_create(
     split: str,
     method: str = Evaluation.Method.DENSE,
     precision: str = Precision.AUTO,
+    fusion: dict | None = None,
     created_by=None,
     enqueue: bool = True,
     idempotency_key: str = "",
@@ -29,8 +30,11 @@ def evaluation_create(
     """Create a pending evaluation and enqueue it once the transaction commits.
 
     ``method="bm25"`` is the lexical baseline and takes no model (nor a precision).
+    ``method="hybrid"`` fuses the model's list with BM25's as ``fusion`` says
+    (``EvaluationConfig.fusion_settings()``; the config's defaults when None).
     ``precision`` is what the encode is asked to run in; the worker records what it used.
     """
+    from workers.common.configs.evaluation import EvaluationConfig
     from workers.tasks.evaluation import evaluate
 
     if method not in Evaluation.Method.values:
@@ -48,6 +52,27 @@ def evaluation_create(
     if split not in dataset_version.qrels_counts:
         known = ", ".join(sorted(dataset_version.qrels_counts)) or "none"
         raise EvaluationError(f"{dataset_version} has no split {split!r} (splits: {known}).")
+    fusion_settings = {}
+    if method == Evaluation.Method.HYBRID:
+        from pydantic import ValidationError
+
+        from workers.common.configs.problems import config_problems
+
+        try:
+            config = EvaluationConfig(
+                method="hybrid", model=model.pk, split=split, **(fusion or {})
+            )
+        except ValidationError as exc:
+            raise EvaluationError(
+                "; ".join(f"{f}: {why}" for f, why in config_problems(exc))
+            ) from None
+        fusion_settings = config.fusion_settings()
+        tune = fusion_settings.get("tune_split")
+        if tune and tune not in dataset_version.qrels_counts:
+            known = ", ".join(sorted(dataset_version.qrels_counts)) or "none"
+            raise EvaluationError(
+                f"tune_split: {dataset_version} has no split {tune!r} (splits: {known})."
+            )
 
     def create() -> Evaluation:
         evaluation = Evaluation.objects.create(
@@ -60,6 +85,7 @@ def evaluation_create(
             query_prefix=model.query_prefix if model else "",
             document_prefix=model.document_prefix if model else "",
             precision=precision,
+            fusion=fusion_settings,
             created_by=created_by,
         )
         if enqueue:
@@ -77,6 +103,7 @@ def evaluation_create(
             version=dataset_version.pk,
             split=split,
             precision=precision,
+            **({"fusion": fusion_settings} if fusion_settings else {}),
         ),
         idempotency_key=idempotency_key,
         create=create,

@@ -37,7 +37,11 @@ def evaluation_start(request, version_pk: int):
     version = dataset_version_get(user=request.user, pk=version_pk, role=Role.MEMBER)
     form = EvaluationForm(request.POST, team=version.dataset.team, version=version)
     if not form.is_valid():
-        messages.error(request, "Choose a model and a split.")
+        problems = "; ".join(
+            " ".join(errors) if name == "__all__" else f"{name}: {' '.join(errors)}"
+            for name, errors in form.errors.items()
+        )
+        messages.error(request, problems or "Choose a model and a split.")
         return redirect("datasets:version", pk=version.pk)
     try:
         evaluation = evaluation_create(
@@ -47,6 +51,7 @@ def evaluation_start(request, version_pk: int):
             dataset_version=version,
             split=form.config.split,
             precision=form.config.precision,
+            fusion=form.config.fusion_settings(),
             created_by=request.user,
         )
     except EvaluationError as exc:

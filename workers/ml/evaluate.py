@@ -223,7 +223,7 @@ def evaluate_bm25(
     on_progress: Progress | None = None,
 ) -> EvalOutput:
     """The lexical baseline: bm25s (Lucene BM25, k1=1.5, b=0.75, English stopwords)."""
-    import bm25s
+    from workers.ml.lexical import bm25_index, bm25_search
 
     def report(stage: str, done: int = 0, total: int = 0) -> None:
         if on_progress:
@@ -232,28 +232,18 @@ def evaluate_bm25(
     timings: dict[str, float] = {}
     t = time.perf_counter()
     report("indexing documents", 0, len(corpus))
-    retriever = bm25s.BM25()
-    retriever.index(
-        bm25s.tokenize(
-            [document_text(title, text) for _, title, text in corpus],
-            stopwords="en",
-            show_progress=False,
-        ),
-        show_progress=False,
-    )
+    retriever = bm25_index([document_text(title, text) for _, title, text in corpus])
     timings["index_s"] = time.perf_counter() - t
     t = time.perf_counter()
     report("searching", 0, len(queries))
-    k = max(1, min(top_k, len(corpus)))
-    tokens = bm25s.tokenize([text for _, text in queries], stopwords="en", show_progress=False)
-    indices, scores = retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+    indices, scores = bm25_search(retriever, [text for _, text in queries], k=max(1, top_k))
     run: dict[str, dict[str, float]] = {}
     for row, (query_id, _) in enumerate(queries):
         # A document sharing no term with the query scores 0: it was not retrieved.
         run[query_id] = {
             corpus[int(j)][0]: float(sc)
             for sc, j in zip(scores[row], indices[row], strict=True)
-            if sc > 0
+            if j >= 0
         }
     timings["search_s"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -268,3 +258,44 @@ def evaluate_bm25(
         documents=len(corpus),
         queries=len(queries),
     )
+
+
+def evaluate_hybrid(
+    *,
+    dense: EvalOutput,
+    lexical: EvalOutput,
+    qrels: dict[str, dict[str, int]],
+    settings: dict,
+    top_k: int = 100,
+    tune: tuple[EvalOutput, EvalOutput, dict[str, dict[str, int]]] | None = None,
+    tune_split: str = "",
+) -> tuple[EvalOutput, dict]:
+    """The dense and lexical runs (each ``settings["candidates"]`` deep) fused
+    (``workers.ml.fusion.fuse``) and scored like any run. With ``tune`` (the two runs and the
+    judgements of another split), the dense weight is the one that scores best there by mean
+    nDCG@10. Returns the output and what the fusion used: {weight, tuned: {split, curve}}."""
+    from workers.ml.fusion import fuse, tune_weight
+
+    t = time.perf_counter()
+    weight = settings.get("dense_weight", 0.5)
+    info: dict = {"weight": weight}
+    if tune is not None:
+
+        def mean_ndcg(judged: dict, run: dict) -> float:
+            return compute_metrics(qrels=judged, run=run)[0]["ndcg@10"]
+
+        weight, curve = tune_weight(dense=tune[0].run, lexical=tune[1].run, qrels=tune[2],
+                                    settings=settings, score=mean_ndcg)  # fmt: skip
+        info = {"weight": weight, "tuned": {"split": tune_split, "curve": curve}}
+    run = fuse(dense=dense.run, lexical=lexical.run, settings=settings, weight=weight,
+               top_k=top_k)  # fmt: skip
+    fuse_s = time.perf_counter() - t
+    t = time.perf_counter()
+    metrics, per_query = compute_metrics(qrels=qrels, run=run)
+    timings = {f"dense_{k}": v for k, v in dense.timings.items()}
+    timings.update({f"bm25_{k}": v for k, v in lexical.timings.items()})
+    timings.update(fuse_s=fuse_s, metrics_s=time.perf_counter() - t)
+    out = EvalOutput(metrics=metrics, per_query=per_query, run=run, timings=timings,
+                     documents=dense.documents, queries=dense.queries,
+                     cache_hit=dense.cache_hit)  # fmt: skip
+    return out, info

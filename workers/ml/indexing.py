@@ -75,6 +75,7 @@ IDS_FILE = "ids.json"
 TRANSFORM_FILE = "pca.vt"
 VECTORS_FILE = "vectors.npy"
 FILTERS_FILE = "filters.json"
+BM25_DIR = "bm25"  # a BM25 index (bm25s) of the same documents, when the build asked for one
 META_FILE = "meta.json"
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -167,7 +168,8 @@ class IndexSpec:
     def from_config(cls, type: str, params: IndexParams) -> IndexSpec:
         """The spec of a build whose parameters the typed config has already checked (the
         worker reads a row's stored parameters back through it)."""
-        return cls(type=type, **params.model_dump())
+        # bm25 is not a faiss setting: the build task adds that index beside this one.
+        return cls(type=type, **params.model_dump(exclude={"bm25"}))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -513,8 +515,10 @@ class LoadedIndex:
         transform: Any,
         vectors: np.ndarray | None,
         filters: dict[str, dict[str, np.ndarray]],
+        bm25: Any = None,
     ) -> None:
         self.path = path
+        self.bm25 = bm25  # a bm25s retriever over the same documents (positions), or None
         self.meta = meta
         self.spec = IndexSpec(**meta["spec"])
         self.index = index
@@ -565,6 +569,13 @@ class LoadedIndex:
             }
         if len(ids) != int(meta["vectors"]) or index.ntotal != len(ids):
             raise ValueError(f"{path}: index holds {index.ntotal} vectors, ids {len(ids)}")
+        bm25 = None
+        if (path / BM25_DIR).is_dir():
+            from workers.ml.lexical import bm25_load
+
+            bm25 = bm25_load(path / BM25_DIR, mmap=mmap)
+            if int(bm25.scores["num_docs"]) != len(ids):
+                raise ValueError(f"{path}: the BM25 index holds another number of documents")
         return cls(
             path=path,
             meta=meta,
@@ -574,6 +585,7 @@ class LoadedIndex:
             transform=transform,
             vectors=vectors,
             filters=filters,
+            bm25=bm25,
         )
 
     # -- filters ------------------------------------------------------------------------
@@ -607,6 +619,23 @@ class LoadedIndex:
         return selected
 
     # -- search -------------------------------------------------------------------------
+    def search_bm25(
+        self, queries: Sequence[str], k: int, filters: Mapping[str, Any] | None = None
+    ) -> tuple[np.ndarray, list[list[str]]]:
+        """Top ``k`` documents of each query by BM25, in ``search``'s shape (scores NaN after
+        a row's last result); the same ``filters``. ``ValueError`` without a BM25 index."""
+        from workers.ml.lexical import bm25_search
+
+        if self.bm25 is None:
+            raise ValueError("this index has no BM25 index (build it with bm25 on)")
+        positions, scores = bm25_search(self.bm25, queries, k=k, selected=self.select(filters))
+        rows = [[self.ids[p] for p in row if p >= 0] for row in positions]
+        width = max((len(r) for r in rows), default=0)
+        out = np.full((len(rows), width), np.nan, dtype=np.float32)
+        for i, row in enumerate(rows):
+            out[i, : len(row)] = scores[i, : len(row)]
+        return out, rows
+
     def search(
         self,
         query_vectors: np.ndarray,
@@ -869,3 +898,19 @@ def measure_index(
         }
     )
     return result
+
+
+def add_bm25(*, folder: Path, texts: Sequence[str]) -> int:
+    """Write a BM25 index of ``texts`` (in the index's document order) into the index folder
+    ``folder``, whole or not at all; returns its size in bytes."""
+    from workers.ml.lexical import bm25_index, bm25_save
+
+    target = Path(folder) / BM25_DIR
+    tmp = Path(tempfile.mkdtemp(prefix=".bm25.", dir=folder))
+    try:
+        bm25_save(bm25_index(texts), tmp)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return sum(f.stat().st_size for f in target.rglob("*") if f.is_file())

@@ -84,18 +84,10 @@ def bm25_candidates(
     *, queries: Sequence[str], corpus: Sequence[str], k: int
 ) -> tuple[np.ndarray, np.ndarray, object]:
     """BM25 top-k per query with bm25s: (indices, scores, retriever); -1 where nothing matched."""
-    import bm25s
+    from workers.ml.lexical import bm25_index, bm25_search
 
-    retriever = bm25s.BM25()
-    retriever.index(
-        bm25s.tokenize(list(corpus), stopwords="en", show_progress=False), show_progress=False
-    )
-    k = max(1, min(k, len(corpus)))
-    tokens = bm25s.tokenize(list(queries), stopwords="en", show_progress=False)
-    indices, scores = retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
-    indices = np.asarray(indices, dtype=np.int64)
-    scores = np.asarray(scores, dtype=np.float32)
-    indices[scores <= 0] = -1  # no shared term: not a candidate at all
+    retriever = bm25_index(corpus)
+    indices, scores = bm25_search(retriever, queries, k=max(1, k))
     return indices, scores, retriever
 
 

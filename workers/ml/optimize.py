@@ -13,6 +13,7 @@ parent's by construction. Tokenisation is the parent's tokenizer, saved beside t
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -192,6 +193,9 @@ def export_onnx(*, encoder, out_file: Path) -> list[str]:
     names = [n for n in INPUTS if n in features]
     if names[:2] != ["input_ids", "attention_mask"]:
         raise ValueError(f"unexpected model inputs {sorted(features)}: need input_ids and a mask")
+    for name in ("onnx_ir", "onnxscript", "torch.onnx"):
+        # Their INFO lines (one per deduplicated initializer) would flood a worker's log.
+        logging.getLogger(name).setLevel(logging.WARNING)
     model = _Hidden(first.auto_model.float().eval())
     batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=1)
     shapes = {n: {0: batch, 1: seq} for n in names}

@@ -9,7 +9,7 @@ import Django, torch or faiss (tests/test_lazy_imports.py).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -53,7 +53,9 @@ MESSAGES = {
         "filters: an object of field → value (a string, number or true/false), "
         f"at most {MAX_FILTER_FIELDS} fields"
     ),
+    "mode": "mode: dense, bm25 or hybrid (bm25 and hybrid need an index built with bm25)",
 }
+Mode = Literal["dense", "bm25", "hybrid"]
 TOO_MANY_QUERIES = f"queries: at most {MAX_QUERIES} per request"
 
 
@@ -66,6 +68,7 @@ class SearchRequest(BaseModel):
     queries: Queries
     k: K = DEFAULT_K
     filters: Filters | None = None
+    mode: Mode = "dense"
 
 
 class Hit(BaseModel):
@@ -76,6 +79,7 @@ class Hit(BaseModel):
 class Timings(BaseModel):
     encode_ms: float
     search_ms: float
+    bm25_ms: float | None = None  # mode bm25 and hybrid
 
 
 class SearchResponse(BaseModel):
@@ -107,12 +111,14 @@ class SearchRequestError(ValueError):
 
 
 def search_request(
-    *, deployment: str, queries: list[str], k: int = DEFAULT_K, filters: dict | None = None
-) -> SearchRequest:
+    *, deployment: str, queries: list[str], k: int = DEFAULT_K, filters: dict | None = None,
+    mode: str = "dense",
+) -> SearchRequest:  # fmt: skip
     """A validated request, or SearchRequestError naming the first problem."""
     return parse_search_request(
-        {"deployment": deployment, "queries": queries, "k": k, "filters": filters or None}
-    )
+        {"deployment": deployment, "queries": queries, "k": k, "filters": filters or None,
+         "mode": mode}
+    )  # fmt: skip
 
 
 def parse_search_request(body: object) -> SearchRequest:

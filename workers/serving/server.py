@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,8 @@ ENCODER_FIELDS = (
     "backend",
     "quantization",
 )
+# A deployment's hybrid search: reciprocal rank fusion of the two lists' first `candidates`.
+DEFAULT_FUSION = {"rrf_k": 60, "candidates": 100, "dense_weight": 0.5}
 # What an index recorded before these fields existed was encoded with.
 RECORDED_DEFAULTS = {"precision": "fp32", "backend": "torch", "quantization": "none"}
 
@@ -215,6 +217,7 @@ class Deployed:
     index: Any  # workers.ml.indexing.LoadedIndex
     encoder: Encoder
     loaded_at: str
+    fusion: dict = field(default_factory=dict)  # mode hybrid: the deployment's RRF settings
 
     def describe(self) -> dict:
         return {
@@ -224,6 +227,8 @@ class Deployed:
             "mmap": bool(getattr(self.index, "mmap", False)),
             "model": self.encoder_spec.get("model_name"),
             "precision": self.encoder.precision,  # what its queries are encoded in
+            "bm25": self.index.bm25 is not None if hasattr(self.index, "bm25") else False,
+            "fusion": self.fusion,
             "backend": recorded_value(self.encoder_spec, "backend"),
             "quantization": recorded_value(self.encoder_spec, "quantization"),
             "loaded_at": self.loaded_at,
@@ -388,6 +393,7 @@ class SearchState:
             index=index,
             encoder=encoders[ekey],
             loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            fusion={**DEFAULT_FUSION, **(entry.get("fusion") or {})},
         )
 
     def watch(self, interval: float, stop: threading.Event) -> None:
@@ -469,33 +475,76 @@ class SearchState:
             reason = self.errors.get(key, "not loaded")
             return 404, {"error": f"deployment {key!r} is not served here ({reason})"}
         loop = asyncio.get_running_loop()
+        if request.mode != "dense" and getattr(deployed.index, "bm25", None) is None:
+            return 400, {
+                "error": f"mode: {request.mode} needs a BM25 index, and index "
+                f"#{deployed.index_id} has none (build the index with bm25 on)"
+            }
         if request.filters:
             try:  # an unknown field is the caller's error, named, before any encoding
                 await loop.run_in_executor(self.faiss, deployed.index.select, request.filters)
             except ValueError as exc:
                 return 400, {"error": f"filters: {exc}"}
-        prefix = deployed.encoder_spec.get("query_prefix") or ""
-        # Normalised (or not) by the encoder, as the deployment's model records it.
-        texts = [prefix + q for q in request.queries]
-        scores, ids, encode_s, search_s = await asyncio.wrap_future(
-            self.encode_and_search(deployed, texts, request.k, request.filters)
-        )
-        results = [
-            [
-                {"id": doc_id, "score": round(float(s), 6)}
-                for doc_id, s in zip(row, srow, strict=False)
+        timings: dict[str, float] = {"encode_ms": 0.0, "search_ms": 0.0}
+        dense = lexical = None
+        depth = request.k
+        if request.mode == "hybrid":
+            depth = max(request.k, int(deployed.fusion["candidates"]))
+        if request.mode != "dense":
+            t0 = time.perf_counter()
+            lexical = await loop.run_in_executor(
+                self.faiss, deployed.index.search_bm25, request.queries, depth, request.filters
+            )
+            timings["bm25_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        if request.mode != "bm25":
+            prefix = deployed.encoder_spec.get("query_prefix") or ""
+            # Normalised (or not) by the encoder, as the deployment's model records it.
+            texts = [prefix + q for q in request.queries]
+            scores, ids, encode_s, search_s = await asyncio.wrap_future(
+                self.encode_and_search(deployed, texts, depth, request.filters)
+            )
+            timings.update(encode_ms=round(encode_s * 1000, 3),
+                           search_ms=round(search_s * 1000, 3))  # fmt: skip
+            dense = (scores, ids)
+        if request.mode == "hybrid":
+            results = hybrid_results(dense=dense, lexical=lexical, fusion=deployed.fusion,
+                                     k=request.k)  # fmt: skip
+        else:
+            scores, ids = dense if lexical is None else lexical
+            results = [
+                [
+                    {"id": doc_id, "score": round(float(s), 6)}
+                    for doc_id, s in zip(row, srow, strict=False)
+                ]
+                for row, srow in zip(ids, scores, strict=True)
             ]
-            for row, srow in zip(ids, scores, strict=True)
-        ]
         return 200, {
             "deployment": key,
             "index_id": deployed.index_id,
             "results": results,
-            "timings": {
-                "encode_ms": round(encode_s * 1000, 3),
-                "search_ms": round(search_s * 1000, 3),
-            },
+            "timings": timings,
         }
+
+
+def hybrid_results(*, dense, lexical, fusion: dict, k: int) -> list[list[dict]]:
+    """Each query's dense and BM25 lists (``(scores, ids)`` as the index answers them) fused by
+    reciprocal rank fusion as the deployment records it (``workers.ml.fusion``, the function a
+    hybrid evaluation uses); the score of a hit is its fused score."""
+    from workers.ml.fusion import rrf
+
+    def as_run(scores, ids) -> dict:
+        return {
+            str(i): {doc: float(s) for doc, s in zip(row, srow, strict=False)}
+            for i, (row, srow) in enumerate(zip(ids, scores, strict=True))
+        }
+
+    weight = float(fusion.get("dense_weight", 0.5))
+    fused = rrf([as_run(*dense), as_run(*lexical)], k=int(fusion["rrf_k"]), top_k=k,
+                weights=[2 * weight, 2 * (1 - weight)])  # fmt: skip
+    return [
+        [{"id": doc, "score": round(score, 6)} for doc, score in fused.get(str(i), {}).items()]
+        for i in range(len(dense[1]))
+    ]
 
 
 # --- HTTP -----------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
     from apps.datasets.selectors import evaluation_inputs
     from apps.runs.services import evaluation_results_record
     from workers.common.configs.evaluation import EvaluationConfig
-    from workers.ml.evaluate import evaluate_bm25, evaluate_dense
+    from workers.ml.evaluate import evaluate_bm25, evaluate_dense, evaluate_hybrid
     from workers.ml.metrics import write_trec_run
     from workers.tasks.encoding import embedding_cache, encoding_for
     from workers.tasks.sharding import document_encoder
@@ -60,7 +60,7 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
     corpus, queries, qrels = evaluation_inputs(
         version=evaluation.dataset_version, split=config.split
     )
-    document_key, precision_used = "", ""
+    document_key, precision_used, fusion_result = "", "", {}
     if config.method == "bm25":
         out = evaluate_bm25(
             corpus=corpus, queries=queries, qrels=qrels, top_k=evaluation.top_k, on_progress=report
@@ -68,18 +68,43 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
     else:
         spec, document_key, query_key = encoding_for(job=evaluation)
         precision_used = spec.precision
-        out = evaluate_dense(
-            model=spec,
-            corpus=corpus,
-            queries=queries,
-            qrels=qrels,
-            top_k=evaluation.top_k,
-            on_progress=report,
-            cache=embedding_cache(),
-            document_key=document_key,
-            query_key=query_key,
-            encode_documents=document_encoder(spec=spec, check=report.check),
-        )
+        settings_ = config.fusion_settings()
+        depth = max(evaluation.top_k, settings_.get("candidates", 0))
+
+        def dense_run(split_queries, split_qrels, key):
+            return evaluate_dense(
+                model=spec,
+                corpus=corpus,
+                queries=split_queries,
+                qrels=split_qrels,
+                top_k=depth,
+                on_progress=report,
+                cache=embedding_cache(),
+                document_key=document_key,
+                query_key=key,
+                encode_documents=document_encoder(spec=spec, check=report.check),
+            )
+
+        out = dense_run(queries, qrels, query_key)
+        if config.method == "hybrid":
+            lexical = evaluate_bm25(corpus=corpus, queries=queries, qrels=qrels, top_k=depth,
+                                    on_progress=report)  # fmt: skip
+            tune = None
+            if config.tune_split:
+                report("tuning the weight")
+                _, tune_queries, tune_qrels = evaluation_inputs(
+                    version=evaluation.dataset_version, split=config.tune_split
+                )
+                _, _, tune_key = encoding_for(job=evaluation, split=config.tune_split)
+                tune = (dense_run(tune_queries, tune_qrels, tune_key),
+                        evaluate_bm25(corpus=corpus, queries=tune_queries, qrels=tune_qrels,
+                                      top_k=depth),
+                        tune_qrels)  # fmt: skip
+            report("fusing")
+            out, fusion_result = evaluate_hybrid(dense=out, lexical=lexical, qrels=qrels,
+                                                 settings=settings_, top_k=evaluation.top_k,
+                                                 tune=tune,
+                                                 tune_split=config.tune_split or "")  # fmt: skip
     sweep, diagnostics = _analyse(out=out, corpus=corpus, queries=queries, qrels=qrels,
                                   report=report)  # fmt: skip
     report("saving", 0, 0)
@@ -97,6 +122,7 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
         "run_file": str(run_path),
         "embedding_key": document_key,
         "precision_used": precision_used,
+        "fusion_result": fusion_result,
         "cache_hit": out.cache_hit,
         "sweep": sweep,
         "diagnostics": diagnostics,

@@ -473,3 +473,111 @@ def test_queries_are_encoded_with_the_deployments_recorded_prefix(team, owner, t
     assert set(served) == set(ids)
     assert all(abs(served[i] - with_prefix[i]) < 1e-4 for i in ids)
     assert any(abs(served[i] - without[i]) > 1e-3 for i in ids)
+
+
+def test_bm25_and_hybrid_modes_search_both_sides_fuse_as_recorded_and_filter(
+    client,
+    member,
+    team,
+    tiny_registered_model,
+    meta_version,
+    serving,
+    django_capture_on_commit_callbacks,
+):
+    import bm25s
+
+    from apps.datasets.models import Document
+    from apps.indexes.services import IndexBuildError, deployment_deploy
+    from workers.ml.fusion import rrf
+
+    capture = django_capture_on_commit_callbacks
+    plain = build_sync(team=team, model=tiny_registered_model, version=meta_version)
+    both = build_sync(
+        team=team, model=tiny_registered_model, version=meta_version, params={"bm25": True}
+    )
+    assert both.metrics["bm25_bytes"] > 0 and "bm25_bytes" not in plain.metrics
+    with pytest.raises(IndexBuildError, match="fusion.rrf_k"):
+        deployment_deploy(team=team, name="mixed", index=both, fusion={"rrf_k": 0})
+    with capture(execute=True):
+        d = deployment_deploy(
+            team=team,
+            name="mixed",
+            index=both,
+            fusion={"rrf_k": 10, "candidates": 20, "dense_weight": 0.5},
+        )
+    health = serving.wait_serving(d.serving_key, both.pk)["deployments"][d.serving_key]
+    assert health["bm25"] is True and health["fusion"]["rrf_k"] == 10
+    token = _token(member, team)
+
+    def search(mode, k=8, filters=None, name="mixed", query="red planet mars"):
+        body = {"query": query, "k": k, "mode": mode}
+        if filters:
+            body["filters"] = filters
+        r = client.post(
+            reverse("api:search", kwargs={"name": name}),
+            body,
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        )
+        return r
+
+    # BM25 alone: bm25s' own answer over the same documents, the same scores.
+    docs = list(Document.objects.filter(version=meta_version).order_by("pk"))
+    retriever = bm25s.BM25()
+    retriever.index(
+        bm25s.tokenize(
+            [(x.title + " " + x.text).strip() for x in docs], stopwords="en", show_progress=False
+        ),
+        show_progress=False,
+    )
+    idx, sc = retriever.retrieve(
+        bm25s.tokenize(["red planet mars"], stopwords="en", show_progress=False),
+        k=8,
+        show_progress=False,
+    )
+    expected = [
+        (docs[int(j)].doc_id, float(s)) for j, s in zip(idx[0], sc[0], strict=True) if s > 0
+    ]
+    r = search("bm25")
+    assert r.status_code == 200, r.content
+    body = r.json()
+    assert body["mode"] == "bm25" and body["timings"]["bm25_ms"] >= 0
+    assert [(h["id"], pytest.approx(h["score"], abs=1e-5)) for h in body["results"][0]["hits"]] == [
+        (doc, pytest.approx(s, abs=1e-5)) for doc, s in expected
+    ]
+    # Hybrid: the dense and BM25 lists, 20 deep each, fused by RRF with the recorded k.
+    dense = search("dense", k=20).json()["results"][0]["hits"]
+    lexical = search("bm25", k=20).json()["results"][0]["hits"]
+    fused = rrf(
+        [
+            {"q": {h["id"]: h["score"] for h in dense}},
+            {"q": {h["id"]: h["score"] for h in lexical}},
+        ],
+        k=10,
+        top_k=5,
+    )["q"]
+    hybrid = search("hybrid", k=5).json()
+    assert [h["id"] for h in hybrid["results"][0]["hits"]] == list(fused)
+    assert hybrid["timings"]["encode_ms"] > 0 and hybrid["timings"]["bm25_ms"] >= 0
+    # Filters apply to both sides.
+    lang_of = {x.doc_id: x.metadata["lang"] for x in docs}
+    for mode in ("bm25", "hybrid"):
+        # (German: Python and the moon; the query shares words with the moon's text only.)
+        found = search(mode, filters={"lang": "de"}, query="moon orbits red planet mars")
+        hits = found.json()["results"][0]["hits"]
+        assert hits and all(lang_of[h["id"]] == "de" for h in hits), mode
+    # An index without BM25 refuses the two modes by name; a bad mode is named.
+    with capture(execute=True):
+        deployment_deploy(team=team, name="plain", index=plain)
+    serving.wait_serving(f"{team.pk}/plain", plain.pk)
+    r = search("hybrid", name="plain")
+    assert r.status_code == 400 and "mode: hybrid needs a BM25 index" in r.json()["error"]
+    r = search("sparse")
+    assert r.status_code == 422 and "mode" in json.dumps(r.json())
+    assert (
+        client.get(
+            reverse("api:deployment_detail", kwargs={"name": "mixed"}),
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        ).json()["fusion"]["candidates"]
+        == 20
+    )

@@ -76,6 +76,12 @@ def test_load_encoder_refuses_a_missing_folder_and_unknown_layout(tmp_path: Path
         )
     with pytest.raises(ValueError, match="unknown model layout"):
         load_encoder(
+            path=str(tmp_path), layout="openvino", pooling="mean", normalize=True,
+            max_seq_length=64,
+        )  # fmt: skip
+    # An ONNX variant's folder is refused by name when it is not one.
+    with pytest.raises(FileNotFoundError, match="modules.json"):
+        load_encoder(
             path=str(tmp_path), layout="onnx", pooling="mean", normalize=True, max_seq_length=64
         )
 

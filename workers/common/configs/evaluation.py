@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workers.common.configs.encoding import Precision, precision_field
 
-Method = Literal["dense", "bm25"]
+Method = Literal["dense", "bm25", "hybrid"]
+Fusion = Literal["rrf", "weighted"]
+Normalization = Literal["minmax", "zscore"]
+# The settings a hybrid evaluation records (Evaluation.fusion); ignored by the other methods.
+FUSION_FIELDS = ("fusion", "rrf_k", "normalization", "dense_weight", "tune_split", "candidates")
 
 
 class EvaluationConfig(BaseModel):
@@ -25,8 +29,14 @@ class EvaluationConfig(BaseModel):
     method: Method = Field(
         "dense",
         description="dense: the model's embeddings; bm25: the lexical baseline (bm25s), which "
-        "takes no model",
-        json_schema_extra={"choice_labels": {"dense": "Dense (model)", "bm25": "BM25 (bm25s)"}},
+        "takes no model; hybrid: the model's and BM25's lists fused",
+        json_schema_extra={
+            "choice_labels": {
+                "dense": "Dense (model)",
+                "bm25": "BM25 (bm25s)",
+                "hybrid": "Hybrid (model + BM25, fused)",
+            }
+        },
     )
     model: int | None = Field(
         None, ge=1, description="id of a model of your team; required unless method is bm25"
@@ -35,6 +45,51 @@ class EvaluationConfig(BaseModel):
         "test", min_length=1, max_length=50, description="the judged split whose queries are run"
     )
     precision: Precision = precision_field()
+    fusion: Fusion = Field(
+        "rrf",
+        description="hybrid only. rrf: reciprocal rank fusion, sum of 1/(k + rank); weighted: "
+        "a weighted sum of each side's normalised scores",
+        json_schema_extra={"choice_labels": {"rrf": "Reciprocal rank fusion",
+                                             "weighted": "Weighted sum of normalised scores"}},
+    )  # fmt: skip
+    rrf_k: int = Field(60, ge=1, le=10_000, description="hybrid rrf: the k of 1/(k + rank)")
+    normalization: Normalization = Field(
+        "minmax", description="hybrid weighted: each side's scores per query, min-max or z-score"
+    )
+    dense_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="hybrid: the dense side's weight (BM25's is 1 minus it); 0.5 is plain RRF",
+    )
+    tune_split: str | None = Field(
+        None,
+        max_length=50,
+        description="hybrid weighted: choose dense_weight (0 to 1 by 0.05) by nDCG@10 on this "
+        "judged split, then report on split; empty: use dense_weight as given",
+    )
+    candidates: int = Field(
+        100, ge=10, le=1000, description="hybrid: documents taken from each side before fusing"
+    )
+
+    @model_validator(mode="after")
+    def _hybrid(self) -> EvaluationConfig:
+        if self.method != "hybrid" or not self.tune_split:
+            return self
+        if self.fusion != "weighted":
+            raise ValueError("tune_split: only a weighted fusion has a weight to tune")
+        if self.tune_split == self.split:
+            raise ValueError(
+                "tune_split: tune on another split than the one reported, or the figure is "
+                "optimistic"
+            )
+        return self
+
+    def fusion_settings(self) -> dict:
+        """What a hybrid evaluation records and runs with; empty for the other methods."""
+        if self.method != "hybrid":
+            return {}
+        return {name: getattr(self, name) for name in FUSION_FIELDS}
 
     @classmethod
     def from_row(cls, evaluation: Any) -> EvaluationConfig:
@@ -45,5 +100,6 @@ class EvaluationConfig(BaseModel):
                 "model": evaluation.model_id,
                 "split": evaluation.split,
                 "precision": evaluation.precision,
+                **(evaluation.fusion or {}),
             }
         )

@@ -73,10 +73,20 @@ class IndexParams(BaseModel):
         json_schema_extra={"label": "Re-score ×"},
     )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the training sample")
+    bm25: bool = Field(
+        False,
+        description="also a BM25 index (bm25s) of the same documents, beside the vectors: "
+        "what a deployment needs for search mode bm25 and hybrid",
+        json_schema_extra={"label": "BM25 index too"},
+    )
 
     def given(self) -> dict[str, Any]:
-        """The parameters the caller set (what the row records; the rest are defaults)."""
-        return self.model_dump(exclude_unset=True, exclude_none=True)
+        """The parameters the caller set (what the row records; the rest are defaults). An
+        unticked "BM25 index too" is the default, not a choice."""
+        given = self.model_dump(exclude_unset=True, exclude_none=True)
+        if given.get("bm25") is False:
+            del given["bm25"]
+        return given
 
     def spec(self, index_type: str) -> dict[str, Any]:
         """Every parameter with its default filled in, and the type: what an index build
@@ -85,7 +95,7 @@ class IndexParams(BaseModel):
         if index_type not in INDEX_TYPES:
             raise ValueError(f"type: {index_type!r} is not one of {', '.join(INDEX_TYPES)}")
         check_dimensions(dim=self.dim, pca_dim=self.pca_dim, pq_m=self.pq_m)
-        return {"type": index_type, **self.model_dump()}
+        return {"type": index_type, **self.model_dump(exclude={"bm25"})}
 
 
 class ParamsError(ValueError):
@@ -115,6 +125,8 @@ def bounds() -> dict[str, tuple[int, int | None]]:
     """Each parameter's (minimum, maximum or None), as :class:`IndexParams` declares them."""
     out = {}
     for name, info in IndexParams.model_fields.items():
+        if info.annotation is bool:  # bm25: not a faiss parameter, and no bounds
+            continue
         low, high = 0, None
         for item in info.metadata:
             if isinstance(item, annotated_types.Ge):
@@ -153,3 +165,18 @@ def check_dimensions(
     if final is not None and pq_m is not None and final % pq_m:
         raise ValueError(f"pq_m: {pq_m} does not divide the dimension {final}")
     return final
+
+
+class DeploymentFusion(BaseModel):
+    """How a deployment fuses its dense and BM25 lists for search mode hybrid: reciprocal rank
+    fusion (the function a hybrid evaluation uses, ``workers.ml.fusion.rrf``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rrf_k: int = Field(60, ge=1, le=10_000, description="the k of 1/(k + rank)")
+    candidates: int = Field(
+        100, ge=10, le=1000, description="documents taken from each side before fusing"
+    )
+    dense_weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="the dense side's weight (BM25's: 1 minus it)"
+    )

@@ -15,5 +15,10 @@ def config_problems(exc: ValidationError) -> list[tuple[str, str]]:
         if item.get("type") == "extra_forbidden":
             out.append((where, "unknown field"))
         else:
-            out.append((where, str(item.get("msg", "invalid")).removeprefix("Value error, ")))
+            reason = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+            field, sep, rest = reason.partition(": ")
+            if not item.get("loc") and sep and field.isidentifier():
+                # A check across fields names the one it is about: "tune_split: …".
+                where, reason = field, rest
+            out.append((where, reason))
     return out

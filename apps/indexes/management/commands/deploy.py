@@ -1,6 +1,7 @@
 from apps.core.commands import InputError, JsonCommand
 from apps.indexes.models import Deployment, IndexBuild
 from apps.indexes.services import IndexBuildError, deployment_deploy, deployment_undeploy
+from workers.common.configs.indexing import DeploymentFusion
 
 
 class Command(JsonCommand):
@@ -14,8 +15,12 @@ class Command(JsonCommand):
         parser.add_argument("--index", type=int, help="the index build to serve")
         parser.add_argument("--undeploy", action="store_true")
         parser.add_argument("--team", help="the team's slug, when several teams use the name")
+        for name, field in DeploymentFusion.model_fields.items():
+            parser.add_argument(f"--{name.replace('_', '-')}", type=type(field.default),
+                                help=f"search mode hybrid: {field.description}")  # fmt: skip
 
     def handle(self, *args, name, index, undeploy, team, **options):
+        given = {n: options[n] for n in DeploymentFusion.model_fields if options.get(n) is not None}
         from django.db import transaction
 
         from apps.indexes.selectors import deployment_serving, search_health
@@ -39,7 +44,8 @@ class Command(JsonCommand):
         if build is None:
             raise InputError(f"--index: no index build {index}")
         try:
-            deployment = deployment_deploy(team=build.team, name=name, index=build)
+            deployment = deployment_deploy(team=build.team, name=name, index=build,
+                                           fusion=given or None)  # fmt: skip
         except IndexBuildError as exc:
             raise InputError(str(exc)) from exc
         serving = deployment_serving(deployment=deployment, health=search_health())

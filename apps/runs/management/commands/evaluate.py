@@ -7,7 +7,7 @@ from apps.core.models import JobStatus
 from apps.datasets.models import DatasetVersion
 from apps.registry.models import EmbeddingModel
 from apps.runs.services import EvaluationError, evaluation_create
-from workers.common.configs.evaluation import EvaluationConfig
+from workers.common.configs.evaluation import FUSION_FIELDS, EvaluationConfig
 from workers.common.configs.problems import config_problems
 
 FIELDS = EvaluationConfig.model_fields
@@ -38,6 +38,16 @@ class Command(JsonCommand):
             default=FIELDS["precision"].default,
             help=FIELDS["precision"].description,
         )
+        # Hybrid only; given or not, the config checks them and fusion_settings() keeps them
+        # for method hybrid alone.
+        for name in FUSION_FIELDS:
+            kind = typing.get_args(FIELDS[name].annotation)
+            parser.add_argument(
+                f"--{name.replace('_', '-')}",
+                choices=kind if name in ("fusion", "normalization") else None,
+                type={"rrf_k": int, "candidates": int, "dense_weight": float}.get(name, str),
+                help=FIELDS[name].description,
+            )
         parser.add_argument("--sync", action="store_true")
         parser.add_argument("--timeout", type=float, default=24 * 3600)
 
@@ -47,12 +57,16 @@ class Command(JsonCommand):
         v = DatasetVersion.objects.filter(pk=dataset_version).select_related("dataset").first()
         if v is None:
             raise InputError(f"--dataset-version: no dataset version {dataset_version}")
+        fusion = {n: options[n] for n in FUSION_FIELDS if options.get(n) is not None}
         try:
-            config = EvaluationConfig(method=method, model=model, split=split, precision=precision)
+            config = EvaluationConfig(method=method, model=model, split=split, precision=precision,
+                                      **fusion)  # fmt: skip
         except ValidationError as exc:
-            raise InputError(*(f"--{f}: {why}" for f, why in config_problems(exc))) from None
+            raise InputError(
+                *(f"--{f.replace('_', '-')}: {why}" for f, why in config_problems(exc))
+            ) from None
         m = None
-        if config.method == "dense":
+        if config.method != "bm25":
             m = EmbeddingModel.objects.filter(pk=config.model).select_related("team").first()
             if m is None:
                 raise InputError(f"--model: no model {model}")
@@ -64,6 +78,7 @@ class Command(JsonCommand):
                 dataset_version=v,
                 split=config.split,
                 precision=config.precision,
+                fusion=config.fusion_settings(),
                 enqueue=not sync,
             )
         except EvaluationError as exc:
@@ -81,6 +96,11 @@ class Command(JsonCommand):
             "status": evaluation.status,
             "metrics": evaluation.metrics,
             "precision": evaluation.precision_used,
+            **(
+                {"fusion": evaluation.fusion, "fusion_result": evaluation.fusion_result}
+                if evaluation.fusion
+                else {}
+            ),  # fmt: skip
             "cache_hit": evaluation.cache_hit,
             "seconds": evaluation.duration_seconds,
         }
