@@ -52,3 +52,12 @@ def test_login_open_demo_dataset_evaluate_see_progress_then_metrics(
     assert page.inner_text('[data-metric="ndcg@10"]') == f"{evaluation.metrics['ndcg@10']:.4f}"
     assert page.inner_text("#status-label") == "Succeeded"
     shot(page, "evaluation-done")
+
+    # Next: the same model fused with BM25, one click; an ordinary evaluation that says how.
+    page.click("#baseline-hybrid")
+    page.wait_for_url(re.compile(r"/runs/evaluations/\d+/$"))
+    page.wait_for_selector('[data-metric="ndcg@10"]', timeout=300_000)
+    hybrid = Evaluation.objects.get(method="hybrid")
+    assert hybrid.status == "succeeded" and hybrid.cache_hit  # the dense side from the cache
+    assert "reciprocal rank fusion, k = 60" in page.inner_text("#fusion")
+    shot(page, "evaluation-hybrid")
