@@ -813,7 +813,8 @@ def synthetic_part(args, env: dict, procs: Processes, team, user, model, summary
     wait_for("the web (gunicorn)", web_up, 120, procs, ["web", "search"])
 
     bare_spec = {
-        "model": model.path,
+        # With --variant the bare children stay the torch fp32 parent: what the variant is for.
+        "model": model.parent.path if model.layout == "onnx" else model.path,
         "max_seq_length": model.max_seq_length,
         "indexes": {
             names[t]: {"path": r["path"], "type": t, "ef_search": r["spec"].get("ef_search", 64)}

@@ -94,7 +94,10 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "apps.accounts.context_processors.team",
             ],
-            "builtins": ["django.contrib.humanize.templatetags.humanize"],
+            "builtins": [
+                "django.contrib.humanize.templatetags.humanize",
+                "apps.core.templatetags.display",
+            ],
         },
     },
 ]

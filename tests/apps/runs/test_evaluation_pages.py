@@ -54,7 +54,7 @@ def test_running_fragment_polls_and_shows_documents_and_eta(client, owner, evalu
     assert fragment["Vary"] and "HX-Request" in fragment["Vary"]
     assert "<html" not in body and 'hx-trigger="every 2s"' in body
     assert "1,000 / 5,183 documents" in body and 'value="19"' in body
-    assert "about 418 s left" in body
+    assert "about 6 min 58 s left" in body
 
 
 def test_finished_fragment_stops_polling_and_shows_metrics(client, owner, evaluation):

@@ -1,0 +1,44 @@
+"""How numbers read on every page: metric names in the field's usual spelling, durations in
+minutes and hours rather than raw seconds. Loaded for every template (settings' builtins)."""
+
+from __future__ import annotations
+
+import re
+
+from django import template
+
+register = template.Library()
+
+# The spelling the IR literature (and the compare page's prose) uses for ir-measures' names.
+_METRIC_NAMES = {"ndcg": "nDCG", "mrr": "MRR", "recall": "Recall", "map": "MAP", "p": "P",
+                 "precision": "P", "rr": "RR", "r": "R"}  # fmt: skip
+_METRIC = re.compile(r"^(?P<base>[a-z_]+)(?P<rest>@\d+)?$")
+
+
+@register.filter
+def metric_label(name) -> str:
+    """``ndcg@10`` → ``nDCG@10``, ``mrr@10`` → ``MRR@10``; other names as they are."""
+    text = str(name)
+    match = _METRIC.match(text)
+    if not match or match["base"] not in _METRIC_NAMES:
+        return text
+    return _METRIC_NAMES[match["base"]] + (match["rest"] or "")
+
+
+@register.filter
+def duration(seconds) -> str:
+    """``42`` → ``42 s``, ``584`` → ``9 min 44 s``, ``4000`` → ``1 h 07 min``; ``0.4`` →
+    ``0.4 s``; empty for None."""
+    if seconds in (None, ""):
+        return ""
+    value = float(seconds)
+    if value < 10:
+        return f"{value:.1f} s"
+    total = round(value)
+    if total < 60:
+        return f"{total} s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s" if minutes < 10 else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

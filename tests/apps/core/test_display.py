@@ -1,0 +1,40 @@
+"""Numbers as pages show them: metric names in the usual spelling, durations in minutes; a
+missing page is a styled page with the navigation, not Django's bare one."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.core.templatetags.display import duration, metric_label
+
+
+def test_metric_labels():
+    assert metric_label("ndcg@10") == "nDCG@10"
+    assert metric_label("mrr@10") == "MRR@10"
+    assert metric_label("recall@100") == "Recall@100"
+    assert metric_label("map") == "MAP"
+    assert metric_label("bytes_per_vector") == "bytes_per_vector"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, ""),
+        (0.44, "0.4 s"),
+        (42, "42 s"),
+        (584, "9 min 44 s"),
+        (700.4, "11 min"),
+        (4000, "1 h 06 min"),
+    ],
+)
+def test_durations(seconds, text):
+    assert duration(seconds) == text
+
+
+@pytest.mark.django_db
+def test_a_missing_page_is_styled_and_navigable(client, member, settings):
+    settings.DEBUG = False
+    client.force_login(member)
+    r = client.get("/runs/evaluations/999999/")
+    body = r.content.decode()
+    assert r.status_code == 404 and 'id="not-found"' in body and 'class="brand"' in body
