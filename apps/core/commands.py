@@ -51,3 +51,18 @@ class JsonCommand(BaseCommand):
                 self.emit({key: job.pk, "status": status, **(extra or {})})
                 raise SystemExit(1)
             time.sleep(1)
+
+    def run_job(self, *, job, task, sync: bool, timeout: float, key: str, payload) -> None:
+        """Run ``job`` here (``sync``: the task's own code, in this process) or wait for the
+        worker, then print ``payload(job)`` with the error of a job that did not succeed
+        (and exit 1 then)."""
+        if sync:
+            task.run(job.pk)
+        else:
+            self.wait_for_job(job=job, key=key, timeout=timeout)
+        job.refresh_from_db()
+        out = payload(job)
+        if job.status != "succeeded":
+            self.emit({**out, "error": job.human_error})
+            raise SystemExit(1)
+        self.emit(out)

@@ -111,38 +111,48 @@ class DistillIn(InputSchema, DistillConfig):
     """A static (Model2Vec) distillation's settings; versions by id, in your team."""
 
 
-class DistillOut(Schema):
+class VariantJobOut(Schema):
     id: int
     status: str
     stage: str
     source: int
     params: dict[str, Any]
-    vocabulary_version: int | None
     evaluate_version: int | None
     split: str
     model: int | None
     result: dict[str, Any]
+    quality: dict[str, Any]
     error: str | None
     created_at: str
     finished_at: str | None
 
 
-def distill_payload(job: DistillJob) -> dict:
+class DistillOut(VariantJobOut):
+    vocabulary_version: int | None
+
+
+def variant_job_payload(job: DistillJob | OptimizeJob) -> dict:
+    """What a derived-model job (distillation, optimization) answers: the same fields for
+    both, the variant's quality verdict once its two evaluations ran."""
     return {
         "id": job.pk,
         "status": job.status,
         "stage": job.stage,
         "source": job.source_id,
         "params": job.params,
-        "vocabulary_version": job.vocabulary_version_id,
         "evaluate_version": job.evaluate_version_id,
         "split": job.split,
         "model": job.result_model_id,
         "result": job.result,
+        "quality": job.result_model.quality if job.result_model else {},
         "error": job.human_error or None,
         "created_at": job.created_at.isoformat(),
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }
+
+
+def distill_payload(job: DistillJob) -> dict:
+    return {**variant_job_payload(job), "vocabulary_version": job.vocabulary_version_id}
 
 
 @router.post(
@@ -189,44 +199,10 @@ class OptimizeIn(InputSchema, OptimizeConfig):
     team."""
 
 
-class OptimizeOut(Schema):
-    id: int
-    status: str
-    stage: str
-    source: int
-    params: dict[str, Any]
-    evaluate_version: int | None
-    split: str
-    model: int | None
-    result: dict[str, Any]
-    quality: dict[str, Any]
-    error: str | None
-    created_at: str
-    finished_at: str | None
-
-
-def optimize_payload(job: OptimizeJob) -> dict:
-    return {
-        "id": job.pk,
-        "status": job.status,
-        "stage": job.stage,
-        "source": job.source_id,
-        "params": job.params,
-        "evaluate_version": job.evaluate_version_id,
-        "split": job.split,
-        "model": job.result_model_id,
-        "result": job.result,
-        "quality": job.result_model.quality if job.result_model else {},
-        "error": job.human_error or None,
-        "created_at": job.created_at.isoformat(),
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-    }
-
-
 @router.post(
     "/models/{int:pk}/optimize",
     url_name="model_optimize",
-    response={202: OptimizeOut, **ERRORS},
+    response={202: VariantJobOut, **ERRORS},
     summary="Build an optimized (ONNX, int8) variant (member role)",
 )
 def model_optimize(request: HttpRequest, pk: int, body: OptimizeIn):
@@ -247,13 +223,13 @@ def model_optimize(request: HttpRequest, pk: int, body: OptimizeIn):
         return error(str(exc), 422)
     except OptimizeError as exc:
         return error(str(exc))
-    response = JsonResponse(optimize_payload(job), status=202)
+    response = JsonResponse(variant_job_payload(job), status=202)
     response["Location"] = f"/api/v1/optimizations/{job.pk}"
     return response
 
 
 @router.get(
-    "/optimizations/{int:pk}", url_name="optimization", response={200: OptimizeOut, **ERRORS}
+    "/optimizations/{int:pk}", url_name="optimization", response={200: VariantJobOut, **ERRORS}
 )
 def optimization(request: HttpRequest, pk: int):
     """One optimization: its status, the variant it registered, the export check, speed,
@@ -262,4 +238,4 @@ def optimization(request: HttpRequest, pk: int):
     job = job.first()
     if job is None:
         return not_found()
-    return optimize_payload(job)
+    return variant_job_payload(job)

@@ -1,7 +1,6 @@
 from pydantic import ValidationError
 
 from apps.core.commands import InputError, JsonCommand
-from apps.core.models import JobStatus
 from apps.registry.models import EmbeddingModel
 from apps.registry.services import OptimizeError, optimize_job_create
 from workers.common.configs.optimize import OptimizeConfig
@@ -44,17 +43,9 @@ class Command(JsonCommand):
                                       enqueue=not sync)  # fmt: skip
         except OptimizeError as exc:
             raise InputError(str(exc)) from exc
-        if sync:
-            from workers.tasks.optimize import optimize
+        from workers.tasks.optimize import optimize
 
-            optimize.run(job.pk)
-        else:
-            self.wait_for_job(job=job, key="optimization", timeout=timeout)
-        job.refresh_from_db()
-        payload = {"optimization": job.pk, "status": job.status, "model": job.result_model_id,
-                   "result": job.result, "seconds": job.duration_seconds}  # fmt: skip
-        if job.status != JobStatus.SUCCEEDED:
-            payload["error"] = job.human_error
-            self.emit(payload)
-            raise SystemExit(1)
-        self.emit(payload)
+        self.run_job(job=job, task=optimize, sync=sync, timeout=timeout, key="optimization",
+                     payload=lambda j: {"optimization": j.pk, "status": j.status,
+                                        "model": j.result_model_id, "result": j.result,
+                                        "seconds": j.duration_seconds})  # fmt: skip
