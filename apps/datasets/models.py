@@ -23,6 +23,12 @@ class Dataset(TeamOwned):
     def latest_version(self) -> DatasetVersion | None:
         return self.versions.order_by("-number").first()
 
+    @property
+    def collection_version(self) -> DatasetVersion | None:
+        """The newest retrieval collection (documents, queries, judgements): what lists show
+        first, so that a training set mined from it does not hide it."""
+        return self.versions.filter(kind="retrieval").order_by("-number").first()
+
 
 class DatasetVersion(models.Model):
     """An immutable, content-hashed snapshot of a dataset. Runs, evaluations and indexes always

@@ -80,7 +80,9 @@ def tradeoff_charts(*, builds, current: int) -> list[dict]:
                 "href": reverse("indexes:detail", args=[b.pk]),
                 "recall": m.get("recall_at_10"),
                 "latency": m.get("latency_p50_ms"),
-                "bytes": m.get("bytes_per_vector"),
+                # What serving needs: the index file and what it keeps beside it (float vectors
+                # for re-scoring, PCA, filters), not the index file alone.
+                "bytes": m.get("total_bytes_per_vector", m.get("bytes_per_vector")),
             }
         )
     panels = [

@@ -216,7 +216,7 @@ def console(request):
                 columns.append({"deployment": d, **console_search(
                     deployment=d, query=q, k=k, filters=filters, mode=mode)})  # fmt: skip
     context.update(columns=columns, error=error)
-    if request.htmx and request.GET.get("partial") == "results":
+    if request.htmx and request.htmx.target == "results":
         return render(request, "indexes/console.html#results", context)
     return render(request, "indexes/console.html", context)
 

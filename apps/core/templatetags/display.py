@@ -27,11 +27,13 @@ def metric_label(name) -> str:
 
 @register.filter
 def duration(seconds) -> str:
-    """``42`` → ``42 s``, ``584`` → ``9 min 44 s``, ``4000`` → ``1 h 07 min``; ``0.4`` →
-    ``0.4 s``; empty for None."""
+    """``42`` → ``42 s``, ``584`` → ``9 min 44 s``, ``4000`` → ``1 h 06 min``; ``0.04`` →
+    ``40 ms``; empty for None."""
     if seconds in (None, ""):
         return ""
     value = float(seconds)
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
     if value < 10:
         return f"{value:.1f} s"
     total = round(value)

@@ -255,13 +255,14 @@ def test_console_shows_hits_with_snippets_timing_and_side_by_side(client, member
     client.force_login(member)
     page = client.get(reverse("indexes:console"))
     assert page.status_code == 200 and b'id="q"' in page.content
-    r = client.get(
-        reverse("indexes:console"),
-        {"partial": "results", "d": "one", "b": "two", "q": "the red planet", "k": 8},
-        HTTP_HX_REQUEST="true",
-    )
+    query = {"d": "one", "b": "two", "q": "the red planet", "k": 8}
+    r = client.get(reverse("indexes:console"), query, HTTP_HX_REQUEST="true",
+                   HTTP_HX_TARGET="results")  # fmt: skip
     html = r.content.decode()
     assert r.status_code == 200 and html.lstrip().startswith('<div id="results">')
+    # The query is the page's URL (pushed by htmx): opened as such it shows the same hits.
+    shared = client.get(reverse("indexes:console"), query).content.decode()
+    assert shared.count("<li data-doc=") == 16 and 'value="the red planet"' in shared
     assert html.count('class="side"') == 2 and "encode " in html and "search " in html
     assert html.count("<li data-doc=") == 16  # all 8 documents, both sides
     assert "<mark>planet</mark>" in html  # Mars is among the 8: its matched words are marked

@@ -1,0 +1,25 @@
+"""A training set mined or paired from a collection does not hide the collection: the lists
+show the collection's counts first, and the newest version beside them."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_collection_stays_first_after_a_derived_training_set(client, member, tiny_version):
+    from apps.datasets.services import dataset_version_pairs_from_qrels
+
+    pairs = dataset_version_pairs_from_qrels(version=tiny_version, split="test").version
+    assert pairs.number > tiny_version.number and pairs.kind == "training"
+    dataset = tiny_version.dataset
+    assert dataset.collection_version == tiny_version and dataset.latest_version == pairs
+    client.force_login(member)
+    listing = client.get("/datasets/").content.decode()
+    row = listing[listing.index(dataset.name) :]
+    row = row[: row.index("</tr>")]
+    assert f"/datasets/versions/{tiny_version.pk}/" in row and ">8<" in row  # 8 documents
+    assert f"/datasets/versions/{pairs.pk}/" in row and "training set" in row
+    home = client.get("/").content.decode()
+    assert f"/datasets/versions/{tiny_version.pk}/" in home
