@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, JsonResponse
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 
 from apps.accounts.api import ERRORS, error, forbidden_below, not_found
 from apps.accounts.models import Role, Team
@@ -22,8 +22,10 @@ from apps.registry.models import DistillJob, EmbeddingModel, OptimizeJob
 from apps.registry.selectors import embedding_model_list
 from apps.registry.services import (
     DistillError,
+    ModelInUse,
     OptimizeError,
     distill_job_create,
+    embedding_model_delete,
     optimize_job_create,
 )
 from apps.runs.models import TrainingRun
@@ -239,3 +241,22 @@ def optimization(request: HttpRequest, pk: int):
     if job is None:
         return not_found()
     return variant_job_payload(job)
+
+
+@router.delete(
+    "/models/{int:pk}",
+    url_name="model_delete",
+    response={204: None, **ERRORS},
+    summary="Delete a model nothing uses (member role)",
+)
+def model_remove(request: HttpRequest, pk: int):
+    model = _models(request.team).filter(pk=pk).first()
+    if model is None:
+        return not_found()
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    try:
+        embedding_model_delete(model=model)
+    except ModelInUse as exc:
+        return error(str(exc), 409)
+    return Status(204, None)

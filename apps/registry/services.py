@@ -375,3 +375,45 @@ def variant_quality_record(*, evaluation) -> None:
             "split": job.split,
         }
         job.result_model.save(update_fields=["quality"])
+
+
+class ModelInUse(ValueError):
+    """A model that something still refers to; the message says what."""
+
+
+def embedding_model_delete(*, model: EmbeddingModel) -> None:
+    """Delete a registered model that nothing refers to (evaluations, index builds, runs,
+    curation and derivation jobs, derived models): the message lists what does. The files go
+    too, but only those EmbedHub wrote under ARTIFACTS_ROOT (a fine-tune, a distillation, an
+    optimized variant); a folder or package a model was registered from is never touched."""
+    import shutil
+    from pathlib import Path
+
+    from apps.runs.training import _inside_artifacts
+
+    uses = [
+        (model.evaluations.count(), "evaluation"),
+        (model.index_builds.count(), "index"),
+        (model.training_runs.count(), "training run"),
+        (model.children.count(), "derived model"),
+        (model.distill_jobs.count() + model.optimize_jobs.count(), "distillation or optimization"),
+        (model.curation_jobs.count(), "curation job"),
+    ]
+    listed = [f"{n} {what}{'' if n == 1 else 's'}" for n, what in uses if n]
+    if listed:
+        raise ModelInUse(
+            f"{model.name} is used by {', '.join(listed)}; delete those first (their results "
+            "name this model)."
+        )
+    folder = Path(model.path)
+    kinds = (EmbeddingModel.Kind.FINETUNED, EmbeddingModel.Kind.STATIC,
+             EmbeddingModel.Kind.OPTIMIZED)  # fmt: skip
+    from django.db.models import ProtectedError
+
+    with transaction.atomic():
+        try:
+            model.delete()
+        except ProtectedError as exc:  # a reference added since the count above
+            raise ModelInUse(f"{model.name} is still in use ({exc.args[0]})") from None
+        if model.kind in kinds and _inside_artifacts(folder):
+            transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))

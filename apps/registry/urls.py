@@ -8,6 +8,7 @@ urlpatterns = [
     path("register/", views.model_register, name="register"),
     path("<int:pk>/", views.model_detail, name="detail"),
     path("<int:pk>/distill/", views.model_distill, name="distill"),
+    path("<int:pk>/delete/", views.model_delete, name="delete"),
     path("distillations/<int:pk>/", views.distillation_detail, name="distillation"),
     path("distillations/<int:pk>/cancel/", views.distillation_cancel, name="distillation_cancel"),
     path("<int:pk>/optimize/", views.model_optimize, name="optimize"),

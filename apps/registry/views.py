@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -10,6 +11,7 @@ from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write
 from apps.core.responses import job_cancel_response
+from apps.datasets.models import DatasetVersion
 from apps.registry.forms import DistillForm, OptimizeForm, RegisterModelForm
 from apps.registry.models import DistillJob, OptimizeJob
 from apps.registry.selectors import (
@@ -21,9 +23,11 @@ from apps.registry.selectors import (
 )
 from apps.registry.services import (
     DistillError,
+    ModelInUse,
     ModelRegistrationError,
     OptimizeError,
     distill_job_create,
+    embedding_model_delete,
     embedding_model_register,
     optimize_job_create,
 )
@@ -60,6 +64,12 @@ def _detail_context(
         "distilled_by": DistillJob.objects.filter(result_model=model).first(),
         "distillations": DistillJob.objects.filter(source=model)[:10],
         "children": model.children.order_by("name"),
+        # Next actions: evaluate on a collection of the team's (the newest few).
+        "evaluate_versions": DatasetVersion.objects.filter(
+            dataset__team=model.team, kind="retrieval"
+        )
+        .select_related("dataset")
+        .order_by("-created_at")[:3],
         "precision_check": precision_check(model=model),
         "can_write": can_write(user=request.user, team=model.team),
         "distill_form": distill_form or DistillForm(team=model.team, source=model),
@@ -180,3 +190,16 @@ def model_register(request):
         else:
             return redirect("registry:detail", pk=model.pk)
     return render(request, "registry/register.html", {"form": form})
+
+
+@require_POST
+@team_required()
+def model_delete(request, pk: int):
+    model = embedding_model_get(user=request.user, pk=pk, role=Role.MEMBER)
+    try:
+        embedding_model_delete(model=model)
+    except ModelInUse as exc:
+        messages.error(request, str(exc))
+        return redirect("registry:detail", pk=pk)
+    messages.success(request, f"{model.name} is deleted.")
+    return redirect("registry:list")

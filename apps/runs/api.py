@@ -22,8 +22,8 @@ from apps.registry.models import EmbeddingModel
 from apps.runs import compare
 from apps.runs.models import Evaluation, TrainingRun
 from apps.runs.selectors import evaluation_list
-from apps.runs.services import EvaluationError, evaluation_create
-from apps.runs.training import TrainingError, training_run_create
+from apps.runs.services import EvaluationError, evaluation_create, evaluation_delete
+from apps.runs.training import TrainingError, training_run_create, training_run_delete
 from workers.common.configs.evaluation import EvaluationConfig
 from workers.common.configs.training import TrainOptions
 
@@ -392,3 +392,41 @@ def training_run_cancel(request: HttpRequest, pk: int) -> Status | JsonResponse:
     except InvalidTransition as exc:
         return error(str(exc), status=409)
     return Status(202, training_run_payload(run))
+
+
+@router.delete(
+    "/evaluations/{int:pk}",
+    url_name="evaluation_delete",
+    response={204: None, **ERRORS},
+    summary="Delete an evaluation, its per-query results and run file (member role)",
+)
+def evaluation_remove(request: HttpRequest, pk: int):
+    evaluation = evaluation_list(team=request.team).filter(pk=pk).first()
+    if evaluation is None:
+        return not_found()
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    try:
+        evaluation_delete(evaluation=evaluation)
+    except EvaluationError as exc:
+        return error(str(exc), 409)
+    return Status(204, None)
+
+
+@router.delete(
+    "/training-runs/{int:pk}",
+    url_name="training_run_delete",
+    response={204: None, **ERRORS},
+    summary="Delete a run that is not running, with its checkpoints and log (member role)",
+)
+def training_run_remove(request: HttpRequest, pk: int):
+    run = TrainingRun.objects.filter(team=request.team, pk=pk).first()
+    if run is None:
+        return not_found()
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    try:
+        training_run_delete(run=run)
+    except TrainingError as exc:
+        return error(str(exc), 409)
+    return Status(204, None)

@@ -127,3 +127,21 @@ def evaluation_results_record(
             QueryResult(evaluation=evaluation, query_id=query_pk[qid], metrics=values)
             for qid, values in per_query.items()
         )
+
+
+def evaluation_delete(*, evaluation: Evaluation) -> None:
+    """Delete an evaluation, its per-query rows and its run file. A running one must be
+    cancelled first. The embedding cache it filled stays: other jobs share it."""
+    import shutil
+    from pathlib import Path
+
+    from django.conf import settings
+
+    folder = Path(settings.ARTIFACTS_ROOT) / "evaluations" / str(evaluation.pk)
+    with transaction.atomic():
+        row = Evaluation.objects.select_for_update().get(pk=evaluation.pk)
+        if row.is_active:
+            raise EvaluationError(f"Evaluation #{row.pk} is {row.status}; cancel it first.")
+        row.delete()
+        # Files go only once the row is gone for good: a rolled-back delete keeps both.
+        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))

@@ -185,3 +185,33 @@ def training_run_resume(*, run: TrainingRun) -> TrainingRun:
         run.refresh_from_db()
         job_enqueue(job=run, task=train)
     return run
+
+
+def training_run_delete(*, run: TrainingRun) -> None:
+    """Delete a run that is not running, with its checkpoints and logs. A run whose model is
+    still registered keeps it: the model's lineage would point nowhere, so delete the model
+    first (or keep both)."""
+    import shutil
+
+    with transaction.atomic():
+        row = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if row.is_active:
+            raise TrainingError(f"Run #{row.pk} is {row.status}; cancel it first.")
+        if row.result_model_id is not None:
+            raise TrainingError(
+                f"Run #{row.pk} made the model {row.result_model.name}, which is still "
+                "registered; delete the model first if neither is needed."
+            )
+        folder = Path(row.output_dir) if row.output_dir else None
+        row.delete()
+        if folder is not None and _inside_artifacts(folder):
+            transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+def _inside_artifacts(path: Path) -> bool:
+    """Only what EmbedHub wrote is ever removed: never a folder a model was registered from."""
+    root = Path(settings.ARTIFACTS_ROOT).resolve()
+    try:
+        return path.resolve().is_relative_to(root) and path.resolve() != root
+    except OSError:
+        return False

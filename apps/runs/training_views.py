@@ -24,9 +24,31 @@ from apps.runs.models import TrainingRun
 from apps.runs.training import (
     TrainingError,
     training_run_create,
+    training_run_delete,
     training_run_preview,
     training_run_resume,
 )
+
+
+def _initial(request) -> dict:
+    """The form filled in from a link: ``?base_model=`` (a model's "Fine-tune"),
+    ``?train_version=`` (a training set's "Fine-tune on this"), or ``?from_run=`` (a run's
+    "Run again with changes": its model, data and every setting)."""
+    initial: dict = {}
+    if source := request.GET.get("from_run", "").strip():
+        if source.isdigit():
+            run = _run_get(request, int(source))
+            initial.update({k: v for k, v in run.config.items() if not isinstance(v, dict)})
+            initial.update(base_model=run.base_model_id, train_version=run.train_version_id,
+                           eval_version=run.eval_version_id, eval_split=run.eval_split,
+                           name=f"{run.name} (again)")  # fmt: skip
+            config = run.config
+            initial["precision"] = "bf16" if config.get("bf16") else (
+                "fp16" if config.get("fp16") else "fp32")  # fmt: skip
+    for name in ("base_model", "train_version"):
+        if (value := request.GET.get(name, "").strip()).isdigit():
+            initial[name] = int(value)
+    return initial
 
 
 def _run_get(request, pk: int, role: str = Role.VIEWER) -> TrainingRun:
@@ -51,7 +73,8 @@ def training_index(request):
 @require_http_methods(["GET", "POST"])
 @team_required(Role.MEMBER)
 def training_new(request):
-    form = TrainingRunForm(request.POST or None, team=request.team)
+    initial = _initial(request) if request.method == "GET" else None
+    form = TrainingRunForm(request.POST or None, team=request.team, initial=initial)
     preview = error = None
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
@@ -170,3 +193,16 @@ def training_model_zip(request, pk: int):
                         zf.write(f, f"{prefix}/{f.relative_to(folder)}")
     buffer.seek(0)
     return FileResponse(buffer, as_attachment=True, filename=f"{run.result_model.name}.zip")
+
+
+@require_POST
+@team_required()
+def training_delete(request, pk: int):
+    run = _run_get(request, pk, role=Role.MEMBER)
+    try:
+        training_run_delete(run=run)
+    except TrainingError as exc:
+        messages.error(request, str(exc))
+        return redirect("runs:training", pk=pk)
+    messages.success(request, f"Run #{pk}, its checkpoints and its log are deleted.")
+    return redirect("runs:training_runs")

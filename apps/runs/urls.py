@@ -7,6 +7,7 @@ urlpatterns = [
     path("evaluations/", views.evaluation_index, name="evaluations"),
     path("evaluations/<int:pk>/", views.evaluation_detail, name="evaluation"),
     path("evaluations/<int:pk>/cancel/", views.evaluation_cancel, name="evaluation_cancel"),
+    path("evaluations/<int:pk>/delete/", views.evaluation_delete_view, name="evaluation_delete"),
     path("evaluations/<int:pk>/run.trec", views.evaluation_run_file, name="evaluation_run_file"),
     path("evaluations/<int:pk>/mteb.json", views.evaluation_mteb, name="evaluation_mteb"),
     path("evaluate/<int:version_pk>/", views.evaluation_start, name="evaluation_start"),
@@ -20,5 +21,6 @@ urlpatterns = [
     path("training/<int:pk>/", training_views.training_detail, name="training"),
     path("training/<int:pk>/cancel/", training_views.training_cancel, name="training_cancel"),
     path("training/<int:pk>/resume/", training_views.training_resume, name="training_resume"),
+    path("training/<int:pk>/delete/", training_views.training_delete, name="training_delete"),
     path("training/<int:pk>/model.zip", training_views.training_model_zip, name="training_zip"),
 ]

@@ -20,7 +20,7 @@ from apps.runs import compare, exports
 from apps.runs.charts import scatter_chart
 from apps.runs.forms import EvaluationForm
 from apps.runs.selectors import evaluation_get, evaluation_list
-from apps.runs.services import EvaluationError, evaluation_create
+from apps.runs.services import EvaluationError, evaluation_create, evaluation_delete
 
 
 @require_GET
@@ -246,3 +246,16 @@ def _csv(text: str, filename: str) -> HttpResponse:
     response = HttpResponse(text, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+@require_POST
+@team_required()
+def evaluation_delete_view(request, pk: int):
+    evaluation = evaluation_get(user=request.user, pk=pk, role=Role.MEMBER)
+    try:
+        evaluation_delete(evaluation=evaluation)
+    except EvaluationError as exc:
+        messages.error(request, str(exc))
+        return redirect("runs:evaluation", pk=pk)
+    messages.success(request, f"Evaluation #{pk} and its run file are deleted.")
+    return redirect("runs:evaluations")

@@ -1,0 +1,136 @@
+"""Cleaning up and going on: evaluations, training runs and models can be deleted (what is in
+use says by what), another team gets a 404, files EmbedHub wrote go and nothing else; the pages
+offer the next step (evaluate, fine-tune, run again with changes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from apps.registry.models import EmbeddingModel
+from apps.runs.models import Evaluation, QueryResult, TrainingRun
+
+pytestmark = pytest.mark.django_db
+
+
+def test_an_evaluation_is_deleted_with_its_rows_and_run_file(client, member, viewer, outsider,
+                                                            evaluation):  # fmt: skip
+    from workers.tasks.evaluation import evaluate
+
+    evaluate.run(evaluation.pk)
+    evaluation.refresh_from_db()
+    run_file = Path(evaluation.run_file)
+    assert run_file.exists() and QueryResult.objects.filter(evaluation=evaluation).exists()
+    url = f"/runs/evaluations/{evaluation.pk}/delete/"
+    client.force_login(outsider)
+    assert client.post(url).status_code == 404
+    client.force_login(viewer)
+    assert client.post(url).status_code == 403
+    client.force_login(member)
+    page = client.get(f"/runs/evaluations/{evaluation.pk}/").content.decode()
+    assert 'id="delete-evaluation"' in page
+    r = client.post(url)
+    assert r.status_code == 302 and r["Location"] == "/runs/evaluations/"
+    assert not Evaluation.objects.filter(pk=evaluation.pk).exists()
+    assert not QueryResult.objects.filter(evaluation_id=evaluation.pk).exists()
+
+
+def test_a_running_evaluation_is_not_deleted(client, member, evaluation):
+    Evaluation.objects.filter(pk=evaluation.pk).update(status="running")
+    client.force_login(member)
+    r = client.post(f"/runs/evaluations/{evaluation.pk}/delete/", follow=True)
+    assert "is running; cancel it first" in r.content.decode()
+    assert Evaluation.objects.filter(pk=evaluation.pk).exists()
+
+
+def test_a_model_in_use_says_by_what_and_a_free_one_goes(
+    client, member, team, evaluation, tiny_registered_model, django_capture_on_commit_callbacks
+):
+    django_on_commit = django_capture_on_commit_callbacks
+    from apps.registry.services import ModelInUse, embedding_model_delete
+
+    client.force_login(member)
+    page = client.get(f"/models/{tiny_registered_model.pk}/").content.decode()
+    assert 'id="next-actions"' in page and "Evaluate on tiny v1" in page and "Fine-tune" in page
+    with pytest.raises(ModelInUse, match="used by 1 evaluation"):
+        embedding_model_delete(model=tiny_registered_model)
+    r = client.post(f"/models/{tiny_registered_model.pk}/delete/", follow=True)
+    assert "used by 1 evaluation" in r.content.decode()
+    # A registered base model's own folder is never removed; a fine-tune's files under
+    # ARTIFACTS_ROOT are.
+    base_folder = Path(tiny_registered_model.path)
+    from django.conf import settings
+
+    made = Path(settings.ARTIFACTS_ROOT) / "models" / "x"
+    made.mkdir(parents=True)
+    (made / "config.json").write_text("{}")
+    fine = EmbeddingModel.objects.create(
+        team=team, name="fine", kind="finetuned", source="folder", source_ref="run",
+        path=str(made), layout="sentence-transformers", dimension=64, max_seq_length=64,
+    )  # fmt: skip
+    evaluation.delete()
+    with django_on_commit(execute=True):
+        r = client.post(f"/models/{fine.pk}/delete/")
+    assert r.status_code == 302 and not EmbeddingModel.objects.filter(pk=fine.pk).exists()
+    assert not made.exists()
+    with django_on_commit(execute=True):
+        client.post(f"/models/{tiny_registered_model.pk}/delete/")
+    assert not EmbeddingModel.objects.filter(pk=tiny_registered_model.pk).exists()
+    assert base_folder.exists()
+
+
+def test_runs_are_deleted_unless_their_model_lives_and_run_again_fills_the_form(
+    client, member, team, tiny_registered_model, tiny_version, django_capture_on_commit_callbacks
+):
+    from apps.datasets.services import dataset_version_pairs_from_qrels
+    from apps.runs.training import TrainingError, training_run_create, training_run_delete
+
+    pairs = dataset_version_pairs_from_qrels(version=tiny_version, split="test").version
+    run = training_run_create(team=team, base_model=tiny_registered_model, train_version=pairs,
+                              options={"batch_size": 2, "learning_rate": 3e-5},
+                              name="first", enqueue=False)  # fmt: skip
+    client.force_login(member)
+    form = client.get(f"/runs/training/new/?from_run={run.pk}").content.decode()
+    assert 'value="first (again)"' in form and 'value="3e-05"' in form
+    assert f'<option value="{pairs.pk}" selected' in form
+    version_page = client.get(f"/datasets/versions/{pairs.pk}/").content.decode()
+    assert f"/runs/training/new/?train_version={pairs.pk}" in version_page
+    preset = client.get(f"/runs/training/new/?train_version={pairs.pk}").content.decode()
+    assert f'<option value="{pairs.pk}" selected' in preset
+    TrainingRun.objects.filter(pk=run.pk).update(status="failed")
+    run.refresh_from_db()
+    run.result_model = tiny_registered_model
+    run.save(update_fields=["result_model"])
+    with pytest.raises(TrainingError, match="delete the model first"):
+        training_run_delete(run=run)
+    TrainingRun.objects.filter(pk=run.pk).update(result_model=None)
+    folder = Path(run.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.log").write_text("x")
+    with django_capture_on_commit_callbacks(execute=True):
+        r = client.post(f"/runs/training/{run.pk}/delete/")
+    assert r.status_code == 302 and not TrainingRun.objects.filter(pk=run.pk).exists()
+    assert not folder.exists()
+
+
+def test_the_api_deletes_and_scopes(client, team, member, viewer, outsider, other_team,
+                                    evaluation, tiny_registered_model):  # fmt: skip
+    from apps.accounts.services import api_token_create
+
+    def auth(user, t):
+        return {"HTTP_AUTHORIZATION": f"Bearer {api_token_create(user=user, team=t, name='t')[1]}"}
+
+    mine = auth(member, team)
+    r = client.delete(f"/api/v1/evaluations/{evaluation.pk}", **mine)
+    assert r.status_code == 409 and "cancel it first" in r.json()["error"]  # still queued
+    Evaluation.objects.filter(pk=evaluation.pk).update(status="cancelled")
+    assert client.delete(f"/api/v1/evaluations/{evaluation.pk}",
+                         **auth(outsider, other_team)).status_code == 404  # fmt: skip
+    assert client.delete(f"/api/v1/evaluations/{evaluation.pk}",
+                         **auth(viewer, team)).status_code == 403  # fmt: skip
+    r = client.delete(f"/api/v1/models/{tiny_registered_model.pk}", **mine)
+    assert r.status_code == 409 and "used by 1 evaluation" in r.json()["error"]
+    assert client.delete(f"/api/v1/evaluations/{evaluation.pk}", **mine).status_code == 204
+    assert client.delete(f"/api/v1/models/{tiny_registered_model.pk}", **mine).status_code == 204
+    assert client.delete("/api/v1/training-runs/999999", **mine).status_code == 404
