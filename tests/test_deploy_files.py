@@ -170,13 +170,20 @@ def test_settings_load_coherently_with_a_service_environment(service, tmp_path):
 
 def test_procfile_starts_web_worker_with_the_reaper_and_search():
     procs = dict(
-        line.split(":", 1) for line in (REPO / "Procfile").read_text().splitlines() if line.strip()
+        line.split(":", 1)
+        for line in (REPO / "Procfile").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
     )
-    assert set(procs) == {"web", "worker", "search"}
+    assert set(procs) == {"web", "worker", "uploads", "search"}
     worker = shlex.split(procs["worker"])
     assert os.path.basename(worker[0]) == "celery" and worker[1:4] == ["-A", "embedhub", "worker"]
     assert "--beat" in worker and worker[worker.index("--schedule") + 1].startswith("var/")
-    assert sorted(worker[worker.index("-Q") + 1].split(",")) == sorted(QUEUES)
+    # Every queue is served, uploads by a worker of their own (never behind an evaluation),
+    # and the beat (the reaper) runs once.
+    uploads = shlex.split(procs["uploads"])
+    served = worker[worker.index("-Q") + 1].split(",") + uploads[uploads.index("-Q") + 1].split(",")
+    assert sorted(served) == sorted(QUEUES) and uploads[uploads.index("-Q") + 1] == "ingest"
+    assert "--beat" not in uploads
     assert "workers.serving" in procs["search"] and "runserver" in procs["web"]
 
 

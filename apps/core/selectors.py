@@ -1,1 +1,74 @@
-# Reads of job rows are team-scoped in each app (e.g. apps.runs.selectors).
+"""Reads across job kinds: the queues every team's jobs share. Reads of one kind's rows are
+team-scoped in each app (e.g. apps.runs.selectors)."""
+
+from __future__ import annotations
+
+from apps.core.models import JobStatus
+
+# The page of each job kind, by model name (a job kind without a page is not listed).
+JOB_PAGES = {
+    "IngestJob": ("datasets:ingest", "Upload"),
+    "CurationJob": ("datasets:curation", "Curation"),
+    "Evaluation": ("runs:evaluation", "Evaluation"),
+    "TrainingRun": ("runs:training", "Training run"),
+    "IndexBuild": ("indexes:detail", "Index build"),
+    "DistillJob": ("registry:distillation", "Distillation"),
+    "OptimizeJob": ("registry:optimization", "Optimization"),
+}
+
+
+def job_queue(job) -> str:
+    """The Celery queue a job's task goes to (the same routing the broker uses)."""
+    from embedhub.celery import _route
+
+    return _route(job.celery_task_name, (), {}, {})["queue"] if job.celery_task_name else ""
+
+
+def _active_rows() -> list:
+    """Every team's pending and running jobs (the queues are shared), oldest first."""
+    from apps.core.services import job_models
+
+    rows = []
+    for model in job_models():
+        rows.extend(
+            model.objects.filter(status__in=(JobStatus.PENDING, JobStatus.RUNNING)).only(
+                "pk", "status", "celery_task_name", "queued_at", "created_at", "team_id"
+            )
+        )
+    return sorted(rows, key=lambda r: (r.queued_at or r.created_at, type(r).__name__, r.pk))
+
+
+def job_queue_place(job) -> dict | None:
+    """Where a pending job waits: {queue, ahead (pending before it), running} in its queue,
+    counting every team's jobs (one worker pool serves them all) but naming none."""
+    if job.status != JobStatus.PENDING:
+        return None
+    queue = job_queue(job)
+    ahead = running = 0
+    for row in _active_rows():
+        if job_queue(row) != queue:
+            continue
+        if row.status == JobStatus.RUNNING:
+            running += 1
+        elif (type(row), row.pk) == (type(job), job.pk):
+            break
+        else:
+            ahead += 1
+    return {"queue": queue, "ahead": ahead, "running": running}
+
+
+def jobs_active(*, team) -> list[dict]:
+    """The team's pending and running jobs of every kind, oldest first, with their queue and,
+    for a pending one, its place in it."""
+    from django.urls import reverse
+
+    out = []
+    rows = _active_rows()
+    for row in rows:
+        page = JOB_PAGES.get(type(row).__name__)
+        if page is None or getattr(row, "team_id", None) != team.pk:
+            continue
+        job = type(row).objects.get(pk=row.pk)
+        out.append({"job": job, "kind": page[1], "url": reverse(page[0], args=[row.pk]),
+                    "queue": job_queue(row), "place": job_queue_place(job)})  # fmt: skip
+    return out

@@ -4,6 +4,7 @@ from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
+from django.views.decorators.vary import vary_on_headers
 
 from apps.accounts.decorators import team_required
 from apps.datasets.selectors import dataset_list
@@ -30,3 +31,16 @@ def healthz(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+@team_required()
+def jobs(request):
+    """Every pending and running job of the team, with its queue and its place in it."""
+    from apps.core.selectors import jobs_active
+
+    context = {"jobs": jobs_active(team=request.team)}
+    if request.htmx:
+        return render(request, "core/jobs.html#list", context)
+    return render(request, "core/jobs.html", context)

@@ -44,3 +44,11 @@ def duration(seconds) -> str:
         return f"{minutes} min {secs:02d} s" if minutes < 10 else f"{minutes} min"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+@register.filter
+def queue_place(job) -> dict | None:
+    """A pending job's place in its queue (``apps.core.selectors.job_queue_place``)."""
+    from apps.core.selectors import job_queue_place
+
+    return job_queue_place(job)
