@@ -138,7 +138,18 @@ def _context(request, run: TrainingRun) -> dict:
         "loss_chart": curve_chart(run.log, key="loss", label="training loss"),
         "eval_chart": curve_chart(run.log, key=headline, label=headline) if headline else None,
         "last": run.log[-1] if run.log else {},
+        "checkpoint": _checkpoint_step(run),
     }
+
+
+def _checkpoint_step(run: TrainingRun) -> int | None:
+    """The step of the checkpoint a resume would start from; None when there is none."""
+    from workers.common.checkpoints import last_checkpoint
+
+    if run.is_active or not run.output_dir:
+        return None
+    found = last_checkpoint(run.output_dir)
+    return int(found.rsplit("-", 1)[1]) if found else None
 
 
 @require_GET

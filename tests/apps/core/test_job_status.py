@@ -95,7 +95,7 @@ def test_a_pending_job_says_what_it_waits_for(client, owner, jobs, kind):
     client.force_login(owner)
     body = fragment(client, view, job)
     waiting = {"index": "Waiting for a worker on the index queue…"}
-    waiting["training"] = "Waiting for a GPU worker…"
+    waiting["training"] = "Waiting for a training worker (the gpu queue)…"
     assert waiting.get(kind, "Waiting for a worker…") in body
     assert '<progress id="progress"></progress>' in body
 

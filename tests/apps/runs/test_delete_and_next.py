@@ -134,3 +134,21 @@ def test_the_api_deletes_and_scopes(client, team, member, viewer, outsider, othe
     assert client.delete(f"/api/v1/evaluations/{evaluation.pk}", **mine).status_code == 204
     assert client.delete(f"/api/v1/models/{tiny_registered_model.pk}", **mine).status_code == 204
     assert client.delete("/api/v1/training-runs/999999", **mine).status_code == 404
+
+
+def test_resume_says_where_it_starts(client, member, team, tiny_registered_model, tiny_version):
+    from apps.datasets.services import dataset_version_pairs_from_qrels
+    from apps.runs.training import training_run_create
+
+    pairs = dataset_version_pairs_from_qrels(version=tiny_version, split="test").version
+    run = training_run_create(team=team, base_model=tiny_registered_model, train_version=pairs,
+                              enqueue=False)  # fmt: skip
+    TrainingRun.objects.filter(pk=run.pk).update(status="failed", human_error="boom")
+    client.force_login(member)
+    page = client.get(f"/runs/training/{run.pk}/").content.decode()
+    assert "Start again from step 0 (no checkpoint was saved)" in page
+    state = Path(run.output_dir) / "checkpoints" / "checkpoint-4" / "trainer_state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text("{}")
+    page = client.get(f"/runs/training/{run.pk}/").content.decode()
+    assert "Resume from the checkpoint at step 4" in page and 'id="run-again"' in page

@@ -11,7 +11,6 @@ them, so importing this module is cheap.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import fields
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.common.atomic import atomic_write
+from workers.common.checkpoints import CHECKPOINTS, last_checkpoint  # noqa: F401 (re-exported)
 from workers.common.configs.training import POOLINGS, ConfigError, TrainConfig
 from workers.common.estimate import lora_targets
 from workers.ml.losses import default_dims, default_starbucks_pairs
@@ -27,7 +27,6 @@ from workers.ml.training.card import model_card
 from workers.ml.training.data import columns as train_columns
 from workers.ml.training.data import eval_sets, read_rows
 
-CHECKPOINTS = "checkpoints"
 MODEL = "model"
 ADAPTER = "adapter"
 EVAL_NAME = "ir"
@@ -35,32 +34,6 @@ TRAINER_EVAL_KEYS = ("runtime", "samples_per_second", "steps_per_second")
 
 
 # --- checkpoints ---------------------------------------------------------------------------
-
-
-def last_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest complete ``checkpoint-N`` folder under ``output_dir/checkpoints``, or None.
-
-    The trainer writes ``trainer_state.json`` last, so a folder without it is a checkpoint cut
-    short by a kill and is skipped; so is one whose state file is cut short (a full disk).
-    """
-    folder = Path(output_dir) / CHECKPOINTS
-    if not folder.is_dir():
-        return None
-    found = []
-    for child in folder.iterdir():
-        name = child.name
-        if name.startswith("checkpoint-") and name[11:].isdigit():
-            if _complete_json(child / "trainer_state.json"):
-                found.append((int(name[11:]), child))
-    return str(max(found)[1]) if found else None
-
-
-def _complete_json(path: Path) -> bool:
-    try:
-        json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def _count_parameters(model: Any) -> tuple[int, int]:
