@@ -220,6 +220,13 @@ def test_rows_are_checked_and_negatives_evened_out(tmp_path):
     config = TrainConfig(base_model_path="m", num_negatives=2, document_prefix="d: ")
     columns, k, dropped = _columns(config, rows)
     assert (k, dropped) == (2, 1) and columns["negative_2"] == ["d: n2"]
+    # A mined set: 19 rows of 5 negatives and one of 2 trains with 5 (the short row is
+    # dropped and counted), not with the 2 the shortest row has.
+    five = [f"n{j}" for j in range(5)]
+    mined = [{"anchor": f"a{i}", "positive": "p", "negatives": five} for i in range(19)]
+    mined.append({"anchor": "z", "positive": "p", "negatives": ["x", "y"]})
+    columns, k, dropped = _columns(TrainConfig(base_model_path="m"), mined)
+    assert (k, dropped) == (5, 1) and len(columns["negative_5"]) == 19
 
 
 # --- estimates -----------------------------------------------------------------------------

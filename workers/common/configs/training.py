@@ -206,7 +206,8 @@ class TrainOptions(BaseModel):
         None,
         ge=0,
         le=1000,
-        description="empty: the fewest any row has; rows with fewer are dropped",
+        description="empty: the most that at least 90 % of the rows have; rows with fewer "
+        "are dropped (the run says how many)",
         json_schema_extra=_label("Hard negatives per row"),
     )
     no_duplicates: bool = Field(True, description="keep repeated texts out of a batch")
