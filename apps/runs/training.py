@@ -88,7 +88,9 @@ def training_run_preview(
     config = _config(base_model=base_model, options=options, guide_model=guide_model)
     return {
         "config": {k: v for k, v in config.to_dict().items() if not k.endswith("_path")},
-        "estimate": estimate(config, train_version.training_count),
+        "estimate": estimate(
+            config, train_version.training_count, num_negatives=_negatives(config, train_version)
+        ),
     }
 
 
@@ -138,7 +140,11 @@ def training_run_create(
             eval_version=eval_version,
             eval_split=eval_split if eval_version else "",
             config=config.to_dict(),
-            estimate=estimate(config, train_version.training_count),
+            estimate=estimate(
+                config,
+                train_version.training_count,
+                num_negatives=_negatives(config, train_version),
+            ),
             created_by=created_by,
         )
         run.output_dir = str(Path(settings.ARTIFACTS_ROOT) / "runs" / str(run.pk))
@@ -215,3 +221,17 @@ def _inside_artifacts(path: Path) -> bool:
         return path.resolve().is_relative_to(root) and path.resolve() != root
     except OSError:
         return False
+
+
+def _negatives(config: TrainConfig, version: DatasetVersion) -> int:
+    """Hard negatives per row the run will use (the preview's texts per step): as set, else
+    the trainer's default rule over (a sample of) the set's rows."""
+    from workers.common.estimate import default_negatives
+
+    if config.num_negatives is not None:
+        return config.num_negatives
+    counts = [
+        len(n or []) for n in version.training_rows.values_list("negatives", flat=True)[:5000]
+    ]
+    k = default_negatives(counts)
+    return min(k, 1) if config.loss == "gist" else k

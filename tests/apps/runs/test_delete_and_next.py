@@ -152,3 +152,21 @@ def test_resume_says_where_it_starts(client, member, team, tiny_registered_model
     state.write_text("{}")
     page = client.get(f"/runs/training/{run.pk}/").content.decode()
     assert "Resume from the checkpoint at step 4" in page and 'id="run-again"' in page
+
+
+def test_the_preview_counts_the_negatives_the_run_will_use(team, tiny_registered_model, tmp_path):
+    import json
+
+    from apps.datasets.services import dataset_import_training
+    from apps.runs.training import training_run_preview
+
+    path = tmp_path / "mined.jsonl"
+    rows = [{"anchor": f"q{i}", "positive": f"p{i}", **{f"negative_{j}": f"n{i}-{j}"
+             for j in range(1, 4)}} for i in range(20)]  # fmt: skip
+    rows.append({"anchor": "short", "positive": "p", "negative_1": "only one"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    version = dataset_import_training(team=team, name="mined", path=path).version
+    preview = training_run_preview(team=team, base_model=tiny_registered_model,
+                                   train_version=version, options={"batch_size": 8})  # fmt: skip
+    # 3 negatives per row (20 of 21 rows have them): 8 × (2 + 3) texts a step, not 8 × 2.
+    assert preview["estimate"]["texts_per_step"] == 40

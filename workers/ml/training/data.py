@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.common.configs.training import ConfigError, TrainConfig
+from workers.common.estimate import default_negatives
 
 
 class DataError(ValueError):
@@ -64,19 +65,6 @@ def read_rows(rows: Iterable[dict[str, Any]] | str | Path) -> list[dict[str, Any
     if not out:
         raise DataError("no training rows")
     return out
-
-
-KEEP_SHARE = 0.9  # the default number of negatives keeps at least this share of the rows
-
-
-def default_negatives(counts: list[int]) -> int:
-    """The most hard negatives per row that at least 90 % of the rows have: a set mined with
-    5 per row trains with 5 even if a few rows got fewer (those rows are dropped, and the run
-    says how many), instead of every row falling to the fewest any row has."""
-    if not counts:
-        return 0
-    ordered = sorted(counts, reverse=True)
-    return ordered[max(0, int(len(ordered) * KEEP_SHARE + 0.999999) - 1)]
 
 
 def columns(
