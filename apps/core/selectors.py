@@ -72,3 +72,21 @@ def jobs_active(*, team) -> list[dict]:
         out.append({"job": job, "kind": page[1], "url": reverse(page[0], args=[row.pk]),
                     "queue": job_queue(row), "place": job_queue_place(job)})  # fmt: skip
     return out
+
+
+def team_steps(*, team) -> dict:
+    """Which of the first steps a team has taken (the home page's getting-started card shows
+    until all are done)."""
+    from apps.datasets.models import Dataset
+    from apps.indexes.models import IndexBuild
+    from apps.registry.models import EmbeddingModel
+    from apps.runs.models import Evaluation, TrainingRun
+
+    steps = {
+        "dataset": Dataset.objects.filter(team=team).exists(),
+        "model": EmbeddingModel.objects.filter(team=team).exists(),
+        "evaluation": Evaluation.objects.filter(team=team, status=JobStatus.SUCCEEDED).exists(),
+        "training": TrainingRun.objects.filter(team=team).exists(),
+        "index": IndexBuild.objects.filter(team=team).exists(),
+    }
+    return {**steps, "todo": not all(steps.values())}

@@ -15,6 +15,8 @@ from apps.runs.selectors import evaluation_list
 @require_GET
 @team_required()
 def home(request):
+    from apps.core.selectors import jobs_active, team_steps
+
     return render(
         request,
         "core/home.html",
@@ -22,6 +24,8 @@ def home(request):
             "datasets": dataset_list(team=request.team),
             "models": embedding_model_list(team=request.team),
             "evaluations": evaluation_list(team=request.team)[:10],
+            "steps": team_steps(team=request.team),
+            "jobs": jobs_active(team=request.team)[:8],
         },
     )
 

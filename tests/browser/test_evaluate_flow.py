@@ -29,6 +29,14 @@ def test_login_open_demo_dataset_evaluate_see_progress_then_metrics(
     page.click("button[type=submit]")
     page.wait_for_selector("text=Recent evaluations")
     shot(page, "home")
+    # At 800 px the header wraps instead of pushing the page sideways.
+    page.set_viewport_size({"width": 800, "height": 900})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 800
+    shot(page, "home-800px")
+    page.emulate_media(color_scheme="dark")
+    shot(page, "home-dark")
+    page.emulate_media(color_scheme="light")
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     page.click("nav >> text=Datasets")
     page.wait_for_url(re.compile(r"/datasets/$"))
