@@ -41,8 +41,11 @@ class UploadForm(forms.Form):
         max_length=200, help_text="A new dataset, or an existing one to add a version to."
     )
     files = MultipleFileField(
-        help_text="A BEIR folder as one .zip / .tar.gz, or its files: corpus.jsonl, "
-        "queries.jsonl and one <split>.tsv per split (gzip allowed)."
+        # Django does not escape help text: no angle brackets here.
+        help_text="A retrieval collection (BEIR): one .zip / .tar.gz, or its files corpus.jsonl, "
+        "queries.jsonl and one .tsv of judgements per split, named after it (test.tsv, "
+        "train.tsv; gzip allowed). Or a training set: one .jsonl or .csv with anchor and "
+        "positive columns and optional negative / negative_1…n and score."
     )
 
 

@@ -23,3 +23,11 @@ def test_the_collection_stays_first_after_a_derived_training_set(client, member,
     assert f"/datasets/versions/{pairs.pk}/" in row and "training set" in row
     home = client.get("/").content.decode()
     assert f"/datasets/versions/{tiny_version.pk}/" in home
+
+
+def test_the_upload_page_says_what_it_takes(client, member):
+    client.force_login(member)
+    page = client.get("/datasets/upload/").content.decode()
+    assert "one .tsv of judgements per split, named after it (test.tsv" in page
+    assert "Or a training set" in page and "<split>" not in page
+    assert 'id="upload-status"' in page
