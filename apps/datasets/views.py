@@ -135,6 +135,17 @@ def dataset_detail(request, pk: int):
     )
 
 
+PAGE_ROWS = 20
+
+
+def _page(request, rows, param: str):
+    """One page of ``rows`` (``?param=N``, 20 a page): the version page lists every document
+    and judged query, a page at a time."""
+    from django.core.paginator import Paginator
+
+    return Paginator(rows, PAGE_ROWS).get_page(request.GET.get(param))
+
+
 @require_GET
 @team_required()
 def version_detail(request, pk: int):
@@ -150,11 +161,13 @@ def version_detail(request, pk: int):
             "evaluations": evaluation_list(team=version.dataset.team).filter(
                 dataset_version=version
             ),
-            "sample_documents": version.documents.order_by("pk")[:5],
+            "sample_documents": _page(request, version.documents.order_by("pk"), "dp"),
             "q": request.GET.get("q", ""),
-            "judged_queries": version.queries.filter(qrels__isnull=False)
-            .distinct()
-            .order_by("pk")[:10],
+            "judged_queries": _page(
+                request,
+                version.queries.filter(qrels__isnull=False).distinct().order_by("pk"),
+                "qp",
+            ),
             "found": document_search(version=version, q=request.GET.get("q", "")),
             "sample_training": version.training_rows.order_by("row", "pk")[:5],
             "children": version.children.order_by("number"),

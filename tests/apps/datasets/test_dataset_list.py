@@ -31,3 +31,20 @@ def test_the_upload_page_says_what_it_takes(client, member):
     assert "one .tsv of judgements per split, named after it (test.tsv" in page
     assert "Or a training set" in page and "<split>" not in page
     assert 'id="upload-status"' in page
+
+
+def test_a_version_lists_every_document_a_page_at_a_time(client, member, team, tmp_path):
+    from apps.datasets.services import dataset_import_beir
+    from tests.conftest import write_beir
+
+    corpus = [{"_id": f"d{i:02d}", "title": f"T{i}", "text": f"text {i}"} for i in range(45)]
+    queries = [{"_id": "q1", "text": "text"}]
+    folder = write_beir(tmp_path / "b", corpus=corpus, queries=queries,
+                        qrels={"test": [("q1", "d01", 1)]})  # fmt: skip
+    version = dataset_import_beir(team=team, name="many", path=folder).version
+    client.force_login(member)
+    first = client.get(f"/datasets/versions/{version.pk}/").content.decode()
+    assert "1–20 of 45" in first and "<code>d19</code>" in first and "<code>d20</code>" not in first
+    assert "?dp=2#documents" in first
+    last = client.get(f"/datasets/versions/{version.pk}/?dp=3").content.decode()
+    assert "41–45 of 45" in last and "<code>d44</code>" in last and "?dp=2#documents" in last
