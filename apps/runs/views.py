@@ -194,8 +194,36 @@ def comparison_queries(request):
             x_label=f"A: {a.label} (#{a.pk}) {metric}",
             y_label=f"B: {b.label} (#{b.pk}) {metric}",
         ),
+        **_query_table(request, rows),
     )
     return render(request, "runs/query_compare.html", context)
+
+
+QUERY_ROWS = 50
+
+
+def _query_table(request, rows) -> dict:
+    """The per-query table: filtered by ``find`` (id or words of the query) and ``show``
+    (changed, better, worse), 50 rows a page (``page``); the chart keeps every query."""
+    from django.core.paginator import Paginator
+
+    find = request.GET.get("find", "").strip().lower()
+    show = request.GET.get("show", "all")
+    picked = rows
+    if find:
+        picked = [r for r in picked if find in r.query_id.lower() or find in r.text.lower()]
+    if show == "changed":
+        picked = [r for r in picked if round(r.delta, 9) != 0]
+    elif show == "better":
+        picked = [r for r in picked if round(r.delta, 9) > 0]
+    elif show == "worse":
+        picked = [r for r in picked if round(r.delta, 9) < 0]
+    else:
+        show = "all"
+    page = Paginator(picked, QUERY_ROWS).get_page(request.GET.get("page"))
+    choices = [("all", "all queries"), ("changed", "changed"), ("better", "B better"),
+               ("worse", "B worse")]  # fmt: skip
+    return {"table": page, "find": find, "show": show, "show_choices": choices}
 
 
 def _drill_query(a, b, metric: str, order: str) -> str:

@@ -449,3 +449,22 @@ def test_the_web_process_loads_scipy_only_when_comparing():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_drill_down_table_finds_filters_and_pages(client, owner, trio, monkeypatch):
+    from apps.runs import views
+
+    a, b, _ = trio
+    client.force_login(owner)
+    url = reverse("runs:compare_queries") + f"?a={a.pk}&b={b.pk}"
+    deltas = {q: y - x for q, x, y in zip(QIDS, A_NDCG, B_NDCG, strict=True)}
+    found = client.get(url + "&find=q0").content.decode()
+    assert set(re.findall(r'<tr data-query="(q\d+)"', found)) == {q for q in QIDS if "q0" in q}
+    better = client.get(url + "&show=better").content.decode()
+    assert set(re.findall(r'<tr data-query="(q\d+)"', better)) == {
+        q for q, d in deltas.items() if round(d, 9) > 0
+    }
+    monkeypatch.setattr(views, "QUERY_ROWS", 5)
+    first = client.get(url).content.decode()
+    assert len(re.findall(r'<tr data-query="', first)) == 5 and "page=2" in first
+    assert first.count("<circle ") >= 6  # the chart keeps every query
