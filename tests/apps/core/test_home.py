@@ -22,3 +22,16 @@ def test_getting_started_and_running_jobs(client, member, team, tiny_registered_
     assert steps.count('class="done"') == 2  # a dataset and a model; nothing evaluated yet
     assert 'id="running-jobs"' in page and f"Evaluation #{evaluation.pk}" in page
     assert "member of the team" in page
+
+
+def test_a_polled_job_page_marks_the_end_for_the_notice(client, member, evaluation):
+    from apps.runs.models import Evaluation
+
+    client.force_login(member)
+    url = f"/runs/evaluations/{evaluation.pk}/"
+    assert "data-job-ended" not in client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    Evaluation.objects.filter(pk=evaluation.pk).update(status="succeeded")
+    polled = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    assert f'data-job-ended="#{evaluation.pk} succeeded"' in polled
+    assert "data-job-ended" not in client.get(url).content.decode()  # a plain visit: no notice
+    assert "js/notify.js" in client.get(url).content.decode()
