@@ -417,3 +417,18 @@ def embedding_model_delete(*, model: EmbeddingModel) -> None:
             raise ModelInUse(f"{model.name} is still in use ({exc.args[0]})") from None
         if model.kind in kinds and _inside_artifacts(folder):
             transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+def embedding_model_rename(*, model: EmbeddingModel, name: str) -> EmbeddingModel:
+    """A new name, unique in the team (what every list and form shows; nothing else changes:
+    evaluations and indexes refer to the model, not its name)."""
+    name = (name or "").strip()
+    if not name:
+        raise ModelRegistrationError("name: give a name")
+    if len(name) > 200:
+        raise ModelRegistrationError("name: at most 200 characters")
+    if EmbeddingModel.objects.filter(team=model.team, name=name).exclude(pk=model.pk).exists():
+        raise ModelRegistrationError(f"name: {model.team} already has a model named {name!r}")
+    model.name = name
+    model.save(update_fields=["name"])
+    return model

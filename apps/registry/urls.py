@@ -9,6 +9,7 @@ urlpatterns = [
     path("<int:pk>/", views.model_detail, name="detail"),
     path("<int:pk>/distill/", views.model_distill, name="distill"),
     path("<int:pk>/delete/", views.model_delete, name="delete"),
+    path("<int:pk>/rename/", views.model_rename, name="rename"),
     path("distillations/<int:pk>/", views.distillation_detail, name="distillation"),
     path("distillations/<int:pk>/cancel/", views.distillation_cancel, name="distillation_cancel"),
     path("<int:pk>/optimize/", views.model_optimize, name="optimize"),

@@ -29,6 +29,7 @@ from apps.registry.services import (
     distill_job_create,
     embedding_model_delete,
     embedding_model_register,
+    embedding_model_rename,
     optimize_job_create,
 )
 from apps.runs.models import TrainingRun
@@ -203,3 +204,16 @@ def model_delete(request, pk: int):
         return redirect("registry:detail", pk=pk)
     messages.success(request, f"{model.name} is deleted.")
     return redirect("registry:list")
+
+
+@require_POST
+@team_required()
+def model_rename(request, pk: int):
+    model = embedding_model_get(user=request.user, pk=pk, role=Role.MEMBER)
+    try:
+        embedding_model_rename(model=model, name=request.POST.get("name", ""))
+    except ModelRegistrationError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Renamed to {model.name}.")
+    return redirect("registry:detail", pk=pk)

@@ -88,7 +88,8 @@ def training_run_execute(*, run: TrainingRun, report: ProgressReporter) -> dict:
     model = embedding_model_register_trained(
         team=run.team,
         base=run.base_model,
-        name=f"{run.base_model.name}-ft-{run.pk}",
+        # The run's own name (what the user called it), made unique by the run's number.
+        name=f"{run.name[:180]} (run {run.pk})",
         source_ref=f"run {run.pk}",
         model_dir=result["model_dir"],
         max_seq_length=config.max_seq_length,

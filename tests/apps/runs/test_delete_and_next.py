@@ -170,3 +170,19 @@ def test_the_preview_counts_the_negatives_the_run_will_use(team, tiny_registered
                                    train_version=version, options={"batch_size": 8})  # fmt: skip
     # 3 negatives per row (20 of 21 rows have them): 8 × (2 + 3) texts a step, not 8 × 2.
     assert preview["estimate"]["texts_per_step"] == 40
+
+
+def test_a_model_is_renamed_in_its_team_only(client, member, viewer, team, tiny_registered_model):
+    client.force_login(viewer)
+    url = f"/models/{tiny_registered_model.pk}/rename/"
+    assert client.post(url, {"name": "x"}).status_code == 403
+    client.force_login(member)
+    EmbeddingModel.objects.create(
+        team=team, name="taken", source="folder", source_ref="x", path="/nowhere",
+        layout="sentence-transformers", dimension=64, max_seq_length=64,
+    )  # fmt: skip
+    r = client.post(url, {"name": "taken"}, follow=True)
+    assert "already has a model named" in r.content.decode()
+    client.post(url, {"name": "  MiniLM (SciFact)  "})
+    tiny_registered_model.refresh_from_db()
+    assert tiny_registered_model.name == "MiniLM (SciFact)"

@@ -176,6 +176,9 @@ def test_train_command_sync_prints_run_model_and_metrics(
     assert code == 0, err
     assert out["status"] == "succeeded" and out["steps"] == 2 and out["model"]
     assert "ndcg@10" in out["metrics"]
+    run = TrainingRun.objects.get(pk=out["run"])
+    # The model is named after the run (what the user called it), unique by the run's number.
+    assert EmbeddingModel.objects.get(pk=out["model"]).name == f"{run.name} (run {run.pk})"
     bad = tmp_path / "bad.json"
     bad.write_text('{"base_model": 1,\n "train_version": }')
     code, _, err = run_command("train", "--config", str(bad))
