@@ -75,3 +75,21 @@ def model_bf16_proven(*, model) -> bool:
     """Whether precision "auto" may encode with ``model`` in bf16 (see precision_check)."""
     check = precision_check(model=model)
     return bool(check and check["passed"])
+
+
+def evaluation_same(*, version, model, config) -> Evaluation | None:
+    """A succeeded evaluation of the same model (none for BM25), version, split, asked
+    precision and fusion settings as ``config`` (an EvaluationConfig): its figures are what a
+    new one would give."""
+    rows = Evaluation.objects.filter(
+        dataset_version=version,
+        method=config.method,
+        split=config.split,
+        status=JobStatus.SUCCEEDED,
+        fusion=config.fusion_settings(),
+    )
+    if config.method == "bm25":
+        rows = rows.filter(model__isnull=True)
+    else:
+        rows = rows.filter(model=model, precision=config.precision)
+    return rows.order_by("-finished_at", "-pk").first()

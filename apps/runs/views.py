@@ -19,7 +19,7 @@ from apps.datasets.selectors import dataset_version_get, query_get
 from apps.runs import compare, exports
 from apps.runs.charts import scatter_chart
 from apps.runs.forms import EvaluationForm
-from apps.runs.selectors import evaluation_get, evaluation_list
+from apps.runs.selectors import evaluation_get, evaluation_list, evaluation_same
 from apps.runs.services import EvaluationError, evaluation_create, evaluation_delete
 
 
@@ -43,6 +43,16 @@ def evaluation_start(request, version_pk: int):
         )
         messages.error(request, problems or "Choose a model and a split.")
         return redirect("datasets:version", pk=version.pk)
+    same = evaluation_same(version=version, model=form.cleaned_data["model"], config=form.config)
+    if same is not None:
+        # The same model, data and settings give the same figures: show them, do not queue a
+        # copy (delete it first to run it again).
+        messages.info(
+            request,
+            f"Evaluation #{same.pk} already ran with the same model, data and settings: here "
+            "it is. To run it again, delete it first.",
+        )
+        return redirect("runs:evaluation", pk=same.pk)
     try:
         evaluation = evaluation_create(
             team=version.dataset.team,

@@ -186,3 +186,16 @@ def test_a_model_is_renamed_in_its_team_only(client, member, viewer, team, tiny_
     client.post(url, {"name": "  MiniLM (SciFact)  "})
     tiny_registered_model.refresh_from_db()
     assert tiny_registered_model.name == "MiniLM (SciFact)"
+
+
+def test_the_same_evaluation_again_shows_the_one_that_ran(client, member, tiny_version):
+    client.force_login(member)
+    url = f"/runs/evaluate/{tiny_version.pk}/"
+    client.post(url, {"method": "bm25", "split": "test", "precision": "auto"})
+    first = Evaluation.objects.get()
+    Evaluation.objects.filter(pk=first.pk).update(status="succeeded")
+    r = client.post(url, {"method": "bm25", "split": "test", "precision": "auto"}, follow=True)
+    assert Evaluation.objects.count() == 1 and r.redirect_chain[-1][0].endswith(f"/{first.pk}/")
+    assert "already ran with the same model, data and settings" in r.content.decode()
+    client.post(url, {"method": "bm25", "split": "train", "precision": "auto"})
+    assert Evaluation.objects.count() == 2  # another split is another evaluation
