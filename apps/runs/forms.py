@@ -127,3 +127,35 @@ class TrainingRunForm(config_form(TrainOptions, exclude=("device", "bf16", "fp16
         if data.get("loss") == "gist" and not data.get("guide_model"):
             self.add_error("guide_model", "GISTEmbed needs a guide model.")
         return data
+
+
+# The training form in groups, in this order; a group's "when" shows it only for that method
+# or loss (the page's script toggles it); what is not listed falls into "More settings".
+TRAINING_GROUPS = [
+    ("What to train", "name base_model train_version eval_version eval_split method loss", None),
+    ("LoRA", "lora_r lora_alpha lora_dropout lora_target_modules merge_lora", "method=lora"),
+    (
+        "Loss settings",
+        "scale mini_batch_size guide_model gist_temperature matryoshka_dims "
+        "starbucks_pairs kl_div_weight kl_temperature",
+        None,
+    ),  # fmt: skip
+    (
+        "Optimisation",
+        "batch_size learning_rate epochs max_steps warmup_ratio precision num_negatives",
+        None,
+    ),  # fmt: skip
+]
+
+
+def training_groups(form) -> list[dict]:
+    """The form's bound fields grouped for the page: [{title, fields, when, folded}]."""
+    placed = {name for _, names, _ in TRAINING_GROUPS for name in names.split()}
+    groups = [
+        {"title": title, "fields": [form[n] for n in names.split() if n in form.fields],
+         "when": when, "folded": False}
+        for title, names, when in TRAINING_GROUPS
+    ]  # fmt: skip
+    rest = [form[n] for n in form.fields if n not in placed]
+    groups.append({"title": "More settings", "fields": rest, "when": None, "folded": True})
+    return [g for g in groups if g["fields"]]

@@ -19,7 +19,7 @@ from apps.accounts.models import Role
 from apps.accounts.selectors import can_write, team_scoped_get
 from apps.core.responses import job_cancel_response
 from apps.runs.analysis import curve_chart
-from apps.runs.forms import TrainingRunForm
+from apps.runs.forms import TrainingRunForm, training_groups
 from apps.runs.models import TrainingRun
 from apps.runs.training import (
     TrainingError,
@@ -105,7 +105,7 @@ def training_new(request):
     return render(
         request,
         "runs/training_new.html",
-        {"form": form, "preview": preview, "error": error},
+        {"form": form, "groups": training_groups(form), "preview": preview, "error": error},
     )
 
 

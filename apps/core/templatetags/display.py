@@ -52,3 +52,16 @@ def queue_place(job) -> dict | None:
     from apps.core.selectors import job_queue_place
 
     return job_queue_place(job)
+
+
+@register.filter
+def percent_of(part, whole) -> str:
+    """``part`` as a share of ``whole``: ``0.49 %`` rather than a rounded ``0 %``; ``100 %``
+    when equal."""
+    try:
+        share = 100 * float(part) / float(whole)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return "—"
+    if share >= 99.995:
+        return "100 %"
+    return f"{share:.2g} %" if share < 1 else f"{share:.1f} %"

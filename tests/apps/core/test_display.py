@@ -39,3 +39,19 @@ def test_a_missing_page_is_styled_and_navigable(client, member, settings):
     r = client.get("/runs/evaluations/999999/")
     body = r.content.decode()
     assert r.status_code == 404 and 'id="not-found"' in body and 'class="brand"' in body
+
+
+def test_percent_of():
+    from apps.core.templatetags.display import percent_of
+
+    assert percent_of(49, 10000) == "0.49 %"
+    assert percent_of(1, 1) == "100 %" and percent_of(1, 4) == "25.0 %" and percent_of(1, 0) == "—"
+
+
+@pytest.mark.django_db
+def test_the_training_form_is_grouped_and_hints_where_data_comes_from(client, member):
+    client.force_login(member)
+    page = client.get("/runs/training/new/").content.decode()
+    assert "<legend>What to train</legend>" in page and 'data-when="method=lora"' in page
+    assert "<summary>More settings</summary>" in page and 'id="no-training-data"' in page
+    assert page.count('name="batch_size"') == 1
