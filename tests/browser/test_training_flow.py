@@ -30,9 +30,12 @@ def test_start_preview_watch_finish(
     page.wait_for_selector("#train-form")
     page.select_option("#id_train_version", str(pairs.pk))
     page.select_option("#id_eval_version", str(tiny_version.pk))
+    assert page.is_hidden("fieldset[data-when='method=lora']")  # LoRA settings for LoRA only
     page.select_option("#id_method", "lora")
+    assert page.is_visible("#id_lora_r")
     page.fill("#id_batch_size", "2")
     page.fill("#id_max_steps", "30")
+    page.click("summary:has-text('More settings')")  # the rarely changed ones are folded
     page.fill("#id_eval_steps", "10")
     page.fill("#id_save_steps", "10")
     page.click("#preview-button")
