@@ -24,3 +24,19 @@ def job_cancel_response(
     if request.htmx:
         return render(request, partial, context(job))
     return redirect(url)
+
+
+def delete_response(
+    request, *, delete: Callable[[], None], refused: type[Exception], done: str, back: str,
+    then: str,
+) -> HttpResponse:  # fmt: skip
+    """A page's Delete button: run ``delete``; a refusal (``refused``, whose message says why)
+    goes back to the object's page (``back``) with the message, a success to ``then`` with
+    ``done``."""
+    try:
+        delete()
+    except refused as exc:
+        messages.error(request, str(exc))
+        return redirect(back)
+    messages.success(request, done)
+    return redirect(then)

@@ -10,7 +10,7 @@ from django.views.decorators.vary import vary_on_headers
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write
-from apps.core.responses import job_cancel_response
+from apps.core.responses import delete_response, job_cancel_response
 from apps.indexes.charts import tradeoff_charts
 from apps.indexes.console import ConsoleError, console_search, filters_parse
 from apps.indexes.forms import IndexBuildForm
@@ -225,10 +225,8 @@ def console(request):
 @team_required(Role.MEMBER)
 def index_delete(request, pk: int):
     build = index_build_get(user=request.user, pk=pk, role=Role.MEMBER)
-    try:
-        index_build_delete(build=build)
-    except IndexBuildError as exc:
-        messages.error(request, str(exc))
-        return redirect("indexes:detail", pk=pk)
-    messages.success(request, f"Index #{pk} and its files are deleted.")
-    return redirect("indexes:list")
+    return delete_response(
+        request, delete=lambda: index_build_delete(build=build), refused=IndexBuildError,
+        done=f"Index #{pk} and its files are deleted.",
+        back=reverse("indexes:detail", args=[pk]), then=reverse("indexes:list"),
+    )  # fmt: skip

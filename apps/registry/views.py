@@ -10,7 +10,7 @@ from django.views.decorators.vary import vary_on_headers
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write
-from apps.core.responses import job_cancel_response
+from apps.core.responses import delete_response, job_cancel_response
 from apps.datasets.models import DatasetVersion
 from apps.registry.forms import DistillForm, OptimizeForm, RegisterModelForm
 from apps.registry.models import DistillJob, OptimizeJob
@@ -197,13 +197,11 @@ def model_register(request):
 @team_required()
 def model_delete(request, pk: int):
     model = embedding_model_get(user=request.user, pk=pk, role=Role.MEMBER)
-    try:
-        embedding_model_delete(model=model)
-    except ModelInUse as exc:
-        messages.error(request, str(exc))
-        return redirect("registry:detail", pk=pk)
-    messages.success(request, f"{model.name} is deleted.")
-    return redirect("registry:list")
+    return delete_response(
+        request, delete=lambda: embedding_model_delete(model=model), refused=ModelInUse,
+        done=f"{model.name} is deleted.", back=reverse("registry:detail", args=[pk]),
+        then=reverse("registry:list"),
+    )  # fmt: skip
 
 
 @require_POST

@@ -17,7 +17,7 @@ from django.views.decorators.vary import vary_on_headers
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write, team_scoped_get
-from apps.core.responses import job_cancel_response
+from apps.core.responses import delete_response, job_cancel_response
 from apps.runs.analysis import curve_chart
 from apps.runs.forms import TrainingRunForm, training_groups
 from apps.runs.models import TrainingRun
@@ -210,10 +210,8 @@ def training_model_zip(request, pk: int):
 @team_required()
 def training_delete(request, pk: int):
     run = _run_get(request, pk, role=Role.MEMBER)
-    try:
-        training_run_delete(run=run)
-    except TrainingError as exc:
-        messages.error(request, str(exc))
-        return redirect("runs:training", pk=pk)
-    messages.success(request, f"Run #{pk}, its checkpoints and its log are deleted.")
-    return redirect("runs:training_runs")
+    return delete_response(
+        request, delete=lambda: training_run_delete(run=run), refused=TrainingError,
+        done=f"Run #{pk}, its checkpoints and its log are deleted.",
+        back=reverse("runs:training", args=[pk]), then=reverse("runs:training_runs"),
+    )  # fmt: skip

@@ -14,7 +14,7 @@ from django.views.decorators.vary import vary_on_headers
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write
-from apps.core.responses import job_cancel_response
+from apps.core.responses import delete_response, job_cancel_response
 from apps.datasets.selectors import dataset_version_get, query_get
 from apps.runs import compare, exports
 from apps.runs.charts import scatter_chart
@@ -290,10 +290,8 @@ def _csv(text: str, filename: str) -> HttpResponse:
 @team_required()
 def evaluation_delete_view(request, pk: int):
     evaluation = evaluation_get(user=request.user, pk=pk, role=Role.MEMBER)
-    try:
-        evaluation_delete(evaluation=evaluation)
-    except EvaluationError as exc:
-        messages.error(request, str(exc))
-        return redirect("runs:evaluation", pk=pk)
-    messages.success(request, f"Evaluation #{pk} and its run file are deleted.")
-    return redirect("runs:evaluations")
+    return delete_response(
+        request, delete=lambda: evaluation_delete(evaluation=evaluation), refused=EvaluationError,
+        done=f"Evaluation #{pk} and its run file are deleted.",
+        back=reverse("runs:evaluation", args=[pk]), then=reverse("runs:evaluations"),
+    )  # fmt: skip
