@@ -51,7 +51,9 @@ def dataset_index(request):
 @require_http_methods(["GET", "POST"])
 @team_required(Role.MEMBER)
 def dataset_upload(request):
-    form = UploadForm(request.POST or None, request.FILES or None)
+    # "Upload again" after a failed ingest keeps the dataset's name.
+    initial = {"name": request.GET.get("name", "")[:200]} if request.method == "GET" else None
+    form = UploadForm(request.POST or None, request.FILES or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
             job = ingest_create(

@@ -48,3 +48,15 @@ def test_a_version_lists_every_document_a_page_at_a_time(client, member, team, t
     assert "?dp=2#documents" in first
     last = client.get(f"/datasets/versions/{version.pk}/?dp=3").content.decode()
     assert "41–45 of 45" in last and "<code>d44</code>" in last and "?dp=2#documents" in last
+
+
+def test_a_failed_upload_offers_to_upload_again_under_the_same_name(client, member, team):
+    from apps.datasets.models import IngestJob
+
+    job = IngestJob.objects.create(team=team, dataset_name="my set", status="failed",
+                                   problems=["corpus.jsonl:3: not JSON"])  # fmt: skip
+    client.force_login(member)
+    page = client.get(f"/datasets/ingests/{job.pk}/").content.decode()
+    assert 'id="try-again"' in page and "/datasets/upload/?name=my%20set" in page
+    form = client.get("/datasets/upload/?name=my%20set").content.decode()
+    assert 'value="my set"' in form
