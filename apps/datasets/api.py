@@ -560,3 +560,24 @@ def curation_job_discard(request: HttpRequest, pk: int) -> dict | JsonResponse:
     except CurationError as exc:
         return error(str(exc), status=409)
     return curation_payload(job)
+
+
+@router.delete(
+    "/datasets/{int:pk}",
+    url_name="dataset_delete",
+    response={204: None, **ERRORS},
+    summary="Delete a dataset and all its versions, when nothing uses them (member role)",
+)
+def dataset_remove(request: HttpRequest, pk: int):
+    from apps.datasets.services import DatasetInUse, dataset_delete
+
+    dataset = dataset_list(team=request.team).filter(pk=pk).first()
+    if dataset is None:
+        return not_found()
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    try:
+        dataset_delete(dataset=dataset)
+    except DatasetInUse as exc:
+        return error(str(exc), 409)
+    return Status(204, None)

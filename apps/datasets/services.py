@@ -257,3 +257,37 @@ def dataset_version_tokens_record(
         stats.setdefault("tokens", {})[str(model_pk)] = summary
         locked.stats = stats
         locked.save(update_fields=["stats"])
+
+
+class DatasetInUse(ValueError):
+    """A dataset whose versions something still refers to; the message says what."""
+
+
+def dataset_delete(*, dataset: Dataset) -> None:
+    """Delete a dataset with all its versions (documents, queries, judgements, training rows)
+    when no evaluation, index, training run or curation job names one of them; otherwise say
+    which do (their results would point at data that is gone)."""
+    from apps.indexes.models import IndexBuild
+    from apps.runs.models import Evaluation, TrainingRun
+
+    versions = dataset.versions.all()
+    uses = [
+        (Evaluation.objects.filter(dataset_version__in=versions).count(), "evaluation"),
+        (IndexBuild.objects.filter(dataset_version__in=versions).count(), "index"),
+        (TrainingRun.objects.filter(train_version__in=versions).count()
+         + TrainingRun.objects.filter(eval_version__in=versions).count(), "training run"),
+        (CurationJob.objects.filter(source__in=versions).count(), "curation job"),
+    ]  # fmt: skip
+    listed = [f"{n} {what}{'' if n == 1 else 's'}" for n, what in uses if n]
+    if listed:
+        raise DatasetInUse(
+            f"{dataset.name} is used by {', '.join(listed)}; delete those first (their "
+            "results name its versions)."
+        )
+    from django.db.models import ProtectedError
+
+    with transaction.atomic():
+        try:
+            dataset.delete()
+        except ProtectedError as exc:  # a reference added since the counts above
+            raise DatasetInUse(f"{dataset.name} is still in use ({exc.args[0]})") from None

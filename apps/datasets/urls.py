@@ -6,6 +6,7 @@ app_name = "datasets"
 urlpatterns = [
     path("", views.dataset_index, name="list"),
     path("upload/", views.dataset_upload, name="upload"),
+    path("<int:pk>/delete/", views.dataset_delete_view, name="delete"),
     path("ingests/<int:pk>/", views.ingest_detail, name="ingest"),
     path("ingests/<int:pk>/start/", views.ingest_start, name="ingest_start"),
     path("versions/<int:pk>/pairs/", views.version_pairs, name="version_pairs"),

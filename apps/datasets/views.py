@@ -133,7 +133,11 @@ def dataset_detail(request, pk: int):
     return render(
         request,
         "datasets/detail.html",
-        {"dataset": dataset, "versions": dataset.versions.order_by("-number")},
+        {
+            "dataset": dataset,
+            "versions": dataset.versions.order_by("-number"),
+            "can_write": can_write(user=request.user, team=dataset.team),
+        },
     )
 
 
@@ -287,3 +291,17 @@ def query_detail(request, pk: int, query_pk: int):
         "datasets/query.html",
         {"version": version, "dataset": version.dataset, "query": query, "judgements": judgements},
     )
+
+
+@require_POST
+@team_required()
+def dataset_delete_view(request, pk: int):
+    from apps.core.responses import delete_response
+    from apps.datasets.services import DatasetInUse, dataset_delete
+
+    dataset = dataset_get(user=request.user, pk=pk, role=Role.MEMBER)
+    return delete_response(
+        request, delete=lambda: dataset_delete(dataset=dataset), refused=DatasetInUse,
+        done=f"{dataset.name} and all its versions are deleted.",
+        back=reverse("datasets:detail", args=[pk]), then=reverse("datasets:list"),
+    )  # fmt: skip

@@ -60,3 +60,37 @@ def test_a_failed_upload_offers_to_upload_again_under_the_same_name(client, memb
     assert 'id="try-again"' in page and "/datasets/upload/?name=my%20set" in page
     form = client.get("/datasets/upload/?name=my%20set").content.decode()
     assert 'value="my set"' in form
+
+
+def test_a_dataset_in_use_says_by_what_and_a_free_one_goes(client, member, viewer, outsider,
+                                                          evaluation, tiny_version):  # fmt: skip
+    from apps.datasets.models import Dataset, Document
+    from apps.runs.models import Evaluation
+
+    dataset = tiny_version.dataset
+    url = f"/datasets/{dataset.pk}/delete/"
+    client.force_login(outsider)
+    assert client.post(url).status_code == 404
+    client.force_login(viewer)
+    assert client.post(url).status_code == 403
+    client.force_login(member)
+    assert 'id="delete-dataset"' in client.get(f"/datasets/{dataset.pk}/").content.decode()
+    r = client.post(url, follow=True)
+    assert "is used by 1 evaluation" in r.content.decode() and Dataset.objects.exists()
+    Evaluation.objects.all().delete()
+    r = client.post(url)
+    assert r.status_code == 302 and not Dataset.objects.filter(pk=dataset.pk).exists()
+    assert not Document.objects.filter(version=tiny_version).exists()
+
+
+def test_the_api_deletes_a_free_dataset(client, team, member, outsider, other_team,
+                                        tiny_version):  # fmt: skip
+    from apps.accounts.services import api_token_create
+
+    def auth(user, t):
+        return {"HTTP_AUTHORIZATION": f"Bearer {api_token_create(user=user, team=t, name='t')[1]}"}
+
+    url = f"/api/v1/datasets/{tiny_version.dataset_id}"
+    assert client.delete(url, **auth(outsider, other_team)).status_code == 404
+    assert client.delete(url, **auth(member, team)).status_code == 204
+    assert client.get(url, **auth(member, team)).status_code == 404
