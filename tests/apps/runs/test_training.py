@@ -48,7 +48,7 @@ def test_form_preview_then_start_then_result_is_a_registered_model(
     }  # fmt: skip
     preview = client.post(reverse("runs:training_new"), {**form, "action": "preview"},
                           HTTP_HX_REQUEST="true").content.decode()  # fmt: skip
-    assert 'id="trainable"' in preview and "GiB" in preview and "4 steps" in preview
+    assert 'id="trainable"' in preview and 'id="memory"' in preview and "4 steps" in preview
     assert not TrainingRun.objects.exists()
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(reverse("runs:training_new"), {**form, "action": "start"})
