@@ -20,9 +20,11 @@ def test_distill_a_static_model_in_the_browser(
     page.click("button[type=submit]")
     page.goto(f"{live_server.url}/models/{tiny_registered_model.pk}/")
     assert "not checked yet" in page.inner_text("#bf16-check")
+    shot(page, "model-distill-form")
+    # Filled after the full-page screenshot: clicked right after one, the button missed the
+    # click in Chromium once the model page grew past two screens.
     page.fill("#id_pca_dims", "16")
     page.select_option("#id_evaluate_version", str(tiny_version.pk))
-    shot(page, "model-distill-form")
     page.click("#distill-start")
     page.wait_for_url(re.compile(r"/models/distillations/\d+/$"))
     page.wait_for_selector("#distill-speed", timeout=120_000)

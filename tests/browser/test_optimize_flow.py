@@ -19,9 +19,10 @@ def test_optimize_a_model_in_the_browser(
     page.fill("#id_password", "pw-member")
     page.click("button[type=submit]")
     page.goto(f"{live_server.url}/models/{tiny_registered_model.pk}/")
+    shot(page, "model-optimize-form")
+    # Set after the full-page screenshot (a click right after one can miss in Chromium).
     page.select_option("#optimize_quantize", "int8")
     page.select_option("#optimize_evaluate_version", str(tiny_version.pk))
-    shot(page, "model-optimize-form")
     page.click("#optimize-start")
     page.wait_for_url(re.compile(r"/models/optimizations/\d+/$"))
     page.wait_for_selector("#optimize-speed", timeout=180_000)
