@@ -263,14 +263,11 @@ class DatasetInUse(ValueError):
     """A dataset whose versions something still refers to; the message says what."""
 
 
-def dataset_delete(*, dataset: Dataset) -> None:
-    """Delete a dataset with all its versions (documents, queries, judgements, training rows)
-    when no evaluation, index, training run or curation job names one of them; otherwise say
-    which do (their results would point at data that is gone)."""
+def _version_uses(versions) -> list[str]:
+    """What names any of ``versions`` ("2 evaluations", …): what a delete must refuse for."""
     from apps.indexes.models import IndexBuild
     from apps.runs.models import Evaluation, TrainingRun
 
-    versions = dataset.versions.all()
     uses = [
         (Evaluation.objects.filter(dataset_version__in=versions).count(), "evaluation"),
         (IndexBuild.objects.filter(dataset_version__in=versions).count(), "index"),
@@ -278,16 +275,39 @@ def dataset_delete(*, dataset: Dataset) -> None:
          + TrainingRun.objects.filter(eval_version__in=versions).count(), "training run"),
         (CurationJob.objects.filter(source__in=versions).count(), "curation job"),
     ]  # fmt: skip
-    listed = [f"{n} {what}{'' if n == 1 else 's'}" for n, what in uses if n]
+    return [f"{n} {what}{'' if n == 1 else 's'}" for n, what in uses if n]
+
+
+def dataset_delete(*, dataset: Dataset) -> None:
+    """Delete a dataset with all its versions (documents, queries, judgements, training rows)
+    when no evaluation, index, training run or curation job names one of them; otherwise say
+    which do (their results would point at data that is gone)."""
+    listed = _version_uses(dataset.versions.all())
     if listed:
         raise DatasetInUse(
             f"{dataset.name} is used by {', '.join(listed)}; delete those first (their "
             "results name its versions)."
         )
+    _delete_or_refuse(dataset, name=dataset.name)
+
+
+def dataset_version_delete(*, version: DatasetVersion) -> None:
+    """Delete one version (its documents, queries, judgements or training rows) that nothing
+    names; versions derived from it keep their rows and lose only the lineage link. The last
+    version goes with its dataset (delete the dataset)."""
+    listed = _version_uses(DatasetVersion.objects.filter(pk=version.pk))
+    if listed:
+        raise DatasetInUse(f"{version} is used by {', '.join(listed)}; delete those first.")
+    if version.dataset.versions.count() == 1:
+        raise DatasetInUse(f"{version} is the dataset's only version: delete the dataset.")
+    _delete_or_refuse(version, name=str(version))
+
+
+def _delete_or_refuse(obj, *, name: str) -> None:
     from django.db.models import ProtectedError
 
     with transaction.atomic():
         try:
-            dataset.delete()
+            obj.delete()
         except ProtectedError as exc:  # a reference added since the counts above
-            raise DatasetInUse(f"{dataset.name} is still in use ({exc.args[0]})") from None
+            raise DatasetInUse(f"{name} is still in use ({exc.args[0]})") from None

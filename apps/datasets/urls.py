@@ -12,6 +12,7 @@ urlpatterns = [
     path("versions/<int:pk>/pairs/", views.version_pairs, name="version_pairs"),
     path("versions/<int:pk>/queries/<int:query_pk>/", views.query_detail, name="query"),
     path("versions/<int:pk>/export/", views.version_export, name="version_export"),
+    path("versions/<int:pk>/delete/", views.version_delete_view, name="version_delete"),
     path("versions/<int:pk>/curate/<str:kind>/", views.version_curate, name="version_curate"),
     path("curation/<int:pk>/", views.curation_detail, name="curation"),
     path(

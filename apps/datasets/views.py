@@ -305,3 +305,18 @@ def dataset_delete_view(request, pk: int):
         done=f"{dataset.name} and all its versions are deleted.",
         back=reverse("datasets:detail", args=[pk]), then=reverse("datasets:list"),
     )  # fmt: skip
+
+
+@require_POST
+@team_required()
+def version_delete_view(request, pk: int):
+    from apps.core.responses import delete_response
+    from apps.datasets.services import DatasetInUse, dataset_version_delete
+
+    version = dataset_version_get(user=request.user, pk=pk, role=Role.MEMBER)
+    dataset_pk = version.dataset_id
+    return delete_response(
+        request, delete=lambda: dataset_version_delete(version=version), refused=DatasetInUse,
+        done=f"{version} is deleted.", back=reverse("datasets:version", args=[pk]),
+        then=reverse("datasets:detail", args=[dataset_pk]),
+    )  # fmt: skip

@@ -94,3 +94,20 @@ def test_the_api_deletes_a_free_dataset(client, team, member, outsider, other_te
     assert client.delete(url, **auth(outsider, other_team)).status_code == 404
     assert client.delete(url, **auth(member, team)).status_code == 204
     assert client.get(url, **auth(member, team)).status_code == 404
+
+
+def test_a_version_nothing_uses_is_deleted_and_the_last_one_is_not(client, member,
+                                                                   tiny_version):  # fmt: skip
+    from apps.datasets.models import DatasetVersion, TrainingRow
+    from apps.datasets.services import dataset_version_pairs_from_qrels
+
+    pairs = dataset_version_pairs_from_qrels(version=tiny_version, split="test").version
+    client.force_login(member)
+    assert 'id="delete-version"' in client.get(f"/datasets/versions/{pairs.pk}/").content.decode()
+    r = client.post(f"/datasets/versions/{pairs.pk}/delete/")
+    assert r.status_code == 302 and r["Location"] == f"/datasets/{tiny_version.dataset_id}/"
+    assert not DatasetVersion.objects.filter(pk=pairs.pk).exists()
+    assert not TrainingRow.objects.filter(version_id=pairs.pk).exists()
+    r = client.post(f"/datasets/versions/{tiny_version.pk}/delete/", follow=True)
+    assert "only version: delete the dataset" in r.content.decode()
+    assert DatasetVersion.objects.filter(pk=tiny_version.pk).exists()
