@@ -25,27 +25,23 @@ def job_queue(job) -> str:
 
 
 def _active_rows() -> list:
-    """Every team's pending and running jobs (the queues are shared), oldest first."""
+    """Every team's pending and running jobs (the queues are shared), oldest first: one query
+    per job kind."""
     from apps.core.services import job_models
 
     rows = []
     for model in job_models():
-        rows.extend(
-            model.objects.filter(status__in=(JobStatus.PENDING, JobStatus.RUNNING)).only(
-                "pk", "status", "celery_task_name", "queued_at", "created_at", "team_id"
-            )
-        )
+        rows.extend(model.objects.filter(status__in=(JobStatus.PENDING, JobStatus.RUNNING)))
     return sorted(rows, key=lambda r: (r.queued_at or r.created_at, type(r).__name__, r.pk))
 
 
-def job_queue_place(job) -> dict | None:
-    """Where a pending job waits: {queue, ahead (pending before it), running} in its queue,
-    counting every team's jobs (one worker pool serves them all) but naming none."""
+def _place(job, rows: list) -> dict | None:
+    """Where the pending ``job`` waits among ``rows`` (``_active_rows()``)."""
     if job.status != JobStatus.PENDING:
         return None
     queue = job_queue(job)
     ahead = running = 0
-    for row in _active_rows():
+    for row in rows:
         if job_queue(row) != queue:
             continue
         if row.status == JobStatus.RUNNING:
@@ -57,20 +53,25 @@ def job_queue_place(job) -> dict | None:
     return {"queue": queue, "ahead": ahead, "running": running}
 
 
+def job_queue_place(job) -> dict | None:
+    """Where a pending job waits: {queue, ahead (pending before it), running} in its queue,
+    counting every team's jobs (one worker pool serves them all) but naming none."""
+    return _place(job, _active_rows()) if job.status == JobStatus.PENDING else None
+
+
 def jobs_active(*, team) -> list[dict]:
     """The team's pending and running jobs of every kind, oldest first, with their queue and,
-    for a pending one, its place in it."""
+    for a pending one, its place in it (the active rows are read once for all of them)."""
     from django.urls import reverse
 
-    out = []
     rows = _active_rows()
+    out = []
     for row in rows:
         page = JOB_PAGES.get(type(row).__name__)
         if page is None or getattr(row, "team_id", None) != team.pk:
             continue
-        job = type(row).objects.get(pk=row.pk)
-        out.append({"job": job, "kind": page[1], "url": reverse(page[0], args=[row.pk]),
-                    "queue": job_queue(row), "place": job_queue_place(job)})  # fmt: skip
+        out.append({"job": row, "kind": page[1], "url": reverse(page[0], args=[row.pk]),
+                    "queue": job_queue(row), "place": _place(row, rows)})  # fmt: skip
     return out
 
 
