@@ -153,6 +153,12 @@ def curation_create(
         raise CurationError("The version and the model must belong to your team.")
     if kind not in Kind.values:
         raise CurationError(f"Unknown curation kind {kind!r}.")
+    if model is not None:
+        from apps.registry.services import embedding_model_require_role
+
+        embedding_model_require_role(
+            model=model, role="embedding", field="model", error=CurationError
+        )
     if isinstance(params, BaseModel):
         if params.kind != kind:
             raise CurationError(f"A {params.kind} config cannot start a {kind} job.")

@@ -60,6 +60,11 @@ def index_build_create(
 
     if model.team_id != team.pk or dataset_version.dataset.team_id != team.pk:
         raise IndexBuildError("The model and the dataset must belong to the same team.")
+    from apps.registry.services import embedding_model_require_role
+
+    embedding_model_require_role(
+        model=model, role="embedding", field="model", error=IndexBuildError
+    )
     if index_type not in IndexType.values:
         known = ", ".join(IndexType.values)
         raise IndexBuildError(f"type: unknown index type {index_type!r} (known: {known}).")

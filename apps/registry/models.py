@@ -28,8 +28,15 @@ class EmbeddingModel(TeamOwned):
         FOLDER = "folder", "Local folder"
         PACKAGE = "package", "Installed package"
 
+    class Role(models.TextChoices):
+        # An embedding model maps a text to a vector; a reranker (a sentence-transformers
+        # CrossEncoder) scores a (query, document) pair and cannot embed.
+        EMBEDDING = "embedding", "Embedding model"
+        RERANKER = "reranker", "Reranker (cross-encoder)"
+
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.BASE)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.EMBEDDING)
     source = models.CharField(max_length=16, choices=Source.choices)
     source_ref = models.CharField(max_length=500, help_text="Folder path or package name.")
     path = models.CharField(max_length=1000, help_text="Absolute path of the model folder.")
@@ -64,6 +71,10 @@ class EmbeddingModel(TeamOwned):
         if self.quality.get("below_bar"):
             return f"{self.name} (nDCG@10 −{self.quality['drop'] * 100:.1f} % vs its parent)"
         return self.name
+
+    @property
+    def is_reranker(self) -> bool:
+        return self.role == self.Role.RERANKER
 
     @property
     def below_quality_bar(self) -> bool:

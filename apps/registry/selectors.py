@@ -8,8 +8,11 @@ from apps.accounts.selectors import team_scoped_get
 from apps.registry.models import DistillJob, EmbeddingModel, OptimizeJob
 
 
-def embedding_model_list(*, team: Team) -> QuerySet[EmbeddingModel]:
-    return EmbeddingModel.objects.filter(team=team).order_by("name")
+def embedding_model_list(*, team: Team, role: str | None = None) -> QuerySet[EmbeddingModel]:
+    """The team's models by name; ``role`` ("embedding" or "reranker") keeps one kind: every
+    choice that encodes offers embedding models only, a rerank stage rerankers only."""
+    models = EmbeddingModel.objects.filter(team=team).order_by("name")
+    return models.filter(role=role) if role else models
 
 
 def embedding_model_get(*, user, pk, role: str = "viewer") -> EmbeddingModel:

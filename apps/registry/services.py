@@ -62,6 +62,7 @@ def embedding_model_register(
         query_prefix=info.query_prefix if query_prefix is None else query_prefix,
         document_prefix=info.document_prefix if document_prefix is None else document_prefix,
         parameters=info.parameters,
+        role=info.role,
     )
     try:
         model.full_clean()
@@ -108,14 +109,34 @@ def embedding_model_register_trained(
             "dimension": info.dimension,
             "max_seq_length": max_seq_length,
             "pooling": pooling,
-            "normalize": base.normalize,
-            "query_prefix": query_prefix,
-            "document_prefix": document_prefix,
+            # A reranker scores pairs: no normalisation, and no prefixes are given to it.
+            "normalize": base.normalize and info.role != "reranker",
+            "query_prefix": "" if info.role == "reranker" else query_prefix,
+            "document_prefix": "" if info.role == "reranker" else document_prefix,
             "parameters": info.parameters,
             "parent": base,
+            "role": info.role,
         },
     )
     return model
+
+
+def embedding_model_require_role(
+    *, model: EmbeddingModel, role: str, field: str, error: type[ValueError]
+) -> None:
+    """Raise ``error`` ("FIELD: why") when ``model`` is not of ``role``: a reranker cannot
+    embed (no index, evaluation, curation or variant of one), and only a reranker reranks."""
+    if model.role == role:
+        return
+    if role == EmbeddingModel.Role.RERANKER:
+        raise error(
+            f"{field}: {model.name} is an embedding model, not a reranker (a cross-encoder "
+            "folder, or a run trained with a reranker loss)"
+        )
+    raise error(
+        f"{field}: {model.name} is a reranker: it scores (query, document) pairs and cannot "
+        "embed texts; use it as the reranker of a rerank evaluation or a deployment"
+    )
 
 
 class DistillError(ValueError):
@@ -176,6 +197,7 @@ def distill_job_create(
 
     if source.team_id != team.pk:
         raise DistillError("model: no such model in your team")
+    embedding_model_require_role(model=source, role="embedding", field="model", error=DistillError)
     if source.kind == EmbeddingModel.Kind.STATIC:
         raise DistillError("model: a static model has nothing left to distill")
     if config.pca_dims is not None and config.pca_dims > source.dimension:
@@ -276,6 +298,7 @@ def optimize_job_create(
 
     if source.team_id != team.pk:
         raise OptimizeError("model: no such model in your team")
+    embedding_model_require_role(model=source, role="embedding", field="model", error=OptimizeError)
     if source.kind in (EmbeddingModel.Kind.STATIC, EmbeddingModel.Kind.OPTIMIZED):
         raise OptimizeError(
             f"model: {source.name} is already a {source.get_kind_display().lower()} model; "

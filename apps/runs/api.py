@@ -54,7 +54,10 @@ class EvaluationOut(Schema):
     split: str
     precision: str = Field(description="asked for: auto, fp32 or bf16")
     precision_used: str | None = Field(description="what the encode ran in (once it ran)")
-    fusion: dict[str, Any] | None = Field(description="hybrid: the fusion settings")
+    fusion: dict[str, Any] | None = Field(
+        description="hybrid: the fusion settings; rerank: {k_prime}"
+    )
+    first_stage: int | None = Field(description="rerank: the evaluation whose lists it reorders")
     fusion_result: dict[str, Any] | None = Field(
         description="hybrid, once it ran: the dense weight used, and the tuning curve when the "
         "weight was chosen on another split"
@@ -74,8 +77,9 @@ class EvaluationListOut(Schema):
 
 
 class EvaluationIn(InputSchema, EvaluationConfig):
-    """An evaluation's config (method, model, split, precision; for method hybrid the fusion)
-    and the dataset version it runs on."""
+    """An evaluation's config (method, model, split, precision; for method hybrid the fusion;
+    for method rerank the reranker as ``model``, ``first_stage`` and ``k_prime``) and the
+    dataset version it runs on."""
 
     dataset_version: int = Field(description="id of a dataset version of your team")
 
@@ -173,6 +177,7 @@ def evaluation_payload(evaluation: Evaluation) -> dict:
         "precision": evaluation.precision,
         "precision_used": evaluation.precision_used or None,
         "fusion": evaluation.fusion or None,
+        "first_stage": evaluation.first_stage_id,
         "fusion_result": evaluation.fusion_result or None,
         "metrics": evaluation.metrics,
         "cache_hit": evaluation.cache_hit,
@@ -259,9 +264,13 @@ def evaluation_start(
         return denied
     body = payload.model_dump()
     version = team_object(_team_versions(request), body, "dataset_version", what="dataset version")
-    model = None
+    model = first_stage = None
     if payload.method != Evaluation.Method.BM25:
         model = team_object(_team_models(request), body, "model", what="model")
+    if payload.method == Evaluation.Method.RERANK:
+        first_stage = team_object(
+            evaluation_list(team=request.team), body, "first_stage", what="evaluation"
+        )
     try:
         evaluation = evaluation_create(
             team=request.team,
@@ -271,6 +280,7 @@ def evaluation_start(
             split=payload.split,
             precision=payload.precision,
             fusion=payload.fusion_settings(),
+            first_stage=first_stage,
             created_by=request.api_token.user,
             idempotency_key=idempotency_key(request),
         )

@@ -1,17 +1,37 @@
 from django import forms
 
 from apps.core.configforms import config_form
+from apps.core.models import JobStatus
 from apps.registry.models import EmbeddingModel
 from workers.common.configs.evaluation import FUSION_FIELDS, EvaluationConfig
 from workers.common.configs.training import TrainOptions
 
+RERANK_FIELDS = ("first_stage", "k_prime")
 
-class EvaluationForm(config_form(EvaluationConfig, exclude=("model",))):
+
+class FirstStageChoice(forms.ModelChoiceField):
+    def label_from_instance(self, obj) -> str:
+        ndcg = obj.metrics.get("ndcg@10")
+        figure = f", nDCG@10 {ndcg:.4f}" if isinstance(ndcg, int | float) else ""
+        return f"#{obj.pk} {obj.label} on {obj.split}{figure}"
+
+
+class ModelChoice(forms.ModelChoiceField):
+    def label_from_instance(self, obj) -> str:
+        return f"{obj} (reranker)" if obj.is_reranker else str(obj)
+
+
+class EvaluationForm(config_form(EvaluationConfig, exclude=("model", "first_stage"))):
     """An evaluation of this version: the config's method and split, the model chosen from the
-    team's (the config names it by id)."""
+    team's (the config names it by id), and for a rerank the first stage chosen from this
+    version's succeeded evaluations."""
 
-    model = forms.ModelChoiceField(
-        queryset=EmbeddingModel.objects.none(), empty_label=None, required=False
+    model = ModelChoice(queryset=EmbeddingModel.objects.none(), empty_label=None, required=False)
+    first_stage = FirstStageChoice(
+        queryset=None,
+        required=False,
+        empty_label="(choose the evaluation to rerank)",
+        help_text="a succeeded evaluation of this version; the rerank runs on its split",
     )
     split = forms.ChoiceField(choices=())
     tune_split = forms.ChoiceField(choices=(), required=False)
@@ -20,7 +40,17 @@ class EvaluationForm(config_form(EvaluationConfig, exclude=("model",))):
         super().__init__(*args, **kwargs)
         models = EmbeddingModel.objects.filter(team=team).order_by("name")
         self.fields["model"].queryset = models
-        self.fields["model"].initial = models.first()
+        self.fields["model"].initial = models.filter(role="embedding").first()
+        from apps.runs.models import Evaluation
+
+        self.fields["first_stage"].queryset = (
+            Evaluation.objects.filter(
+                dataset_version=version, status=JobStatus.SUCCEEDED, team=team
+            )
+            .exclude(run_file="")
+            .select_related("model", "first_stage__model")
+            .order_by("-pk")
+        )
         splits = version.splits
         self.fields["split"].choices = [
             (s, f"{s} ({version.qrels_counts[s]:,} judgements)") for s in splits
@@ -45,6 +75,9 @@ class EvaluationForm(config_form(EvaluationConfig, exclude=("model",))):
         values = super().config_values()
         if model := self.cleaned_data.get("model"):
             values["model"] = model.pk
+        if (first := self.cleaned_data.get("first_stage")) and values.get("method") == "rerank":
+            # A rerank runs on its first stage's split (the paired test needs the same queries).
+            values["first_stage"], values["split"] = first.pk, first.split
         return values
 
     def clean(self):
@@ -55,7 +88,12 @@ class EvaluationForm(config_form(EvaluationConfig, exclude=("model",))):
 
     @property
     def main_fields(self) -> list:
-        return [f for f in self if f.name not in FUSION_FIELDS]
+        return [f for f in self if f.name not in FUSION_FIELDS + RERANK_FIELDS]
+
+    @property
+    def rerank_fields(self) -> list:
+        """Shown apart, folded: they matter to method rerank only."""
+        return [f for f in self if f.name in RERANK_FIELDS]
 
     @property
     def hybrid_fields(self) -> list:

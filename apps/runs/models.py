@@ -16,6 +16,7 @@ class Evaluation(TeamOwned, Job):
         DENSE = "dense", "Dense (model)"
         BM25 = "bm25", "BM25 (bm25s)"
         HYBRID = "hybrid", "Hybrid (dense + BM25)"
+        RERANK = "rerank", "Rerank (cross-encoder)"
 
     method = models.CharField(max_length=16, choices=Method.choices, default=Method.DENSE)
     # Empty for BM25, which needs no model.
@@ -53,6 +54,12 @@ class Evaluation(TeamOwned, Job):
     # "tuned": {weight, split, curve} when the weight was chosen on another split.
     fusion = models.JSONField(default=dict, blank=True)
     fusion_result = models.JSONField(default=dict, blank=True)
+    # A rerank evaluation's first stage: the evaluation whose ranked lists the reranker (the
+    # row's model) reorders; ``fusion`` then holds {k_prime}. Deleting the first stage keeps
+    # the figures of its reranks.
+    first_stage = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reranks"
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -68,6 +75,9 @@ class Evaluation(TeamOwned, Job):
         if self.method == self.Method.HYBRID and self.model_id:
             how = "RRF" if self.fusion.get("fusion") == "rrf" else "weighted"
             return f"{self.model.name} + BM25 ({how})"
+        if self.method == self.Method.RERANK and self.model_id:
+            first = self.first_stage.label if self.first_stage_id else "a deleted first stage"
+            return f"{first} → {self.model.name} (top {self.fusion.get('k_prime', '?')})"
         return self.model.name if self.model_id else self.get_method_display()
 
     @property

@@ -90,6 +90,8 @@ def evaluation_same(*, version, model, config) -> Evaluation | None:
     )
     if config.method == "bm25":
         rows = rows.filter(model__isnull=True)
+    elif config.method == "rerank":
+        rows = rows.filter(model=model, first_stage_id=config.first_stage)
     else:
         rows = rows.filter(model=model, precision=config.precision)
     return rows.order_by("-finished_at", "-pk").first()

@@ -23,6 +23,7 @@ def evaluation_create(
     method: str = Evaluation.Method.DENSE,
     precision: str = Precision.AUTO,
     fusion: dict | None = None,
+    first_stage: Evaluation | None = None,
     created_by=None,
     enqueue: bool = True,
     idempotency_key: str = "",
@@ -32,6 +33,9 @@ def evaluation_create(
     ``method="bm25"`` is the lexical baseline and takes no model (nor a precision).
     ``method="hybrid"`` fuses the model's list with BM25's as ``fusion`` says
     (``EvaluationConfig.fusion_settings()``; the config's defaults when None).
+    ``method="rerank"``: ``model`` is a reranker that reorders the top ``fusion["k_prime"]``
+    (default 100) of ``first_stage``'s lists, a succeeded evaluation of the same version and
+    split.
     ``precision`` is what the encode is asked to run in; the worker records what it used.
     """
     from workers.common.configs.evaluation import EvaluationConfig
@@ -44,7 +48,19 @@ def evaluation_create(
     if method == Evaluation.Method.BM25:
         model, precision = None, Precision.FP32
     elif model is None:
-        raise EvaluationError("Choose a model to evaluate.")
+        raise EvaluationError(
+            "model: choose a reranker" if method == Evaluation.Method.RERANK
+            else "Choose a model to evaluate."
+        )  # fmt: skip
+    from apps.registry.services import embedding_model_require_role
+
+    if model is not None:
+        embedding_model_require_role(
+            model=model,
+            role="reranker" if method == Evaluation.Method.RERANK else "embedding",
+            field="model",
+            error=EvaluationError,
+        )
     if (
         model is not None and model.team_id != team.pk
     ) or dataset_version.dataset.team_id != team.pk:
@@ -53,6 +69,14 @@ def evaluation_create(
         known = ", ".join(sorted(dataset_version.qrels_counts)) or "none"
         raise EvaluationError(f"{dataset_version} has no split {split!r} (splits: {known}).")
     fusion_settings = {}
+    if method == Evaluation.Method.RERANK:
+        fusion_settings = _rerank_settings(
+            team=team, first_stage=first_stage, version=dataset_version, split=split,
+            options=fusion or {},
+        )  # fmt: skip
+        precision = Precision.FP32
+    else:
+        first_stage = None
     if method == Evaluation.Method.HYBRID:
         from pydantic import ValidationError
 
@@ -86,6 +110,7 @@ def evaluation_create(
             document_prefix=model.document_prefix if model else "",
             precision=precision,
             fusion=fusion_settings,
+            first_stage=first_stage,
             created_by=created_by,
         )
         if enqueue:
@@ -104,11 +129,46 @@ def evaluation_create(
             split=split,
             precision=precision,
             **({"fusion": fusion_settings} if fusion_settings else {}),
+            **({"first_stage": first_stage.pk} if first_stage is not None else {}),
         ),
         idempotency_key=idempotency_key,
         create=create,
     )
     return evaluation
+
+
+def _rerank_settings(
+    *, team: Team, first_stage: Evaluation | None, version: DatasetVersion, split: str,
+    options: dict,
+) -> dict:  # fmt: skip
+    """A rerank's {k_prime}, once its first stage is known to be rerankable: the team's,
+    succeeded, with a run file, on the same version and split (so the paired test against it
+    is over the same queries)."""
+    from pydantic import ValidationError
+
+    from workers.common.configs.evaluation import EvaluationConfig
+    from workers.common.configs.problems import config_problems
+
+    if first_stage is None or first_stage.team_id != team.pk:
+        raise EvaluationError("first_stage: no such evaluation in your team")
+    if first_stage.status != "succeeded" or not first_stage.run_file:
+        raise EvaluationError(
+            f"first_stage: evaluation #{first_stage.pk} has not succeeded, so it has no ranked "
+            "lists to rerank yet"
+        )
+    if first_stage.dataset_version_id != version.pk or first_stage.split != split:
+        raise EvaluationError(
+            f"first_stage: evaluation #{first_stage.pk} ran on {first_stage.dataset_version} "
+            f"{first_stage.split}; rerank it on the same version and split"
+        )
+    try:
+        config = EvaluationConfig(
+            method="rerank", model=1, split=split, first_stage=first_stage.pk,
+            **{k: v for k, v in options.items() if k == "k_prime"},
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise EvaluationError("; ".join(f"{f}: {why}" for f, why in config_problems(exc))) from None
+    return config.fusion_settings()
 
 
 def evaluation_results_record(

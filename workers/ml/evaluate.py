@@ -299,3 +299,60 @@ def evaluate_hybrid(
                      documents=dense.documents, queries=dense.queries,
                      cache_hit=dense.cache_hit)  # fmt: skip
     return out, info
+
+
+def evaluate_rerank(
+    *,
+    reranker_path: str,
+    corpus: Sequence[tuple[str, str, str]],
+    queries: Sequence[tuple[str, str]],
+    qrels: dict[str, dict[str, int]],
+    first_stage: dict[str, dict[str, float]],
+    k_prime: int = 100,
+    top_k: int = 100,
+    max_length: int | None = None,
+    device: str | None = None,
+    on_progress: Progress | None = None,
+    scorer: Any = None,
+) -> EvalOutput:
+    """The first stage's lists, their top ``k_prime`` reordered by the cross-encoder in
+    ``reranker_path`` (or by ``scorer``, a ``workers.ml.rerank.Scorer``), scored like any run.
+    Timings: load_s, rerank_s, ms_per_query (the reranker's time per query), metrics_s."""
+    from workers.ml.fusion import ranked
+    from workers.ml.rerank import cross_encoder_scorer, load_reranker, rerank_run
+
+    def report(stage: str, done: int = 0, total: int = 0) -> None:
+        if on_progress:
+            on_progress(stage, done, total)
+
+    timings: dict[str, float] = {}
+    model = None
+    if scorer is None:
+        t = time.perf_counter()
+        report("loading reranker")
+        model = load_reranker(path=reranker_path, max_length=max_length, device=device)
+        timings["load_s"] = time.perf_counter() - t
+        scorer = cross_encoder_scorer(model)
+    try:
+        documents = {doc_id: document_text(title, text) for doc_id, title, text in corpus}
+        run, rerank_timings = rerank_run(
+            first_stage=first_stage,
+            queries=dict(queries),
+            documents=documents,
+            scorer=scorer,
+            k_prime=k_prime,
+            on_progress=on_progress,
+        )
+    finally:
+        if model is not None:
+            device_used = str(model.device)
+            del model, scorer
+            free_memory(device_used)
+    timings.update(rerank_timings)
+    run = {qid: {doc: docs[doc] for doc in ranked(docs, top_k)} for qid, docs in run.items()}
+    t = time.perf_counter()
+    report("scoring", 0, len(qrels))
+    metrics, per_query = compute_metrics(qrels=qrels, run=run)
+    timings["metrics_s"] = time.perf_counter() - t
+    return EvalOutput(metrics=metrics, per_query=per_query, run=run, timings=timings,
+                      documents=len(corpus), queries=len(queries))  # fmt: skip

@@ -90,6 +90,27 @@ def write_trec_run(*, run: dict[str, dict[str, float]], path: str | Path, tag: s
                 fh.write(f"{qid} Q0 {doc_id} {rank} {float(score)!r} {tag}\n")
 
 
+def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
+    """A TREC run file (as :func:`write_trec_run` writes it) back as {query: {doc: score}};
+    ValueError naming the line for a malformed one."""
+    run: dict[str, dict[str, float]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 6:
+                raise ValueError(f"{Path(path).name}, line {number}: expected 6 fields")
+            try:
+                score = float(parts[4])
+            except ValueError:
+                raise ValueError(
+                    f"{Path(path).name}, line {number}: score is not a number"
+                ) from None
+            run.setdefault(parts[0], {})[parts[2]] = score
+    return run
+
+
 def _check_token(value: str) -> None:
     # The format is whitespace-separated: an id with a space would shift every column.
     if not value or any(c.isspace() for c in value):

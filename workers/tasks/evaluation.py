@@ -61,7 +61,11 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
         version=evaluation.dataset_version, split=config.split
     )
     document_key, precision_used, fusion_result = "", "", {}
-    if config.method == "bm25":
+    if config.method == "rerank":
+        out = _rerank(evaluation=evaluation, config=config, corpus=corpus, queries=queries,
+                      qrels=qrels, report=report)  # fmt: skip
+        precision_used = "fp32"
+    elif config.method == "bm25":
         out = evaluate_bm25(
             corpus=corpus, queries=queries, qrels=qrels, top_k=evaluation.top_k, on_progress=report
         )
@@ -128,6 +132,34 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
         "diagnostics": diagnostics,
         "stage": "done",
     }
+
+
+def _rerank(*, evaluation: Evaluation, config, corpus, queries, qrels, report: ProgressReporter):
+    """The first stage's run file, its top k′ reordered by the row's reranker."""
+    from apps.runs.services import EvaluationError
+    from workers.ml.evaluate import evaluate_rerank
+    from workers.ml.metrics import read_trec_run
+
+    first = evaluation.first_stage
+    path = Path(first.run_file) if first is not None and first.run_file else None
+    root = Path(settings.ARTIFACTS_ROOT).resolve()
+    if path is None or not path.resolve().is_relative_to(root) or not path.is_file():
+        raise EvaluationError(
+            "The first stage's ranked lists are gone (its evaluation was deleted or its run "
+            "file removed); run that evaluation again, then this rerank."
+        )
+    report("reading the first stage")
+    return evaluate_rerank(
+        reranker_path=evaluation.model.path,
+        corpus=corpus,
+        queries=queries,
+        qrels=qrels,
+        first_stage=read_trec_run(path),
+        k_prime=config.k_prime,
+        top_k=evaluation.top_k,
+        max_length=evaluation.max_seq_length or None,
+        on_progress=report,
+    )
 
 
 def _analyse(*, out, corpus, queries, qrels, report: ProgressReporter) -> tuple[list, dict]:

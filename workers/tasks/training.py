@@ -101,19 +101,52 @@ def training_run_execute(*, run: TrainingRun, report: ProgressReporter) -> dict:
     if run.eval_version is not None:
         from apps.runs.services import evaluation_create
 
-        evaluation = evaluation_create(
-            team=run.team,
-            model=model,
-            dataset_version=run.eval_version,
-            split=run.eval_split,
-            created_by=run.created_by,
-        )
+        if model.is_reranker:
+            evaluation = _rerank_evaluation(run=run, reranker=model)
+        else:
+            evaluation = evaluation_create(
+                team=run.team,
+                model=model,
+                dataset_version=run.eval_version,
+                split=run.eval_split,
+                created_by=run.created_by,
+            )
     return {
         "result": {k: v for k, v in result.items() if k != "log_history"},
         "result_model": model,
         "evaluation": evaluation,
         "stage": "done",
     }
+
+
+def _rerank_evaluation(*, run: TrainingRun, reranker):
+    """A trained reranker is evaluated by reranking the most recent succeeded first-stage
+    evaluation (dense, BM25 or hybrid) of the run's evaluation split; with none, not at all
+    (the run page says how to start one)."""
+    from apps.runs.models import Evaluation
+    from apps.runs.services import evaluation_create
+
+    first = (
+        Evaluation.objects.filter(
+            team=run.team, dataset_version=run.eval_version, split=run.eval_split,
+            status="succeeded",
+        )
+        .exclude(method=Evaluation.Method.RERANK)
+        .exclude(run_file="")
+        .order_by("-finished_at", "-pk")
+        .first()
+    )  # fmt: skip
+    if first is None:
+        return None
+    return evaluation_create(
+        team=run.team,
+        model=reranker,
+        method=Evaluation.Method.RERANK,
+        dataset_version=run.eval_version,
+        split=run.eval_split,
+        first_stage=first,
+        created_by=run.created_by,
+    )
 
 
 def _training_rows(version: DatasetVersion, path: Path) -> int:

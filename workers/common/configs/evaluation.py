@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workers.common.configs.encoding import Precision, precision_field
 
-Method = Literal["dense", "bm25", "hybrid"]
+Method = Literal["dense", "bm25", "hybrid", "rerank"]
 Fusion = Literal["rrf", "weighted"]
 Normalization = Literal["minmax", "zscore"]
 # The settings a hybrid evaluation records (Evaluation.fusion); ignored by the other methods.
@@ -35,11 +35,15 @@ class EvaluationConfig(BaseModel):
                 "dense": "Dense (model)",
                 "bm25": "BM25 (bm25s)",
                 "hybrid": "Hybrid (model + BM25, fused)",
+                "rerank": "Rerank (a reranker over another evaluation's lists)",
             }
         },
     )
     model: int | None = Field(
-        None, ge=1, description="id of a model of your team; required unless method is bm25"
+        None,
+        ge=1,
+        description="id of a model of your team; required unless method is bm25 (for rerank: "
+        "a reranker)",
     )
     split: str = Field(
         "test", min_length=1, max_length=50, description="the judged split whose queries are run"
@@ -71,6 +75,25 @@ class EvaluationConfig(BaseModel):
     candidates: int = Field(
         100, ge=10, le=1000, description="hybrid: documents taken from each side before fusing"
     )
+    first_stage: int | None = Field(
+        None,
+        ge=1,
+        description="rerank: id of a succeeded evaluation (dense, BM25, hybrid) of your team on "
+        "the same version and split, whose ranked lists are reranked",
+    )
+    k_prime: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        description="rerank: how many of the first stage's top documents the reranker scores "
+        "(the rest keep their order below them)",
+    )
+
+    @model_validator(mode="after")
+    def _rerank(self) -> EvaluationConfig:
+        if self.method == "rerank" and self.first_stage is None:
+            raise ValueError("first_stage: a rerank evaluation needs the evaluation to rerank")
+        return self
 
     @model_validator(mode="after")
     def _hybrid(self) -> EvaluationConfig:
@@ -86,7 +109,10 @@ class EvaluationConfig(BaseModel):
         return self
 
     def fusion_settings(self) -> dict:
-        """What a hybrid evaluation records and runs with; empty for the other methods."""
+        """What a hybrid evaluation records and runs with ({k_prime} for a rerank); empty for
+        the other methods."""
+        if self.method == "rerank":
+            return {"k_prime": self.k_prime}
         if self.method != "hybrid":
             return {}
         return {name: getattr(self, name) for name in FUSION_FIELDS}
@@ -100,6 +126,7 @@ class EvaluationConfig(BaseModel):
                 "model": evaluation.model_id,
                 "split": evaluation.split,
                 "precision": evaluation.precision,
+                "first_stage": evaluation.first_stage_id,
                 **(evaluation.fusion or {}),
             }
         )

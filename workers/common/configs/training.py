@@ -35,7 +35,13 @@ from workers.common.configs.problems import config_problems
 Layout = Literal["sentence-transformers", "transformers"]
 Pooling = Literal["mean", "cls", "max", "lasttoken"]
 Method = Literal["full", "lora"]
-Loss = Literal["mnrl", "cached_mnrl", "gist", "matryoshka", "matryoshka2d", "starbucks"]
+Loss = Literal[
+    "mnrl", "cached_mnrl", "gist", "matryoshka", "matryoshka2d", "starbucks", "bce", "lambdaloss"
+]
+# Losses that train a reranker (a sentence-transformers CrossEncoder) instead of an embedding
+# model: the run's base may be an embedding model (its transformer's weights start a new
+# classification head) or a reranker (trained further).
+RERANKER_LOSSES: tuple[str, ...] = ("bce", "lambdaloss")
 LAYOUTS: tuple[str, ...] = get_args(Layout)
 POOLINGS: tuple[str, ...] = get_args(Pooling)
 METHODS: tuple[str, ...] = get_args(Method)
@@ -140,6 +146,8 @@ class TrainOptions(BaseModel):
                 "matryoshka": "Matryoshka over dimensions",
                 "matryoshka2d": "2D Matryoshka (layers × dimensions, one sampled per step)",
                 "starbucks": "Starbucks (every (layer, dimension) pair, every step)",
+                "bce": "Reranker: binary cross-entropy on (query, document) pairs",
+                "lambdaloss": "Reranker: LambdaLoss (listwise, nDCG-weighted)",
             }
         },
     )
@@ -283,6 +291,22 @@ class TrainOptions(BaseModel):
         if value is not None and value > 1 and info.data.get("loss") == "gist":
             raise ValueError("the gist loss takes at most 1 negative per row")
         return value
+
+    @model_validator(mode="after")
+    def _reranker_is_full(self) -> TrainOptions:
+        if self.reranker and self.method != "full":
+            raise ValueError(
+                "method: a reranker loss trains the whole cross-encoder; LoRA is for embedding "
+                "models here"
+            )
+        if self.reranker and self.num_negatives == 0:
+            raise ValueError("num_negatives: a reranker learns from negatives; give at least 1")
+        return self
+
+    @property
+    def reranker(self) -> bool:
+        """This run trains a reranker (a cross-encoder), not an embedding model."""
+        return self.loss in RERANKER_LOSSES
 
     @field_validator("fp16")
     @classmethod

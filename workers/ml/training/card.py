@@ -14,6 +14,8 @@ LOSS_LABELS = {
     "matryoshka": "MatryoshkaLoss(MultipleNegativesRankingLoss)",
     "matryoshka2d": "Matryoshka2dLoss(MultipleNegativesRankingLoss)",
     "starbucks": "StarbucksLoss(MultipleNegativesRankingLoss)",
+    "bce": "BinaryCrossEntropyLoss (cross-encoder)",
+    "lambdaloss": "LambdaLoss (cross-encoder, listwise)",
 }
 
 
@@ -39,17 +41,18 @@ def model_card(*, config: TrainConfig, result: dict[str, Any], data: list[dict[s
     def mean(values: list[int]) -> str:
         return f"{sum(values) / len(values):.1f}" if values else "-"
 
+    reranker = config.reranker
     lines = [
         "---",
         "library_name: sentence-transformers",
-        "pipeline_tag: sentence-similarity",
+        "pipeline_tag: text-ranking" if reranker else "pipeline_tag: sentence-similarity",
         "tags:",
         "- sentence-transformers",
         "- embedhub",
         f"- {config.loss}",
         "---",
         "",
-        "# Fine-tuned embedding model",
+        "# Fine-tuned reranker (cross-encoder)" if reranker else "# Fine-tuned embedding model",
         "",
         "Trained with EmbedHub (sentence-transformers "
         f"{_version('sentence-transformers')}, transformers {_version('transformers')}).",
@@ -64,6 +67,8 @@ def model_card(*, config: TrainConfig, result: dict[str, Any], data: list[dict[s
             if "matryoshka_dims" in result
             else f", (layer, dim) pairs {result['starbucks_pairs']}"
             if "starbucks_pairs" in result
+            else f", positive weight {result['pos_weight']}"
+            if "pos_weight" in result
             else ""
         ),
         "",
@@ -94,6 +99,22 @@ def model_card(*, config: TrainConfig, result: dict[str, Any], data: list[dict[s
         lines += ["## Evaluation", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4f} |" for k, v in sorted(result["metrics"].items())]
         lines.append("")
+    usage = (
+        [
+            "from sentence_transformers import CrossEncoder",
+            "",
+            'model = CrossEncoder("path/to/this/folder")',
+            'scores = model.predict([("a question", "a passage"), ("a question", "another")])',
+        ]
+        if reranker
+        else [
+            "from sentence_transformers import SentenceTransformer",
+            "",
+            'model = SentenceTransformer("path/to/this/folder")',
+            f'queries = model.encode(["{config.query_prefix}a question"])',
+            f'documents = model.encode(["{config.document_prefix}a passage"])',
+        ]
+    )
     lines += [
         "## Configuration",
         "",
@@ -104,11 +125,7 @@ def model_card(*, config: TrainConfig, result: dict[str, Any], data: list[dict[s
         "## Usage",
         "",
         "```python",
-        "from sentence_transformers import SentenceTransformer",
-        "",
-        'model = SentenceTransformer("path/to/this/folder")',
-        f'queries = model.encode(["{config.query_prefix}a question"])',
-        f'documents = model.encode(["{config.document_prefix}a passage"])',
+        *usage,
         "```",
         "",
     ]

@@ -78,10 +78,16 @@ def columns(
         if config.num_negatives is not None and config.num_negatives > 1:
             raise ConfigError("num_negatives", "the gist loss takes at most 1 negative per row")
         k = min(k, 1)
+    if config.reranker and k == 0:
+        raise DataError(
+            "a reranker learns to tell positives from negatives, and most rows have none: mine "
+            "hard negatives for this training set first"
+        )
     kept = [r for r in rows if len(r["negatives"]) >= k]
     if not kept:
         raise DataError(f"no row has {k} negatives (num_negatives)")
-    q, d = config.query_prefix, config.document_prefix
+    # A cross-encoder reads query and document together and is given no prefixes at rerank time.
+    q, d = ("", "") if config.reranker else (config.query_prefix, config.document_prefix)
     out = {
         "anchor": [q + r["anchor"] for r in kept],
         "positive": [d + r["positive"] for r in kept],
@@ -120,3 +126,27 @@ def eval_sets(
     if not relevant:
         raise DataError("eval data: no query has a relevant document in the corpus")
     return queries, corpus, relevant
+
+
+def reranker_columns(loss: str, columns: dict[str, list[str]], k: int) -> dict[str, list]:
+    """The cross-encoder trainer's columns from the (anchor, positive, negative_1..k) ones.
+
+    bce: one (query, document, label) row per pair, the positive labelled 1 and each negative 0,
+    a row's pairs next to each other; lambdaloss: one (query, [positive, negatives…],
+    [1, 0, …]) row per training row. Prefixes are not applied: a cross-encoder reads the query
+    and the document together, as it will at rerank time."""
+    anchors = columns["anchor"]
+    documents = [columns["positive"]] + [columns[f"negative_{i + 1}"] for i in range(k)]
+    if loss == "lambdaloss":
+        return {
+            "query": list(anchors),
+            "docs": [[side[i] for side in documents] for i in range(len(anchors))],
+            "labels": [[1.0] + [0.0] * k for _ in anchors],
+        }
+    out: dict[str, list] = {"query": [], "document": [], "label": []}
+    for i, anchor in enumerate(anchors):
+        for j, side in enumerate(documents):
+            out["query"].append(anchor)
+            out["document"].append(side[i])
+            out["label"].append(1.0 if j == 0 else 0.0)
+    return out

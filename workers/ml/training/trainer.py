@@ -25,7 +25,7 @@ from workers.ml.losses import default_dims, default_starbucks_pairs
 from workers.ml.precision import bf16_supported
 from workers.ml.training.card import model_card
 from workers.ml.training.data import columns as train_columns
-from workers.ml.training.data import eval_sets, read_rows
+from workers.ml.training.data import eval_sets, read_rows, reranker_columns
 
 MODEL = "model"
 ADAPTER = "adapter"
@@ -80,7 +80,10 @@ def train(
     """
     data = read_rows(rows)
     columns, k, dropped = train_columns(config, data)
-    evaluation = eval_sets(config, eval_data) if eval_data else None
+    reranker = config.reranker
+    # A reranker's quality is a rerank evaluation after the run (it has no embeddings for the
+    # retrieval evaluator); its curve is the loss.
+    evaluation = eval_sets(config, eval_data) if eval_data and not reranker else None
     if resume_from == "latest":
         resume_from = last_checkpoint(output_dir)
     elif resume_from is not None and not Path(resume_from).is_dir():
@@ -96,8 +99,14 @@ def train(
     device = _device(config)
     cuda = device.startswith("cuda")
     set_seed(config.seed)
-    model = _load_model(config, device)
-    loss, resolved = _build_loss(config, model, device)
+    if reranker:
+        model = _load_reranker(config, device)
+        loss, resolved = _build_reranker_loss(config, model, k)
+        train_data = reranker_columns(config.loss, columns, k)
+    else:
+        model = _load_model(config, device)
+        loss, resolved = _build_loss(config, model, device)
+        train_data = columns
     trainable, total = _count_parameters(model)
 
     evaluator = None
@@ -121,6 +130,8 @@ def train(
         output_dir=str(checkpoint_dir),
         device=device,
         evaluate_every=config.eval_steps if evaluator is not None else None,
+        # bce: a row is its positive and k negative pairs, so a step still takes batch_size rows.
+        pairs_per_row=k + 1 if config.loss == "bce" else 1,
     )
     progress = _progress_callback(
         batch_size=config.batch_size,
@@ -128,10 +139,10 @@ def train(
         should_stop=should_stop,
         checkpoint_dir=checkpoint_dir,
     )
-    trainer = _trainer_class()(
+    trainer = _trainer_class(reranker=reranker)(
         model=model,
         args=args,
-        train_dataset=Dataset.from_dict(columns),
+        train_dataset=Dataset.from_dict(train_data),
         loss=loss,
         evaluator=evaluator,
         callbacks=[progress],
@@ -166,6 +177,7 @@ def train(
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         "device": device,
         "train_seconds": round(seconds, 3),
+        "role": "reranker" if reranker else "embedding",
         **resolved,
     }
     if config.method == "lora":
@@ -265,6 +277,36 @@ def _load_model(config: TrainConfig, device: str) -> Any:
     return model
 
 
+def _load_reranker(config: TrainConfig, device: str) -> Any:
+    """A CrossEncoder with one output: a reranker base trains further; an embedding model's
+    (or plain BERT-style) folder gives its transformer's weights and a new, random head."""
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(
+        config.base_model_path,
+        num_labels=1,
+        max_length=config.max_seq_length,
+        device=device,
+        local_files_only=True,
+    )
+
+
+def _build_reranker_loss(config: TrainConfig, model: Any, k: int) -> tuple[Any, dict[str, Any]]:
+    import torch
+    from sentence_transformers.cross_encoder import losses
+
+    if config.loss == "bce":
+        # One positive per k negatives: weighting the positives by k keeps the two classes'
+        # shares of the loss equal (sentence-transformers' own reranker examples do this).
+        pos_weight = float(max(k, 1))
+        return losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(pos_weight)), {
+            "pos_weight": pos_weight
+        }
+    if config.loss == "lambdaloss":
+        return losses.LambdaLoss(model), {}
+    raise ConfigError("loss", f"{config.loss!r} is not a reranker loss")
+
+
 def _load_guide(config: TrainConfig, device: str) -> Any:
     from workers.common.inspect import inspect_model_folder
     from workers.ml.encode import load_encoder
@@ -346,13 +388,15 @@ def _build_loss(config: TrainConfig, model: Any, device: str) -> tuple[Any, dict
     return loss, resolved
 
 
-def _trainer_class() -> type:
-    """SentenceTransformerTrainer without its model-card machinery: it renders a card (a jinja
-    template, ~0.7 s) at every checkpoint and computes widget examples at start; this module
-    writes its own card once, at the end."""
-    from sentence_transformers import SentenceTransformerTrainer
+def _trainer_class(*, reranker: bool = False) -> type:
+    """sentence-transformers' trainer (the cross-encoder one for a reranker) without its
+    model-card machinery: it renders a card (a jinja template, ~0.7 s) at every checkpoint and
+    computes widget examples at start; this module writes its own card once, at the end."""
+    from sentence_transformers import CrossEncoderTrainer, SentenceTransformerTrainer
 
-    class Trainer(SentenceTransformerTrainer):
+    base = CrossEncoderTrainer if reranker else SentenceTransformerTrainer
+
+    class Trainer(base):
         def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
             pass
 
@@ -378,9 +422,20 @@ def _training_args(
     output_dir: str,
     device: str,
     evaluate_every: int | None,
+    pairs_per_row: int = 1,
 ) -> Any:
-    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        CrossEncoderTrainingArguments,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.base.sampler import BatchSamplers
+
+    arguments = (
+        CrossEncoderTrainingArguments if config.reranker else SentenceTransformerTrainingArguments
+    )
+    # No-duplicates batching keeps repeated texts out of in-batch negatives; a reranker has
+    # none, and its pairs repeat each query on purpose.
+    no_duplicates = config.no_duplicates and not config.reranker
 
     cuda = str(device).startswith("cuda")
     # transformers 5 renamed gradient_checkpointing (the old name warns).
@@ -388,11 +443,11 @@ def _training_args(
     checkpointing = "activation_checkpointing"
     if checkpointing not in names:
         checkpointing = "gradient_checkpointing"
-    return SentenceTransformerTrainingArguments(
+    return arguments(
         output_dir=output_dir,
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
-        per_device_train_batch_size=config.batch_size,
+        per_device_train_batch_size=config.batch_size * pairs_per_row,
         per_device_eval_batch_size=config.batch_size,
         learning_rate=config.effective_learning_rate,
         # transformers 5 takes a float in (0, 1) here as the warmup ratio.
@@ -404,7 +459,7 @@ def _training_args(
         fp16=config.fp16 and cuda,
         **{checkpointing: config.gradient_checkpointing},
         batch_sampler=(
-            BatchSamplers.NO_DUPLICATES if config.no_duplicates else BatchSamplers.BATCH_SAMPLER
+            BatchSamplers.NO_DUPLICATES if no_duplicates else BatchSamplers.BATCH_SAMPLER
         ),
         save_strategy="steps",
         save_steps=config.save_steps,

@@ -48,18 +48,37 @@ class Command(JsonCommand):
                 type={"rrf_k": int, "candidates": int, "dense_weight": float}.get(name, str),
                 help=FIELDS[name].description,
             )
+        parser.add_argument(
+            "--first-stage", type=int, help=FIELDS["first_stage"].description + " (its split)"
+        )
+        parser.add_argument(
+            "--k-prime", type=int, default=FIELDS["k_prime"].default,
+            help=FIELDS["k_prime"].description,
+        )  # fmt: skip
         parser.add_argument("--sync", action="store_true")
         parser.add_argument("--timeout", type=float, default=24 * 3600)
 
     def handle(
-        self, *args, model, method, dataset_version, split, precision, sync, timeout, **options
-    ):
+        self, *args, model, method, dataset_version, split, precision, sync, timeout,
+        first_stage, k_prime, **options,
+    ):  # fmt: skip
         v = DatasetVersion.objects.filter(pk=dataset_version).select_related("dataset").first()
         if v is None:
             raise InputError(f"--dataset-version: no dataset version {dataset_version}")
         fusion = {n: options[n] for n in FUSION_FIELDS if options.get(n) is not None}
+        first = None
+        if method == "rerank" and first_stage is not None:
+            from apps.runs.models import Evaluation
+
+            first = Evaluation.objects.filter(pk=first_stage, team=v.dataset.team).first()
+            if first is None:
+                raise InputError(
+                    f"--first-stage: no evaluation {first_stage} in the version's team"
+                )
+            split = first.split
         try:
             config = EvaluationConfig(method=method, model=model, split=split, precision=precision,
+                                      first_stage=first_stage, k_prime=k_prime,
                                       **fusion)  # fmt: skip
         except ValidationError as exc:
             raise InputError(
@@ -79,6 +98,7 @@ class Command(JsonCommand):
                 split=config.split,
                 precision=config.precision,
                 fusion=config.fusion_settings(),
+                first_stage=first,
                 enqueue=not sync,
             )
         except EvaluationError as exc:
