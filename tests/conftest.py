@@ -131,6 +131,16 @@ def tiny_model_path(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model", sentences=sentences)
 
 
+@pytest.fixture(scope="session")
+def tiny_reranker_path(tiny_model_path, tmp_path_factory) -> Path:
+    """A cross-encoder folder made from the tiny BERT's weights (a random one-label head)."""
+    from sentence_transformers import CrossEncoder
+
+    folder = tmp_path_factory.mktemp("tiny-reranker") / "reranker"
+    CrossEncoder(str(tiny_model_path), num_labels=1, local_files_only=True).save(str(folder))
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def _artifacts(settings, tmp_path):
     settings.ARTIFACTS_ROOT = tmp_path / "artifacts"

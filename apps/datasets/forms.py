@@ -64,7 +64,9 @@ class CurationForm(ConfigForm):
         super().__init__(data, **kwargs)
         self.version = version
         if "model" in self.fields:
-            models = EmbeddingModel.objects.filter(team=version.dataset.team).order_by("name")
+            models = EmbeddingModel.objects.filter(
+                team=version.dataset.team, role="embedding"
+            ).order_by("name")
             if models.exists():
                 self.fields["model"].queryset = models
             else:

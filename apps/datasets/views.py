@@ -179,7 +179,9 @@ def version_detail(request, pk: int):
             "children": version.children.order_by("number"),
             "words_chart": words_chart(version),
             "token_charts": token_charts(version),
-            "models": EmbeddingModel.objects.filter(team=version.dataset.team).order_by("name"),
+            "models": EmbeddingModel.objects.filter(
+                team=version.dataset.team, role="embedding"
+            ).order_by("name"),
             "curation_forms": {
                 kind: form(version=version) for kind, form in CURATION_FORMS.items()
             },

@@ -30,7 +30,9 @@ class IndexBuildForm(config_form(IndexParams, exclude=PAGE_EXCLUDED)):
         super().__init__(*args, **kwargs)
         from apps.datasets.models import DatasetVersion
 
-        self.fields["model"].queryset = EmbeddingModel.objects.filter(team=team).order_by("name")
+        self.fields["model"].queryset = EmbeddingModel.objects.filter(
+            team=team, role="embedding"
+        ).order_by("name")
         self.fields["dataset_version"].queryset = (
             DatasetVersion.objects.filter(dataset__team=team, kind="retrieval")
             .select_related("dataset")

@@ -114,7 +114,7 @@ class TrainingRunForm(config_form(TrainOptions, exclude=("device", "bf16", "fp16
     bf16/fp16 pair. Empty optional fields take the config's defaults."""
 
     name = forms.CharField(required=False, max_length=200)
-    base_model = forms.ModelChoiceField(queryset=EmbeddingModel.objects.none(), empty_label=None)
+    base_model = ModelChoice(queryset=EmbeddingModel.objects.none(), empty_label=None)
     train_version = forms.ModelChoiceField(queryset=None, empty_label=None,
                                            label="Training data")  # fmt: skip
     eval_version = forms.ModelChoiceField(queryset=None, required=False,
@@ -141,7 +141,7 @@ class TrainingRunForm(config_form(TrainOptions, exclude=("device", "bf16", "fp16
 
         models = EmbeddingModel.objects.filter(team=team).order_by("name")
         self.fields["base_model"].queryset = models
-        self.fields["guide_model"].queryset = models
+        self.fields["guide_model"].queryset = models.filter(role="embedding")
         versions = DatasetVersion.objects.filter(dataset__team=team).select_related("dataset")
         self.fields["train_version"].queryset = versions.filter(kind="training").order_by(
             "dataset__name", "-number"

@@ -80,6 +80,11 @@ def evaluation_detail(request, pk: int):
         "evaluation": evaluation,
         "can_write": can_write(user=request.user, team=evaluation.team),
     }
+    if not request.htmx:
+        from apps.registry.selectors import embedding_model_list
+
+        # "Rerank these" offers the team's rerankers on any first stage.
+        context["rerankers"] = embedding_model_list(team=evaluation.team, role="reranker")
     if request.htmx:
         # The fragment of a finished job carries no hx-trigger, so polling stops by itself.
         return render(request, "runs/evaluation.html#status", context)
