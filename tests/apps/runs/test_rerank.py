@@ -94,8 +94,10 @@ def test_rerank_evaluation_by_command_scores_the_first_stages_lists(
         evaluation_create(team=team, model=tiny_registered_model, method="rerank",
                           dataset_version=tiny_version, split="test", first_stage=bm25,
                           enqueue=False)  # fmt: skip
-    pending = evaluation_create(team=team, model=None, method="bm25",
-                                dataset_version=tiny_version, split="test", enqueue=False)  # fmt: skip
+    pending = evaluation_create(
+        team=team, model=None, method="bm25", dataset_version=tiny_version, split="test",
+        enqueue=False,
+    )  # fmt: skip
     with pytest.raises(EvaluationError, match="first_stage: evaluation #.* has not succeeded"):
         evaluation_create(team=team, model=reranker, method="rerank", dataset_version=tiny_version,
                           split="test", first_stage=pending, enqueue=False)  # fmt: skip
@@ -148,8 +150,10 @@ def test_the_api_and_the_pages_rerank_scoped_to_the_team(
     their_version = dataset_import_beir(
         team=other_team, name="theirs", path=write_beir(tmp_path / "theirs")
     ).version
-    their_bm25 = evaluation_create(team=other_team, model=None, method="bm25",
-                                   dataset_version=their_version, split="test", enqueue=False)  # fmt: skip
+    their_bm25 = evaluation_create(
+        team=other_team, model=None, method="bm25", dataset_version=their_version,
+        split="test", enqueue=False,
+    )  # fmt: skip
     r = client.post("/api/v1/evaluations", {**body, "first_stage": their_bm25.pk},
                     content_type="application/json", **auth(member, team))  # fmt: skip
     assert r.status_code == 404
