@@ -36,7 +36,12 @@ from apps.indexes.services import (
 )
 from apps.registry.models import EmbeddingModel
 from workers.common.configs.encoding import Precision, precision_field
-from workers.common.configs.indexing import DeploymentFusion, IndexParams, IndexTypeName
+from workers.common.configs.indexing import (
+    DeploymentFusion,
+    DeploymentRerank,
+    IndexParams,
+    IndexTypeName,
+)
 from workers.serving.schema import (
     DEFAULT_K,
     MAX_FILTER_FIELDS,
@@ -102,6 +107,9 @@ class DeploymentOut(Schema):
     dataset_version: int
     encoder: dict[str, Any]
     fusion: dict[str, Any]
+    rerank: dict[str, Any] | None = Field(
+        description="the rerank stage: {model, model_name, k_prime}; null: none"
+    )
     deployed_by: str | None
     updated_at: str
     history: list[EventOut]
@@ -118,6 +126,11 @@ class DeployIn(InputSchema):
         default=None,
         description="search mode hybrid: reciprocal rank fusion settings; omitted: keep the "
         "name's current ones (the defaults for a new name)",
+    )
+    rerank: DeploymentRerank | None = Field(
+        default=None,
+        description="a rerank stage: a reranker of your team reorders the first stage's top "
+        'k_prime hits; {"model": null} removes it; omitted: keep the name\'s current one',
     )
 
 
@@ -137,6 +150,10 @@ class SearchIn(InputSchema):
         ),
     )
     documents: bool = Field(default=False, description="include each hit's title and text")
+    rerank: bool = Field(
+        default=True,
+        description="false: the first stage alone, skipping the deployment's rerank stage",
+    )
     mode: Mode = Field(
         default="dense",
         description="dense: the model's vectors; bm25: BM25 alone; hybrid: both fused as the "
@@ -163,6 +180,13 @@ class SearchOut(Schema):
     mode: str
     results: list[QueryHits]
     timings: dict[str, float]
+
+
+def public_rerank(rerank: dict) -> dict | None:
+    """A deployment's rerank stage without the reranker's folder or fingerprint."""
+    if not rerank:
+        return None
+    return {k: rerank[k] for k in ("model", "model_name", "k_prime") if k in rerank}
 
 
 def public_encoder(encoder: dict) -> dict:
@@ -204,6 +228,7 @@ def deployment_payload(deployment: Deployment, *, history: bool = False) -> dict
         "dataset_version": deployment.index.dataset_version_id,
         "encoder": public_encoder(deployment.encoder),
         "fusion": deployment.fusion,
+        "rerank": public_rerank(deployment.rerank),
         "deployed_by": deployment.deployed_by.username if deployment.deployed_by else None,
         "updated_at": deployment.updated_at.isoformat(),
         "history": [
@@ -304,6 +329,7 @@ def deployment_create(request: HttpRequest, body: DeployIn):
         deployment = deployment_deploy(
             team=request.team, name=body.name, index=build, user=request.api_token.user,
             fusion=body.fusion.model_dump() if body.fusion is not None else None,
+            rerank=body.rerank.model_dump() if body.rerank is not None else None,
         )  # fmt: skip
     except DeploymentConflict as exc:
         return error(str(exc), status=409)
@@ -351,7 +377,7 @@ def search(request: HttpRequest, name: str, body: SearchIn):
         # Filter values go as JSON gave them: the index matches true, 2020 and "2020" itself.
         found = deployment_query(team=request.team, name=name, queries=queries, k=body.k,
                                  filters=body.filters, documents=body.documents,
-                                 mode=body.mode)  # fmt: skip
+                                 mode=body.mode, rerank=body.rerank)  # fmt: skip
     except SearchFailed as exc:
         return error(str(exc), status=exc.status)
     for result in found["results"]:

@@ -62,7 +62,7 @@ def snippet(text: str, terms: list[str]) -> SafeString:
 
 def console_search(
     *, deployment: Deployment, query: str, k: int = 10, filters: dict | None = None,
-    mode: str = "dense",
+    mode: str = "dense", rerank: bool = True,
 ) -> dict:  # fmt: skip
     """One query through the search process, each hit with its title and a marked snippet."""
     t0 = time.perf_counter()
@@ -75,6 +75,7 @@ def console_search(
             filters=filters,
             documents=True,
             mode=mode,
+            rerank=rerank,
         )
     except SearchFailed as exc:
         return {"error": str(exc)}
@@ -99,6 +100,7 @@ def console_search(
         "encode_ms": found["timings"]["encode_ms"],
         "search_ms": found["timings"]["search_ms"],
         "bm25_ms": found["timings"].get("bm25_ms"),
+        "rerank_ms": found["timings"].get("rerank_ms"),
         "mode": mode,
         "total_ms": round(total_ms, 1),
     }

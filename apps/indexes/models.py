@@ -118,6 +118,9 @@ class Deployment(TeamOwned):
     encoder = models.JSONField(default=dict)  # the query encoder recorded at deploy time
     # Search mode hybrid: DeploymentFusion (rrf_k, candidates, dense_weight); {} = defaults.
     fusion = models.JSONField(default=dict, blank=True)
+    # The rerank stage, if any: {model, k_prime, model_name, path, fingerprint, max_length} as
+    # deployed (the search process refuses a reranker whose folder changed since); {} = none.
+    rerank = models.JSONField(default=dict, blank=True)
     deployed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

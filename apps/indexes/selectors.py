@@ -189,6 +189,7 @@ def deployment_query(
     filters: dict | None = None,
     documents: bool = False,
     mode: str = "dense",
+    rerank: bool = True,
 ) -> dict:
     """Run ``queries`` on ``team``'s deployment ``name`` in the search process (``mode``:
     dense, bm25 or hybrid), each hit joined
@@ -209,6 +210,7 @@ def deployment_query(
             k=k,
             filters=filters,
             mode=mode,
+            rerank=rerank,
         )
     except SearchRequestError as exc:
         raise SearchFailed(str(exc), 400) from None

@@ -155,12 +155,57 @@ class DeploymentConflict(IndexBuildError):
     """The name already serves that index."""
 
 
+def deployment_rerank_stage(*, team: Team, rerank: dict, index: IndexBuild) -> dict:
+    """The rerank stage as deployed (``DeploymentRerank``'s fields checked, the reranker
+    resolved in ``team``, its folder's fingerprint recorded for the search process's guard);
+    {} for none. ``IndexBuildError`` naming the field."""
+    from pydantic import ValidationError
+
+    from apps.registry.models import EmbeddingModel
+    from workers.common.configs.indexing import DeploymentRerank
+    from workers.common.configs.problems import config_problems
+    from workers.common.fingerprint import model_fingerprint
+
+    try:
+        config = DeploymentRerank.model_validate(rerank)
+    except ValidationError as exc:
+        raise IndexBuildError(
+            "; ".join(f"rerank.{f}: {why}" for f, why in config_problems(exc))
+        ) from None
+    if config.model is None:
+        return {}
+    model = EmbeddingModel.objects.filter(team=team, pk=config.model).first()
+    if model is None:
+        raise IndexBuildError("rerank.model: no such model in your team")
+    if not model.is_reranker:
+        raise IndexBuildError(
+            f"rerank.model: {model.name} is an embedding model, not a reranker (a cross-encoder)"
+        )
+    if not (index.metrics or {}).get("texts_bytes"):
+        raise IndexBuildError(
+            f"rerank: index #{index.pk} keeps no document texts for a reranker to read (it was "
+            "built before they were kept): build it again"
+        )
+    if not Path(model.path).is_dir():
+        raise IndexBuildError(f"rerank.model: {model.name}'s folder is gone")
+    return {
+        "model": model.pk,
+        "k_prime": config.k_prime,
+        "model_name": model.name,
+        "path": model.path,
+        "fingerprint": model_fingerprint(model.path),
+        "max_length": model.max_seq_length,
+    }
+
+
 def deployment_deploy(
-    *, team: Team, name: str, index: IndexBuild, user=None, fusion: dict | None = None
-) -> Deployment:
+    *, team: Team, name: str, index: IndexBuild, user=None, fusion: dict | None = None,
+    rerank: dict | None = None,
+) -> Deployment:  # fmt: skip
     """Point ``name`` at ``index`` (creating the alias or swapping it) and log it. ``fusion``
-    (``DeploymentFusion``'s fields) sets how search mode hybrid fuses; None keeps the name's
-    current settings (the defaults for a new name)."""
+    (``DeploymentFusion``'s fields) sets how search mode hybrid fuses, ``rerank``
+    (``DeploymentRerank``'s) the rerank stage ({"model": None} removes it); None keeps the
+    name's current settings (the defaults, and no rerank stage, for a new name)."""
     from pydantic import ValidationError
 
     from workers.common.configs.indexing import DeploymentFusion
@@ -200,12 +245,25 @@ def deployment_deploy(
             )
         current = Deployment.objects.filter(team=team, name=name).first()
         previous = current.index if current else None
+        if rerank is not None:
+            rerank = deployment_rerank_stage(team=team, rerank=rerank, index=index)
+        elif current and current.rerank:
+            # The name keeps its stage across a swap: the new index must keep texts too.
+            rerank = deployment_rerank_stage(
+                team=team, rerank={k: current.rerank[k] for k in ("model", "k_prime")},
+                index=index,
+            )  # fmt: skip
         if current and current.index_id == index.pk:
-            if fusion is None or fusion == current.fusion:
+            changed = (fusion is not None and fusion != current.fusion) or (
+                rerank is not None and rerank != current.rerank
+            )
+            if not changed:
                 raise DeploymentConflict(f"{name} already serves index #{index.pk}.")
-            current.fusion = fusion  # the same index, fused another way
+            # The same index, fused or reranked another way.
+            current.fusion = fusion if fusion is not None else current.fusion
+            current.rerank = rerank if rerank is not None else current.rerank
             current.updated_at = timezone.now()
-            current.save(update_fields=["fusion", "updated_at"])
+            current.save(update_fields=["fusion", "rerank", "updated_at"])
             transaction.on_commit(deployments_publish)
             return current
         if current:
@@ -215,12 +273,15 @@ def deployment_deploy(
             current.updated_at = timezone.now()
             if fusion is not None:
                 current.fusion = fusion
-            current.save(update_fields=["index", "encoder", "deployed_by", "updated_at", "fusion"])
+            if rerank is not None:
+                current.rerank = rerank
+            current.save(update_fields=["index", "encoder", "deployed_by", "updated_at", "fusion",
+                                        "rerank"])  # fmt: skip
             deployment = current
         else:
             deployment = Deployment.objects.create(
                 team=team, name=name, index=index, encoder=index.encoder, deployed_by=user,
-                fusion=fusion or DeploymentFusion().model_dump(),
+                fusion=fusion or DeploymentFusion().model_dump(), rerank=rerank or {},
             )  # fmt: skip
         DeploymentEvent.objects.create(
             team=team,
@@ -262,6 +323,7 @@ def deployments_manifest() -> dict:
             "path": d.index.path,
             "encoder": d.encoder,
             "fusion": d.fusion,
+            "rerank": d.rerank,
             "updated_at": d.updated_at.isoformat(),
         }
         for d in rows

@@ -13,6 +13,9 @@ urlpatterns = [
     path("deployments/<slug:name>/", views.deployment_detail, name="deployment"),
     path("deployments/<slug:name>/swap/", views.deployment_swap, name="swap"),
     path(
+        "deployments/<slug:name>/settings/", views.deployment_settings, name="deployment_settings"
+    ),
+    path(
         "deployments/<slug:name>/undeploy/",
         views.deployment_undeploy_view,
         name="undeploy",

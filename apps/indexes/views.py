@@ -26,6 +26,7 @@ from apps.indexes.selectors import (
     trained_by,
 )
 from apps.indexes.services import (
+    DeploymentConflict,
     IndexBuildError,
     deployment_deploy,
     deployment_undeploy,
@@ -152,6 +153,9 @@ def deployment_detail(request, name: str):
     if request.htmx:
         return render(request, "indexes/deployment.html#serving", context)
     context["events"] = deployment_events(team=request.team, name=name)[:100]
+    from apps.registry.selectors import embedding_model_list
+
+    context["rerankers"] = embedding_model_list(team=request.team, role="reranker")
     context["others"] = (
         index_build_list(team=request.team)
         .filter(status="succeeded")
@@ -174,6 +178,31 @@ def deployment_swap(request, name: str):
         messages.error(request, str(exc))
     else:
         messages.success(request, f"{name} now serves index #{build.pk}.")
+    return redirect("indexes:deployment", name=name)
+
+
+@require_POST
+@team_required(Role.MEMBER)
+def deployment_settings(request, name: str):
+    """The same index, searched another way: hybrid's fusion and the rerank stage."""
+    deployment = deployment_get(team=request.team, name=name)
+    post = request.POST
+    fusion = {k: post[k] for k in ("rrf_k", "candidates", "dense_weight") if post.get(k)}
+    rerank = {"model": post.get("rerank_model") or None}
+    if post.get("k_prime"):
+        rerank["k_prime"] = post["k_prime"]
+    try:
+        deployment_deploy(
+            team=request.team, name=deployment.name, index=deployment.index, user=request.user,
+            fusion={**deployment.fusion, **fusion}, rerank=rerank,
+        )  # fmt: skip
+    except DeploymentConflict:
+        messages.info(request, "Nothing changed.")
+    except IndexBuildError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{name}'s search settings are saved; the search service "
+                                  "reloads it in the background.")  # fmt: skip
     return redirect("indexes:deployment", name=name)
 
 
@@ -202,7 +231,10 @@ def console(request):
         k = 10
     mode = request.GET.get("mode", "dense")
     mode = mode if mode in ("dense", "bm25", "hybrid") else "dense"
+    # "rerank" off: the first stage alone (a deployment without a rerank stage ignores it).
+    rerank = request.GET.get("rerank", "on") != "off"
     context = {"deployments": deployments, "a": a, "b": b, "q": q, "k": k, "mode": mode,
+               "rerank": rerank,
                "modes": [("dense", "dense"), ("bm25", "BM25"), ("hybrid", "hybrid (RRF)")],
                "filters": request.GET.get("filters", "")}  # fmt: skip
     columns, error = [], None
@@ -214,7 +246,8 @@ def console(request):
         else:
             for d in (a, b) if b else (a,):
                 columns.append({"deployment": d, **console_search(
-                    deployment=d, query=q, k=k, filters=filters, mode=mode)})  # fmt: skip
+                    deployment=d, query=q, k=k, filters=filters, mode=mode,
+                    rerank=rerank)})  # fmt: skip
     context.update(columns=columns, error=error)
     if request.htmx and request.htmx.target == "results":
         return render(request, "indexes/console.html#results", context)

@@ -412,9 +412,14 @@ def embedding_model_delete(*, model: EmbeddingModel) -> None:
     import shutil
     from pathlib import Path
 
+    from apps.indexes.models import Deployment
     from apps.runs.training import _inside_artifacts
 
     uses = [
+        (
+            Deployment.objects.filter(team=model.team, rerank__model=model.pk).count(),
+            "deployment's rerank stage",
+        ),
         (model.evaluations.count(), "evaluation"),
         (model.index_builds.count(), "index"),
         (model.training_runs.count(), "training run"),

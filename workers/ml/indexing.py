@@ -76,6 +76,9 @@ TRANSFORM_FILE = "pca.vt"
 VECTORS_FILE = "vectors.npy"
 FILTERS_FILE = "filters.json"
 BM25_DIR = "bm25"  # a BM25 index (bm25s) of the same documents, when the build asked for one
+# The documents' texts in index order, one JSON string per line: what a rerank stage reads
+# (a cross-encoder scores the query with each document's text).
+TEXTS_FILE = "texts.jsonl"
 META_FILE = "meta.json"
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -533,6 +536,27 @@ class LoadedIndex:
         self.size_bytes: int = int(meta["size_bytes"])
         self.extra_bytes: int = int(meta["extra_bytes"])
         self.binary: bool = bool(meta["binary"])
+        self._texts: list[str] | None = None
+        self._positions: dict[str, int] | None = None
+
+    @property
+    def has_texts(self) -> bool:
+        return (self.path / TEXTS_FILE).is_file()
+
+    def texts_of(self, doc_ids: Sequence[str]) -> list[str]:
+        """The texts of these documents (read from ``texts.jsonl`` on first use and kept).
+        ``ValueError`` when the index was built without them."""
+        if self._texts is None:
+            if not self.has_texts:
+                raise ValueError("this index keeps no document texts (build it again)")
+            with open(self.path / TEXTS_FILE, encoding="utf-8") as fh:
+                texts = [json.loads(line) for line in fh]
+            if len(texts) != len(self.ids):
+                raise ValueError(f"{self.path}: {len(texts)} texts for {len(self.ids)} documents")
+            self._positions = {doc_id: i for i, doc_id in enumerate(self.ids)}
+            self._texts = texts
+        assert self._positions is not None
+        return [self._texts[self._positions[doc_id]] for doc_id in doc_ids]
 
     @property
     def filter_fields(self) -> list[str]:
@@ -898,6 +922,18 @@ def measure_index(
         }
     )
     return result
+
+
+def add_texts(*, folder: Path, texts: Sequence[str]) -> int:
+    """Write the documents' texts (in the index's document order) beside the index, whole or
+    not at all; returns the file's size in bytes."""
+    from workers.common.atomic import atomic_write
+
+    path = Path(folder) / TEXTS_FILE
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        for text in texts:
+            fh.write(json.dumps(text) + "\n")
+    return path.stat().st_size
 
 
 def add_bm25(*, folder: Path, texts: Sequence[str]) -> int:

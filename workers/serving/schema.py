@@ -54,6 +54,7 @@ MESSAGES = {
         f"at most {MAX_FILTER_FIELDS} fields"
     ),
     "mode": "mode: dense, bm25 or hybrid (bm25 and hybrid need an index built with bm25)",
+    "rerank": "rerank: true or false (false skips the deployment's rerank stage)",
 }
 Mode = Literal["dense", "bm25", "hybrid"]
 TOO_MANY_QUERIES = f"queries: at most {MAX_QUERIES} per request"
@@ -69,6 +70,7 @@ class SearchRequest(BaseModel):
     k: K = DEFAULT_K
     filters: Filters | None = None
     mode: Mode = "dense"
+    rerank: StrictBool = True  # false: the first stage alone, where a rerank stage is deployed
 
 
 class Hit(BaseModel):
@@ -80,6 +82,7 @@ class Timings(BaseModel):
     encode_ms: float
     search_ms: float
     bm25_ms: float | None = None  # mode bm25 and hybrid
+    rerank_ms: float | None = None  # a deployment with a rerank stage
 
 
 class SearchResponse(BaseModel):
@@ -112,12 +115,12 @@ class SearchRequestError(ValueError):
 
 def search_request(
     *, deployment: str, queries: list[str], k: int = DEFAULT_K, filters: dict | None = None,
-    mode: str = "dense",
+    mode: str = "dense", rerank: bool = True,
 ) -> SearchRequest:  # fmt: skip
     """A validated request, or SearchRequestError naming the first problem."""
     return parse_search_request(
         {"deployment": deployment, "queries": queries, "k": k, "filters": filters or None,
-         "mode": mode}
+         "mode": mode, "rerank": rerank}
     )  # fmt: skip
 
 

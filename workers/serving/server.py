@@ -208,6 +208,54 @@ class Encoder:
             start += len(t)
 
 
+class Reranker:
+    """A deployment's cross-encoder, warm. Its tokenizer must not be shared across threads at
+    once, so queries take turns (a lock); each query's k′ pairs are one ``predict`` call."""
+
+    def __init__(self, model: Any, *, k_prime: int) -> None:
+        self.model = model
+        self.k_prime = k_prime
+        self.lock = threading.Lock()
+
+    def rerank(self, queries: list[str], hits: list[list[dict]], texts_of, k: int) -> list:
+        """Each query's hits, its top k′ reordered by the reranker's score (which becomes the
+        hit's score), the rest below them in their order; the best ``k``."""
+        from workers.ml.rerank import cross_encoder_scorer
+
+        score = cross_encoder_scorer(self.model)
+        out = []
+        for query, row in zip(queries, hits, strict=True):
+            head, tail = row[: self.k_prime], row[self.k_prime :]
+            with self.lock:
+                scores = score(query, texts_of([h["id"] for h in head])) if head else []
+            order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
+            ranked = [{"id": head[i]["id"], "score": round(scores[i], 6)} for i in order]
+            out.append((ranked + tail)[:k])
+        return out
+
+
+def load_reranker_for(spec: dict) -> Reranker:
+    from workers.ml.cache import model_fingerprint
+    from workers.ml.rerank import load_reranker
+
+    if model_fingerprint(spec["path"]) != spec.get("fingerprint"):
+        raise Refused(
+            f"the reranker folder {spec['path']} changed since it was deployed (its files "
+            "differ from the recorded fingerprint): deploy it again"
+        )
+    torch_threads()
+    model = load_reranker(path=spec["path"], max_length=spec.get("max_length"),
+                          device=os.environ.get("SEARCH_DEVICE") or None)  # fmt: skip
+    reranker = Reranker(model, k_prime=int(spec["k_prime"]))
+    reranker.rerank(["warm up"], [[{"id": "-", "score": 0.0}]], lambda ids: ["warm"], 1)
+    return reranker
+
+
+def reranker_key(spec: dict) -> str:
+    return json.dumps({k: spec.get(k) for k in ("path", "fingerprint", "max_length", "k_prime")},
+                      sort_keys=True)  # fmt: skip
+
+
 @dataclass
 class Deployed:
     key: str
@@ -218,6 +266,8 @@ class Deployed:
     encoder: Encoder
     loaded_at: str
     fusion: dict = field(default_factory=dict)  # mode hybrid: the deployment's RRF settings
+    rerank: dict = field(default_factory=dict)  # the rerank stage as deployed ({}: none)
+    reranker: Reranker | None = None
 
     def describe(self) -> dict:
         return {
@@ -229,6 +279,9 @@ class Deployed:
             "precision": self.encoder.precision,  # what its queries are encoded in
             "bm25": self.index.bm25 is not None if hasattr(self.index, "bm25") else False,
             "fusion": self.fusion,
+            "rerank": {k: self.rerank[k] for k in ("model", "model_name", "k_prime")}
+            if self.rerank
+            else None,
             "backend": recorded_value(self.encoder_spec, "backend"),
             "quantization": recorded_value(self.encoder_spec, "quantization"),
             "loaded_at": self.loaded_at,
@@ -281,6 +334,7 @@ class SearchState:
         # Replaced whole, never mutated: a reader takes the dict once and needs no lock.
         self.deployments: dict[str, Deployed] = {}
         self.encoders: dict[str, Encoder] = {}
+        self.rerankers: dict[str, Reranker] = {}
         self.errors: dict[str, str] = {}
         self.manifest_stamp: tuple[int, int] | None = None
         self.reload_lock = threading.Lock()
@@ -336,15 +390,22 @@ class SearchState:
             wanted = self.read_manifest()
             current = self.deployments
             encoders = dict(self.encoders)
+            rerankers = dict(self.rerankers)
             new: dict[str, Deployed] = {}
             errors: dict[str, str] = {}
             for key, entry in wanted.items():
                 old = current.get(key)
-                if old and old.index_id == entry["index_id"] and old.path == entry["path"]:
+                if (
+                    old
+                    and old.index_id == entry["index_id"]
+                    and old.path == entry["path"]
+                    and old.fusion == {**DEFAULT_FUSION, **(entry.get("fusion") or {})}
+                    and old.rerank == (entry.get("rerank") or {})
+                ):
                     new[key] = old
                     continue
                 try:
-                    new[key] = self._load(key, entry, encoders)
+                    new[key] = self._load(key, entry, encoders, rerankers)
                     logger.info("serving %s from index #%s", key, entry["index_id"])
                 except Exception as exc:  # noqa: BLE001 (any failure keeps the old one serving)
                     errors[key] = f"index #{entry.get('index_id')} refused: {exc}"
@@ -356,6 +417,8 @@ class SearchState:
                 if k not in used:
                     e.close()  # queries already queued are answered first
             self.encoders = {k: e for k, e in encoders.items() if k in used}
+            used = {reranker_key(d.rerank) for d in new.values() if d.rerank}
+            self.rerankers = {k: r for k, r in rerankers.items() if k in used}
             self.deployments = new  # the swap: one reference
             self.errors = errors
             self.reloads += 1
@@ -364,7 +427,9 @@ class SearchState:
                 "errors": errors,
             }
 
-    def _load(self, key: str, entry: dict, encoders: dict[str, Encoder]) -> Deployed:
+    def _load(
+        self, key: str, entry: dict, encoders: dict[str, Encoder], rerankers: dict[str, Reranker]
+    ) -> Deployed:
         from workers.ml.indexing import LoadedIndex
 
         spec = entry["encoder"]
@@ -385,6 +450,15 @@ class SearchState:
         if ekey not in encoders:
             encoders[ekey] = load_encoder_for(spec)
         index = LoadedIndex.load(folder, mmap=True)
+        rerank = entry.get("rerank") or {}
+        reranker = None
+        if rerank:
+            if not index.has_texts:
+                raise Refused("the index keeps no document texts for its rerank stage")
+            rkey = reranker_key(rerank)
+            if rkey not in rerankers:
+                rerankers[rkey] = load_reranker_for(rerank)
+            reranker = rerankers[rkey]
         return Deployed(
             key=key,
             index_id=int(entry["index_id"]),
@@ -394,6 +468,8 @@ class SearchState:
             encoder=encoders[ekey],
             loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
             fusion={**DEFAULT_FUSION, **(entry.get("fusion") or {})},
+            rerank=rerank,
+            reranker=reranker,
         )
 
     def watch(self, interval: float, stop: threading.Event) -> None:
@@ -487,9 +563,12 @@ class SearchState:
                 return 400, {"error": f"filters: {exc}"}
         timings: dict[str, float] = {"encode_ms": 0.0, "search_ms": 0.0}
         dense = lexical = None
-        depth = request.k
+        reranker = deployed.reranker if request.rerank else None
+        # The first stage returns k′ hits when a rerank stage follows, else k.
+        first_k = max(request.k, reranker.k_prime) if reranker is not None else request.k
+        depth = first_k
         if request.mode == "hybrid":
-            depth = max(request.k, int(deployed.fusion["candidates"]))
+            depth = max(first_k, int(deployed.fusion["candidates"]))
         if request.mode != "dense":
             t0 = time.perf_counter()
             lexical = await loop.run_in_executor(
@@ -508,7 +587,7 @@ class SearchState:
             dense = (scores, ids)
         if request.mode == "hybrid":
             results = hybrid_results(dense=dense, lexical=lexical, fusion=deployed.fusion,
-                                     k=request.k)  # fmt: skip
+                                     k=first_k)  # fmt: skip
         else:
             scores, ids = dense if lexical is None else lexical
             results = [
@@ -518,6 +597,13 @@ class SearchState:
                 ]
                 for row, srow in zip(ids, scores, strict=True)
             ]
+        if reranker is not None:
+            t0 = time.perf_counter()
+            results = await loop.run_in_executor(
+                self.faiss, reranker.rerank, list(request.queries), results,
+                deployed.index.texts_of, request.k,
+            )  # fmt: skip
+            timings["rerank_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         return 200, {
             "deployment": key,
             "index_id": deployed.index_id,

@@ -85,7 +85,14 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict[
     from workers.common.configs.indexing import parse_params
     from workers.ml.encode import document_text
     from workers.ml.evaluate import embed_corpus
-    from workers.ml.indexing import IndexSpec, LoadedIndex, add_bm25, build_index, measure_index
+    from workers.ml.indexing import (
+        IndexSpec,
+        LoadedIndex,
+        add_bm25,
+        add_texts,
+        build_index,
+        measure_index,
+    )
     from workers.tasks.encoding import embedding_cache, encoding_for
     from workers.tasks.sharding import document_encoder
 
@@ -135,12 +142,13 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict[
     )
     try:
         _write_json(folder / "encoder.json", encoder)
+        texts = [document_text(title, text) for _, title, text in corpus]
+        # Kept for a rerank stage, which scores each hit's text with the query.
+        built["texts_bytes"] = add_texts(folder=folder, texts=texts)
         if parse_params(build.params).bm25:
             report("indexing BM25", 0, len(corpus))
             started = time.perf_counter()
-            built["bm25_bytes"] = add_bm25(
-                folder=folder, texts=[document_text(title, text) for _, title, text in corpus]
-            )
+            built["bm25_bytes"] = add_bm25(folder=folder, texts=texts)
             built["bm25_s"] = time.perf_counter() - started
         report("measuring", 0, 0)
         loaded = LoadedIndex.load(folder)

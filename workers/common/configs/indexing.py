@@ -180,3 +180,18 @@ class DeploymentFusion(BaseModel):
     dense_weight: float = Field(
         0.5, ge=0.0, le=1.0, description="the dense side's weight (BM25's: 1 minus it)"
     )
+
+
+class DeploymentRerank(BaseModel):
+    """A deployment's rerank stage: a reranker of the team reorders the first stage's top
+    ``k_prime`` (dense, bm25 or hybrid, as the request asks) before the top k are returned.
+    ``model`` null: no rerank stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: int | None = Field(
+        None, ge=1, description="id of a reranker of your team; null removes the rerank stage"
+    )
+    k_prime: int = Field(
+        50, ge=1, le=1000, description="how many of the first stage's hits the reranker scores"
+    )
