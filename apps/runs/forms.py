@@ -4,7 +4,7 @@ from apps.core.configforms import config_form
 from apps.core.models import JobStatus
 from apps.registry.models import EmbeddingModel
 from workers.common.configs.evaluation import FUSION_FIELDS, EvaluationConfig
-from workers.common.configs.training import TrainOptions
+from workers.common.configs.training import RERANKER_LOSSES, TrainOptions
 
 RERANK_FIELDS = ("first_stage", "k_prime")
 
@@ -176,7 +176,8 @@ TRAINING_GROUPS = [
         "Loss settings",
         "scale mini_batch_size guide_model gist_temperature matryoshka_dims "
         "starbucks_pairs kl_div_weight kl_temperature",
-        None,
+        # Embedding losses' settings: a reranker loss (a cross-encoder) takes none of them.
+        "loss!=" + "|".join(RERANKER_LOSSES),
     ),  # fmt: skip
     (
         "Optimisation",

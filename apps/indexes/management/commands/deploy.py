@@ -18,8 +18,18 @@ class Command(JsonCommand):
         for name, field in DeploymentFusion.model_fields.items():
             parser.add_argument(f"--{name.replace('_', '-')}", type=type(field.default),
                                 help=f"search mode hybrid: {field.description}")  # fmt: skip
+        parser.add_argument(
+            "--rerank-model",
+            type=int,
+            help="a rerank stage: the id of a reranker of the index's team",
+        )
+        parser.add_argument(
+            "--k-prime", type=int, help="rerank: the first stage's hits it scores (default 50)"
+        )
+        parser.add_argument("--no-rerank", action="store_true", help="remove the rerank stage")
 
-    def handle(self, *args, name, index, undeploy, team, **options):
+    def handle(self, *args, name, index, undeploy, team, rerank_model, k_prime, no_rerank,
+               **options):  # fmt: skip
         given = {n: options[n] for n in DeploymentFusion.model_fields if options.get(n) is not None}
         from django.db import transaction
 
@@ -43,9 +53,14 @@ class Command(JsonCommand):
         build = IndexBuild.objects.filter(pk=index).select_related("team").first()
         if build is None:
             raise InputError(f"--index: no index build {index}")
+        rerank = None
+        if no_rerank:
+            rerank = {"model": None}
+        elif rerank_model is not None:
+            rerank = {"model": rerank_model, **({"k_prime": k_prime} if k_prime else {})}
         try:
             deployment = deployment_deploy(team=build.team, name=name, index=build,
-                                           fusion=given or None)  # fmt: skip
+                                           fusion=given or None, rerank=rerank)  # fmt: skip
         except IndexBuildError as exc:
             raise InputError(str(exc)) from exc
         serving = deployment_serving(deployment=deployment, health=search_health())
