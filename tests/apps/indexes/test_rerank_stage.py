@@ -174,3 +174,30 @@ def test_a_changed_reranker_folder_is_refused_on_load(
         assert d.serving_key not in replica.health()["deployments"]
     finally:
         stop_search_process(replica)
+
+
+def test_the_deploy_command_sets_and_removes_the_stage(
+    team, tiny_registered_model, tiny_version, reranker, settings, tmp_path
+):
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    from apps.core.commands import InputError
+    from apps.indexes.models import Deployment
+
+    settings.SEARCH_URL = "http://127.0.0.1:9"  # no search process: the deploy still records
+    build = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+
+    def deploy(*args) -> dict:
+        out = io.StringIO()
+        call_command("deploy", "cmd", "--index", str(build.pk), *args, stdout=out)
+        return json.loads(out.getvalue())
+
+    deploy("--rerank-model", str(reranker.pk), "--k-prime", "7")
+    assert Deployment.objects.get(name="cmd").rerank["k_prime"] == 7
+    with pytest.raises((InputError, SystemExit)):
+        deploy("--rerank-model", str(tiny_registered_model.pk))
+    deploy("--no-rerank")
+    assert Deployment.objects.get(name="cmd").rerank == {}
