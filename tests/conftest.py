@@ -141,6 +141,22 @@ def tiny_reranker_path(tiny_model_path, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_sparse_path(tiny_model_path, tmp_path_factory) -> Path:
+    """A SPLADE-style SparseEncoder folder (MLM head + max pooling) on the tiny BERT's weights."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules.transformer import Transformer
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+    from tests.support.tiny_model import raw_folder
+
+    folder = tmp_path_factory.mktemp("tiny-sparse") / "splade"
+    mlm = Transformer(str(raw_folder(tiny_model_path)), transformer_task="fill-mask")
+    modules = [mlm, SpladePooling("max")]
+    SparseEncoder(modules=modules, device="cpu").save(str(folder))
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def _artifacts(settings, tmp_path):
     settings.ARTIFACTS_ROOT = tmp_path / "artifacts"

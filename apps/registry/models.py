@@ -33,6 +33,8 @@ class EmbeddingModel(TeamOwned):
         # CrossEncoder) scores a (query, document) pair and cannot embed.
         EMBEDDING = "embedding", "Embedding model"
         RERANKER = "reranker", "Reranker (cross-encoder)"
+        # A SparseEncoder (SPLADE): a text becomes a sparse vector over the vocabulary.
+        SPARSE = "sparse", "Sparse (SPLADE)"
 
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.BASE)
@@ -75,6 +77,10 @@ class EmbeddingModel(TeamOwned):
     @property
     def is_reranker(self) -> bool:
         return self.role == self.Role.RERANKER
+
+    @property
+    def is_sparse(self) -> bool:
+        return self.role == self.Role.SPARSE
 
     @property
     def below_quality_bar(self) -> bool:

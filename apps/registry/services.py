@@ -130,13 +130,32 @@ def embedding_model_require_role(
         return
     if role == EmbeddingModel.Role.RERANKER:
         raise error(
-            f"{field}: {model.name} is an embedding model, not a reranker (a cross-encoder "
+            f"{field}: {model.name} is {_role_phrase(model)}, not a reranker (a cross-encoder "
             "folder, or a run trained with a reranker loss)"
+        )
+    if role == EmbeddingModel.Role.SPARSE:
+        raise error(
+            f"{field}: {model.name} is {_role_phrase(model)}, not a sparse model (a "
+            "sentence-transformers SparseEncoder folder, e.g. SPLADE)"
+        )
+    if model.is_sparse:
+        raise error(
+            f"{field}: {model.name} is a sparse model (SPLADE): its vectors are sparse over the "
+            "vocabulary, so it has no dense index, curation or variant; evaluate it with method "
+            "sparse, or use it as the lexical side of a hybrid"
         )
     raise error(
         f"{field}: {model.name} is a reranker: it scores (query, document) pairs and cannot "
         "embed texts; use it as the reranker of a rerank evaluation or a deployment"
     )
+
+
+def _role_phrase(model: EmbeddingModel) -> str:
+    return {
+        "embedding": "an embedding model",
+        "reranker": "a reranker",
+        "sparse": "a sparse model (SPLADE)",
+    }[model.role]
 
 
 class DistillError(ValueError):
@@ -413,12 +432,17 @@ def embedding_model_delete(*, model: EmbeddingModel) -> None:
     from pathlib import Path
 
     from apps.indexes.models import Deployment
+    from apps.runs.models import Evaluation
     from apps.runs.training import _inside_artifacts
 
     uses = [
         (
             Deployment.objects.filter(team=model.team, rerank__model=model.pk).count(),
             "deployment's rerank stage",
+        ),
+        (
+            Evaluation.objects.filter(team=model.team, fusion__lexical_model=model.pk).count(),
+            "hybrid evaluation",
         ),
         (model.evaluations.count(), "evaluation"),
         (model.index_builds.count(), "index"),

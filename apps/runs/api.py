@@ -267,6 +267,8 @@ def evaluation_start(
     model = first_stage = None
     if payload.method != Evaluation.Method.BM25:
         model = team_object(_team_models(request), body, "model", what="model")
+    if payload.method == Evaluation.Method.HYBRID and payload.lexical_model is not None:
+        team_object(_team_models(request), body, "lexical_model", what="model")
     if payload.method == Evaluation.Method.RERANK:
         first_stage = team_object(
             evaluation_list(team=request.team), body, "first_stage", what="evaluation"

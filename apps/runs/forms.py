@@ -18,10 +18,13 @@ class FirstStageChoice(forms.ModelChoiceField):
 
 class ModelChoice(forms.ModelChoiceField):
     def label_from_instance(self, obj) -> str:
-        return f"{obj} (reranker)" if obj.is_reranker else str(obj)
+        role = {"reranker": " (reranker)", "sparse": " (sparse)"}.get(obj.role, "")
+        return f"{obj}{role}"
 
 
-class EvaluationForm(config_form(EvaluationConfig, exclude=("model", "first_stage"))):
+class EvaluationForm(
+    config_form(EvaluationConfig, exclude=("model", "first_stage", "lexical_model"))
+):
     """An evaluation of this version: the config's method and split, the model chosen from the
     team's (the config names it by id), and for a rerank the first stage chosen from this
     version's succeeded evaluations."""
@@ -33,6 +36,13 @@ class EvaluationForm(config_form(EvaluationConfig, exclude=("model", "first_stag
         empty_label="(choose the evaluation to rerank)",
         help_text="a succeeded evaluation of this version; the rerank runs on its split",
     )
+    lexical_model = ModelChoice(
+        queryset=None,
+        required=False,
+        empty_label="BM25 (bm25s)",
+        label="Lexical side",
+        help_text="BM25, or a sparse model (SPLADE) of your team",
+    )
     split = forms.ChoiceField(choices=())
     tune_split = forms.ChoiceField(choices=(), required=False)
 
@@ -41,6 +51,7 @@ class EvaluationForm(config_form(EvaluationConfig, exclude=("model", "first_stag
         models = EmbeddingModel.objects.filter(team=team).order_by("name")
         self.fields["model"].queryset = models
         self.fields["model"].initial = models.filter(role="embedding").first()
+        self.fields["lexical_model"].queryset = models.filter(role="sparse")
         from apps.runs.models import Evaluation
 
         self.fields["first_stage"].queryset = (
@@ -78,6 +89,8 @@ class EvaluationForm(config_form(EvaluationConfig, exclude=("model", "first_stag
         if (first := self.cleaned_data.get("first_stage")) and values.get("method") == "rerank":
             # A rerank runs on its first stage's split (the paired test needs the same queries).
             values["first_stage"], values["split"] = first.pk, first.split
+        if (lexical := self.cleaned_data.get("lexical_model")) and values.get("method") == "hybrid":
+            values["lexical_model"] = lexical.pk
         return values
 
     def clean(self):

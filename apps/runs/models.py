@@ -17,6 +17,7 @@ class Evaluation(TeamOwned, Job):
         BM25 = "bm25", "BM25 (bm25s)"
         HYBRID = "hybrid", "Hybrid (dense + BM25)"
         RERANK = "rerank", "Rerank (cross-encoder)"
+        SPARSE = "sparse", "Sparse (SPLADE)"
 
     method = models.CharField(max_length=16, choices=Method.choices, default=Method.DENSE)
     # Empty for BM25, which needs no model.
@@ -74,11 +75,22 @@ class Evaluation(TeamOwned, Job):
         hybrid the model and the fusion."""
         if self.method == self.Method.HYBRID and self.model_id:
             how = "RRF" if self.fusion.get("fusion") == "rrf" else "weighted"
-            return f"{self.model.name} + BM25 ({how})"
+            return f"{self.model.name} + {self.lexical_name} ({how})"
         if self.method == self.Method.RERANK and self.model_id:
             first = self.first_stage.label if self.first_stage_id else "a deleted first stage"
             return f"{first} → {self.model.name} (top {self.fusion.get('k_prime', '?')})"
         return self.model.name if self.model_id else self.get_method_display()
+
+    @property
+    def lexical_name(self) -> str:
+        """A hybrid's lexical side: BM25, or the sparse model's name."""
+        pk = self.fusion.get("lexical_model")
+        if not pk:
+            return "BM25"
+        from apps.registry.models import EmbeddingModel
+
+        found = EmbeddingModel.objects.filter(pk=pk).values_list("name", flat=True).first()
+        return found or "a deleted sparse model"
 
     @property
     def headline(self) -> list[tuple[str, float | None]]:

@@ -47,6 +47,8 @@ def evaluation_create(
         raise EvaluationError(f"Unknown precision {precision!r}.")
     if method == Evaluation.Method.BM25:
         model, precision = None, Precision.FP32
+    elif method == Evaluation.Method.SPARSE:
+        precision = Precision.FP32
     elif model is None:
         raise EvaluationError(
             "model: choose a reranker" if method == Evaluation.Method.RERANK
@@ -55,11 +57,9 @@ def evaluation_create(
     from apps.registry.services import embedding_model_require_role
 
     if model is not None:
+        roles = {Evaluation.Method.RERANK: "reranker", Evaluation.Method.SPARSE: "sparse"}
         embedding_model_require_role(
-            model=model,
-            role="reranker" if method == Evaluation.Method.RERANK else "embedding",
-            field="model",
-            error=EvaluationError,
+            model=model, role=roles.get(method, "embedding"), field="model", error=EvaluationError
         )
     if (
         model is not None and model.team_id != team.pk
@@ -91,6 +91,13 @@ def evaluation_create(
                 "; ".join(f"{f}: {why}" for f, why in config_problems(exc))
             ) from None
         fusion_settings = config.fusion_settings()
+        if lexical := fusion_settings.get("lexical_model"):
+            sparse = EmbeddingModel.objects.filter(team=team, pk=lexical).first()
+            if sparse is None:
+                raise EvaluationError("lexical_model: no such model in your team")
+            embedding_model_require_role(
+                model=sparse, role="sparse", field="lexical_model", error=EvaluationError
+            )
         tune = fusion_settings.get("tune_split")
         if tune and tune not in dataset_version.qrels_counts:
             known = ", ".join(sorted(dataset_version.qrels_counts)) or "none"

@@ -63,6 +63,11 @@ def _config(
     chosen = _options(options)
     from apps.registry.services import embedding_model_require_role
 
+    if base_model.is_sparse:
+        raise TrainingError(
+            f"base_model: {base_model.name} is a sparse model (SPLADE); fine-tuning sparse "
+            "models is not built yet"
+        )
     if not chosen.reranker:
         embedding_model_require_role(
             model=base_model, role="embedding", field="base_model", error=TrainingError

@@ -73,9 +73,11 @@ class ModelInfo:
     document_prefix: str
     parameters: int | None
     architecture: str
-    # "embedding" (a bi-encoder: text → vector) or "reranker" (a sentence-transformers
+    # "embedding" (a bi-encoder: text → vector), "reranker" (a sentence-transformers
     # CrossEncoder, or a plain *ForSequenceClassification folder with one label: (query,
-    # document) → score). A reranker's dimension is its number of labels.
+    # document) → score) or "sparse" (a sentence-transformers SparseEncoder, e.g. SPLADE: text
+    # → a vocabulary-sized sparse vector). A reranker's dimension is its number of labels, a
+    # sparse model's its vocabulary size.
     role: str = "embedding"
 
 
@@ -247,6 +249,8 @@ def inspect_model_folder(path: str | Path) -> ModelInfo:
     role = _role(folder, config)
     if role == "reranker":
         dimension, normalize = _labels(config), False
+    elif role == "sparse":
+        dimension, normalize = int(config.get("vocab_size") or 0), False
     if dimension <= 0:
         raise ModelFolderError(config_path, "cannot tell the embedding dimension (no hidden_size)")
     tokenizer_config = _optional_object(transformer_dir / "tokenizer_config.json")
@@ -282,6 +286,8 @@ def _role(folder: Path, config: dict[str, Any]) -> str:
     st_type = _optional_object(folder / "config_sentence_transformers.json").get("model_type")
     if st_type == "CrossEncoder":
         return "reranker"
+    if st_type == "SparseEncoder":
+        return "sparse"
     if st_type:
         return "embedding"
     architectures = config.get("architectures") or []

@@ -356,3 +356,62 @@ def evaluate_rerank(
     timings["metrics_s"] = time.perf_counter() - t
     return EvalOutput(metrics=metrics, per_query=per_query, run=run, timings=timings,
                       documents=len(corpus), queries=len(queries))  # fmt: skip
+
+
+def evaluate_sparse(
+    *,
+    path: str,
+    corpus: Sequence[tuple[str, str, str]],
+    queries: Sequence[tuple[str, str]],
+    qrels: dict[str, dict[str, int]],
+    top_k: int = 100,
+    max_seq_length: int | None = None,
+    device: str | None = None,
+    on_progress: Progress | None = None,
+) -> EvalOutput:
+    """A sparse model (``workers.ml.sparse``): documents and queries encoded into sparse
+    vectors over the vocabulary, each query's top ``top_k`` by dot product, scored like any
+    run. Timings: load_s, encode_documents_s, encode_queries_s, search_s, metrics_s."""
+    from workers.ml.sparse import encode_sparse, load_sparse, sparse_top_k
+
+    def report(stage: str, done: int = 0, total: int = 0) -> None:
+        if on_progress:
+            on_progress(stage, done, total)
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    report("loading model")
+    model = load_sparse(path=path, max_seq_length=max_seq_length, device=device)
+    timings["load_s"] = time.perf_counter() - t
+    try:
+        t = time.perf_counter()
+        docs = encode_sparse(
+            model, [document_text(title, text) for _, title, text in corpus], query=False,
+            on_progress=lambda done, total: report("encoding documents", done, total),
+        )  # fmt: skip
+        timings["encode_documents_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        encoded = encode_sparse(
+            model, [text for _, text in queries], query=True,
+            on_progress=lambda done, total: report("encoding queries", done, total),
+        )  # fmt: skip
+        timings["encode_queries_s"] = time.perf_counter() - t
+    finally:
+        device_used = str(model.device)
+        del model
+        free_memory(device_used)
+    t = time.perf_counter()
+    report("searching", 0, len(queries))
+    scores, positions = sparse_top_k(encoded, docs, top_k)
+    run = {
+        query_id: {corpus[int(p)][0]: float(s) for s, p in zip(scores[row], positions[row],
+                                                               strict=True) if p >= 0}
+        for row, (query_id, _) in enumerate(queries)
+    }  # fmt: skip
+    timings["search_s"] = time.perf_counter() - t
+    timings["active_dims_per_document"] = float(docs.nnz / max(docs.shape[0], 1))
+    t = time.perf_counter()
+    metrics, per_query = compute_metrics(qrels=qrels, run=run)
+    timings["metrics_s"] = time.perf_counter() - t
+    return EvalOutput(metrics=metrics, per_query=per_query, run=run, timings=timings,
+                      documents=len(corpus), queries=len(queries))  # fmt: skip

@@ -65,6 +65,14 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
         out = _rerank(evaluation=evaluation, config=config, corpus=corpus, queries=queries,
                       qrels=qrels, report=report)  # fmt: skip
         precision_used = "fp32"
+    elif config.method == "sparse":
+        from workers.ml.evaluate import evaluate_sparse
+
+        out = evaluate_sparse(path=evaluation.model.path, corpus=corpus, queries=queries,
+                              qrels=qrels, top_k=evaluation.top_k,
+                              max_seq_length=evaluation.max_seq_length or None,
+                              on_progress=report)  # fmt: skip
+        precision_used = "fp32"
     elif config.method == "bm25":
         out = evaluate_bm25(
             corpus=corpus, queries=queries, qrels=qrels, top_k=evaluation.top_k, on_progress=report
@@ -91,8 +99,8 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
 
         out = dense_run(queries, qrels, query_key)
         if config.method == "hybrid":
-            lexical = evaluate_bm25(corpus=corpus, queries=queries, qrels=qrels, top_k=depth,
-                                    on_progress=report)  # fmt: skip
+            lexical = _lexical(config, corpus=corpus, queries=queries, qrels=qrels, depth=depth,
+                               report=report)  # fmt: skip
             tune = None
             if config.tune_split:
                 report("tuning the weight")
@@ -101,8 +109,8 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
                 )
                 _, _, tune_key = encoding_for(job=evaluation, split=config.tune_split)
                 tune = (dense_run(tune_queries, tune_qrels, tune_key),
-                        evaluate_bm25(corpus=corpus, queries=tune_queries, qrels=tune_qrels,
-                                      top_k=depth),
+                        _lexical(config, corpus=corpus, queries=tune_queries, qrels=tune_qrels,
+                                 depth=depth, report=None),
                         tune_qrels)  # fmt: skip
             report("fusing")
             out, fusion_result = evaluate_hybrid(dense=out, lexical=lexical, qrels=qrels,
@@ -132,6 +140,21 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
         "diagnostics": diagnostics,
         "stage": "done",
     }
+
+
+def _lexical(config, *, corpus, queries, qrels, depth: int, report):
+    """A hybrid's lexical side: BM25 (bm25s), or the sparse model ``lexical_model`` names."""
+    from workers.ml.evaluate import evaluate_bm25, evaluate_sparse
+
+    if not config.lexical_model:
+        return evaluate_bm25(corpus=corpus, queries=queries, qrels=qrels, top_k=depth,
+                             on_progress=report)  # fmt: skip
+    from apps.registry.models import EmbeddingModel
+
+    sparse = EmbeddingModel.objects.get(pk=config.lexical_model)
+    return evaluate_sparse(path=sparse.path, corpus=corpus, queries=queries, qrels=qrels,
+                           top_k=depth, max_seq_length=sparse.max_seq_length,
+                           on_progress=report)  # fmt: skip
 
 
 def _rerank(*, evaluation: Evaluation, config, corpus, queries, qrels, report: ProgressReporter):

@@ -14,11 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workers.common.configs.encoding import Precision, precision_field
 
-Method = Literal["dense", "bm25", "hybrid", "rerank"]
+Method = Literal["dense", "bm25", "hybrid", "rerank", "sparse"]
 Fusion = Literal["rrf", "weighted"]
 Normalization = Literal["minmax", "zscore"]
 # The settings a hybrid evaluation records (Evaluation.fusion); ignored by the other methods.
-FUSION_FIELDS = ("fusion", "rrf_k", "normalization", "dense_weight", "tune_split", "candidates")
+FUSION_FIELDS = (
+    "fusion", "rrf_k", "normalization", "dense_weight", "tune_split", "candidates",
+    "lexical_model",
+)  # fmt: skip
 
 
 class EvaluationConfig(BaseModel):
@@ -36,6 +39,7 @@ class EvaluationConfig(BaseModel):
                 "bm25": "BM25 (bm25s)",
                 "hybrid": "Hybrid (model + BM25, fused)",
                 "rerank": "Rerank (a reranker over another evaluation's lists)",
+                "sparse": "Sparse (a SPLADE model's sparse vectors)",
             }
         },
     )
@@ -74,6 +78,12 @@ class EvaluationConfig(BaseModel):
     )
     candidates: int = Field(
         100, ge=10, le=1000, description="hybrid: documents taken from each side before fusing"
+    )
+    lexical_model: int | None = Field(
+        None,
+        ge=1,
+        description="hybrid: id of a sparse model (SPLADE) of your team as the lexical side "
+        "instead of BM25; empty: BM25",
     )
     first_stage: int | None = Field(
         None,
@@ -115,7 +125,10 @@ class EvaluationConfig(BaseModel):
             return {"k_prime": self.k_prime}
         if self.method != "hybrid":
             return {}
-        return {name: getattr(self, name) for name in FUSION_FIELDS}
+        settings = {name: getattr(self, name) for name in FUSION_FIELDS}
+        if settings["lexical_model"] is None:
+            del settings["lexical_model"]  # BM25, as hybrid evaluations always recorded it
+        return settings
 
     @classmethod
     def from_row(cls, evaluation: Any) -> EvaluationConfig:

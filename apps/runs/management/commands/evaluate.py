@@ -45,7 +45,12 @@ class Command(JsonCommand):
             parser.add_argument(
                 f"--{name.replace('_', '-')}",
                 choices=kind if name in ("fusion", "normalization") else None,
-                type={"rrf_k": int, "candidates": int, "dense_weight": float}.get(name, str),
+                type={
+                    "rrf_k": int,
+                    "candidates": int,
+                    "dense_weight": float,
+                    "lexical_model": int,
+                }.get(name, str),  # fmt: skip
                 help=FIELDS[name].description,
             )
         parser.add_argument(
