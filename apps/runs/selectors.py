@@ -12,7 +12,43 @@ QUALITY_METRIC = "ndcg@10"
 
 
 def evaluation_list(*, team: Team) -> QuerySet[Evaluation]:
-    return Evaluation.objects.filter(team=team).select_related("model", "dataset_version__dataset")
+    return Evaluation.objects.filter(team=team).select_related(
+        "model", "dataset_version__dataset", "first_stage__model"
+    )
+
+
+# The list page's sort keys: newest first by default; a metric best first, unscored last.
+EVALUATION_SORTS = {
+    "new": "newest first",
+    "old": "oldest first",
+    "ndcg@10": "nDCG@10, best first",
+    "mrr@10": "MRR@10, best first",
+    "recall@100": "Recall@100, best first",
+}
+
+
+def evaluation_list_filtered(
+    *, team: Team, method: str = "", status: str = "", model: str = "", version: str = "",
+    sort: str = "new",
+) -> QuerySet[Evaluation]:  # fmt: skip
+    """The team's evaluations narrowed by what the list page's filters say (unknown values
+    are ignored, not errors: they come from a URL) and sorted by ``EVALUATION_SORTS``."""
+    from django.db.models import F
+
+    rows = evaluation_list(team=team)
+    if method in Evaluation.Method.values:
+        rows = rows.filter(method=method)
+    if status in JobStatus.values:
+        rows = rows.filter(status=status)
+    if model.isdigit():
+        rows = rows.filter(model_id=int(model))
+    if version.isdigit():
+        rows = rows.filter(dataset_version_id=int(version))
+    if sort == "old":
+        return rows.order_by("created_at", "pk")
+    if sort in EVALUATION_SORTS and sort != "new":
+        return rows.order_by(F(f"metrics__{sort}").desc(nulls_last=True), "-pk")
+    return rows.order_by("-created_at", "-pk")
 
 
 def evaluation_get(*, user, pk, role: str = "viewer") -> Evaluation:

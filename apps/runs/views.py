@@ -14,21 +14,53 @@ from django.views.decorators.vary import vary_on_headers
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write
+from apps.core.models import JobStatus
 from apps.core.responses import delete_response, job_cancel_response
+from apps.datasets.models import DatasetVersion
 from apps.datasets.selectors import dataset_version_get, query_get
 from apps.runs import compare, exports
 from apps.runs.charts import scatter_chart
 from apps.runs.forms import EvaluationForm
-from apps.runs.selectors import evaluation_get, evaluation_list, evaluation_same
+from apps.runs.models import Evaluation
+from apps.runs.selectors import (
+    EVALUATION_SORTS,
+    evaluation_get,
+    evaluation_list_filtered,
+    evaluation_same,
+)
 from apps.runs.services import EvaluationError, evaluation_create, evaluation_delete
+
+EVALUATION_PAGE = 50
 
 
 @require_GET
+@vary_on_headers("HX-Request")
 @team_required()
 def evaluation_index(request):
-    return render(
-        request, "runs/list.html", {"evaluations": evaluation_list(team=request.team)[:200]}
-    )
+    from django.core.paginator import Paginator
+
+    from apps.registry.selectors import embedding_model_list
+
+    chosen = {k: request.GET.get(k, "") for k in ("method", "status", "model", "version", "sort")}
+    rows = evaluation_list_filtered(team=request.team, **chosen)
+    page = Paginator(rows, EVALUATION_PAGE).get_page(request.GET.get("page"))
+    query = urlencode({k: v for k, v in chosen.items() if v})
+    context = {
+        "evaluations": page,
+        "page": page,
+        "chosen": chosen,
+        "query": query,
+        "sorts": EVALUATION_SORTS,
+        "methods": Evaluation.Method.choices,
+        "statuses": JobStatus.choices,
+        "models": embedding_model_list(team=request.team),
+        "versions": DatasetVersion.objects.filter(dataset__team=request.team)
+        .select_related("dataset")
+        .order_by("dataset__name", "number"),
+    }
+    if request.htmx and request.htmx.target == "evaluation-list":
+        return render(request, "runs/list.html#listing", context)
+    return render(request, "runs/list.html", context)
 
 
 @require_POST

@@ -94,3 +94,38 @@ def test_cancel_a_pending_evaluation_from_the_page(client, owner, evaluation):
     evaluate(evaluation.pk)  # a message still in the queue does nothing
     evaluation.refresh_from_db()
     assert evaluation.status == "cancelled" and not evaluation.metrics
+
+
+def test_the_evaluation_list_filters_sorts_and_pages(
+    client, owner, team, other_team, tiny_registered_model, tiny_version
+):
+    def make(method, ndcg, status="succeeded", t=team, model=tiny_registered_model):
+        e = evaluation_create(
+            team=t, model=None if method == "bm25" else model, method=method,
+            dataset_version=tiny_version, split="test", enqueue=False,
+        )  # fmt: skip
+        metrics = {"ndcg@10": ndcg} if ndcg else {}
+        Evaluation.objects.filter(pk=e.pk).update(status=status, metrics=metrics)
+        return e
+
+    low, high, bm25 = make("dense", 0.2), make("dense", 0.9), make("bm25", 0.5)
+    failed = make("dense", None, status="failed")
+    client.force_login(owner)
+    url = reverse("runs:evaluations")
+
+    def listed(**query) -> list[int]:
+        html = client.get(url, query, HTTP_HX_REQUEST="true",
+                          HTTP_HX_TARGET="evaluation-list").content.decode()  # fmt: skip
+        assert html.lstrip().startswith('<div id="evaluation-list">')
+        import re
+
+        return [int(n) for n in re.findall(r'/runs/evaluations/(\d+)/"', html)]
+
+    assert listed() == [failed.pk, bm25.pk, high.pk, low.pk]
+    assert listed(method="bm25") == [bm25.pk]
+    assert listed(status="failed") == [failed.pk]
+    assert listed(sort="ndcg@10") == [high.pk, bm25.pk, low.pk, failed.pk]
+    assert listed(model=str(tiny_registered_model.pk), sort="old") == [low.pk, high.pk, failed.pk]
+    assert listed(method="nonsense") == listed()  # a URL's unknown value is ignored
+    page = client.get(url, {"method": "dense"}).content.decode()
+    assert 'id="evaluation-filters"' in page and 'value="dense" selected' in page
