@@ -45,6 +45,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--negatives", type=int, default=5)
     parser.add_argument("--k-primes", default="20,50,100")
+    parser.add_argument(
+        "--precision", default="bf16", choices=("fp32", "bf16"),
+        help="mining, the dense side, training and reranking (bf16: autocast, where native)",
+    )  # fmt: skip
+    parser.add_argument("--max-length", type=int, default=128,
+                        help="tokens per (query, document) pair for the reranker")  # fmt: skip
     parser.add_argument("--database-url", default=DEFAULT_URL)
     args = parser.parse_args()
     team, version, model = product_setup(database_url=args.database_url, data=args.data,
@@ -62,7 +68,8 @@ def main() -> None:
     # 1. Hard negatives for SciFact train, mined by EmbedHub (positive-aware filter on).
     t0 = time.perf_counter()
     job = curation_create(team=team, source=version, kind="mine", model=model, enqueue=False,
-                          params={"split": "train", "num_negatives": args.negatives})  # fmt: skip
+                          params={"split": "train", "num_negatives": args.negatives,
+                                  "precision": args.precision})  # fmt: skip
     curate(job.pk)
     job = CurationJob.objects.get(pk=job.pk)
     if job.status != "succeeded":
@@ -74,7 +81,7 @@ def main() -> None:
     # 2. The first stage: hybrid RRF (k = 60) of MiniLM and BM25 on test.
     hybrid, _ = evaluated(
         evaluation_create(team=team, model=model, dataset_version=version, split="test",
-                          method="hybrid", precision="fp32", fusion={"fusion": "rrf"},
+                          method="hybrid", precision=args.precision, fusion={"fusion": "rrf"},
                           enqueue=False).pk,
         "hybrid RRF",
     )  # fmt: skip
@@ -84,7 +91,8 @@ def main() -> None:
                               options={"loss": args.loss, "epochs": args.epochs,
                                        "batch_size": args.batch_size,
                                        "num_negatives": args.negatives, "logging_steps": 5,
-                                       "save_steps": 10_000},
+                                       "save_steps": 10_000, "max_seq_length": args.max_length,
+                                       "bf16": args.precision == "bf16"},
                               enqueue=False)  # fmt: skip
     t0 = time.perf_counter()
     claimed = job_claim(model=TrainingRun, pk=run.pk)
@@ -102,7 +110,7 @@ def main() -> None:
     for k_prime in [int(k) for k in args.k_primes.split(",")]:
         e, seconds = evaluated(
             evaluation_create(team=team, model=reranker, dataset_version=version, split="test",
-                              method="rerank", first_stage=hybrid,
+                              method="rerank", first_stage=hybrid, precision=args.precision,
                               fusion={"k_prime": k_prime}, enqueue=False).pk,
             f"rerank top {k_prime}",
         )  # fmt: skip
@@ -114,7 +122,8 @@ def main() -> None:
     print(f"\nSciFact test ({comparison.n_queries} queries, {version.document_count:,} documents)"
           f"; reranker: all-MiniLM-L6-v2's weights + a new head, {args.loss}, "
           f"{result['steps']} steps ({args.epochs:g} epoch, {result['rows']} mined rows, "
-          f"{result['negatives_per_row']} negatives each) in {train_s:.0f} s on CPU")  # fmt: skip
+          f"{result['negatives_per_row']} negatives each) in {train_s:.0f} s on CPU; "
+          f"{args.precision}, {args.max_length} tokens per pair")  # fmt: skip
     print(f"{'way':<22}{'nDCG@10':>9}{'MRR@10':>8}{'R@100':>8}{'ms/query':>10}  "
           "nDCG@10 vs hybrid (95% BCa; Holm p)")  # fmt: skip
     out = {"train_s": train_s, "steps": run.result["steps"], "mine_s": mine_s}

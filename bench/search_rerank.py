@@ -18,7 +18,7 @@ RRF written out, then for the rerank way ``CrossEncoder.predict`` on the top kâ€
 Printed: p50 / p99 per way, ``API p50 / bare p50`` per mode (target <= 1.5), the rerank
 stage's own time and whether the API's top 10 equals the bare one.
 
-    .venv/bin/python -m bench.search_rerank                  # k' = 20, 200 queries
+    .venv/bin/python -m bench.search_rerank                  # k' = 20, 50 queries, 128 tokens
     .venv/bin/python -m bench.search_rerank --k-prime 50
 """
 
@@ -117,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k-prime", type=int, default=20)
-    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--max-length", type=int, default=128,
+                        help="the reranker's tokens per (query, document) pair")  # fmt: skip
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--scifact", type=Path, default=SCIFACT)
     parser.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench-search-rerank")
@@ -150,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         team = team_create(name="bench", owner=user)
         model = embedding_model_register(team=team, name="minilm", package=MODEL_PACKAGE)
         folder = args.workdir / "artifacts" / "reranker"
-        CrossEncoder(model.path, num_labels=1, local_files_only=True).save(str(folder))
+        CrossEncoder(model.path, num_labels=1, max_length=args.max_length,
+                     local_files_only=True).save(str(folder))  # fmt: skip
         reranker = embedding_model_register(team=team, name="minilm-ce", path=str(folder))
+        log(f"reranker: {reranker.max_seq_length} tokens per pair")
         version = dataset_import_beir(team=team, name="scifact", path=args.scifact).version
         log("building a Flat index with BM25 beside it")
         built = build(env, model_id=model.pk, version_id=version.pk, index_type="flat",

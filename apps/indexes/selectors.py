@@ -275,7 +275,13 @@ def deployment_serving(*, deployment: Deployment, health: dict) -> dict:
     key = deployment.serving_key
     live = (health.get("deployments") or {}).get(key)
     error = (health.get("errors") or {}).get(key)
-    if live and live["index_id"] == deployment.index_id:
+    stage = live.get("rerank") if live else None
+    wanted = (
+        {k: deployment.rerank[k] for k in ("model", "model_name", "k_prime")}
+        if deployment.rerank
+        else None
+    )
+    if live and live["index_id"] == deployment.index_id and stage == wanted:
         return {"state": "live", **live, "error": error}
     if error:
         return {"state": "refused", "error": error, "live": live}

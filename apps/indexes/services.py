@@ -247,12 +247,13 @@ def deployment_deploy(
         previous = current.index if current else None
         if rerank is not None:
             rerank = deployment_rerank_stage(team=team, rerank=rerank, index=index)
-        elif current and current.rerank:
-            # The name keeps its stage across a swap: the new index must keep texts too.
-            rerank = deployment_rerank_stage(
-                team=team, rerank={k: current.rerank[k] for k in ("model", "k_prime")},
-                index=index,
-            )  # fmt: skip
+        elif current and current.rerank and not (index.metrics or {}).get("texts_bytes"):
+            # The name keeps its stage as it was approved (its fingerprint too) across a swap,
+            # so the new index must keep texts for it.
+            raise IndexBuildError(
+                f"rerank: {name} reranks, and index #{index.pk} keeps no document texts for "
+                "it (built before they were kept): build it again, or remove the rerank stage"
+            )
         if current and current.index_id == index.pk:
             changed = (fusion is not None and fusion != current.fusion) or (
                 rerank is not None and rerank != current.rerank

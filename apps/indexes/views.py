@@ -188,9 +188,18 @@ def deployment_settings(request, name: str):
     deployment = deployment_get(team=request.team, name=name)
     post = request.POST
     fusion = {k: post[k] for k in ("rrf_k", "candidates", "dense_weight") if post.get(k)}
-    rerank = {"model": post.get("rerank_model") or None}
+    rerank: dict | None = {"model": post.get("rerank_model") or None}
     if post.get("k_prime"):
         rerank["k_prime"] = post["k_prime"]
+    current = deployment.rerank
+    if (
+        current
+        and str(current["model"]) == str(rerank["model"])
+        and str(current["k_prime"]) == str(rerank.get("k_prime", current["k_prime"]))
+    ):
+        rerank = None  # unchanged: kept as it was approved (a fusion-only change)
+    elif not current and rerank["model"] is None:
+        rerank = None
     try:
         deployment_deploy(
             team=request.team, name=deployment.name, index=deployment.index, user=request.user,

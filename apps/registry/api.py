@@ -8,11 +8,12 @@ made it. A token sees its own team's models only; another team's is a 404 like a
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, JsonResponse
-from ninja import Router, Schema, Status
+from ninja import Field, Router, Schema, Status
 
 from apps.accounts.api import ERRORS, error, forbidden_below, not_found
 from apps.accounts.models import Role, Team
@@ -39,8 +40,12 @@ class ModelOut(Schema):
     id: int
     name: str
     kind: str
+    role: str = Field(description="embedding, reranker (a cross-encoder) or sparse (SPLADE)")
     source: str
-    source_ref: str
+    source_ref: str = Field(
+        description="the package name, the run, or the last part of the folder it was "
+        "registered from (never a server path)"
+    )
     layout: str
     architecture: str
     dimension: int
@@ -69,13 +74,22 @@ def _models(team: Team) -> QuerySet[EmbeddingModel]:
     )
 
 
+def public_source(model: EmbeddingModel) -> str:
+    """Where a model came from, without a server path: a folder's last part only."""
+    ref = model.source_ref
+    if model.source == EmbeddingModel.Source.FOLDER and ("/" in ref or "\\" in ref):
+        return PurePath(ref).name
+    return ref
+
+
 def model_payload(model: EmbeddingModel) -> dict:
     return {
         "id": model.pk,
         "name": model.name,
         "kind": model.kind,
+        "role": model.role,
         "source": model.source,
-        "source_ref": model.source_ref,
+        "source_ref": public_source(model),
         "layout": model.layout,
         "architecture": model.architecture,
         "dimension": model.dimension,

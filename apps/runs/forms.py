@@ -153,7 +153,8 @@ class TrainingRunForm(config_form(TrainOptions, exclude=("device", "bf16", "fp16
         from apps.datasets.models import DatasetVersion
 
         models = EmbeddingModel.objects.filter(team=team).order_by("name")
-        self.fields["base_model"].queryset = models
+        # Sparse models cannot be trained here yet; rerankers only with a reranker loss.
+        self.fields["base_model"].queryset = models.filter(role__in=("embedding", "reranker"))
         self.fields["guide_model"].queryset = models.filter(role="embedding")
         versions = DatasetVersion.objects.filter(dataset__team=team).select_related("dataset")
         self.fields["train_version"].queryset = versions.filter(kind="training").order_by(

@@ -127,7 +127,10 @@ def evaluation_same(*, version, model, config) -> Evaluation | None:
     if config.method == "bm25":
         rows = rows.filter(model__isnull=True)
     elif config.method == "rerank":
-        rows = rows.filter(model=model, first_stage_id=config.first_stage)
+        rows = rows.filter(model=model, first_stage_id=config.first_stage,
+                           precision="bf16" if config.precision == "bf16" else "fp32")  # fmt: skip
+    elif config.method == "sparse":
+        rows = rows.filter(model=model)  # fp32 always, whatever was asked
     else:
         rows = rows.filter(model=model, precision=config.precision)
     return rows.order_by("-finished_at", "-pk").first()

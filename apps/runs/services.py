@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from apps.accounts.models import Team
-from apps.core.models import Precision
+from apps.core.models import JobStatus, Precision
 from apps.core.services import job_create_once, job_enqueue, job_fingerprint
 from apps.datasets.models import DatasetVersion
 from apps.registry.models import EmbeddingModel
@@ -56,6 +56,8 @@ def evaluation_create(
         )  # fmt: skip
     from apps.registry.services import embedding_model_require_role
 
+    if model is not None and model.team_id != team.pk:
+        raise EvaluationError("The model and the dataset must belong to the same team.")
     if model is not None:
         roles = {Evaluation.Method.RERANK: "reranker", Evaluation.Method.SPARSE: "sparse"}
         embedding_model_require_role(
@@ -74,7 +76,8 @@ def evaluation_create(
             team=team, first_stage=first_stage, version=dataset_version, split=split,
             options=fusion or {},
         )  # fmt: skip
-        precision = Precision.FP32
+        # bf16 when asked for by name (and native where it runs); auto means fp32 here.
+        precision = Precision.BF16 if precision == Precision.BF16 else Precision.FP32
     else:
         first_stage = None
     if method == Evaluation.Method.HYBRID:
@@ -209,6 +212,12 @@ def evaluation_delete(*, evaluation: Evaluation) -> None:
         row = Evaluation.objects.select_for_update().get(pk=evaluation.pk)
         if row.is_active:
             raise EvaluationError(f"Evaluation #{row.pk} is {row.status}; cancel it first.")
+        waiting = row.reranks.filter(status__in=[JobStatus.PENDING, JobStatus.RUNNING])
+        if waiting.exists():
+            raise EvaluationError(
+                f"Evaluation #{row.pk} is the first stage of rerank #{waiting.first().pk}, which "
+                "has not finished; wait for it or cancel it first."
+            )
         row.delete()
         # Files go only once the row is gone for good: a rolled-back delete keeps both.
         transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))

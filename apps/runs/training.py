@@ -68,6 +68,11 @@ def _config(
             f"base_model: {base_model.name} is a sparse model (SPLADE); fine-tuning sparse "
             "models is not built yet"
         )
+    if not chosen.reranker and base_model.is_reranker:
+        raise TrainingError(
+            f"base_model: {base_model.name} is a reranker: train it further with a reranker "
+            "loss (bce or lambdaloss)"
+        )
     if not chosen.reranker:
         embedding_model_require_role(
             model=base_model, role="embedding", field="base_model", error=TrainingError

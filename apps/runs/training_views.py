@@ -48,6 +48,10 @@ def _initial(request) -> dict:
     for name in ("base_model", "train_version"):
         if (value := request.GET.get(name, "").strip()).isdigit():
             initial[name] = int(value)
+    from workers.common.configs.training import LOSSES
+
+    if (loss := request.GET.get("loss", "")) in LOSSES:
+        initial["loss"] = loss  # a reranker's "Fine-tune" starts on a reranker loss
     return initial
 
 

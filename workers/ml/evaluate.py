@@ -314,6 +314,7 @@ def evaluate_rerank(
     device: str | None = None,
     on_progress: Progress | None = None,
     scorer: Any = None,
+    precision: str = "fp32",
 ) -> EvalOutput:
     """The first stage's lists, their top ``k_prime`` reordered by the cross-encoder in
     ``reranker_path`` (or by ``scorer``, a ``workers.ml.rerank.Scorer``), scored like any run.
@@ -332,7 +333,7 @@ def evaluate_rerank(
         report("loading reranker")
         model = load_reranker(path=reranker_path, max_length=max_length, device=device)
         timings["load_s"] = time.perf_counter() - t
-        scorer = cross_encoder_scorer(model)
+        scorer = cross_encoder_scorer(model, precision=precision)
     try:
         documents = {doc_id: document_text(title, text) for doc_id, title, text in corpus}
         run, rerank_timings = rerank_run(

@@ -35,19 +35,24 @@ def load_reranker(*, path: str, max_length: int | None = None, device: str | Non
     )
 
 
-def cross_encoder_scorer(model: Any, *, batch_size: int = RERANK_BATCH_SIZE) -> Scorer:
+def cross_encoder_scorer(
+    model: Any, *, batch_size: int = RERANK_BATCH_SIZE, precision: str = "fp32"
+) -> Scorer:
     """A :data:`Scorer` over a loaded CrossEncoder: its ``predict`` on (query, document) pairs,
-    with the model's own activation (a sigmoid for one label), so scores are in [0, 1]."""
+    with the model's own activation (a sigmoid for one label), so scores are in [0, 1].
+    ``precision`` bf16 runs the forward passes under bf16 autocast (``workers.ml.precision``)."""
+    from workers.ml.precision import autocast
 
     def score(query: str, documents: list[str]) -> list[float]:
         if not documents:
             return []
-        values = model.predict(
-            [(query, doc) for doc in documents],
-            batch_size=batch_size,
-            show_progress_bar=False,
-            convert_to_numpy=True,
-        )
+        with autocast(precision, str(model.device)):
+            values = model.predict(
+                [(query, doc) for doc in documents],
+                batch_size=batch_size,
+                show_progress_bar=False,
+                convert_to_numpy=True,
+            )
         return [float(v) for v in values.reshape(len(documents), -1)[:, 0]]
 
     return score

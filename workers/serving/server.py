@@ -209,28 +209,32 @@ class Encoder:
 
 
 class Reranker:
-    """A deployment's cross-encoder, warm. Its tokenizer must not be shared across threads at
-    once, so queries take turns (a lock); each query's k′ pairs are one ``predict`` call."""
+    """A deployment's cross-encoder, warm, on its own thread: a fast tokenizer must not be used
+    by two threads at once, and reranks waiting for it must not hold the faiss pool's threads
+    (every deployment's searches run there). Each query's k′ pairs are one ``predict`` call."""
 
     def __init__(self, model: Any, *, k_prime: int) -> None:
         self.model = model
         self.k_prime = k_prime
-        self.lock = threading.Lock()
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="rerank")
 
     def rerank(self, queries: list[str], hits: list[list[dict]], texts_of, k: int) -> list:
         """Each query's hits, its top k′ reordered by the reranker's score (which becomes the
-        hit's score), the rest below them in their order; the best ``k``."""
+        hit's score), the rest below them in their first-stage order and scored below them
+        (``workers.ml.rerank.rerank_list``); the best ``k``."""
         from workers.ml.rerank import cross_encoder_scorer
 
         score = cross_encoder_scorer(self.model)
         out = []
         for query, row in zip(queries, hits, strict=True):
             head, tail = row[: self.k_prime], row[self.k_prime :]
-            with self.lock:
-                scores = score(query, texts_of([h["id"] for h in head])) if head else []
+            scores = score(query, texts_of([h["id"] for h in head])) if head else []
             order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
             ranked = [{"id": head[i]["id"], "score": round(scores[i], 6)} for i in order]
-            out.append((ranked + tail)[:k])
+            floor = min(scores, default=0.0)
+            ranked += [{"id": h["id"], "score": round(floor - i, 6)}
+                       for i, h in enumerate(tail, start=1)]  # fmt: skip
+            out.append(ranked[:k])
         return out
 
 
@@ -240,8 +244,8 @@ def load_reranker_for(spec: dict) -> Reranker:
 
     if model_fingerprint(spec["path"]) != spec.get("fingerprint"):
         raise Refused(
-            f"the reranker folder {spec['path']} changed since it was deployed (its files "
-            "differ from the recorded fingerprint): deploy it again"
+            f"the reranker {spec.get('model_name') or ''} changed since it was deployed (its "
+            "folder's files differ from the recorded fingerprint): set the rerank stage again"
         )
     torch_threads()
     model = load_reranker(path=spec["path"], max_length=spec.get("max_length"),
@@ -307,8 +311,8 @@ def load_encoder_for(spec: dict):
 
     if model_fingerprint(spec["path"]) != spec.get("fingerprint"):
         raise Refused(
-            f"the model folder {spec['path']} changed since the index was built "
-            "(its files differ from the recorded fingerprint)"
+            f"the model {spec.get('model_name') or ''} changed since the index was built "
+            "(its folder's files differ from the recorded fingerprint)"
         )
     torch_threads()
     model = load_encoder(
@@ -418,6 +422,9 @@ class SearchState:
                     e.close()  # queries already queued are answered first
             self.encoders = {k: e for k, e in encoders.items() if k in used}
             used = {reranker_key(d.rerank) for d in new.values() if d.rerank}
+            for k, r in rerankers.items():
+                if k not in used:
+                    r.thread.shutdown(wait=False)  # a query already given to it still ends
             self.rerankers = {k: r for k, r in rerankers.items() if k in used}
             self.deployments = new  # the swap: one reference
             self.errors = errors
@@ -455,6 +462,7 @@ class SearchState:
         if rerank:
             if not index.has_texts:
                 raise Refused("the index keeps no document texts for its rerank stage")
+            index.texts_of([])  # read now, not on the first query
             rkey = reranker_key(rerank)
             if rkey not in rerankers:
                 rerankers[rkey] = load_reranker_for(rerank)
@@ -600,7 +608,7 @@ class SearchState:
         if reranker is not None:
             t0 = time.perf_counter()
             results = await loop.run_in_executor(
-                self.faiss, reranker.rerank, list(request.queries), results,
+                reranker.thread, reranker.rerank, list(request.queries), results,
                 deployed.index.texts_of, request.k,
             )  # fmt: skip
             timings["rerank_ms"] = round((time.perf_counter() - t0) * 1000, 3)

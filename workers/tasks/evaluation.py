@@ -56,15 +56,21 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
     from workers.tasks.encoding import embedding_cache, encoding_for
     from workers.tasks.sharding import document_encoder
 
+    if evaluation.method == "rerank" and evaluation.first_stage_id is None:
+        from apps.runs.services import EvaluationError
+
+        raise EvaluationError(
+            "The first stage of this rerank was deleted: its ranked lists are gone. Rerank "
+            "another evaluation."
+        )
     config = EvaluationConfig.from_row(evaluation)
     corpus, queries, qrels = evaluation_inputs(
         version=evaluation.dataset_version, split=config.split
     )
     document_key, precision_used, fusion_result = "", "", {}
     if config.method == "rerank":
-        out = _rerank(evaluation=evaluation, config=config, corpus=corpus, queries=queries,
-                      qrels=qrels, report=report)  # fmt: skip
-        precision_used = "fp32"
+        out, precision_used = _rerank(evaluation=evaluation, config=config, corpus=corpus,
+                                      queries=queries, qrels=qrels, report=report)  # fmt: skip
     elif config.method == "sparse":
         from workers.ml.evaluate import evaluate_sparse
 
@@ -171,8 +177,14 @@ def _rerank(*, evaluation: Evaluation, config, corpus, queries, qrels, report: P
             "The first stage's ranked lists are gone (its evaluation was deleted or its run "
             "file removed); run that evaluation again, then this rerank."
         )
+    from workers.ml.encode import pick_device
+    from workers.ml.precision import bf16_supported
+
+    # bf16 only when asked for by name and native here; auto stays fp32 (no quality check
+    # exists for a reranker's bf16 scores).
+    precision = "bf16" if config.precision == "bf16" and bf16_supported(pick_device()) else "fp32"
     report("reading the first stage")
-    return evaluate_rerank(
+    out = evaluate_rerank(
         reranker_path=evaluation.model.path,
         corpus=corpus,
         queries=queries,
@@ -182,7 +194,9 @@ def _rerank(*, evaluation: Evaluation, config, corpus, queries, qrels, report: P
         top_k=evaluation.top_k,
         max_length=evaluation.max_seq_length or None,
         on_progress=report,
+        precision=precision,
     )
+    return out, precision
 
 
 def _analyse(*, out, corpus, queries, qrels, report: ProgressReporter) -> tuple[list, dict]:

@@ -170,7 +170,8 @@ def test_a_changed_reranker_folder_is_refused_on_load(
             if d.serving_key in errors:
                 break
             threading.Event().wait(0.1)
-        assert "reranker folder" in errors[d.serving_key]
+        assert "the reranker tiny-ce changed" in errors[d.serving_key]
+        assert reranker.path not in errors[d.serving_key]  # no server path in a message
         assert d.serving_key not in replica.health()["deployments"]
     finally:
         stop_search_process(replica)

@@ -190,7 +190,7 @@ class DeploymentRerank(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: int | None = Field(
-        None, ge=1, description="id of a reranker of your team; null removes the rerank stage"
+        ..., ge=1, description="id of a reranker of your team; null removes the rerank stage"
     )
     k_prime: int = Field(
         50, ge=1, le=1000, description="how many of the first stage's hits the reranker scores"

@@ -54,6 +54,8 @@ class Command(JsonCommand):
         if build is None:
             raise InputError(f"--index: no index build {index}")
         rerank = None
+        if k_prime is not None and rerank_model is None:
+            raise InputError("--k-prime: give --rerank-model with it (the reranker to use)")
         if no_rerank:
             rerank = {"model": None}
         elif rerank_model is not None:
