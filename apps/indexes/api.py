@@ -325,6 +325,10 @@ def deployment_create(request: HttpRequest, body: DeployIn):
     build = index_build_list(team=request.team).filter(pk=body.index).first()
     if build is None:
         return error("index: no such index in your team", status=404)
+    if body.rerank is not None and body.rerank.model is not None:
+        if not EmbeddingModel.objects.filter(team=request.team, pk=body.rerank.model).exists():
+            # Another team's reranker reads exactly like a missing one.
+            return error("rerank.model: no such model in your team", status=404)
     try:
         deployment = deployment_deploy(
             team=request.team, name=body.name, index=build, user=request.api_token.user,

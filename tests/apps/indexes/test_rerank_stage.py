@@ -4,6 +4,7 @@ its time apart, skippable per request, settable from the page, scoped and guarde
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 
@@ -96,6 +97,15 @@ def test_the_rerank_stage_reorders_the_first_stages_top_k_prime_as_the_bare_libr
                    HTTP_AUTHORIZATION=f"Bearer {token}")  # fmt: skip
     assert r.json()["rerank"] == {"model": reranker.pk, "model_name": "tiny-ce", "k_prime": 5}
     assert reranker.path not in r.content.decode()
+    # Over the API another team's reranker is a 404; a body without the model names it.
+    for stage, status, text in (
+        ({"model": theirs.pk}, 404, "rerank.model: no such model"),
+        ({"k_prime": 5}, 422, "model"),
+    ):
+        r = client.post(reverse("api:deployment_create"), {"name": "rr", "index": build.pk,
+                        "rerank": stage}, content_type="application/json",
+                        HTTP_AUTHORIZATION=f"Bearer {token}")  # fmt: skip
+        assert r.status_code == status and text in json.dumps(r.json()), r.content
     schema = client.get("/api/openapi.json").json()["components"]["schemas"]
     assert "rerank" in schema["DeployIn"]["properties"]
     assert "rerank" in schema["SearchIn"]["properties"]
