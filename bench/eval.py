@@ -206,10 +206,11 @@ def recreate_database(url: str) -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
 
 
-def product_setup(*, database_url: str, data: Path, prefix: str):
+def product_setup(*, database_url: str, data: Path, prefix: str, artifacts: Path | None = None):
     """A fresh database and empty artifact folders for a bench that drives the product in
     this process: Django set up, migrated, one team, ``data`` imported as a BEIR version and
-    all-MiniLM-L6-v2 registered. Returns (team, version, model)."""
+    all-MiniLM-L6-v2 registered. Returns (team, version, model). ``artifacts``: an artifacts
+    folder to use instead (a previous run's embedding cache is then read, not re-encoded)."""
     import tempfile
 
     tmp = tempfile.mkdtemp(prefix=prefix)
@@ -218,7 +219,7 @@ def product_setup(*, database_url: str, data: Path, prefix: str):
         DJANGO_SETTINGS_MODULE="embedhub.settings",
         DATABASE_URL=database_url,
         VAR_DIR=str(Path(tmp) / "var"),
-        ARTIFACTS_ROOT=str(Path(tmp) / "artifacts"),
+        ARTIFACTS_ROOT=str(artifacts or Path(tmp) / "artifacts"),
         REDIS_URL="",
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",

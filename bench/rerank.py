@@ -52,10 +52,14 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128,
                         help="tokens per (query, document) pair for the reranker")  # fmt: skip
     parser.add_argument("--database-url", default=DEFAULT_URL)
+    parser.add_argument("--artifacts", type=Path, default=None,
+                        help="an artifacts folder to reuse (its embedding cache)")  # fmt: skip
     args = parser.parse_args()
-    team, version, model = product_setup(database_url=args.database_url, data=args.data,
-                                         prefix="bench-rerank-")  # fmt: skip
-    from apps.datasets.curation import curation_accept, curation_create
+    team, version, model = product_setup(
+        database_url=args.database_url, data=args.data, prefix="bench-rerank-",
+        artifacts=args.artifacts,
+    )  # fmt: skip
+    from apps.datasets.curation import curation_create
     from apps.datasets.models import CurationJob
     from apps.runs.compare import comparison_build
     from apps.runs.models import TrainingRun
@@ -74,7 +78,7 @@ def main() -> None:
     job = CurationJob.objects.get(pk=job.pk)
     if job.status != "succeeded":
         raise SystemExit(f"mining failed: {job.human_error}")
-    training = curation_accept(job=job)
+    training = job.version  # mining makes its version at once (no review step)
     mine_s = time.perf_counter() - t0
     log(f"mined {training.training_count} rows in {mine_s:.1f} s")
 

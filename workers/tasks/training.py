@@ -212,7 +212,7 @@ def _supervise(*, run: TrainingRun, report: ProgressReporter, job_path: Path) ->
         if event.get("event") == "log":
             curve = merge_point(curve, event)
             total = int(event.get("total_steps") or total)
-            if event.get("kind") == "train":
+            if event.get("kind") in ("train", "step"):
                 report("training", int(event.get("step") or 0), total)
 
     def should_stop() -> bool:

@@ -141,6 +141,8 @@ def test_a_reranker_trained_from_an_embedding_models_weights_loads_as_a_cross_en
     assert result["steps"] == 4 and result["role"] == "reranker"
     assert result["negatives_per_row"] == 2 and result["rows"] == len(ROWS)
     assert [e["step"] for e in events if e["kind"] == "train"][-1] == 4
+    # The live step counter: a "step" event after the last step whatever logging_steps says.
+    assert [e["step"] for e in events if e["kind"] == "step"][-1] == 4
     model = CrossEncoder(result["model_dir"], local_files_only=True)
     scores = model.predict([("what about cats", "Cats purr."), ("cats", "Jupiter")])
     assert scores.shape == (2,) and ((scores >= 0) & (scores <= 1)).all()
@@ -166,3 +168,16 @@ def test_a_reranker_run_resumes_from_its_checkpoint(tiny_model_path, tmp_path):
     second = train(config=cfg, rows=ROWS, output_dir=out, resume_from="latest")
     assert second["resumed_from"].endswith("checkpoint-2") and second["steps"] == 6
     assert inspect_model_folder(second["model_dir"]).role == "reranker"
+
+
+def test_training_events_become_log_lines_people_read():
+    from workers.ml.training.child import log_line
+
+    assert log_line({"kind": "begin", "step": 4, "total_steps": 10}) == (
+        "starting at step 4 of 10 (resumed)"
+    )
+    line = log_line({"kind": "train", "step": 5, "total_steps": 10, "epoch": 0.5, "loss": 0.51234,
+                     "learning_rate": 2e-5, "samples_per_s": 12.34})  # fmt: skip
+    assert line == "step 5/10 · epoch 0.5 · loss 0.5123 · lr 2.00e-05 · 12.3 rows/s"
+    assert log_line({"kind": "checkpoint", "step": 6}) == "step 6: checkpoint written"
+    assert log_line({"kind": "step", "step": 7}) == ""

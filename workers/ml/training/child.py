@@ -20,6 +20,8 @@ supervisor's log file). Events, in order:
 * ``{"event": "start", "pid": N, "rows": N}`` — spec and rows checked; loading libraries/model.
 * ``{"event": "log", "kind": "begin", "step": S, "total_steps": T}`` — the first step is about
   to run (S > 0 when resumed).
+* ``{"event": "log", "kind": "step", "step", "total_steps"}`` — after an optimizer step, at
+  most once a second (and after the last): the live step counter between loss points.
 * ``{"event": "log", "kind": "train", "step", "total_steps", "epoch", "loss", "learning_rate",
   "grad_norm", "samples_per_s"}`` — every ``logging_steps``.
 * ``{"event": "log", "kind": "eval", "step", "total_steps", "epoch", "metrics": {...}}`` —
@@ -84,6 +86,27 @@ def human_error(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, FileNotFoundError):
         return "data", text
     return "internal", f"Training failed: {name}: {text}"[:300]
+
+
+def log_line(event: dict[str, Any]) -> str:
+    """A training event as one line of the log people read (the trainer's own printing is
+    off: stdout is the event protocol)."""
+    kind, step, total = event.get("kind"), event.get("step"), event.get("total_steps")
+    if kind == "begin":
+        return f"starting at step {step} of {total}" + (" (resumed)" if step else "")
+    if kind == "train":
+        rate = event.get("samples_per_s")
+        return (
+            f"step {step}/{total} · epoch {event.get('epoch')} · loss {event['loss']:.4f} · "
+            f"lr {event.get('learning_rate', 0):.2e}" + (f" · {rate:.1f} rows/s" if rate else "")
+        )
+    if kind == "eval":
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted((event.get("metrics") or {}).items())
+                          if k.endswith("ndcg@10") or k.endswith("mrr@10"))  # fmt: skip
+        return f"step {step}/{total} · evaluation: {shown or 'done'}"
+    if kind == "checkpoint":
+        return f"step {step}: checkpoint written"
+    return ""
 
 
 # --- the child -----------------------------------------------------------------------------
@@ -169,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                 if event.get("kind") == "begin":
                     stop["training"] = True  # from now on a signal stops at a step boundary
                 events.emit("log", **event)
+                line = log_line(event)
+                if line:
+                    print(line, file=sys.stderr, flush=True)  # the run page's log panel
 
             result = train(
                 config=config,

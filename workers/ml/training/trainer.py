@@ -31,6 +31,7 @@ MODEL = "model"
 ADAPTER = "adapter"
 EVAL_NAME = "ir"
 TRAINER_EVAL_KEYS = ("runtime", "samples_per_second", "steps_per_second")
+STEP_EVENT_S = 1.0  # the most often a "step" event is sent
 
 
 # --- checkpoints ---------------------------------------------------------------------------
@@ -500,6 +501,7 @@ def _progress_callback(
             self.stopped = False
             self.last_time: float | None = None
             self.last_step = 0
+            self.last_step_event = 0.0
 
         def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
             self.last_time, self.last_step = time.perf_counter(), state.global_step
@@ -507,6 +509,14 @@ def _progress_callback(
                 on_log({"kind": "begin", "step": state.global_step, "total_steps": state.max_steps})
 
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            # The step counter between loss points (a loss point comes every logging_steps):
+            # at most one event a second, and always the last step.
+            now = time.perf_counter()
+            last = state.global_step >= state.max_steps
+            if on_log is not None and (last or now - self.last_step_event >= STEP_EVENT_S):
+                self.last_step_event = now
+                on_log({"kind": "step", "step": state.global_step,
+                        "total_steps": state.max_steps})  # fmt: skip
             if should_stop is not None and not self.stopped and should_stop():
                 self.stopped = True
                 control.should_training_stop = True
