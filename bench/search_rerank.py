@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
     args = parser.parse_args(argv)
     args.workdir = args.workdir.resolve()
-    shutil.rmtree(args.workdir / "artifacts", ignore_errors=True)
+    for stale in ("indexes", "serving", "reranker"):  # the embedding cache is kept
+        shutil.rmtree(args.workdir / "artifacts" / stale, ignore_errors=True)
     search_port = free_port()
     env = bench_env(args, search_port)
     os.environ.update({k: v for k, v in env.items() if k != "PYTHONPATH"})
