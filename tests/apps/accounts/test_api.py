@@ -178,7 +178,7 @@ def test_invalid_input_names_the_field_and_the_reason(api, team, member, objects
     method = api.post(f"{V1}/evaluations", {"dataset_version": 1, "method": "nope"}, **auth)
     assert method.status_code == 422
     assert method.json()["problems"][0].startswith(
-        "body.method: Input should be 'dense', 'bm25', 'hybrid' or 'rerank'"
+        "body.method: Input should be 'dense', 'bm25', 'hybrid', 'rerank' or 'sparse'"
     )
     listed = api.get(f"{V1}/evaluations?dataset_version=latest", **auth)
     assert listed.status_code == 422

@@ -175,7 +175,7 @@ def test_a_changed_reranker_folder_is_refused_on_load(
     replica = start_search_process(tmp_path, manifest=serving.manifest)
     try:
         errors = {}
-        for _ in range(300):
+        for _ in range(900):  # a loaded machine starts a search process slowly
             errors = replica.health()["errors"]
             if d.serving_key in errors:
                 break

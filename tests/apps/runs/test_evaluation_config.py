@@ -19,7 +19,7 @@ def test_the_api_schema_lists_every_field_with_its_default_and_help(client):
     properties = schema["properties"]
     assert set(properties) == {*EvaluationConfig.model_fields, "dataset_version"}
     assert all(p.get("description") for p in properties.values())
-    assert properties["method"]["enum"] == ["dense", "bm25", "hybrid", "rerank"]
+    assert properties["method"]["enum"] == ["dense", "bm25", "hybrid", "rerank", "sparse"]
     assert properties["k_prime"]["default"] == 100 and "first_stage" in properties
     assert properties["method"]["default"] == "dense" and properties["split"]["default"] == "test"
     assert schema["additionalProperties"] is False and schema["required"] == ["dataset_version"]
