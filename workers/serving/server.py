@@ -222,19 +222,17 @@ class Reranker:
         """Each query's hits, its top k′ reordered by the reranker's score (which becomes the
         hit's score), the rest below them in their first-stage order and scored below them
         (``workers.ml.rerank.rerank_list``); the best ``k``."""
-        from workers.ml.rerank import cross_encoder_scorer
+        from workers.ml.fusion import ranked
+        from workers.ml.rerank import cross_encoder_scorer, rerank_list
 
         score = cross_encoder_scorer(self.model)
         out = []
         for query, row in zip(queries, hits, strict=True):
-            head, tail = row[: self.k_prime], row[self.k_prime :]
-            scores = score(query, texts_of([h["id"] for h in head])) if head else []
-            order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
-            ranked = [{"id": head[i]["id"], "score": round(scores[i], 6)} for i in order]
-            floor = min(scores, default=0.0)
-            ranked += [{"id": h["id"], "score": round(floor - i, 6)}
-                       for i, h in enumerate(tail, start=1)]  # fmt: skip
-            out.append(ranked[:k])
+            first = {h["id"]: h["score"] for h in row}
+            head = ranked(first, self.k_prime)
+            scores = score(query, texts_of(head)) if head else []
+            reranked = rerank_list(first, scores, self.k_prime)
+            out.append([{"id": d, "score": round(reranked[d], 6)} for d in ranked(reranked, k)])
         return out
 
 
