@@ -4,23 +4,16 @@ scoped to the team."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
-from django.core.management import call_command
 
 from apps.registry.services import embedding_model_register
 from apps.runs.models import Evaluation
 from apps.runs.services import EvaluationError, evaluation_create
+from tests.apps.runs.test_hybrid import run
 
 pytestmark = pytest.mark.django_db
-
-
-def run(*args) -> dict:
-    out = io.StringIO()
-    call_command("evaluate", *args, stdout=out)
-    return json.loads(out.getvalue())
 
 
 @pytest.fixture

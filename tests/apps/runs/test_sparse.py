@@ -4,24 +4,17 @@ library and pytrec_eval), and offered as the lexical side of a hybrid."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
-from django.core.management import call_command
 
 from apps.registry.services import embedding_model_register
 from apps.runs.models import Evaluation
 from apps.runs.services import EvaluationError, evaluation_create
+from tests.apps.runs.test_hybrid import run
 from tests.conftest import TINY_CORPUS, TINY_QRELS, TINY_QUERIES
 
 pytestmark = pytest.mark.django_db
-
-
-def run(*args) -> dict:
-    out = io.StringIO()
-    call_command("evaluate", *args, stdout=out)
-    return json.loads(out.getvalue())
 
 
 @pytest.fixture
