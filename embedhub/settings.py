@@ -93,6 +93,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "apps.accounts.context_processors.team",
+                "apps.core.context_processors.section",
             ],
             "builtins": [
                 "django.contrib.humanize.templatetags.humanize",

@@ -153,9 +153,14 @@ def _page(request, rows, param: str):
 
 
 @require_GET
+@vary_on_headers("HX-Request")
 @team_required()
 def version_detail(request, pk: int):
     version = dataset_version_get(user=request.user, pk=pk)
+    if request.htmx and request.htmx.target == "search-results":
+        q = request.GET.get("q", "")
+        context = {"version": version, "q": q, "found": document_search(version=version, q=q)}
+        return render(request, "datasets/version.html#doc-search", context)
     return render(
         request,
         "datasets/version.html",

@@ -1,0 +1,53 @@
+"""Breadcrumbs on every page, the nav's current section, and one way to show a moment."""
+
+import datetime as dt
+
+import pytest
+from django.template import Context, Template
+from django.urls import reverse
+from django.utils import timezone
+
+pytestmark = pytest.mark.django_db
+
+
+def crumbs(html: str) -> str:
+    return html.split('<nav class="crumbs" aria-label="Breadcrumb">')[1].split("</nav>")[0]
+
+
+def test_pages_carry_a_breadcrumb_from_home_through_their_section(client, owner, tiny_version):
+    client.force_login(owner)
+    version_page = client.get(reverse("datasets:version", args=[tiny_version.pk])).content.decode()
+    trail = crumbs(version_page)
+    assert (
+        trail.index(">Home<") < trail.index(">Datasets<") < trail.index(tiny_version.dataset.name)
+    )
+    assert f'<span aria-current="page">v{tiny_version.number}</span>' in trail
+    # The nav marks the section the page belongs to.
+    assert f'href="{reverse("datasets:list")}" aria-current="page"' in version_page
+    # A list page's trail is Home › its section; the home page has none.
+    assert ">Evaluations<" in crumbs(client.get(reverse("runs:evaluations")).content.decode())
+    assert ">Training<" in crumbs(client.get(reverse("runs:training_runs")).content.decode())
+    assert ">Jobs<" in crumbs(client.get(reverse("core:jobs")).content.decode())
+    assert 'class="crumbs"' not in client.get(reverse("core:home")).content.decode()
+
+
+def test_the_old_in_page_crumbs_are_gone_so_no_page_shows_two(client, owner, tiny_version):
+    client.force_login(owner)
+    for url in (
+        reverse("datasets:version", args=[tiny_version.pk]),
+        reverse("datasets:detail", args=[tiny_version.dataset.pk]),
+        reverse("datasets:upload"),
+        reverse("indexes:new"),
+        reverse("runs:training_new"),
+    ):
+        html = client.get(url).content.decode()
+        assert html.count('class="crumbs"') == 1, url
+
+
+def test_when_shows_relative_time_with_the_absolute_one_on_hover():
+    moment = timezone.now() - dt.timedelta(minutes=3)
+    html = Template("{{ m|when }}").render(Context({"m": moment}))
+    local = timezone.localtime(moment)
+    assert html.startswith(f'<time datetime="{local.isoformat(timespec="seconds")}"')
+    assert f'title="{local:%Y-%m-%d %H:%M:%S}' in html and "3\xa0minutes ago" in html
+    assert Template("{{ m|when }}").render(Context({"m": None})) == ""
