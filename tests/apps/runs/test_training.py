@@ -66,6 +66,9 @@ def test_form_preview_then_start_then_result_is_a_registered_model(
     assert run.evaluation.model == model and run.evaluation.status == "pending"
     page = client.get(reverse("runs:training", args=[run.pk])).content.decode()
     assert 'id="loss-chart"' in page and model.name in page
+    # One trainable-parameter count once the run has measured it (the estimate's goes away).
+    assert f"{run.result['trainable_parameters']:,} of" in page
+    assert "trainable parameters" not in page
     lineage = client.get(reverse("registry:detail", args=[model.pk])).content.decode()
     assert 'id="made-by"' in lineage and tiny_registered_model.name in lineage
     zipped = client.get(reverse("runs:training_zip", args=[run.pk]))
