@@ -33,6 +33,7 @@ import numpy as np
 from apps.datasets.archives import expansion_problem
 
 MAX_ERRORS = 50
+REJECTED_LINES = 10_000  # rejected ids whose line a knock-on message can name
 LONG_TEXT_WORDS = 2000
 MAX_ID_LENGTH = 200
 MAX_SPLIT_LENGTH = 50  # Qrel.split
@@ -103,11 +104,16 @@ class IdHashes:
     problems already, so nothing is imported anyway) could be reported unknown.
     """
 
-    __slots__ = ("_added", "_rejected", "_sorted", "_sorted_rejected")
+    __slots__ = ("_added", "_rejected", "_sorted", "_sorted_rejected", "rejected_lines",
+                 "unreadable")  # fmt: skip
 
     def __init__(self) -> None:
         self._added, self._rejected = array("q"), array("q")
         self._sorted = self._sorted_rejected = np.empty(0, dtype=np.int64)
+        # Where a rejected id's row was (the first REJECTED_LINES of them), and how many rows
+        # had no readable id at all: a judgement naming such an id is a knock-on error.
+        self.rejected_lines: dict[int, int] = {}
+        self.unreadable = 0
 
     def known(self, key) -> bool:
         return False  # repeats are found after the pass, by ``repeated``
@@ -115,8 +121,15 @@ class IdHashes:
     def add(self, key) -> None:
         self._added.append(_hash(key))
 
-    def reject(self, key) -> None:
-        self._rejected.append(_hash(key))
+    def reject(self, key, line: int = 0) -> None:
+        h = _hash(key)
+        self._rejected.append(h)
+        if line and len(self.rejected_lines) < REJECTED_LINES:
+            self.rejected_lines.setdefault(h, line)
+
+    def rejected_at(self, key) -> int | None:
+        """The line of ``key``'s rejected row (a judgement naming it is a knock-on)."""
+        return self.rejected_lines.get(_hash(key))
 
     def freeze(self) -> IdHashes:
         for raw, name in ((self._added, "_sorted"), (self._rejected, "_sorted_rejected")):
@@ -349,18 +362,22 @@ def _records(
             obj = loads(line)
         except (ValueError, RecursionError) as exc:  # too deep, or an integer too long
             problems.add(path, number, f"malformed JSON ({getattr(exc, 'msg', exc)})")
+            ids.unreadable += 1
             continue
         if "\\u" in line and (why := _unstorable(obj)):
             problems.add(path, number, f"contains {why}, which cannot be stored")
+            ids.unreadable += 1
             continue
         if not isinstance(obj, dict):
             problems.add(path, number, "expected a JSON object")
+            ids.unreadable += 1
             continue
         raw_id = obj.get("_id")
         if isinstance(raw_id, int) and not isinstance(raw_id, bool):
             raw_id = str(raw_id)
         if not isinstance(raw_id, str) or not raw_id.strip():
             problems.add(path, number, "missing or empty '_id'")
+            ids.unreadable += 1
             continue
         if known(raw_id):
             problems.add(path, number, f"duplicate {kind} id {raw_id!r}")
@@ -387,9 +404,23 @@ def _records(
             problem = None if text.strip() else "empty 'text'"
         if problem:
             problems.add(path, number, problem)
-            reject(raw_id)  # seen (a repeat is a duplicate), but not there for the judgements
+            reject(raw_id, number)  # seen (a repeat is a duplicate), not there for judgements
             continue
         yield raw_id, obj
+
+
+def _unknown(kind: str, key: str, ids: IdHashes) -> str:
+    """Why a judgement's id is not there; a knock-on of an error above is marked as one, so the
+    user fixes the first and does not hunt for the second."""
+    source = "corpus" if kind == "document" else "queries file"
+    if line := ids.rejected_at(key):
+        return f"knock-on: {kind} id {key!r} is on {source} line {line}, rejected above"
+    if ids.unreadable:
+        return (
+            f"unknown {kind} id {key!r} (perhaps a knock-on: {ids.unreadable:,} {source} "
+            "line(s) above have no readable id)"
+        )
+    return f"unknown {kind} id {key!r}"
 
 
 def _qrels(path, problems, query_ids, doc_ids, pairs, digest=None, lines=None) -> Iterator[tuple]:
@@ -417,10 +448,10 @@ def _qrels(path, problems, query_ids, doc_ids, pairs, digest=None, lines=None) -
             problems.add(path, number, f"relevance {score} is out of range")
             continue
         if qid not in query_ids:
-            problems.add(path, number, f"unknown query id {qid!r}")
+            problems.add(path, number, _unknown("query", qid, query_ids))
             continue
         if did not in doc_ids:
-            problems.add(path, number, f"unknown document id {did!r}")
+            problems.add(path, number, _unknown("document", did, doc_ids))
             continue
         if known((qid, did)):
             problems.add(path, number, f"duplicate judgement ({qid}, {did})")

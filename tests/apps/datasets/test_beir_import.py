@@ -56,10 +56,27 @@ def test_every_problem_names_file_line_and_reason(tmp_path):
     assert f"{c}:10: missing or empty '_id'" in found
     assert f"{c}:11: missing 'text' (a string)" in found
     assert any(p.startswith(f"{c}:12: malformed JSON") for p in found)
-    assert f"{t}:6: unknown document id 'nope'" in found
+    # Two corpus lines above have no readable id: the unknown id may be one of them.
+    assert (
+        f"{t}:6: unknown document id 'nope' (perhaps a knock-on: 2 corpus line(s) above have "
+        "no readable id)"
+    ) in found
     assert f"{t}:7: unknown query id 'zz'" in found
     assert f"{t}:8: relevance 'high' is not an integer" in found
     assert f"{t}:9: expected 3 tab-separated columns, found 2" in found
+
+
+def test_a_judgement_of_a_rejected_row_is_marked_as_a_knock_on(tmp_path):
+    corpus = [*TINY_CORPUS, {"_id": "d9", "title": "no text"}]
+    folder = write_beir(tmp_path / "knock", corpus=corpus)
+    with open(folder / "qrels" / "test.tsv", "a") as fh:
+        fh.write("q1\td9\t1\nq1\tnope\t1\n")
+    c, t = str(folder / "corpus.jsonl"), str(folder / "qrels" / "test.tsv")
+    assert problems_of(folder) == [
+        f"{c}:9: missing 'text' (a string)",
+        f"{t}:6: knock-on: document id 'd9' is on corpus line 9, rejected above",
+        f"{t}:7: unknown document id 'nope'",  # no id-less line above: plainly unknown
+    ]
 
 
 def test_non_utf8_and_empty_and_missing_files(tmp_path):

@@ -48,7 +48,7 @@ def test_duplicates_are_named_exactly(tmp_path):
         f"{c}:14: duplicate document id '7'",
         f"{q}:6: duplicate query id 'q1'",
         f"{t}:3: duplicate judgement (q1, d1)",
-        f"{t}:4: unknown document id 'd20'",
+        f"{t}:4: knock-on: document id 'd20' is on corpus line 11, rejected above",
     ]
 
 
