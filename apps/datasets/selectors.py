@@ -1,15 +1,30 @@
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from apps.accounts.models import Team
 from apps.accounts.selectors import team_scoped_get
+from apps.core.listing import Sort
 from apps.datasets.models import Dataset, DatasetVersion, Query
 
 
 def dataset_list(*, team: Team) -> QuerySet[Dataset]:
     return Dataset.objects.filter(team=team).prefetch_related("versions").order_by("name")
+
+
+# The datasets list's sort keys (``apps.core.listing``): by name by default.
+DATASET_SORTS = {
+    "name": Sort("name", ("name", "pk"), "▲"),
+    "new": Sort("newest first", ("-created_at", "-pk"), "▼"),
+    "old": Sort("oldest first", ("created_at", "pk"), "▲"),
+}
+
+
+def dataset_with_kind(rows: QuerySet[Dataset], kind: str) -> QuerySet[Dataset]:
+    """The datasets among ``rows`` with at least one version of ``kind`` (a retrieval
+    collection, a training set)."""
+    return rows.filter(Exists(DatasetVersion.objects.filter(dataset=OuterRef("pk"), kind=kind)))
 
 
 def dataset_get(*, user, pk, role: str = "viewer") -> Dataset:

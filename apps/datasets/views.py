@@ -23,9 +23,11 @@ from apps.datasets.forms import CURATION_FORMS, UploadForm
 from apps.datasets.ingest import IngestError, ingest_confirm, ingest_create, ingest_preview
 from apps.datasets.models import CurationJob, DatasetVersion, IngestJob
 from apps.datasets.selectors import (
+    DATASET_SORTS,
     dataset_get,
     dataset_list,
     dataset_version_get,
+    dataset_with_kind,
     document_search,
     query_get,
 )
@@ -36,16 +38,25 @@ from apps.runs.selectors import evaluation_list
 
 
 @require_GET
+@vary_on_headers("HX-Request")
 @team_required()
 def dataset_index(request):
-    return render(
-        request,
-        "datasets/list.html",
-        {
-            "datasets": dataset_list(team=request.team),
-            "ingests": IngestJob.objects.filter(team=request.team)[:10],
-        },
+    from apps.core.listing import Filter, list_page
+
+    listing = list_page(
+        request=request,
+        rows=dataset_list(team=request.team),
+        name="dataset",
+        search=("name", "description"),
+        search_label="Search datasets",
+        sorts=DATASET_SORTS,
+        filters=[Filter("kind", "kind", DatasetVersion.Kind.choices, apply=dataset_with_kind)],
     )
+    context = {"listing": listing, "datasets": listing.page}
+    if listing.partial:
+        return render(request, "datasets/list.html#listing", context)
+    context["ingests"] = IngestJob.objects.filter(team=request.team)[:10]
+    return render(request, "datasets/list.html", context)
 
 
 @require_http_methods(["GET", "POST"])

@@ -5,12 +5,13 @@ import threading
 
 import httpx2
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.http import Http404
 from pydantic import ValidationError
 
 from apps.accounts.models import Team
 from apps.accounts.selectors import team_scoped_get
+from apps.core.listing import Sort
 from apps.datasets.models import Document
 from apps.indexes.models import Deployment, DeploymentEvent, IndexBuild, serving_key
 from apps.runs.models import TrainingRun
@@ -124,6 +125,22 @@ def search_health() -> dict:
     except (OSError, ValueError) as exc:
         return {"up": False, "url": settings.SEARCH_URL, "error": str(exc)}
     return {"up": body.get("status") == "ok", "url": settings.SEARCH_URL, **body}
+
+
+# The index builds list's sort keys (``apps.core.listing``): newest first by default; a
+# measured figure best first, builds without it last.
+INDEX_SORTS = {
+    "new": Sort("newest first", ("-created_at", "-pk"), "▼"),
+    "old": Sort("oldest first", ("created_at", "pk"), "▲"),
+    "recall": Sort("Recall@10, best first",
+                   (F("metrics__recall_at_10").desc(nulls_last=True), "-pk"), "▼"),
+    "ndcg": Sort("nDCG@10, best first",
+                 (F("metrics__ndcg_at_10").desc(nulls_last=True), "-pk"), "▼"),
+    "latency": Sort("p50 latency, fastest first",
+                    (F("metrics__latency_p50_ms").asc(nulls_last=True), "-pk"), "▲"),
+    "bytes": Sort("bytes per vector, fewest first",
+                  (F("metrics__bytes_per_vector").asc(nulls_last=True), "-pk"), "▲"),
+}  # fmt: skip
 
 
 def index_build_list(*, team: Team) -> QuerySet[IndexBuild]:

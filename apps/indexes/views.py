@@ -15,6 +15,7 @@ from apps.indexes.charts import tradeoff_charts
 from apps.indexes.console import ConsoleError, console_search, filters_parse
 from apps.indexes.forms import IndexBuildForm
 from apps.indexes.selectors import (
+    INDEX_SORTS,
     deployment_events,
     deployment_get,
     deployment_list,
@@ -45,23 +46,43 @@ def search_status(request):
 
 
 @require_GET
+@vary_on_headers("HX-Request")
 @team_required()
 def index_list(request):
+    from apps.core.listing import Filter, list_page
+    from apps.core.models import JobStatus
+    from apps.indexes.models import IndexType
+    from apps.registry.selectors import embedding_model_list
+
+    models = embedding_model_list(team=request.team).filter(index_builds__isnull=False)
+    listing = list_page(
+        request=request,
+        rows=index_build_list(team=request.team),
+        name="build",
+        search=("model__name", "dataset_version__dataset__name"),
+        search_label="Search model or data",
+        sorts=INDEX_SORTS,
+        filters=[
+            Filter("status", "status", JobStatus.choices),
+            Filter("type", "type", IndexType.choices, field="index_type"),
+            Filter("model", "model", models.values_list("pk", "name").distinct(),
+                   field="model_id"),
+        ],
+    )  # fmt: skip
+    context = {"listing": listing, "builds": listing.page}
+    if listing.partial:
+        return render(request, "indexes/list.html#listing", context)
     health = search_health()
     deployments = list(deployment_list(team=request.team))
     for d in deployments:
         d.serving = deployment_serving(deployment=d, health=health)
-    return render(
-        request,
-        "indexes/list.html",
-        {
-            "builds": index_build_list(team=request.team)[:200],
-            "deployments": deployments,
-            "events": deployment_events(team=request.team)[:20],
-            "health": health,
-            "can_write": can_write(user=request.user, team=request.team),
-        },
+    context.update(
+        deployments=deployments,
+        events=deployment_events(team=request.team)[:20],
+        health=health,
+        can_write=can_write(user=request.user, team=request.team),
     )
+    return render(request, "indexes/list.html", context)
 
 
 @require_http_methods(["GET", "POST"])

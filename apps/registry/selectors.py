@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from apps.accounts.models import Team
 from apps.accounts.selectors import team_scoped_get
+from apps.core.listing import Sort
 from apps.registry.models import DistillJob, EmbeddingModel, OptimizeJob
 
 
@@ -13,6 +14,18 @@ def embedding_model_list(*, team: Team, role: str | None = None) -> QuerySet[Emb
     choice that encodes offers embedding models only, a rerank stage rerankers only."""
     models = EmbeddingModel.objects.filter(team=team).order_by("name")
     return models.filter(role=role) if role else models
+
+
+# The models list's sort keys (``apps.core.listing``): by name by default.
+MODEL_SORTS = {
+    "name": Sort("name", ("name", "pk"), "▲"),
+    "new": Sort("newest first", ("-created_at", "-pk"), "▼"),
+    "old": Sort("oldest first", ("created_at", "pk"), "▲"),
+    "params": Sort("parameters, most first",
+                   (F("parameters").desc(nulls_last=True), "name", "pk"), "▼"),
+    "params_asc": Sort("parameters, fewest first",
+                       (F("parameters").asc(nulls_last=True), "name", "pk"), "▲"),
+}  # fmt: skip
 
 
 def embedding_model_get(*, user, pk, role: str = "viewer") -> EmbeddingModel:

@@ -13,8 +13,9 @@ from apps.accounts.selectors import can_write
 from apps.core.responses import delete_response, job_cancel_response
 from apps.datasets.models import DatasetVersion
 from apps.registry.forms import DistillForm, OptimizeForm, RegisterModelForm
-from apps.registry.models import DistillJob, OptimizeJob
+from apps.registry.models import DistillJob, EmbeddingModel, OptimizeJob
 from apps.registry.selectors import (
+    MODEL_SORTS,
     distill_job_get,
     embedding_model_get,
     embedding_model_list,
@@ -37,11 +38,27 @@ from apps.runs.selectors import evaluation_list, precision_check
 
 
 @require_GET
+@vary_on_headers("HX-Request")
 @team_required()
 def model_list(request):
-    return render(
-        request, "registry/list.html", {"models": embedding_model_list(team=request.team)}
+    from apps.core.listing import Filter, list_page
+
+    listing = list_page(
+        request=request,
+        rows=embedding_model_list(team=request.team),
+        name="model",
+        search=("name", "source_ref"),
+        search_label="Search models",
+        sorts=MODEL_SORTS,
+        filters=[
+            Filter("kind", "kind", EmbeddingModel.Kind.choices),
+            Filter("role", "role", EmbeddingModel.Role.choices),
+        ],
     )
+    context = {"listing": listing, "models": listing.page}
+    if listing.partial:
+        return render(request, "registry/list.html#listing", context)
+    return render(request, "registry/list.html", context)
 
 
 @require_GET

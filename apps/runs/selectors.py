@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from apps.accounts.models import Team
 from apps.accounts.selectors import team_scoped_get
+from apps.core.listing import Sort
 from apps.core.models import JobStatus
-from apps.runs.models import Evaluation
+from apps.runs.models import Evaluation, TrainingRun
 
 QUALITY_METRIC = "ndcg@10"
 
@@ -17,38 +18,30 @@ def evaluation_list(*, team: Team) -> QuerySet[Evaluation]:
     )
 
 
-# The list page's sort keys: newest first by default; a metric best first, unscored last.
+# The list page's sort keys (``apps.core.listing``): newest first by default; a metric best
+# first, unscored last.
 EVALUATION_SORTS = {
-    "new": "newest first",
-    "old": "oldest first",
-    "ndcg@10": "nDCG@10, best first",
-    "mrr@10": "MRR@10, best first",
-    "recall@100": "Recall@100, best first",
+    "new": Sort("newest first", ("-created_at", "-pk"), "▼"),
+    "old": Sort("oldest first", ("created_at", "pk"), "▲"),
+    **{
+        metric: Sort(f"{label}, best first",
+                     (F(f"metrics__{metric}").desc(nulls_last=True), "-pk"), "▼")
+        for metric, label in (("ndcg@10", "nDCG@10"), ("mrr@10", "MRR@10"),
+                              ("recall@100", "Recall@100"))
+    },
+}  # fmt: skip
+
+
+# The training runs list's sort keys: newest first by default.
+TRAINING_SORTS = {
+    "new": Sort("newest first", ("-created_at", "-pk"), "▼"),
+    "old": Sort("oldest first", ("created_at", "pk"), "▲"),
+    "name": Sort("name", ("name", "pk"), "▲"),
 }
 
 
-def evaluation_list_filtered(
-    *, team: Team, method: str = "", status: str = "", model: str = "", version: str = "",
-    sort: str = "new",
-) -> QuerySet[Evaluation]:  # fmt: skip
-    """The team's evaluations narrowed by what the list page's filters say (unknown values
-    are ignored, not errors: they come from a URL) and sorted by ``EVALUATION_SORTS``."""
-    from django.db.models import F
-
-    rows = evaluation_list(team=team)
-    if method in Evaluation.Method.values:
-        rows = rows.filter(method=method)
-    if status in JobStatus.values:
-        rows = rows.filter(status=status)
-    if model.isdigit():
-        rows = rows.filter(model_id=int(model))
-    if version.isdigit():
-        rows = rows.filter(dataset_version_id=int(version))
-    if sort == "old":
-        return rows.order_by("created_at", "pk")
-    if sort in EVALUATION_SORTS and sort != "new":
-        return rows.order_by(F(f"metrics__{sort}").desc(nulls_last=True), "-pk")
-    return rows.order_by("-created_at", "-pk")
+def training_run_list(*, team: Team) -> QuerySet[TrainingRun]:
+    return TrainingRun.objects.filter(team=team).select_related("base_model", "result_model")
 
 
 def evaluation_get(*, user, pk, role: str = "viewer") -> Evaluation:

@@ -68,10 +68,35 @@ def _run_get(request, pk: int, role: str = Role.VIEWER) -> TrainingRun:
 
 
 @require_GET
+@vary_on_headers("HX-Request")
 @team_required()
 def training_index(request):
-    runs = TrainingRun.objects.filter(team=request.team).select_related("base_model")[:100]
-    return render(request, "runs/training_list.html", {"runs": runs})
+    from apps.core.listing import Filter, list_page
+    from apps.core.models import JobStatus
+    from apps.registry.selectors import embedding_model_list
+    from apps.runs.selectors import TRAINING_SORTS, training_run_list
+    from workers.common.configs.training import LOSSES, METHODS
+
+    bases = embedding_model_list(team=request.team).filter(training_runs__isnull=False)
+    listing = list_page(
+        request=request,
+        rows=training_run_list(team=request.team),
+        name="run",
+        search=("name",),
+        search_label="Search runs",
+        sorts=TRAINING_SORTS,
+        filters=[
+            Filter("status", "status", JobStatus.choices),
+            Filter("method", "method", [(m, m) for m in METHODS], field="config__method"),
+            Filter("loss", "loss", [(n, n) for n in LOSSES], field="config__loss"),
+            Filter("base", "base model", bases.values_list("pk", "name").distinct(),
+                   field="base_model_id"),
+        ],
+    )  # fmt: skip
+    context = {"listing": listing, "runs": listing.page}
+    if listing.partial:
+        return render(request, "runs/training_list.html#listing", context)
+    return render(request, "runs/training_list.html", context)
 
 
 @require_http_methods(["GET", "POST"])

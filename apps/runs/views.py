@@ -25,40 +25,39 @@ from apps.runs.models import Evaluation
 from apps.runs.selectors import (
     EVALUATION_SORTS,
     evaluation_get,
-    evaluation_list_filtered,
+    evaluation_list,
     evaluation_same,
 )
 from apps.runs.services import EvaluationError, evaluation_create, evaluation_delete
-
-EVALUATION_PAGE = 50
 
 
 @require_GET
 @vary_on_headers("HX-Request")
 @team_required()
 def evaluation_index(request):
-    from django.core.paginator import Paginator
-
+    from apps.core.listing import Filter, list_page
     from apps.registry.selectors import embedding_model_list
 
-    chosen = {k: request.GET.get(k, "") for k in ("method", "status", "model", "version", "sort")}
-    rows = evaluation_list_filtered(team=request.team, **chosen)
-    page = Paginator(rows, EVALUATION_PAGE).get_page(request.GET.get("page"))
-    query = urlencode({k: v for k, v in chosen.items() if v})
-    context = {
-        "evaluations": page,
-        "page": page,
-        "chosen": chosen,
-        "query": query,
-        "sorts": EVALUATION_SORTS,
-        "methods": Evaluation.Method.choices,
-        "statuses": JobStatus.choices,
-        "models": embedding_model_list(team=request.team),
-        "versions": DatasetVersion.objects.filter(dataset__team=request.team)
-        .select_related("dataset")
-        .order_by("dataset__name", "number"),
-    }
-    if request.htmx and request.htmx.target == "evaluation-list":
+    versions = DatasetVersion.objects.filter(dataset__team=request.team).select_related("dataset")
+    listing = list_page(
+        request=request,
+        rows=evaluation_list(team=request.team),
+        name="evaluation",
+        search=("model__name", "dataset_version__dataset__name"),
+        search_label="Search model or data",
+        sorts=EVALUATION_SORTS,
+        filters=[
+            Filter("method", "method", Evaluation.Method.choices),
+            Filter("model", "model", embedding_model_list(team=request.team)
+                   .values_list("pk", "name"), field="model_id"),
+            Filter("version", "data", [(v.pk, str(v)) for v in
+                                       versions.order_by("dataset__name", "number")],
+                   field="dataset_version_id"),
+            Filter("status", "status", JobStatus.choices),
+        ],
+    )  # fmt: skip
+    context = {"listing": listing, "evaluations": listing.page}
+    if listing.partial:
         return render(request, "runs/list.html#listing", context)
     return render(request, "runs/list.html", context)
 
