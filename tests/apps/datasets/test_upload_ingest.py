@@ -94,6 +94,9 @@ def test_bad_upload_lists_file_line_reason_and_writes_nothing(
     assert job.human_error.startswith("2 problems, the first: qrels/test.tsv:2")
     page = client.get(reverse("datasets:ingest", args=[job.pk])).content.decode()
     assert "qrels/test.tsv:3: relevance" in page and "Nothing was imported" in page
+    # Each problem is printed once: the status line counts them, the list names them.
+    assert page.count("qrels/test.tsv:2: unknown document id") == 1
+    assert "Refused: 2 problems, listed below." in page
     assert not DatasetVersion.objects.exists() and not Document.objects.exists()
 
 
