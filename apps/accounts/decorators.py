@@ -3,7 +3,7 @@ from __future__ import annotations
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponseForbidden
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import render
 
 
@@ -17,7 +17,8 @@ def team_required(role: str = "viewer"):
             if request.team is None:
                 return render(request, "accounts/no_team.html", status=403)
             if not request.membership.allows(role):
-                return HttpResponseForbidden(f"This needs the {role} role in {request.team}.")
+                # Django's 403 handler renders templates/403.html with this as its reason.
+                raise PermissionDenied(f"This needs the {role} role in {request.team}")
             return view(request, *args, **kwargs)
 
         return wrapped

@@ -51,3 +51,12 @@ def test_when_shows_relative_time_with_the_absolute_one_on_hover():
     assert html.startswith(f'<time datetime="{local.isoformat(timespec="seconds")}"')
     assert f'title="{local:%Y-%m-%d %H:%M:%S}' in html and "3\xa0minutes ago" in html
     assert Template("{{ m|when }}").render(Context({"m": None})) == ""
+
+
+def test_a_refusal_is_a_styled_page_with_the_reason_and_the_navigation(client, viewer):
+    client.force_login(viewer)
+    response = client.get(reverse("runs:training_new"))
+    assert response.status_code == 403
+    html = response.content.decode()
+    assert 'id="forbidden"' in html and "This needs the member role in" in html
+    assert 'class="topbar"' in html  # the site's header, not a bare text answer
