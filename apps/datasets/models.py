@@ -19,15 +19,27 @@ class Dataset(TeamOwned):
     def __str__(self) -> str:
         return self.name
 
+    # From ``versions.all()``: one query, or none where the list prefetched them.
+    def _versions(self) -> list[DatasetVersion]:
+        return sorted(self.versions.all(), key=lambda v: v.number)
+
     @property
     def latest_version(self) -> DatasetVersion | None:
-        return self.versions.order_by("-number").first()
+        versions = self._versions()
+        return versions[-1] if versions else None
 
     @property
     def collection_version(self) -> DatasetVersion | None:
         """The newest retrieval collection (documents, queries, judgements): what lists show
         first, so that a training set mined from it does not hide it."""
-        return self.versions.filter(kind="retrieval").order_by("-number").first()
+        collections = [v for v in self._versions() if v.kind == "retrieval"]
+        return collections[-1] if collections else None
+
+    @property
+    def derived_versions(self) -> list[DatasetVersion]:
+        """What was made from another version (pairs, mined, deduplicated, selected), newest
+        first: the list shows them under the collection."""
+        return [v for v in reversed(self._versions()) if v.params.get("operation")]
 
 
 class DatasetVersion(models.Model):
@@ -67,6 +79,22 @@ class DatasetVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.dataset.name} v{self.number}"
+
+    # What each derivation is called on pages (params["operation"] → words).
+    HOW_MADE = {
+        "pairs_from_qrels": "pairs from judgements",
+        "mine_negatives": "mined hard negatives",
+        "semdedup": "semantic dedup",
+        "dsir_select": "DSIR selection",
+        "random_subset": "random baseline of a selection",
+    }
+
+    @property
+    def how_made(self) -> str:
+        operation = (self.params or {}).get("operation")
+        if operation is None:
+            return "uploaded" if self.parent_id is None else "new upload"
+        return self.HOW_MADE.get(operation, operation.replace("_", " "))
 
     @property
     def team(self):

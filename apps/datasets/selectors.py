@@ -86,3 +86,26 @@ def document_search(*, version: DatasetVersion, q: str, limit: int = 20) -> list
 
 def query_get(*, version: DatasetVersion, pk) -> Query:
     return get_object_or_404(version.queries, pk=pk)
+
+
+def dataset_version_tree(*, dataset) -> list[tuple[DatasetVersion, int]]:
+    """The dataset's versions as a tree, depth first: each collection (a version without a
+    parent) with what was derived from it (mined, deduplicated, selected) under it, as
+    (version, depth) pairs. Newest collection first; derived ones in the order they were made.
+    """
+    versions = list(dataset.versions.select_related("parent").order_by("number"))
+    children: dict[int | None, list[DatasetVersion]] = {}
+    ids = {v.pk for v in versions}
+    for v in versions:
+        # A parent deleted (SET_NULL) or in another dataset makes the version a root here.
+        children.setdefault(v.parent_id if v.parent_id in ids else None, []).append(v)
+    out: list[tuple[DatasetVersion, int]] = []
+
+    def walk(version: DatasetVersion, depth: int) -> None:
+        out.append((version, depth))
+        for child in children.get(version.pk, []):
+            walk(child, depth + 1)
+
+    for root in reversed(children.get(None, [])):
+        walk(root, 0)
+    return out

@@ -27,6 +27,7 @@ from apps.datasets.selectors import (
     dataset_get,
     dataset_list,
     dataset_version_get,
+    dataset_version_tree,
     dataset_with_kind,
     document_search,
     query_get,
@@ -146,7 +147,7 @@ def dataset_detail(request, pk: int):
         "datasets/detail.html",
         {
             "dataset": dataset,
-            "versions": dataset.versions.order_by("-number"),
+            "tree": dataset_version_tree(dataset=dataset),
             "can_write": can_write(user=request.user, team=dataset.team),
         },
     )

@@ -111,3 +111,26 @@ def test_a_version_nothing_uses_is_deleted_and_the_last_one_is_not(client, membe
     r = client.post(f"/datasets/versions/{tiny_version.pk}/delete/", follow=True)
     assert "only version: delete the dataset" in r.content.decode()
     assert DatasetVersion.objects.filter(pk=tiny_version.pk).exists()
+
+
+def test_a_dataset_is_a_tree_of_its_collection_and_what_was_derived(
+    client, member, tiny_version, django_assert_max_num_queries
+):
+    from apps.datasets.selectors import dataset_version_tree
+    from apps.datasets.services import dataset_version_pairs_from_qrels
+
+    pairs = dataset_version_pairs_from_qrels(version=tiny_version, split="test").version
+    dataset = tiny_version.dataset
+    assert dataset_version_tree(dataset=dataset) == [(tiny_version, 0), (pairs, 1)]
+    assert tiny_version.how_made == "uploaded" and pairs.how_made == "pairs from judgements"
+    client.force_login(member)
+    page = client.get(f"/datasets/{dataset.pk}/").content.decode()
+    tree = page[page.index('id="version-tree"') :]
+    assert tree.index(f"v{tiny_version.number}<") < tree.index(f"v{pairs.number}<")
+    assert 'class="depth-1"' in tree and "pairs from judgements" in tree
+    # The list names the derived set under the collection, with its count, and reads the
+    # versions once for the whole page rather than once per dataset.
+    with django_assert_max_num_queries(12):
+        listing = client.get("/datasets/").content.decode()
+    derived = listing[listing.index('class="derived"') :].split("</td>")[0]
+    assert f"v{pairs.number}</a>" in derived and "pairs from judgements" in derived
