@@ -62,6 +62,7 @@ app.conf.update(
         "workers.tasks.sharding",
         "workers.tasks.distill",
         "workers.tasks.optimize",
+        "workers.tasks.presence",
     ),
     beat_schedule={
         "reap-stale-jobs": {"task": "workers.tasks.core.reap_stale_jobs", "schedule": 60.0},

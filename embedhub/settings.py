@@ -223,6 +223,9 @@ JOB_DEDUPE_WINDOW_S = env.int("JOB_DEDUPE_WINDOW_S", default=10)
 TRAINING_GPU_MEMORY_GIB = env.float("TRAINING_GPU_MEMORY_GIB", default=0.0)
 JOB_SOFT_TIME_LIMIT = env.int("JOB_SOFT_TIME_LIMIT", default=6 * 3600)
 JOB_TIME_LIMIT = env.int("JOB_TIME_LIMIT", default=JOB_SOFT_TIME_LIMIT + 300)
+# A worker refreshes its presence row every 15 s; one silent this long is taken as stopped
+# (a waiting job's page then says that nothing listens to its queue).
+WORKER_PRESENCE_STALE_S = env.int("WORKER_PRESENCE_STALE_S", default=60)
 
 # Installed packages that may be registered as models. Finding a package's folder imports it,
 # so only packages known to ship weights (and to load torch lazily) are allowed.

@@ -3,6 +3,7 @@ under var/, a real worker, and a job through the command line."""
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -55,10 +56,18 @@ def test_embedded_default_runs_a_job_through_the_on_disk_broker(tmp_path, tiny_m
             "--timeout",
             "240",
         )
+        # The worker says it is up, and which queues it consumes (the wait message reads it).
+        with sqlite3.connect(tmp_path / "var" / "embedhub.sqlite3") as db:
+            present = db.execute("SELECT hostname, queues FROM core_workerpresence").fetchall()
     finally:
         stop_worker(worker)
     log = (tmp_path / "worker.log").read_text()
     assert result["status"] == "succeeded", log[-3000:]
+    assert len(present) == 1 and set(json.loads(present[0][1])) == {
+        "default", "ingest", "index", "gpu"
+    }  # fmt: skip
+    with sqlite3.connect(tmp_path / "var" / "embedhub.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM core_workerpresence").fetchone() == (0,)
     assert "filesystem" in log  # the worker really used the on-disk transport
     assert "workers.tasks.evaluation.evaluate" in log and "succeeded" in log
     assert set(result["metrics"]) >= {"ndcg@10", "mrr@10", "recall@100"}

@@ -166,3 +166,17 @@ class EncodeShard(models.Model):
 
     def __str__(self) -> str:
         return f"shard {self.index} of {self.run}"
+
+
+class WorkerPresence(models.Model):
+    """A Celery worker that is up and the queues it consumes. Each worker refreshes its row
+    every few seconds (``workers.tasks.presence``), so a waiting job's page can say whether
+    anything listens to its queue; a row not refreshed for ``WORKER_PRESENCE_STALE_S`` is a
+    worker that stopped."""
+
+    hostname = models.CharField(max_length=255, unique=True)
+    queues = models.JSONField(default=list)
+    seen_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.hostname} ({', '.join(self.queues)})"

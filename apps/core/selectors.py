@@ -35,10 +35,32 @@ def _active_rows() -> list:
     return sorted(rows, key=lambda r: (r.queued_at or r.created_at, type(r).__name__, r.pk))
 
 
-def _place(job, rows: list) -> dict | None:
-    """Where the pending ``job`` waits among ``rows`` (``_active_rows()``)."""
+def queue_listeners() -> dict[str, int]:
+    """How many live workers consume each queue (``WorkerPresence`` rows refreshed within
+    ``WORKER_PRESENCE_STALE_S``)."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from apps.core.models import WorkerPresence
+
+    since = timezone.now() - timedelta(seconds=settings.WORKER_PRESENCE_STALE_S)
+    counts: dict[str, int] = {}
+    live = WorkerPresence.objects.filter(seen_at__gte=since)
+    for queues in live.values_list("queues", flat=True):
+        for queue in queues:
+            counts[queue] = counts.get(queue, 0) + 1
+    return counts
+
+
+def _place(job, rows: list, listeners: dict[str, int] | None = None) -> dict | None:
+    """Where the pending ``job`` waits among ``rows`` (``_active_rows()``), and how many
+    workers listen to its queue (``queue_listeners()``, read here when not given)."""
     if job.status != JobStatus.PENDING:
         return None
+    if listeners is None:
+        listeners = queue_listeners()
     queue = job_queue(job)
     ahead = running = 0
     for row in rows:
@@ -50,7 +72,8 @@ def _place(job, rows: list) -> dict | None:
             break
         else:
             ahead += 1
-    return {"queue": queue, "ahead": ahead, "running": running}
+    return {"queue": queue, "ahead": ahead, "running": running,
+            "listeners": listeners.get(queue, 0)}  # fmt: skip
 
 
 def job_queue_place(job) -> dict | None:
@@ -65,13 +88,14 @@ def jobs_active(*, team) -> list[dict]:
     from django.urls import reverse
 
     rows = _active_rows()
+    listeners = queue_listeners()
     out = []
     for row in rows:
         page = JOB_PAGES.get(type(row).__name__)
         if page is None or getattr(row, "team_id", None) != team.pk:
             continue
         out.append({"job": row, "kind": page[1], "url": reverse(page[0], args=[row.pk]),
-                    "queue": job_queue(row), "place": _place(row, rows)})  # fmt: skip
+                    "queue": job_queue(row), "place": _place(row, rows, listeners)})  # fmt: skip
     return out
 
 
