@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -265,7 +266,7 @@ def deployment_deploy(
             current.rerank = rerank if rerank is not None else current.rerank
             current.updated_at = timezone.now()
             current.save(update_fields=["fusion", "rerank", "updated_at"])
-            transaction.on_commit(deployments_publish)
+            transaction.on_commit(deployments_publish_soon)
             return current
         if current:
             current.index = index
@@ -294,7 +295,7 @@ def deployment_deploy(
             to_number=index.pk,
             user=user,
         )
-        transaction.on_commit(deployments_publish)
+        transaction.on_commit(deployments_publish_soon)
     return deployment
 
 
@@ -310,7 +311,7 @@ def deployment_undeploy(*, deployment: Deployment, user=None) -> None:
             user=user,
         )
         deployment.delete()
-        transaction.on_commit(deployments_publish)
+        transaction.on_commit(deployments_publish_soon)
 
 
 def deployments_manifest() -> dict:
@@ -329,6 +330,26 @@ def deployments_manifest() -> dict:
         }
         for d in rows
     }
+
+
+def deployments_publish_soon() -> None:
+    """What a deploy, swap or undeploy does after commit: the manifest is written now (the
+    change is on disk when the page says so), and the search process is told from a thread.
+    A request must not wait on the search process: one busy loading a large index or a model
+    answers late, and the deploy would wait that long (up to SEARCH_HEALTH_TIMEOUT, retried
+    once). A notification that never arrives only delays the swap until the process's next
+    poll of the manifest."""
+    deployments_publish(notify=False)
+    threading.Thread(target=_notify_search, daemon=True, name="search-notify").start()
+
+
+def _notify_search() -> None:
+    from apps.indexes.selectors import search_call
+
+    try:
+        search_call("POST", "/reload", {"wait": False}, timeout=settings.SEARCH_HEALTH_TIMEOUT)
+    except OSError as exc:
+        logger.warning("search process not told about the new manifest: %s", exc)
 
 
 def deployments_publish(*, notify: bool = True, wait: bool = False) -> dict | None:
