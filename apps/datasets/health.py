@@ -1,9 +1,10 @@
-"""The data health report, computed once when a version is written and kept on it."""
+"""The data health report, computed once when a version is written and kept on it (with the
+counts a page or a form needs later, so no request reads every row again)."""
 
 from __future__ import annotations
 
 from django.db import connection
-from django.db.models import Count, Max
+from django.db.models import Count, Func, IntegerField, Max
 
 from apps.datasets.models import DatasetVersion, Document
 
@@ -153,3 +154,27 @@ def version_health(version: DatasetVersion, *, documents_may_repeat: bool = True
         # Judgements naming a document absent from the corpus are rejected at validation.
         "judged_documents_missing": {"count": 0},
     }
+
+
+class _JSONArrayLength(Func):
+    function = "JSON_ARRAY_LENGTH"  # SQLite
+    output_field = IntegerField()
+
+    def as_postgresql(self, compiler, conn, **extra):
+        return super().as_sql(compiler, conn, function="JSONB_ARRAY_LENGTH", **extra)
+
+
+def negatives_per_row(version: DatasetVersion, *, limit: int | None = None) -> dict[str, int]:
+    """{hard negatives in a row: rows with that many} over a training version (its first
+    ``limit`` rows), counted by the database: the negatives' texts never leave it."""
+    rows = version.training_rows.order_by("pk")
+    if limit is not None:
+        rows = version.training_rows.filter(pk__in=rows.values("pk")[:limit])
+    counted = (
+        rows.annotate(k=_JSONArrayLength("negatives"))
+        .order_by()
+        .values("k")
+        .annotate(n=Count("id"))
+        .values_list("k", "n")
+    )
+    return {str(k or 0): n for k, n in counted}

@@ -188,10 +188,16 @@ def dataset_version_pairs_from_qrels(
 
 
 def _record_health(version: DatasetVersion) -> None:
-    from apps.datasets.health import version_health
+    """The health report, and for a training set how many hard negatives its rows have (what
+    a run's estimate needs, read from here instead of from every row at each start)."""
+    from apps.datasets.health import negatives_per_row, version_health
 
     version.health = version_health(version)
-    version.save(update_fields=["health"])
+    fields = ["health"]
+    if version.kind == DatasetVersion.Kind.TRAINING:
+        version.stats = {**version.stats, "negatives_per_row": negatives_per_row(version)}
+        fields.append("stats")
+    version.save(update_fields=fields)
 
 
 # --- what curation jobs write (called by the worker's task, and by a dedup's review) ----------

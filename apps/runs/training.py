@@ -245,13 +245,18 @@ def _inside_artifacts(path: Path) -> bool:
 
 def _negatives(config: TrainConfig, version: DatasetVersion) -> int:
     """Hard negatives per row the run will use (the preview's texts per step): as set, else
-    the trainer's default rule over (a sample of) the set's rows."""
-    from workers.common.estimate import default_negatives
+    the trainer's default rule over the set's rows.
+
+    The counts were kept on the version when it was written; the rows (and their negatives'
+    texts, megabytes on a mined set) are not read at each preview and start. A version written
+    before they were kept is counted by the database over a sample of its rows."""
+    from apps.datasets.health import negatives_per_row
+    from workers.common.estimate import default_negatives_of
 
     if config.num_negatives is not None:
         return config.num_negatives
-    counts = [
-        len(n or []) for n in version.training_rows.values_list("negatives", flat=True)[:5000]
-    ]
-    k = default_negatives(counts)
+    histogram = version.stats.get("negatives_per_row")
+    if histogram is None:
+        histogram = negatives_per_row(version, limit=5000)
+    k = default_negatives_of(histogram)
     return min(k, 1) if config.loss == "gist" else k

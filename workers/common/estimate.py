@@ -109,6 +109,20 @@ def default_negatives(counts: list[int]) -> int:
     return ordered[max(0, int(len(ordered) * KEEP_SHARE + 0.999999) - 1)]
 
 
+def default_negatives_of(histogram: dict[int | str, int]) -> int:
+    """:func:`default_negatives` of the rows that ``histogram`` ({negatives: rows}) counts."""
+    total = sum(histogram.values())
+    if not total:
+        return 0
+    position = max(0, int(total * KEEP_SHARE + 0.999999) - 1)  # in the descending order
+    seen = 0
+    for k, rows in sorted(((int(k), n) for k, n in histogram.items()), reverse=True):
+        seen += rows
+        if seen > position:
+            return k
+    return 0
+
+
 def estimate(
     config: TrainConfig,
     n_rows: int,
