@@ -50,3 +50,19 @@ def test_web_and_task_modules_do_not_import_ml_libraries():
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_web_process_warms_scipy_stats_in_the_background():
+    """The comparison page's first open does not pay scipy.stats' import (about 1.7 s)."""
+    code = (
+        "import time, sys, django; django.setup(); import embedhub.wsgi\n"
+        "deadline = time.monotonic() + 60\n"
+        "while 'scipy.stats' not in sys.modules and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
+        "print('scipy.stats' in sys.modules)"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "embedhub.settings"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.strip().splitlines()[-1] == "True", out.stderr[-2000:]
