@@ -106,11 +106,46 @@ def training_run_preview(
     """What a run would be, without making it: its config (no server folder) and estimate."""
     _check_team(team, base_model, train_version.dataset, guide_model)
     config = _config(base_model=base_model, options=options, guide_model=guide_model)
+    figures = estimate(
+        config, train_version.training_count, num_negatives=_negatives(config, train_version)
+    )
     return {
         "config": {k: v for k, v in config.to_dict().items() if not k.endswith("_path")},
-        "estimate": estimate(
-            config, train_version.training_count, num_negatives=_negatives(config, train_version)
+        "estimate": figures,
+        "time": training_time_estimate(
+            team=team, base_model=base_model, config=config, estimate=figures
         ),
+    }
+
+
+def training_time_estimate(*, team: Team, base_model: EmbeddingModel, config, estimate: dict):
+    """How long a run would take, from the team's own measured runs: the closest earlier run
+    (the same base model first, then the same method) gives seconds per step, scaled by the
+    texts per step and their length. None when the team has no measured run to scale from."""
+    done = TrainingRun.objects.filter(team=team, status=JobStatus.SUCCEEDED).order_by("-pk")[:50]
+    best, best_score = None, -1
+    for run in done:
+        seconds, steps = run.result.get("train_seconds"), run.result.get("steps")
+        texts = (run.estimate or {}).get("texts_per_step")
+        if not seconds or not steps or not texts:
+            continue
+        score = 2 * (run.base_model_id == base_model.pk) + (
+            run.config.get("method") == config.method
+        )
+        if score > best_score:
+            best, best_score = run, score
+    if best is None:
+        return None
+    per_step = best.result["train_seconds"] / best.result["steps"]
+    # Work per step grows with the texts in it and their length (activations dominate).
+    scale = (estimate["texts_per_step"] * config.max_seq_length) / (
+        best.estimate["texts_per_step"] * max(1, best.config.get("max_seq_length") or 1)
+    )
+    return {
+        "seconds": per_step * scale * estimate["total_steps"],
+        "seconds_per_step": per_step * scale,
+        "from_run": best,
+        "same_model": best.base_model_id == base_model.pk,
     }
 
 

@@ -49,6 +49,7 @@ def test_form_preview_then_start_then_result_is_a_registered_model(
     preview = client.post(reverse("runs:training_new"), {**form, "action": "preview"},
                           HTTP_HX_REQUEST="true").content.decode()  # fmt: skip
     assert 'id="trainable"' in preview and 'id="memory"' in preview and "4 steps" in preview
+    assert "no finished run of this team to measure from yet" in preview
     assert not TrainingRun.objects.exists()
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(reverse("runs:training_new"), {**form, "action": "start"})
@@ -71,6 +72,21 @@ def test_form_preview_then_start_then_result_is_a_registered_model(
     assert "trainable parameters" not in page
     lineage = client.get(reverse("registry:detail", args=[model.pk])).content.decode()
     assert 'id="made-by"' in lineage and tiny_registered_model.name in lineage
+    # The next preview times itself from this run's measured speed, scaled by the work a step.
+    per_step = run.result["train_seconds"] / run.result["steps"]
+    bigger = {**form, "batch_size": 4, "action": "preview"}
+    again = client.post(reverse("runs:training_new"), bigger, HTTP_HX_REQUEST="true")
+    again = again.content.decode()
+    assert f"run #{run.pk}</a>'s measured speed with this base model" in again
+    texts = run.estimate["texts_per_step"]
+    from apps.runs.training import training_time_estimate
+
+    timed = training_time_estimate(
+        team=run.team, base_model=tiny_registered_model,
+        config=type("C", (), {"method": "lora", "max_seq_length": run.config["max_seq_length"]}),
+        estimate={"texts_per_step": 2 * texts, "total_steps": 10},
+    )  # fmt: skip
+    assert timed["from_run"] == run and timed["seconds"] == pytest.approx(per_step * 2 * 10)
     zipped = client.get(reverse("runs:training_zip", args=[run.pk]))
     assert zipped.status_code == 200 and b"".join(zipped.streaming_content)[:2] == b"PK"
 
