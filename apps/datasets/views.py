@@ -179,7 +179,16 @@ def version_detail(request, pk: int):
         {
             "version": version,
             "dataset": version.dataset,
-            "form": EvaluationForm(team=version.dataset.team, version=version),
+            # "Change settings and run" from an evaluation's page opens the form filled in.
+            "form": EvaluationForm(
+                team=version.dataset.team,
+                version=version,
+                initial={
+                    k: request.GET[k][:50]
+                    for k in ("method", "model", "split", "precision")
+                    if k in request.GET
+                },
+            ),
             "can_write": can_write(user=request.user, team=version.dataset.team),
             "evaluations": evaluation_list(team=version.dataset.team).filter(
                 dataset_version=version

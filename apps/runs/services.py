@@ -199,6 +199,51 @@ def evaluation_results_record(
         )
 
 
+def evaluation_rerun(*, evaluation: Evaluation, created_by=None) -> Evaluation:
+    """A failed or cancelled evaluation, run again with the same model, data and settings (a
+    new row: the failed one stays, with its error, until deleted). A succeeded one is refused:
+    the same settings give the same figures."""
+    if evaluation.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise EvaluationError(
+            f"Evaluation #{evaluation.pk} is {evaluation.status}: only a failed or cancelled "
+            "evaluation is run again (change a setting on the data's page for a new one)."
+        )
+    if evaluation.method == Evaluation.Method.RERANK and evaluation.first_stage_id is None:
+        raise EvaluationError(
+            f"Evaluation #{evaluation.pk} reranked a first stage that was deleted since."
+        )
+    return evaluation_create(
+        team=evaluation.team,
+        model=evaluation.model,
+        dataset_version=evaluation.dataset_version,
+        split=evaluation.split,
+        method=evaluation.method,
+        precision=evaluation.precision,
+        fusion=evaluation.fusion or None,
+        first_stage=evaluation.first_stage,
+        created_by=created_by,
+    )
+
+
+def evaluation_delete_many(*, team: Team, pks: list[int]) -> tuple[list[int], list[str]]:
+    """Delete the team's evaluations among ``pks`` one by one (each as ``evaluation_delete``):
+    returns the deleted ids and, for each refused one, why. Ids of other teams' evaluations, or
+    of none, count as not found, never as someone else's."""
+    deleted, refused = [], []
+    for pk in sorted(set(pks)):
+        evaluation = Evaluation.objects.filter(team=team, pk=pk).first()
+        if evaluation is None:
+            refused.append(f"#{pk}: not found")
+            continue
+        try:
+            evaluation_delete(evaluation=evaluation)
+        except EvaluationError as exc:
+            refused.append(str(exc))
+        else:
+            deleted.append(pk)
+    return deleted, refused
+
+
 def evaluation_delete(*, evaluation: Evaluation) -> None:
     """Delete an evaluation, its per-query rows and its run file. A running one must be
     cancelled first. The embedding cache it filled stays: other jobs share it."""

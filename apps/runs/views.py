@@ -28,7 +28,13 @@ from apps.runs.selectors import (
     evaluation_list,
     evaluation_same,
 )
-from apps.runs.services import EvaluationError, evaluation_create, evaluation_delete
+from apps.runs.services import (
+    EvaluationError,
+    evaluation_create,
+    evaluation_delete,
+    evaluation_delete_many,
+    evaluation_rerun,
+)
 
 
 @require_GET
@@ -321,6 +327,40 @@ def _csv(text: str, filename: str) -> HttpResponse:
     response = HttpResponse(text, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+@require_POST
+@team_required()
+def evaluation_rerun_view(request, pk: int):
+    evaluation = evaluation_get(user=request.user, pk=pk, role=Role.MEMBER)
+    try:
+        again = evaluation_rerun(evaluation=evaluation, created_by=request.user)
+    except EvaluationError as exc:
+        messages.error(request, str(exc))
+        return redirect("runs:evaluation", pk=pk)
+    messages.info(request, f"Evaluation #{pk} runs again, with the same settings, as #{again.pk}.")
+    return redirect("runs:evaluation", pk=again.pk)
+
+
+@require_POST
+@team_required(Role.MEMBER)
+def evaluation_delete_selected(request):
+    pks = [int(v) for v in request.POST.getlist("e") if v.isdigit()]
+    if not pks:
+        messages.error(request, "Tick the evaluations to delete first.")
+        deleted, refused = [], []
+    else:
+        deleted, refused = evaluation_delete_many(team=request.team, pks=pks)
+    if deleted:
+        listed = ", ".join(f"#{pk}" for pk in deleted)
+        messages.success(request, f"Deleted {len(deleted)} evaluation(s): {listed}.")
+    for reason in refused:
+        messages.error(request, f"Not deleted: {reason}")
+    if request.htmx:  # the list's button: the browser loads the list again, with the messages
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = reverse("runs:evaluations")
+        return response
+    return redirect("runs:evaluations")
 
 
 @require_POST

@@ -199,3 +199,68 @@ def test_the_same_evaluation_again_shows_the_one_that_ran(client, member, tiny_v
     assert "already ran with the same model, data and settings" in r.content.decode()
     client.post(url, {"method": "bm25", "split": "train", "precision": "auto"})
     assert Evaluation.objects.count() == 2  # another split is another evaluation
+
+
+def test_a_failed_evaluation_runs_again_with_the_same_settings(
+    client, member, viewer, outsider, evaluation, monkeypatch
+):
+    monkeypatch.setattr("workers.tasks.evaluation.evaluate.apply_async", lambda *a, **k: None)
+    Evaluation.objects.filter(pk=evaluation.pk).update(status="failed", human_error="boom")
+    url = f"/runs/evaluations/{evaluation.pk}/rerun/"
+    client.force_login(outsider)
+    assert client.post(url).status_code == 404
+    client.force_login(viewer)
+    assert client.post(url).status_code == 403
+    client.force_login(member)
+    page = client.get(f"/runs/evaluations/{evaluation.pk}/").content.decode()
+    assert 'id="run-again"' in page and 'id="change-settings"' in page
+    response = client.post(url)
+    again = Evaluation.objects.exclude(pk=evaluation.pk).get()
+    assert response["Location"] == f"/runs/evaluations/{again.pk}/"
+    assert (again.model, again.dataset_version, again.split, again.method, again.precision) == (
+        evaluation.model, evaluation.dataset_version, evaluation.split, evaluation.method,
+        evaluation.precision,
+    )  # fmt: skip
+    assert again.status == "pending" and Evaluation.objects.get(pk=evaluation.pk).status == "failed"
+    # A succeeded one is not run again: its figures would be the same.
+    Evaluation.objects.filter(pk=again.pk).update(status="succeeded")
+    client.post(f"/runs/evaluations/{again.pk}/rerun/")
+    assert Evaluation.objects.count() == 2
+    # "Change settings and run" opens the data's form filled in from the evaluation.
+    form = client.get(
+        f"/datasets/versions/{evaluation.dataset_version_id}/",
+        {"method": "dense", "model": evaluation.model_id, "split": "test"},
+    ).content.decode()
+    chosen = form[form.index('id="id_model"') :].split("</select>")[0]
+    assert f'<option value="{evaluation.model_id}" selected>' in chosen
+
+
+def test_ticked_evaluations_are_deleted_together_and_refusals_are_said(
+    client, member, viewer, outsider, team, tiny_registered_model, tiny_version
+):
+    from apps.runs.services import evaluation_create
+
+    def make(status):
+        e = evaluation_create(team=team, model=tiny_registered_model, dataset_version=tiny_version,
+                              split="test", enqueue=False)  # fmt: skip
+        Evaluation.objects.filter(pk=e.pk).update(status=status)
+        return e.pk
+
+    done, failed, running = make("succeeded"), make("failed"), make("running")
+    client.force_login(outsider)
+    client.post("/runs/evaluations/delete/", {"e": [done]})
+    assert Evaluation.objects.filter(pk=done).exists()  # not theirs: nothing happens
+    client.force_login(viewer)
+    assert client.post("/runs/evaluations/delete/", {"e": [done]}).status_code == 403
+    client.force_login(member)
+    listing = client.get("/runs/evaluations/").content.decode()
+    assert 'id="delete-selected"' in listing and f'aria-label="Select #{failed}"' in listing
+    response = client.post(
+        "/runs/evaluations/delete/", {"e": [done, failed, running, 999999]}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 204 and response["HX-Redirect"] == "/runs/evaluations/"
+    assert list(Evaluation.objects.values_list("pk", flat=True)) == [running]
+    said = [str(m) for m in response.wsgi_request._messages]
+    assert f"Deleted 2 evaluation(s): #{done}, #{failed}." in said
+    assert any(f"#{running} is running; cancel it first" in m for m in said)
+    assert "Not deleted: #999999: not found" in said
