@@ -48,7 +48,7 @@ def test_build_deploy_and_query_an_index_in_the_browser(page, shot, live_server,
     page.wait_for_selector('[data-metric="recall_at_10"]', timeout=120_000)
     build = IndexBuild.objects.get(index_type="hnsw")
     assert build.status == "succeeded" and build.spec["hnsw_m"] == 16
-    assert page.inner_text('[data-metric="recall_at_10"]') == f"{build.metrics['recall_at_10']:.3f}"
+    assert page.inner_text('[data-metric="recall_at_10"]') == f"{build.metrics['recall_at_10']:.4f}"
     page.wait_for_selector("#tradeoff svg circle")
     assert page.locator("#tradeoff figure").count() == 2
     shot(page, "index-detail")
