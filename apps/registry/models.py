@@ -27,6 +27,7 @@ class EmbeddingModel(TeamOwned):
     class Source(models.TextChoices):
         FOLDER = "folder", "Local folder"
         PACKAGE = "package", "Installed package"
+        HUB = "hub", "Hugging Face Hub"
 
     class Role(models.TextChoices):
         # An embedding model maps a text to a vector; a reranker (a sentence-transformers
@@ -165,3 +166,40 @@ class OptimizeJob(TeamOwned, Job):
     @property
     def label(self) -> str:
         return f"{self.params.get('backend', 'onnx').upper()} {self.params.get('quantize', 'int8')}"
+
+
+class HubImport(TeamOwned, Job):
+    """A model or a dataset brought in from the Hugging Face Hub by repo id: the revision
+    resolved to one commit (``sha``), the files downloaded into the artifact store with
+    progress, then registered (a model) or validated and imported like an upload (a dataset)."""
+
+    PROGRESS_UNITS = {"downloading": "bytes"}
+
+    class Kind(models.TextChoices):
+        MODEL = "model", "Model"
+        DATASET = "dataset", "Dataset"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    repo_id = models.CharField(max_length=200)
+    revision = models.CharField(max_length=200, blank=True)  # as asked; empty = main
+    sha = models.CharField(max_length=64, blank=True)  # the commit it resolved to
+    name = models.CharField(max_length=200)  # the model's or the dataset's name here
+    result_model = models.ForeignKey(
+        EmbeddingModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    result_version = models.ForeignKey(
+        "datasets.DatasetVersion", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+    result = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Hub import #{self.pk} of {self.repo_id}"
+
+    @property
+    def label(self) -> str:
+        at = f"@{self.revision}" if self.revision else ""
+        return f"{self.repo_id}{at}"
