@@ -23,6 +23,7 @@ class EmbeddingModel(TeamOwned):
         FINETUNED = "finetuned", "Fine-tuned"
         STATIC = "static", "Static (Model2Vec)"
         OPTIMIZED = "optimized", "Optimized (ONNX)"
+        MERGED = "merged", "Merged"
 
     class Source(models.TextChoices):
         FOLDER = "folder", "Local folder"
@@ -61,6 +62,9 @@ class EmbeddingModel(TeamOwned):
     # A derived model's (optimized, static) quality against its parent, once both evaluations
     # ran: {metric, parent_value, value, drop, below_bar, …}; written by variant_quality_record.
     quality = models.JSONField(default=dict, blank=True)
+    # A merged model's lineage, as its merge job wrote it: {job, method, parents: [{id, name,
+    # weight}], base: {id, name} or None, options}. Empty for any other model.
+    merge = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -203,3 +207,47 @@ class HubImport(TeamOwned, Job):
     def label(self) -> str:
         at = f"@{self.revision}" if self.revision else ""
         return f"{self.repo_id}{at}"
+
+
+class MergeJob(TeamOwned, Job):
+    """A weight-space merge of registered models of one architecture (soup, greedy soup,
+    linear, SLERP, TIES, DARE, Model Stock), optionally with a weight search on a dev split:
+    the result is registered as a merged model whose lineage names every parent, and it is
+    evaluated beside each parent on a test split so the page can show the paired test."""
+
+    PROGRESS_UNITS = {"searching weights": "weights", "greedy soup": "models"}
+
+    # Every model merged in; their order (which the weights follow) is params["models"].
+    parents = models.ManyToManyField(EmbeddingModel, related_name="merge_jobs")
+    base = models.ForeignKey(
+        EmbeddingModel, null=True, blank=True, on_delete=models.PROTECT,
+        related_name="merge_base_jobs",
+    )  # fmt: skip
+    method = models.CharField(max_length=16)
+    params = models.JSONField(default=dict)  # MergeConfig, as asked
+    evaluate_version = models.ForeignKey(
+        "datasets.DatasetVersion", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+    dev_split = models.CharField(max_length=50, blank=True)
+    test_split = models.CharField(max_length=50, blank=True)
+    result_model = models.ForeignKey(
+        EmbeddingModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    result = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Merge #{self.pk} ({self.method_label})"
+
+    @property
+    def method_label(self) -> str:
+        from workers.common.configs.merge import METHOD_LABELS
+
+        return METHOD_LABELS.get(self.method, self.method).split(" (")[0]
+
+    @property
+    def model_ids(self) -> list[int]:
+        return list(self.params.get("models") or [])

@@ -6,7 +6,7 @@ from django.db.models import F, QuerySet
 from apps.accounts.models import Team
 from apps.accounts.selectors import team_scoped_get
 from apps.core.listing import Sort
-from apps.registry.models import DistillJob, EmbeddingModel, OptimizeJob
+from apps.registry.models import DistillJob, EmbeddingModel, MergeJob, OptimizeJob
 
 
 def embedding_model_list(*, team: Team, role: str | None = None) -> QuerySet[EmbeddingModel]:
@@ -82,4 +82,59 @@ def variant_summary(*, job: DistillJob | OptimizeJob) -> dict:
             cell=paired["cell"],
             queries=paired["queries"],
         )
+    return out
+
+
+def merge_job_get(*, user, pk, role: str = "viewer") -> MergeJob:
+    return team_scoped_get(
+        queryset=MergeJob.objects.select_related("base", "result_model", "evaluate_version"),
+        user=user,
+        pk=pk,
+        role=role,
+    )
+
+
+def merge_summary(*, job: MergeJob) -> dict:
+    """The merge against each parent on the test split: the evaluations the job queued (the
+    merge's and each parent's) and, once all succeeded, the comparison page's paired test with
+    the merge as baseline (Holm across the parents), each parent's row turned round to read
+    "merge − parent"; empty parts while they run."""
+    from apps.runs.compare import comparison_build
+    from apps.runs.models import Evaluation
+
+    ids = job.result.get("evaluations") or {}
+    found = {e.pk: e for e in Evaluation.objects.filter(team=job.team, pk__in=ids.values())
+             .select_related("model")}  # fmt: skip
+    merged = found.get(ids.get("merge"))
+    parents = [(label, found.get(pk)) for label, pk in ids.items() if label != "merge"]
+    out: dict = {"merge_eval": merged, "parent_evals": [e for _, e in parents if e],
+                 "rows": [], "compare_ids": list(ids.values())}  # fmt: skip
+    every = [merged, *(e for _, e in parents)]
+    out["active"] = any(e is not None and e.is_active for e in every)
+    if not merged or any(e is None or e.status != "succeeded" for e in every):
+        return out
+    comparison = comparison_build(evaluations=every, baseline=merged)
+    row = comparison.row("ndcg@10")
+    for cell in row.cells:
+        if cell.is_baseline:
+            continue
+        flip = lambda v: None if v is None else -v  # noqa: E731 (parent − merge → merge − parent)
+        delta = flip(cell.delta)
+        out["rows"].append({
+            "evaluation": cell.evaluation,
+            "model": cell.evaluation.model,
+            "value": cell.value,
+            "merge_value": merged.metrics.get("ndcg@10"),
+            "delta": delta,
+            "ci_low": flip(cell.ci_high),
+            "ci_high": flip(cell.ci_low),
+            "p": cell.p_perm_holm,
+            "p_label": cell.p_label,
+            "significant": cell.significant,
+            "verdict": ("better" if delta > 0 else "worse") if cell.significant else "no different",
+        })  # fmt: skip
+    out["queries"] = comparison.n_queries
+    out["beats_all"] = bool(out["rows"]) and all(
+        r["significant"] and r["delta"] > 0 for r in out["rows"]
+    )
     return out

@@ -1,6 +1,7 @@
-"""What the jobs that derive a model from another (static distillation, optimized variant)
-share: the speed of both on the same texts, and both evaluated on one version, so that the
-derived model's page can say what its speed costs (``apps.registry.selectors.variant_summary``).
+"""What the jobs that derive a model from others (static distillation, optimized variant,
+merge) share: the speed of both on the same texts, and the models evaluated on one version, so
+that the derived model's page can say what its speed costs
+(``apps.registry.selectors.variant_summary``) or how it compares with its parents.
 
 Imports no ML library at module level.
 """
@@ -52,20 +53,34 @@ def variant_evaluations(
     """Queue the evaluations of ``source`` and ``variant`` on the job's version and split
     (fp32, so that the comparison is of the models alone; the source's own fp32 evaluation
     there is reused when it exists). {"source": id, label: id}; empty without a version."""
+    if job.evaluate_version is None:
+        return {}
+    return paired_evaluations(
+        team=job.team, version=job.evaluate_version, split=job.split, created_by=job.created_by,
+        models=[("source", source, True), (label, variant, False)],
+    )  # fmt: skip
+
+
+def paired_evaluations(
+    *, team, version, split: str, models: list[tuple[str, EmbeddingModel, bool]], created_by=None
+) -> dict[str, int]:
+    """Queue an fp32 dense evaluation of each (label, model, reuse) on ``version`` and
+    ``split``, so that the comparison page can pair them query by query; where ``reuse``, the
+    model's newest succeeded fp32 evaluation there stands in. {label: evaluation id}."""
     from apps.runs.models import Evaluation
     from apps.runs.services import evaluation_create
 
-    if job.evaluate_version is None:
-        return {}
-    known = Evaluation.objects.filter(
-        model=source, dataset_version=job.evaluate_version, split=job.split,
-        status="succeeded", precision_used="fp32", method="dense",
-    ).order_by("-finished_at").first()  # fmt: skip
     out = {}
-    for name, model, existing in (("source", source, known), (label, variant, None)):
-        evaluation = existing or evaluation_create(
-            team=job.team, model=model, dataset_version=job.evaluate_version, split=job.split,
-            precision="fp32", created_by=job.created_by,
+    for label, model, reuse in models:
+        known = None
+        if reuse:
+            known = Evaluation.objects.filter(
+                model=model, dataset_version=version, split=split,
+                status="succeeded", precision_used="fp32", method="dense",
+            ).order_by("-finished_at").first()  # fmt: skip
+        evaluation = known or evaluation_create(
+            team=team, model=model, dataset_version=version, split=split,
+            precision="fp32", created_by=created_by,
         )  # fmt: skip
-        out[name] = evaluation.pk
+        out[label] = evaluation.pk
     return out
