@@ -23,12 +23,14 @@ def _route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, str]:
             "workers.tasks.sharding.",
             "workers.tasks.distill.",
             "workers.tasks.optimize.",
-            "workers.tasks.merge.",
         )
     ):
         return {"queue": settings.ENCODE_QUEUE}
     if name.startswith("workers.tasks.ingest."):
         return {"queue": "ingest"}
+    # A Hub download is network-bound: the default queue, never behind an encode or a run.
+    if name.startswith("workers.tasks.hub."):
+        return {"queue": "default"}
     if name.startswith("workers.tasks.indexing."):
         return {"queue": "index"}
     if name.startswith("workers.tasks.training."):
@@ -63,8 +65,8 @@ app.conf.update(
         "workers.tasks.sharding",
         "workers.tasks.distill",
         "workers.tasks.optimize",
-        "workers.tasks.merge",
         "workers.tasks.presence",
+        "workers.tasks.hub",
     ),
     beat_schedule={
         "reap-stale-jobs": {"task": "workers.tasks.core.reap_stale_jobs", "schedule": 60.0},

@@ -192,6 +192,12 @@ else:
         "store_processed": False,
     }
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# The Hugging Face Hub (or a server answering as it does: HF_ENDPOINT, read by huggingface_hub,
+# as is HF_TOKEN for private and gated repos). Organisations members may pull from, comma
+# separated; empty allows any. A model whose repo code would run on load is refused unless
+# HUB_TRUST_REMOTE_CODE is set.
+HUB_ALLOWED_ORGS = env.list("HUB_ALLOWED_ORGS", default=[])
+HUB_TRUST_REMOTE_CODE = env.bool("HUB_TRUST_REMOTE_CODE", default=False)
 # Which queue encoding jobs (evaluation) go to: "index" on CPU workers, "gpu" where one exists.
 ENCODE_QUEUE = env.str("ENCODE_QUEUE", default="index")
 # A corpus of at least this many documents is encoded in shards by every worker on the encode

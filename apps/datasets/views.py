@@ -57,6 +57,9 @@ def dataset_index(request):
     if listing.partial:
         return render(request, "datasets/list.html#listing", context)
     context["ingests"] = IngestJob.objects.filter(team=request.team)[:10]
+    from apps.registry.models import HubImport
+
+    context["hub_imports"] = HubImport.objects.filter(team=request.team, kind="dataset")[:5]
     return render(request, "datasets/list.html", context)
 
 

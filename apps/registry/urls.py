@@ -1,11 +1,14 @@
 from django.urls import path
 
-from apps.registry import merge_views, views
+from apps.registry import views
 
 app_name = "registry"
 urlpatterns = [
     path("", views.model_list, name="list"),
     path("register/", views.model_register, name="register"),
+    path("hub/", views.hub_import_start, name="hub_import_start"),
+    path("hub/<int:pk>/", views.hub_import_detail, name="hub_import"),
+    path("hub/<int:pk>/cancel/", views.hub_import_cancel, name="hub_import_cancel"),
     path("<int:pk>/", views.model_detail, name="detail"),
     path("<int:pk>/distill/", views.model_distill, name="distill"),
     path("<int:pk>/delete/", views.model_delete, name="delete"),
@@ -15,7 +18,4 @@ urlpatterns = [
     path("<int:pk>/optimize/", views.model_optimize, name="optimize"),
     path("optimizations/<int:pk>/", views.optimization_detail, name="optimization"),
     path("optimizations/<int:pk>/cancel/", views.optimization_cancel, name="optimization_cancel"),
-    path("merge/", merge_views.merge_new, name="merge_new"),
-    path("merges/<int:pk>/", merge_views.merge_detail, name="merge"),
-    path("merges/<int:pk>/cancel/", merge_views.merge_cancel, name="merge_cancel"),
 ]

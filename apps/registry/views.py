@@ -9,11 +9,11 @@ from django.views.decorators.vary import vary_on_headers
 
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
-from apps.accounts.selectors import can_write
+from apps.accounts.selectors import can_write, team_scoped_get
 from apps.core.responses import delete_response, job_cancel_response
 from apps.datasets.models import DatasetVersion
-from apps.registry.forms import DistillForm, OptimizeForm, RegisterModelForm
-from apps.registry.models import DistillJob, EmbeddingModel, OptimizeJob
+from apps.registry.forms import DistillForm, HubImportForm, OptimizeForm, RegisterModelForm
+from apps.registry.models import DistillJob, EmbeddingModel, HubImport, OptimizeJob
 from apps.registry.selectors import (
     MODEL_SORTS,
     distill_job_get,
@@ -24,6 +24,7 @@ from apps.registry.selectors import (
 )
 from apps.registry.services import (
     DistillError,
+    HubImportError,
     ModelInUse,
     ModelRegistrationError,
     OptimizeError,
@@ -31,6 +32,7 @@ from apps.registry.services import (
     embedding_model_delete,
     embedding_model_register,
     embedding_model_rename,
+    hub_import_create,
     optimize_job_create,
 )
 from apps.runs.models import TrainingRun
@@ -58,6 +60,7 @@ def model_list(request):
     context = {"listing": listing, "models": listing.page}
     if listing.partial:
         return render(request, "registry/list.html#listing", context)
+    context["hub_imports"] = HubImport.objects.filter(team=request.team, kind="model")[:5]
     return render(request, "registry/list.html", context)
 
 
@@ -232,3 +235,48 @@ def model_rename(request, pk: int):
     else:
         messages.success(request, f"Renamed to {model.name}.")
     return redirect("registry:detail", pk=pk)
+
+
+@require_POST
+@team_required(Role.MEMBER)
+def hub_import_start(request):
+    """The models list's and the datasets list's "From the Hub" forms."""
+    form = HubImportForm(request.POST)
+    back = "datasets:list" if request.POST.get("kind") == "dataset" else "registry:list"
+    if not form.is_valid():
+        for field, errors in form.errors.items():
+            messages.error(request, f"{field}: {' '.join(errors)}")
+        return redirect(back)
+    d = form.cleaned_data
+    try:
+        job = hub_import_create(team=request.team, kind=d["kind"], repo_id=d["repo_id"],
+                                revision=d["revision"], name=d["name"],
+                                created_by=request.user)  # fmt: skip
+    except HubImportError as exc:
+        messages.error(request, str(exc))
+        return redirect(back)
+    return redirect("registry:hub_import", pk=job.pk)
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+@team_required()
+def hub_import_detail(request, pk: int):
+    job = team_scoped_get(queryset=HubImport.objects.select_related("result_model",
+                          "result_version__dataset"), user=request.user, pk=pk)  # fmt: skip
+    context = {"job": job, "can_write": can_write(user=request.user, team=job.team)}
+    if request.htmx and request.htmx.target == "hub-status":
+        return render(request, "registry/hub_import.html#status", context)
+    return render(request, "registry/hub_import.html", context)
+
+
+@require_POST
+@team_required()
+def hub_import_cancel(request, pk: int):
+    job = team_scoped_get(queryset=HubImport.objects.all(), user=request.user, pk=pk,
+                          role=Role.MEMBER)  # fmt: skip
+    return job_cancel_response(
+        request, job=job, partial="registry/hub_import.html#status",
+        context=lambda j: {"job": j, "can_write": True},
+        url=reverse("registry:hub_import", args=[pk]),
+    )  # fmt: skip

@@ -19,16 +19,28 @@ from apps.datasets.services import dataset_import_beir
 class Command(JsonCommand):
     help = (
         "Import a BEIR folder, or a .zip / .tar.gz holding one, as a new (or reused, if "
-        "identical) dataset version. Prints JSON."
+        "identical) dataset version; or, with --hub ORG/NAME [--revision REV], a dataset repo "
+        "of the Hugging Face Hub (a download job, the same validation). Prints JSON."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("path")
+        parser.add_argument("path", nargs="?", default="")
+        parser.add_argument("--hub", default="", help="a Hub dataset repo id, ORG/NAME")
+        parser.add_argument("--revision", default="", help="with --hub: branch, tag or sha")
         parser.add_argument("--team", required=True)
-        parser.add_argument("--name", required=True)
+        parser.add_argument("--name", default="", help="required unless --hub")
+        parser.add_argument("--sync", action="store_true", help="with --hub: download here")
+        parser.add_argument("--timeout", type=float, default=3600)
 
-    def handle(self, *args, path, team, name, **options):
+    def handle(self, *args, path, hub, revision, team, name, sync, timeout, **options):
         team = self.get_team(team)
+        if hub:
+            if path:
+                raise InputError("--hub: give a Hub repo or a path, not both.")
+            return self.from_hub(team=team, repo_id=hub, revision=revision, name=name, sync=sync,
+                                 timeout=timeout)  # fmt: skip
+        if not path or not name:
+            raise InputError("Give a PATH and --name (or --hub ORG/NAME).")
         with tempfile.TemporaryDirectory(prefix="embedhub-import-") as tmp:
             folder = Path(path)
             if folder.is_file() and is_archive(folder.name):
@@ -62,3 +74,17 @@ class Command(JsonCommand):
                 "warnings": v.warnings,
             }
         )
+
+    def from_hub(self, *, team, repo_id, revision, name, sync, timeout) -> None:
+        from apps.registry.services import HubImportError, hub_import_create
+        from workers.tasks.hub import hub_import
+
+        try:
+            job = hub_import_create(team=team, kind="dataset", repo_id=repo_id,
+                                    revision=revision, name=name, enqueue=not sync)  # fmt: skip
+        except HubImportError as exc:
+            raise InputError(str(exc)) from exc
+        self.run_job(job=job, task=hub_import, sync=sync, timeout=timeout, key="hub_import",
+                     payload=lambda j: {"hub_import": j.pk, "status": j.status,
+                                        "version": j.result_version_id, "repo": j.repo_id,
+                                        "sha": j.sha})  # fmt: skip

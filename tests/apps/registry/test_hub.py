@@ -1,0 +1,230 @@
+"""Models and datasets in by name from the Hugging Face Hub, against a local server that answers
+as the Hub does (tests/support/hub.py, through HF_ENDPOINT): a revision pin, gated and private
+repos, remote code refused before the weights, the allow-list, bad names, and datasets in BEIR's
+and mteb's layouts through the upload's validation."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from apps.registry.models import EmbeddingModel, HubImport
+from tests.conftest import write_beir
+from tests.support.hub import LocalHub
+from workers.tasks.hub import hub_folder, hub_import
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    import huggingface_hub.constants
+
+    server = LocalHub().start()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    # The suite runs offline for everything else; this server is on 127.0.0.1.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    yield server
+    server.stop()
+
+
+def model_files(tiny_model_path: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(tiny_model_path)): p.read_bytes()
+        for p in sorted(tiny_model_path.rglob("*"))
+        if p.is_file() and ".cache" not in p.parts
+    }
+
+
+def start(client, *, kind="model", repo_id, revision="", name=""):
+    return client.post("/models/hub/", {"kind": kind, "repo_id": repo_id, "revision": revision,
+                                        "name": name})  # fmt: skip
+
+
+def test_a_model_is_registered_from_the_hub_at_the_pinned_revision(
+    client, member, outsider, hub, tiny_model_path, monkeypatch
+):
+    monkeypatch.setattr(hub_import, "apply_async", lambda *a, **k: None)
+    files = model_files(tiny_model_path)
+    v1 = hub.add("model", "acme/tiny", {**files, "README.md": b"version one"}, revision="v1")
+    main = hub.add("model", "acme/tiny", {**files, "README.md": b"version two"})
+    assert v1 != main
+    client.force_login(member)
+    page = client.get("/models/").content.decode()
+    assert 'id="hub-form"' in page and 'name="repo_id"' in page
+    response = start(client, repo_id="acme/tiny", revision="v1", name="tiny-hub")
+    job = HubImport.objects.get()
+    assert response["Location"] == f"/models/hub/{job.pk}/"
+    assert (job.kind, job.repo_id, job.revision, job.name) == ("model", "acme/tiny", "v1",
+                                                                "tiny-hub")  # fmt: skip
+    hub_import.run(job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.human_error
+    assert job.sha == v1  # the tag, resolved to its commit, not main's
+    model = job.result_model
+    assert model.source == EmbeddingModel.Source.HUB and model.source_ref == f"acme/tiny@{v1}"
+    assert model.dimension == 64 and model.role == "embedding"
+    folder = Path(model.path)
+    assert (
+        folder == hub_folder(job) / "repo" and (folder / "README.md").read_bytes() == b"version one"
+    )
+    pinned = {**files, "README.md": b"version one"}
+    assert job.progress_done == job.progress_total == sum(len(b) for b in pinned.values())
+    # Every file was fetched at the commit, never at the moving name.
+    fetched = [r for r in hub.requests if "/resolve/" in r]
+    assert fetched and all(f"/resolve/{v1}/" in r for r in fetched)
+    page = client.get(f"/models/hub/{job.pk}/").content.decode()
+    assert f"<code>{v1}</code>" in page and f"/models/{model.pk}/" in page
+    # The API says the same, and another team sees nothing.
+    from apps.accounts.services import api_token_create
+
+    token = api_token_create(user=member, team=job.team, name="t")[1]
+    body = client.get(f"/api/v1/hub-imports/{job.pk}", HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    assert body["sha"] == v1 and body["model"] == model.pk and str(folder) not in json.dumps(body)
+    models = client.get("/api/v1/models", HTTP_AUTHORIZATION=f"Bearer {token}").json()["models"]
+    assert any(m["source_ref"] == f"acme/tiny@{v1}" for m in models)
+    client.force_login(outsider)
+    assert client.get(f"/models/hub/{job.pk}/").status_code == 404
+
+
+def test_gated_and_private_repos_need_a_token(client, member, hub, tiny_model_path, monkeypatch):
+    monkeypatch.setattr(hub_import, "apply_async", lambda *a, **k: None)
+    hub.add("model", "meta/gated", model_files(tiny_model_path), gated=True)
+    hub.add("model", "acme/secret", model_files(tiny_model_path), private=True)
+    client.force_login(member)
+    start(client, repo_id="meta/gated")
+    start(client, repo_id="acme/secret")
+    gated, private = HubImport.objects.order_by("pk")
+    for job in (gated, private):
+        hub_import.run(job.pk)
+        job.refresh_from_db()
+        assert job.status == "failed" and job.result_model is None
+    assert gated.human_error == (
+        "meta/gated is gated: set a token (HF_TOKEN on the workers) of an account that "
+        "accepted its terms."
+    )
+    assert private.human_error.startswith("acme/secret was not found on the Hub, or it is private")
+    assert not EmbeddingModel.objects.exists() and not hub_folder(gated).joinpath("repo").exists()
+    # With a token that has access, the gated repo comes in.
+    hub.tokens.add("hf_good")
+    monkeypatch.setenv("HF_TOKEN", "hf_good")
+    start(client, repo_id="meta/gated", name="gated-ok")
+    job = HubImport.objects.order_by("-pk").first()
+    hub_import.run(job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.human_error
+
+
+def test_remote_code_is_refused_before_any_weight_is_fetched(
+    client, member, hub, tiny_model_path, monkeypatch, settings
+):
+    monkeypatch.setattr(hub_import, "apply_async", lambda *a, **k: None)
+    files = model_files(tiny_model_path)
+    config = json.loads(files["config.json"])
+    config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+    files["config.json"] = json.dumps(config).encode()
+    files["modeling_evil.py"] = b"import os; os.system('echo pwned')"
+    hub.add("model", "evil/model", files)
+    client.force_login(member)
+    start(client, repo_id="evil/model")
+    job = HubImport.objects.get()
+    hub_import.run(job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.human_error.startswith("evil/model needs trust_remote_code (its config.json maps")
+    assert "HUB_TRUST_REMOTE_CODE" in job.human_error
+    assert not any("model.safetensors" in r or ".py" in r for r in hub.requests if "GET" in r)
+    assert not EmbeddingModel.objects.exists()
+
+
+def test_names_and_the_allow_list_are_checked_before_anything_is_queued(
+    client, member, viewer, settings
+):
+    from apps.accounts.services import api_token_create
+
+    client.force_login(member)
+    for repo_id in ("../../etc/passwd", "acme", "acme/../x", "-x/y", ""):
+        start(client, repo_id=repo_id)
+    start(client, repo_id="acme/tiny", revision="../main")
+    assert not HubImport.objects.exists()
+    settings.HUB_ALLOWED_ORGS = ["BAAI", "sentence-transformers"]
+    team = member.memberships.first().team
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {api_token_create(user=member, team=team, name='t')[1]}"}
+    r = client.post("/api/v1/hub-imports", {"kind": "model", "repo_id": "evil/model"},
+                    content_type="application/json", **auth)  # fmt: skip
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("repo_id: evil/model: evil is not on this server's list")
+    odd = {"kind": "model", "repo_id": "acme/x", "revision": "a..b"}
+    r = client.post("/api/v1/hub-imports", odd, content_type="application/json", **auth)
+    assert r.status_code == 400
+    client.force_login(viewer)
+    assert start(client, repo_id="BAAI/bge-small-en-v1.5").status_code == 403
+    assert not HubImport.objects.exists()
+
+
+def test_a_beir_dataset_and_an_mteb_parquet_one_import_through_the_upload_checks(
+    client, member, hub, tmp_path, monkeypatch
+):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.conftest import TINY_CORPUS, TINY_QRELS, TINY_QUERIES
+
+    monkeypatch.setattr(hub_import, "apply_async", lambda *a, **k: None)
+    sha = hub.add_folder("dataset", "BeIR/tiny", write_beir(tmp_path / "beir"))
+    # mteb's newer layout: parquet shards per table, qrels under default/.
+    mteb = tmp_path / "mteb"
+    for name, rows in (("corpus", TINY_CORPUS), ("queries", TINY_QUERIES)):
+        (mteb / name).mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows), mteb / name / "test-00000-of-00001.parquet")
+    (mteb / "default").mkdir()
+    for split, rows in TINY_QRELS.items():
+        table = [{"query-id": q, "corpus-id": d, "score": s} for q, d, s in rows]
+        pq.write_table(pa.Table.from_pylist(table), mteb / "default" / f"{split}-0.parquet")
+    hub.add_folder("dataset", "mteb/tiny", mteb)
+    bad = write_beir(tmp_path / "bad", qrels={"test": [("q1", "nope", 1)]})
+    hub.add_folder("dataset", "acme/bad", bad)
+
+    client.force_login(member)
+    assert 'id="hub-repo-dataset"' in client.get("/datasets/").content.decode()
+    for repo in ("BeIR/tiny", "mteb/tiny", "acme/bad"):
+        start(client, kind="dataset", repo_id=repo, name=repo.split("/")[0])
+    beir, parquet, broken = HubImport.objects.order_by("pk")
+    for job in (beir, parquet, broken):
+        hub_import.run(job.pk)
+        job.refresh_from_db()
+    assert beir.status == "succeeded", beir.human_error
+    version = beir.result_version
+    assert version.source == f"hub:BeIR/tiny@{sha}" and version.document_count == len(TINY_CORPUS)
+    assert parquet.status == "succeeded", parquet.human_error
+    mirrored = parquet.result_version
+    assert (mirrored.document_count, mirrored.query_count) == (len(TINY_CORPUS), len(TINY_QUERIES))
+    assert mirrored.qrels_counts == version.qrels_counts
+    assert broken.status == "failed" and broken.result_version is None
+    assert broken.human_error == "acme/bad: qrels/test.tsv:2: unknown document id 'nope'"
+    from apps.datasets.models import Dataset
+
+    assert not Dataset.objects.filter(name="acme").exists()  # nothing half-written
+
+
+def test_the_commands_take_a_hub_repo(member, team, hub, tiny_model_path, tmp_path):
+    hub.add("model", "acme/tiny", model_files(tiny_model_path))
+    hub.add_folder("dataset", "BeIR/tiny", write_beir(tmp_path / "beir"))
+    out = io.StringIO()
+    call_command("register_model", "--hub", "acme/tiny", "--team", team.slug, "--sync",
+                 stdout=out)  # fmt: skip
+    made = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert (
+        made["status"] == "succeeded"
+        and EmbeddingModel.objects.get(pk=made["model"]).name == "tiny"
+    )
+    out = io.StringIO()
+    call_command("import_dataset", "--hub", "BeIR/tiny", "--team", team.slug, "--sync",
+                 stdout=out)  # fmt: skip
+    imported = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert imported["status"] == "succeeded" and imported["version"]
