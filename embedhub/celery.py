@@ -23,6 +23,7 @@ def _route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, str]:
             "workers.tasks.sharding.",
             "workers.tasks.distill.",
             "workers.tasks.optimize.",
+            "workers.tasks.merge.",
         )
     ):
         return {"queue": settings.ENCODE_QUEUE}
@@ -65,6 +66,7 @@ app.conf.update(
         "workers.tasks.sharding",
         "workers.tasks.distill",
         "workers.tasks.optimize",
+        "workers.tasks.merge",
         "workers.tasks.presence",
         "workers.tasks.hub",
     ),

@@ -14,6 +14,7 @@ JOB_PAGES = {
     "IndexBuild": ("indexes:detail", "Index build"),
     "DistillJob": ("registry:distillation", "Distillation"),
     "OptimizeJob": ("registry:optimization", "Optimization"),
+    "MergeJob": ("registry:merge", "Merge"),
     "HubImport": ("registry:hub_import", "From the Hub"),
 }
 

@@ -19,20 +19,24 @@ from apps.accounts.api import ERRORS, error, forbidden_below, not_found
 from apps.accounts.models import Role, Team
 from apps.core.api_schemas import InputSchema, idempotency_key
 from apps.core.services import IdempotencyConflict
-from apps.registry.models import DistillJob, EmbeddingModel, HubImport, OptimizeJob
+from apps.registry.models import DistillJob, EmbeddingModel, HubImport, MergeJob, OptimizeJob
 from apps.registry.selectors import embedding_model_list
 from apps.registry.services import (
     DistillError,
     HubImportError,
+    MergeError,
+    MergeNotFound,
     ModelInUse,
     OptimizeError,
     distill_job_create,
     embedding_model_delete,
     hub_import_create,
+    merge_job_create,
     optimize_job_create,
 )
 from apps.runs.models import TrainingRun
 from workers.common.configs.distill import DistillConfig
+from workers.common.configs.merge import MergeConfig
 from workers.common.configs.optimize import OptimizeConfig
 
 router = Router(tags=["registry"])
@@ -348,3 +352,99 @@ def hub_import_detail(request: HttpRequest, pk: int):
     if job is None:
         return not_found()
     return hub_import_payload(job)
+
+
+class MergeIn(InputSchema, MergeConfig):
+    """A merge's settings: models, base and version by id, in your team."""
+
+
+class MergeOut(Schema):
+    id: int
+    status: str
+    stage: str
+    method: str
+    models: list[int]
+    base: int | None
+    params: dict[str, Any]
+    evaluate_version: int | None
+    dev_split: str
+    test_split: str
+    model: int | None = Field(description="the merged model, once registered")
+    lineage: dict[str, Any] = Field(description="every parent with its weight, the method")
+    search: dict[str, Any] = Field(
+        description="the weight search: points {weight, dev, test} (nDCG@10) and the chosen"
+    )
+    greedy: dict[str, Any]
+    dev: dict[str, Any] = Field(description="the merge's metrics on the dev split")
+    evaluations: dict[str, int] = Field(
+        description="test-split evaluations: 'merge' and each parent's id as label"
+    )
+    error: str | None
+    created_at: str
+    finished_at: str | None
+
+
+def merge_payload(job: MergeJob) -> dict:
+    result = job.result or {}
+    return {
+        "id": job.pk,
+        "status": job.status,
+        "stage": job.stage,
+        "method": job.method,
+        "models": job.model_ids,
+        "base": job.base_id,
+        "params": job.params,
+        "evaluate_version": job.evaluate_version_id,
+        "dev_split": job.dev_split,
+        "test_split": job.test_split,
+        "model": job.result_model_id,
+        "lineage": result.get("lineage") or {},
+        "search": result.get("search") or {},
+        "greedy": result.get("greedy") or {},
+        "dev": result.get("dev") or {},
+        "evaluations": result.get("evaluations") or {},
+        "error": job.human_error or None,
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+@router.post(
+    "/merges",
+    url_name="merges",
+    response={201: MergeOut, **ERRORS},
+    summary="Merge models in weight space (member role)",
+)
+def merge_start(request: HttpRequest, body: MergeIn):
+    """Start a merge of your models (soup, greedy soup, linear, SLERP, TIES, DARE, Model
+    Stock; a weight search for two end points): the result is registered as a merged model,
+    compared with each parent on the test split. Another team's model is a 404."""
+    config = MergeConfig.model_validate(body.model_dump())
+    asked = {*config.models, *([config.base] if config.base else [])}
+    if embedding_model_list(team=request.team).filter(pk__in=asked).count() != len(asked):
+        return not_found()
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    try:
+        job = merge_job_create(team=request.team, config=config,
+                               created_by=request.api_token.user,
+                               idempotency_key=idempotency_key(request))  # fmt: skip
+    except IdempotencyConflict as exc:
+        return error(str(exc), 422)
+    except MergeNotFound:
+        return not_found()
+    except MergeError as exc:
+        return error(str(exc), 422)
+    response = JsonResponse(merge_payload(job), status=201)
+    response["Location"] = f"/api/v1/merges/{job.pk}"
+    return response
+
+
+@router.get("/merges/{int:pk}", url_name="merge", response={200: MergeOut, **ERRORS})
+def merge_detail(request: HttpRequest, pk: int):
+    """One merge: its status, the model it registered with its lineage, the weight search's
+    dev and test figures and the test evaluations of the merge and each parent."""
+    job = MergeJob.objects.filter(team=request.team, pk=pk).first()
+    if job is None:
+        return not_found()
+    return merge_payload(job)

@@ -2,6 +2,7 @@ from django import forms
 
 from apps.core.configforms import config_form
 from workers.common.configs.distill import DistillConfig
+from workers.common.configs.merge import DEFAULT_GRID, METHOD_LABELS, MergeConfig
 from workers.common.configs.optimize import OptimizeConfig
 
 
@@ -109,4 +110,86 @@ class DistillForm(config_form(DistillConfig, exclude=("vocabulary_version", "eva
         for name in ("vocabulary_version", "evaluate_version"):
             chosen = self.cleaned_data.get(name)
             values[name] = chosen.pk if chosen else None
+        return values
+
+
+def mergeable_models(team):
+    """The team's models that have transformer weights to merge (no reranker, sparse, static
+    or ONNX model)."""
+    from apps.registry.models import EmbeddingModel
+
+    return (
+        EmbeddingModel.objects.filter(team=team, role=EmbeddingModel.Role.EMBEDDING)
+        .exclude(kind__in=(EmbeddingModel.Kind.STATIC, EmbeddingModel.Kind.OPTIMIZED))
+        .exclude(layout="onnx")
+        .order_by("name")
+    )
+
+
+class FloatListField(forms.CharField):
+    """``0, 0.5, 1`` ⇄ ``[0.0, 0.5, 1.0]``."""
+
+    def prepare_value(self, value):
+        if isinstance(value, list | tuple):
+            return ", ".join(f"{float(v):g}" for v in value)
+        return value
+
+    def to_python(self, value) -> list[float] | None:
+        text = (super().to_python(value) or "").replace(" ", "")
+        if not text:
+            return None
+        try:
+            return [float(p) for p in text.split(",") if p]
+        except ValueError:
+            raise forms.ValidationError(
+                "A comma-separated list of numbers, e.g. 0,0.5,1."
+            ) from None
+
+
+class MergeForm(config_form(MergeConfig, exclude=("models", "base", "evaluate_version"))):
+    """A merge from the model page or the Merge lab: the config's fields, the models, base and
+    version chosen from the team's (the config names them by id). The models keep the order
+    they are listed in, which the weights follow."""
+
+    models = forms.ModelMultipleChoiceField(
+        queryset=None, widget=forms.CheckboxSelectMultiple,
+        help_text="two or more (one with a base, for linear or SLERP); weights follow this order",
+    )  # fmt: skip
+    base = forms.ModelChoiceField(
+        queryset=None, required=False, empty_label="(none)",
+        help_text="the common base: TIES, DARE and Model Stock need it; for linear and SLERP it "
+        "is one more end point, last",
+    )  # fmt: skip
+    weights = FloatListField(
+        required=False, help_text=MergeConfig.model_fields["weights"].description
+    )
+    grid = FloatListField(required=False, help_text=MergeConfig.model_fields["grid"].description)
+    evaluate_version = forms.ModelChoiceField(
+        queryset=None, required=False, empty_label="(no evaluation)",
+        help_text="the merge is checked on its dev split and compared with each parent on its "
+        "test split",
+    )  # fmt: skip
+
+    def __init__(self, *args, team, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["models"].queryset = mergeable_models(team)
+        self.fields["base"].queryset = mergeable_models(team)
+        self.fields["evaluate_version"].queryset = retrieval_versions(team)
+        self.fields["grid"].initial = DEFAULT_GRID
+        self.fields["method"].choices = [
+            (v, METHOD_LABELS.get(v, label)) for v, label in self.fields["method"].choices
+        ]
+        self.order_fields(["models", "base", "method", "weights", "search", "grid",
+                           "evaluate_version", "dev_split", "test_split", "density", "scale",
+                           "drop_rate", "seed", "name"])  # fmt: skip
+
+    def config_values(self) -> dict:
+        values = super().config_values()
+        chosen = self.cleaned_data.get("models") or []
+        # In the order of the page's list (the POST's order), which the weights follow.
+        order = {str(pk): i for i, pk in enumerate(self.data.getlist("models"))}
+        values["models"] = sorted((m.pk for m in chosen), key=lambda pk: order.get(str(pk), 0))
+        for name in ("base", "evaluate_version"):
+            obj = self.cleaned_data.get(name)
+            values[name] = obj.pk if obj else None
         return values

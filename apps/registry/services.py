@@ -6,8 +6,9 @@ from django.db import transaction
 from django.db.models import Q as models_Q
 
 from apps.accounts.models import Team
-from apps.registry.models import DistillJob, EmbeddingModel, HubImport, OptimizeJob
+from apps.registry.models import DistillJob, EmbeddingModel, HubImport, MergeJob, OptimizeJob
 from workers.common.configs.distill import DistillConfig
+from workers.common.configs.merge import MergeConfig
 from workers.common.configs.optimize import OptimizeConfig, VariantEvaluation
 
 
@@ -419,6 +420,222 @@ def variant_quality_record(*, evaluation) -> None:
         job.result_model.save(update_fields=["quality"])
 
 
+class MergeError(ValueError):
+    """A merge that cannot start; the message names the field."""
+
+
+class MergeNotFound(MergeError):
+    """A model named by id that is not the team's (the API answers 404, as for a missing one)."""
+
+
+# Methods whose models are task vectors against the common base.
+MERGE_NEEDS_BASE = ("ties", "dare", "model_stock")
+
+
+def _merge_models(
+    *, team: Team, config: MergeConfig
+) -> tuple[list[EmbeddingModel], EmbeddingModel | None]:
+    """The models and the base of ``config``, in its order, resolved in ``team``; each one
+    an embedding model with whole torch weights."""
+    from pathlib import Path
+
+    if len(set(config.models)) != len(config.models):
+        raise MergeError("models: a model is listed twice")
+    found = EmbeddingModel.objects.filter(team=team).in_bulk(config.models)
+    for pk in config.models:
+        if pk not in found:
+            raise MergeNotFound(f"models: no model {pk} in your team")
+    parents = [found[pk] for pk in config.models]
+    base = None
+    if config.base is not None:
+        base = EmbeddingModel.objects.filter(team=team, pk=config.base).first()
+        if base is None:
+            raise MergeNotFound(f"base: no model {config.base} in your team")
+        if base.pk in found:
+            raise MergeError(f"base: {base.name} is also one of the models")
+    for field, model in [*(("models", m) for m in parents), *([("base", base)] if base else [])]:
+        embedding_model_require_role(model=model, role="embedding", field=field, error=MergeError)
+        if model.kind in (EmbeddingModel.Kind.STATIC, EmbeddingModel.Kind.OPTIMIZED) or (
+            model.layout == "onnx"
+        ):
+            raise MergeError(
+                f"{field}: {model.name} is {model.get_kind_display().lower()}: it has no "
+                "transformer weights to merge; merge the models it was made from"
+            )
+        if (Path(model.path) / "adapter_config.json").is_file():
+            raise MergeError(
+                f"{field}: {model.name} is an unmerged LoRA adapter; train it with merge_lora "
+                "(its weights are then a whole model's) to merge it"
+            )
+    first = parents[0]
+    others = [*(("models", m) for m in parents[1:]), *([("base", base)] if base else [])]
+    for field, model in others:
+        if model.dimension != first.dimension or (
+            model.parameters and first.parameters and model.parameters != first.parameters
+        ):
+            raise MergeError(
+                f"{field}: {model.name} ({model.dimension} dimensions, {model.parameters or '?'} "
+                f"parameters) is not of {first.name}'s architecture ({first.dimension} "
+                f"dimensions, {first.parameters or '?'} parameters): only models of one "
+                "architecture merge"
+            )
+    return parents, base
+
+
+def _merge_shape(*, config: MergeConfig, parents: list, base) -> None:
+    """What each method needs: how many models, a base or none, weights of the right count."""
+    method, n = config.method, len(parents)
+    endpoints = n + (1 if base is not None else 0)
+    if method in ("soup", "greedy_soup"):
+        if base is not None:
+            raise MergeError(f"base: {method} averages the models themselves; leave the base "
+                             "empty (or choose linear to include it)")  # fmt: skip
+        if n < 2:
+            raise MergeError(f"models: {method} needs at least two models")
+        if config.weights is not None:
+            raise MergeError("weights: a soup weighs every model the same; choose linear")
+    if method in MERGE_NEEDS_BASE and base is None:
+        raise MergeError(
+            f"base: {method} works on task vectors (each model minus the base): choose the "
+            "common base model"
+        )
+    if method == "model_stock" and n < 2:
+        raise MergeError("models: Model Stock needs at least two fine-tuned models")
+    if method == "linear" and endpoints < 2:
+        raise MergeError("models: a linear merge needs two models, or one model and a base")
+    if method == "slerp" and endpoints != 2:
+        raise MergeError(
+            f"models: SLERP takes exactly two end points (two models, or one model and its "
+            f"base), not {endpoints}"
+        )
+    if config.weights is not None:
+        expected = endpoints if method in ("linear", "slerp") else n
+        if method == "model_stock":
+            raise MergeError("weights: Model Stock sets its own ratio per layer; leave empty")
+        if len(config.weights) != expected:
+            what = "model (the base last)" if method in ("linear", "slerp") and base else "model"
+            raise MergeError(f"weights: {len(config.weights)} given, one per {what} is "
+                             f"{expected}")  # fmt: skip
+        if sum(config.weights) <= 0:
+            raise MergeError("weights: at least one weight must be above 0")
+    if config.search:
+        if method not in ("linear", "slerp") or endpoints != 2:
+            raise MergeError(
+                "search: the weight search is for linear or SLERP between two end points (two "
+                "models, or one model and its base)"
+            )
+        if config.weights is not None:
+            raise MergeError("weights: the search chooses the weights; leave them empty")
+
+
+def merge_job_create(
+    *,
+    team: Team,
+    config: MergeConfig,
+    created_by=None,
+    enqueue: bool = True,
+    idempotency_key: str = "",
+) -> MergeJob:
+    """Check a merge now (a wrong field is a message, not a failed job) and queue it on the
+    encode queue once the transaction commits. Models, base and version are resolved in
+    ``team``: another team's id reads as missing (``MergeNotFound``)."""
+    from apps.core.services import job_create_once, job_enqueue, job_fingerprint
+    from apps.datasets.models import DatasetVersion
+    from workers.tasks.merge import merge
+
+    parents, base = _merge_models(team=team, config=config)
+    _merge_shape(config=config, parents=parents, base=base)
+    version, dev, test = None, config.dev_split or "", config.test_split or ""
+    if config.evaluate_version is not None:
+        version = DatasetVersion.objects.filter(
+            dataset__team=team, pk=config.evaluate_version
+        ).first()
+        if version is None:
+            raise MergeError("evaluate_version: no such dataset version in your team")
+        known = ", ".join(sorted(version.qrels_counts)) or "none"
+        for field, split in (("dev_split", dev), ("test_split", test)):
+            if split and split not in version.qrels_counts:
+                raise MergeError(f"{field}: {version} has no judged split {split!r} "
+                                 f"(splits: {known})")  # fmt: skip
+        if not test and "test" in version.qrels_counts and dev != "test":
+            test = "test"
+    elif dev or test:
+        raise MergeError("evaluate_version: choose the dataset version the splits are of")
+    if (config.search or config.method == "greedy_soup") and not dev:
+        raise MergeError(
+            "dev_split: the "
+            + ("weight search" if config.search else "greedy soup")
+            + " chooses on a dev split: choose a version and a judged split of it"
+        )
+    if dev and dev == test:
+        raise MergeError(
+            f"test_split: {test} is the dev split too; the merge is chosen on dev and reported "
+            "on test, so they must differ"
+        )
+    name = (config.name or "").strip()
+    if name and EmbeddingModel.objects.filter(team=team, name=name).exists():
+        raise MergeError(f"name: {team} already has a model named {name!r}")
+
+    def create() -> MergeJob:
+        job = MergeJob.objects.create(
+            team=team, base=base, method=config.method, params=config.model_dump(),
+            evaluate_version=version, dev_split=dev, test_split=test, created_by=created_by,
+        )  # fmt: skip
+        job.parents.set(parents)
+        if enqueue:
+            job_enqueue(job=job, task=merge)
+        return job
+
+    return job_create_once(
+        model=MergeJob,
+        team=team,
+        created_by=created_by,
+        fingerprint=job_fingerprint(kind="merge", **config.model_dump()),
+        idempotency_key=idempotency_key,
+        create=create,
+    )
+
+
+@transaction.atomic
+def embedding_model_register_merged(
+    *, job: MergeJob, path: str, lineage: dict, parameters: int | None = None
+) -> EmbeddingModel:
+    """A merge's result as a registry model: encoded as its first parent is (its tokenizer,
+    pooling and modules are in the folder), the base (else the first parent) as parent, the
+    lineage (every parent, the method, the weights) on the model; keyed on the job so that a
+    retry updates its own model."""
+    by_id = {m.pk: m for m in job.parents.all()}
+    parents = [by_id[pk] for pk in job.model_ids]
+    first = parents[0]
+    name = (job.params.get("name") or "").strip()
+    if not name:
+        suffix = f" (merge {job.pk})"
+        joined = " + ".join(m.name for m in parents) + (f" + {job.base.name}" if job.base else "")
+        name = f"{job.method_label} of {joined}"[: 200 - len(suffix)] + suffix
+    model, _ = EmbeddingModel.objects.update_or_create(
+        team=job.team,
+        source_ref=f"merge {job.pk}",
+        kind=EmbeddingModel.Kind.MERGED,
+        defaults={
+            "name": name,
+            "source": EmbeddingModel.Source.FOLDER,
+            "path": path,
+            "layout": first.layout,
+            "architecture": first.architecture,
+            "dimension": first.dimension,
+            "max_seq_length": first.max_seq_length,
+            "pooling": first.pooling,
+            "normalize": first.normalize,
+            "query_prefix": first.query_prefix,
+            "document_prefix": first.document_prefix,
+            "parameters": first.parameters if parameters is None else parameters,
+            "parent": job.base or first,
+            "merge": {"job": job.pk, **lineage},
+        },
+    )
+    return model
+
+
 class ModelInUse(ValueError):
     """A model that something still refers to; the message says what."""
 
@@ -449,6 +666,7 @@ def embedding_model_delete(*, model: EmbeddingModel) -> None:
         (model.training_runs.count(), "training run"),
         (model.children.count(), "derived model"),
         (model.distill_jobs.count() + model.optimize_jobs.count(), "distillation or optimization"),
+        (model.merge_jobs.count() + model.merge_base_jobs.count(), "merge job"),
         (model.curation_jobs.count(), "curation job"),
     ]
     listed = [f"{n} {what}{'' if n == 1 else 's'}" for n, what in uses if n]
@@ -459,7 +677,7 @@ def embedding_model_delete(*, model: EmbeddingModel) -> None:
         )
     folder = Path(model.path)
     kinds = (EmbeddingModel.Kind.FINETUNED, EmbeddingModel.Kind.STATIC,
-             EmbeddingModel.Kind.OPTIMIZED)  # fmt: skip
+             EmbeddingModel.Kind.OPTIMIZED, EmbeddingModel.Kind.MERGED)  # fmt: skip
     from django.db.models import ProtectedError
 
     with transaction.atomic():

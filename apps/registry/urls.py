@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.registry import views
+from apps.registry import merge_views, views
 
 app_name = "registry"
 urlpatterns = [
@@ -18,4 +18,7 @@ urlpatterns = [
     path("<int:pk>/optimize/", views.model_optimize, name="optimize"),
     path("optimizations/<int:pk>/", views.optimization_detail, name="optimization"),
     path("optimizations/<int:pk>/cancel/", views.optimization_cancel, name="optimization_cancel"),
+    path("merge/", merge_views.merge_new, name="merge_new"),
+    path("merges/<int:pk>/", merge_views.merge_detail, name="merge"),
+    path("merges/<int:pk>/cancel/", merge_views.merge_cancel, name="merge_cancel"),
 ]
