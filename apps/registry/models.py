@@ -251,3 +251,22 @@ class MergeJob(TeamOwned, Job):
     @property
     def model_ids(self) -> list[int]:
         return list(self.params.get("models") or [])
+
+
+class HubPublish(TeamOwned, Job):
+    """A registered model pushed to a Hugging Face Hub repo as one commit: its folder and a
+    model card generated from what EmbeddingModel records (lineage, evaluations)."""
+
+    PROGRESS_UNITS = {"uploading": "files"}
+
+    model = models.ForeignKey(EmbeddingModel, on_delete=models.CASCADE, related_name="publishes")
+    repo_id = models.CharField(max_length=200)
+    private = models.BooleanField(default=True)
+    sha = models.CharField(max_length=64, blank=True)  # the commit the push made
+    result = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Hub publish #{self.pk} of {self.model} to {self.repo_id}"
