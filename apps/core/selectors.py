@@ -16,6 +16,7 @@ JOB_PAGES = {
     "OptimizeJob": ("registry:optimization", "Optimization"),
     "MergeJob": ("registry:merge", "Merge"),
     "HubImport": ("registry:hub_import", "From the Hub"),
+    "HubPublish": ("registry:hub_publish", "Publish to the Hub"),
 }
 
 

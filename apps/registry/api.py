@@ -19,7 +19,14 @@ from apps.accounts.api import ERRORS, error, forbidden_below, not_found
 from apps.accounts.models import Role, Team
 from apps.core.api_schemas import InputSchema, idempotency_key
 from apps.core.services import IdempotencyConflict
-from apps.registry.models import DistillJob, EmbeddingModel, HubImport, MergeJob, OptimizeJob
+from apps.registry.models import (
+    DistillJob,
+    EmbeddingModel,
+    HubImport,
+    HubPublish,
+    MergeJob,
+    OptimizeJob,
+)
 from apps.registry.selectors import embedding_model_list
 from apps.registry.services import (
     DistillError,
@@ -31,6 +38,7 @@ from apps.registry.services import (
     distill_job_create,
     embedding_model_delete,
     hub_import_create,
+    hub_publish_create,
     merge_job_create,
     optimize_job_create,
 )
@@ -448,3 +456,65 @@ def merge_detail(request: HttpRequest, pk: int):
     if job is None:
         return not_found()
     return merge_payload(job)
+
+
+class PublishIn(InputSchema):
+    repo_id: str = Field(description="ORG/NAME on the Hub; made if it does not exist")
+    private: bool = True
+
+
+class PublishOut(Schema):
+    id: int
+    status: str
+    model: int
+    repo_id: str
+    private: bool
+    sha: str = Field(description="the commit the push made, once done")
+    card: str = Field(description="the model card it was published with")
+    error: str | None
+    created_at: str
+    finished_at: str | None
+
+
+def publish_payload(job: HubPublish) -> dict:
+    return {
+        "id": job.pk, "status": job.status, "model": job.model_id, "repo_id": job.repo_id,
+        "private": job.private, "sha": job.sha, "card": job.result.get("card", ""),
+        "error": job.human_error or None, "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }  # fmt: skip
+
+
+@router.post(
+    "/models/{int:pk}/publish",
+    url_name="model_publish",
+    response={202: PublishOut, **ERRORS},
+    summary="Publish a model made here to the Hugging Face Hub (member role)",
+)
+def model_publish(request: HttpRequest, pk: int, body: PublishIn):
+    """Push one of your fine-tuned, merged, optimized or static models to a Hub repo as one
+    commit, with a model card made from its lineage and evaluations."""
+    model = embedding_model_list(team=request.team).filter(pk=pk).first()
+    if model is None:
+        return not_found()
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    try:
+        job = hub_publish_create(
+            team=request.team, model=model, repo_id=body.repo_id, private=body.private,
+            created_by=request.api_token.user,
+        )  # fmt: skip
+    except HubImportError as exc:
+        return error(str(exc))
+    response = JsonResponse(publish_payload(job), status=202)
+    response["Location"] = f"/api/v1/hub-publishes/{job.pk}"
+    return response
+
+
+@router.get("/hub-publishes/{int:pk}", url_name="hub_publish", response={200: PublishOut, **ERRORS})
+def hub_publish_detail(request: HttpRequest, pk: int):
+    """One publish: its status and, once pushed, the commit and the card."""
+    job = HubPublish.objects.filter(team=request.team, pk=pk).first()
+    if job is None:
+        return not_found()
+    return publish_payload(job)

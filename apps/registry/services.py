@@ -6,7 +6,14 @@ from django.db import transaction
 from django.db.models import Q as models_Q
 
 from apps.accounts.models import Team
-from apps.registry.models import DistillJob, EmbeddingModel, HubImport, MergeJob, OptimizeJob
+from apps.registry.models import (
+    DistillJob,
+    EmbeddingModel,
+    HubImport,
+    HubPublish,
+    MergeJob,
+    OptimizeJob,
+)
 from workers.common.configs.distill import DistillConfig
 from workers.common.configs.merge import MergeConfig
 from workers.common.configs.optimize import OptimizeConfig, VariantEvaluation
@@ -747,6 +754,38 @@ def hub_import_create(
         )  # fmt: skip
         if enqueue:
             job_enqueue(job=job, task=hub_import)
+    return job
+
+
+PUBLISHABLE = (EmbeddingModel.Kind.FINETUNED, EmbeddingModel.Kind.OPTIMIZED,
+               EmbeddingModel.Kind.STATIC, EmbeddingModel.Kind.MERGED)  # fmt: skip
+
+
+def hub_publish_create(
+    *, team: Team, model: EmbeddingModel, repo_id: str, private: bool = True, created_by=None,
+    enqueue: bool = True,
+) -> HubPublish:  # fmt: skip
+    """Queue a push of ``model`` (one the team made: fine-tuned, merged, optimized, static) to
+    the Hub repo ``repo_id``, with its generated model card."""
+    from apps.core.services import job_enqueue
+    from workers.common.hub import hub_name_problem
+    from workers.tasks.hub import hub_publish
+
+    if model.team_id != team.pk:
+        raise HubImportError("model: not found.")
+    if model.kind not in PUBLISHABLE:
+        raise HubImportError(
+            f"model: {model.name} is a {model.get_kind_display().lower()}: publish a model "
+            "made here (fine-tuned, merged, optimized or static), not someone else's."
+        )
+    repo_id = (repo_id or "").strip()
+    if problem := hub_name_problem(repo_id=repo_id):
+        raise HubImportError(f"repo_id: {problem}")
+    with transaction.atomic():
+        job = HubPublish.objects.create(team=team, model=model, repo_id=repo_id,
+                                        private=private, created_by=created_by)  # fmt: skip
+        if enqueue:
+            job_enqueue(job=job, task=hub_publish)
     return job
 
 

@@ -12,8 +12,9 @@ from apps.accounts.models import Role
 from apps.accounts.selectors import can_write, team_scoped_get
 from apps.core.responses import delete_response, job_cancel_response
 from apps.datasets.models import DatasetVersion
+from apps.registry.cards import model_card_text
 from apps.registry.forms import DistillForm, HubImportForm, OptimizeForm, RegisterModelForm
-from apps.registry.models import DistillJob, EmbeddingModel, HubImport, OptimizeJob
+from apps.registry.models import DistillJob, EmbeddingModel, HubImport, HubPublish, OptimizeJob
 from apps.registry.selectors import (
     MODEL_SORTS,
     distill_job_get,
@@ -23,6 +24,7 @@ from apps.registry.selectors import (
     variant_summary,
 )
 from apps.registry.services import (
+    PUBLISHABLE,
     DistillError,
     HubImportError,
     ModelInUse,
@@ -33,6 +35,7 @@ from apps.registry.services import (
     embedding_model_register,
     embedding_model_rename,
     hub_import_create,
+    hub_publish_create,
     optimize_job_create,
 )
 from apps.runs.models import TrainingRun
@@ -101,6 +104,9 @@ def _detail_context(
         ],
         "optimize_form": optimize_form or OptimizeForm(team=model.team),
         "optimize_error": optimize_error,
+        "publishable": model.kind in PUBLISHABLE,
+        "card": model_card_text(model=model) if model.kind in PUBLISHABLE else "",
+        "publishes": HubPublish.objects.filter(model=model)[:5],
     }
 
 
@@ -279,4 +285,47 @@ def hub_import_cancel(request, pk: int):
         request, job=job, partial="registry/hub_import.html#status",
         context=lambda j: {"job": j, "can_write": True},
         url=reverse("registry:hub_import", args=[pk]),
+    )  # fmt: skip
+
+
+@require_POST
+@team_required(Role.MEMBER)
+def hub_publish_start(request, pk: int):
+    model = embedding_model_get(user=request.user, pk=pk, role=Role.MEMBER)
+    try:
+        job = hub_publish_create(team=model.team, model=model,
+                                 repo_id=request.POST.get("repo_id", "")[:200],
+                                 private=request.POST.get("private") == "on",
+                                 created_by=request.user)  # fmt: skip
+    except HubImportError as exc:
+        messages.error(request, str(exc))
+        return redirect("registry:detail", pk=pk)
+    return redirect("registry:hub_publish", pk=job.pk)
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+@team_required()
+def hub_publish_detail(request, pk: int):
+    import os
+
+    job = team_scoped_get(queryset=HubPublish.objects.select_related("model"), user=request.user,
+                          pk=pk)  # fmt: skip
+    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    context = {"job": job, "can_write": can_write(user=request.user, team=job.team),
+               "repo_url": f"{endpoint}/{job.repo_id}"}  # fmt: skip
+    if request.htmx and request.htmx.target == "publish-status":
+        return render(request, "registry/hub_publish.html#status", context)
+    return render(request, "registry/hub_publish.html", context)
+
+
+@require_POST
+@team_required()
+def hub_publish_cancel(request, pk: int):
+    job = team_scoped_get(queryset=HubPublish.objects.all(), user=request.user, pk=pk,
+                          role=Role.MEMBER)  # fmt: skip
+    return job_cancel_response(
+        request, job=job, partial="registry/hub_publish.html#status",
+        context=lambda j: {"job": j, "can_write": True},
+        url=reverse("registry:hub_publish", args=[pk]),
     )  # fmt: skip

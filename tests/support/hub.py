@@ -1,11 +1,14 @@
 """A small server on 127.0.0.1 that answers as the Hugging Face Hub does, for the parts
 ``huggingface_hub`` uses to read a repo: repo info at a revision, the file tree, and files by
 ``resolve/<revision>/<path>`` (HEAD and GET, with the commit and ETag headers), gated and
-private repos (401 with the Hub's ``X-Error-Code``) unless the request carries a known token.
+private repos (401 with the Hub's ``X-Error-Code``) unless the request carries a known token;
+and to write one: ``repos/create``, ``preupload`` (every file "regular", so its content comes
+inline) and ``commit`` (the NDJSON payload ``create_commit`` sends), for known tokens only.
 Tests point ``HF_ENDPOINT`` at it; nothing leaves the machine."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -84,6 +87,55 @@ class LocalHub:
             def do_GET(self):
                 hub.requests.append(f"GET {self.path}")
                 self._answer(head=False)
+
+            def do_POST(self):
+                hub.requests.append(f"POST {self.path}")
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                token = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+                if token not in hub.tokens:
+                    self._json(401, {"error": "Invalid credentials in Authorization header"})
+                    return
+                path = urlparse(self.path).path
+                if path == "/api/validate-yaml":  # the model card's front matter: accepted
+                    self._json(200, {"errors": [], "warnings": []})
+                    return
+                if path == "/api/repos/create":
+                    data = json.loads(body or b"{}")
+                    org = data.get("organization") or "me"
+                    repo_id = f"{org}/{data['name']}" if "/" not in data["name"] else data["name"]
+                    kind = data.get("type") or "model"
+                    if (kind, repo_id) in hub.repos:
+                        self._json(409, {"error": "You already created this repo"})
+                        return
+                    private = bool(data.get("private")) or data.get("visibility") == "private"
+                    hub.repos[(kind, repo_id)] = Repo(kind, repo_id, private=private)
+                    self._json(200, {"url": f"{hub.url}/{repo_id}", "name": repo_id})
+                    return
+                match = re.match(
+                    r"^/api/(models|datasets)/([^/]+/[^/]+)/(preupload|commit)/([^/]+)$", path
+                )
+                repo = match and hub.repos.get((match.group(1)[:-1], match.group(2)))
+                if not match or repo is None:
+                    self._error(404, "RepoNotFound", head=False)
+                    return
+                if match.group(3) == "preupload":
+                    files = json.loads(body)["files"]
+                    self._json(200, {"files": [
+                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                        for f in files
+                    ]})  # fmt: skip
+                    return
+                revision = unquote(match.group(4))
+                files = dict(repo.commits.get(repo.refs.get(revision, ""), {}))
+                for line in body.splitlines():
+                    item = json.loads(line)
+                    if item["key"] == "file":
+                        files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+                    elif item["key"] == "deletedFile":
+                        files.pop(item["value"]["path"], None)
+                sha = hub.add(repo.repo_type, repo.repo_id, files, revision=revision)
+                self._json(200, {"commitUrl": f"{hub.url}/{repo.repo_id}/commit/{sha}",
+                                 "commitOid": sha, "pullRequestUrl": None})  # fmt: skip
 
             def _json(self, status: int, body, headers: dict | None = None):
                 data = json.dumps(body).encode()

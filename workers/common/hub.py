@@ -334,3 +334,56 @@ def training_file_from_snapshot(folder: Path, out: Path) -> Path | None:
     if len(candidates) != 1:
         return None
     return candidates[0]
+
+
+# --- publishing -------------------------------------------------------------------------------
+
+
+def hub_push(
+    *,
+    repo_id: str,
+    folder: Path,
+    card: str,
+    private: bool,
+    token: str | None,
+    message: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> str:
+    """Push ``folder`` (and ``card`` as its README.md) to the model repo ``repo_id`` as one
+    commit, creating the repo (``private``) if it does not exist; returns the commit sha.
+    Large files go the Hub's own way (LFS / Xet, as ``create_commit`` decides)."""
+    import httpx2
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if problem := hub_name_problem(repo_id=repo_id):
+        raise HubError(problem)
+    if not token:
+        raise HubError("Publishing needs a Hub token that can write: set HF_TOKEN on the workers.")
+    files = [
+        p for p in sorted(folder.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.name != "README.md"
+    ]  # fmt: skip
+    operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode())]
+    operations += [
+        CommitOperationAdd(path_in_repo=str(p.relative_to(folder)), path_or_fileobj=str(p))
+        for p in files
+    ]
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if progress:
+            progress(0, len(operations))
+        info = api.create_commit(repo_id, operations=operations, commit_message=message,
+                                 repo_type="model")  # fmt: skip
+    except (HfHubHTTPError, httpx2.HTTPError) as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise HubError(
+                f"The token cannot write to {repo_id} (the Hub answered {status})."
+            ) from exc
+        _raise_for(exc, repo_id=repo_id, revision="main", token=True)
+    if progress:
+        progress(len(operations), len(operations))
+    return info.oid

@@ -12,7 +12,7 @@ from celery import shared_task
 from django.conf import settings
 
 if TYPE_CHECKING:
-    from apps.registry.models import HubImport
+    from apps.registry.models import HubImport, HubPublish
     from workers.tasks.runtime import ProgressReporter
 
 
@@ -105,3 +105,37 @@ def _import_dataset(*, job: HubImport, folder: Path, report: ProgressReporter):
         f"{job.repo_id} is neither a BEIR collection (corpus, queries and qrels/<split>, as "
         "JSONL, TSV or parquet) nor one training file (anchor, positive, negatives columns)."
     )
+
+
+@shared_task(
+    name="workers.tasks.hub.hub_publish",
+    soft_time_limit=settings.JOB_SOFT_TIME_LIMIT,
+    time_limit=settings.JOB_TIME_LIMIT,
+)
+def hub_publish(job_id: int) -> None:
+    """Run one HubPublish row. Idempotent: a row that is not pending is left alone."""
+    from apps.registry.models import HubPublish
+    from workers.tasks.runtime import job_claim, job_run
+
+    job = job_claim(model=HubPublish, pk=job_id)
+    if job is None:
+        return
+    job_run(job=job, work=lambda report: hub_publish_execute(job=job, report=report))
+
+
+def hub_publish_execute(*, job: HubPublish, report: ProgressReporter) -> dict[str, Any]:
+    import os
+
+    from apps.registry.cards import model_card_text
+    from workers.common.hub import hub_push
+
+    model = job.model
+    card = model_card_text(model=model)
+    report("uploading")
+    sha = hub_push(
+        repo_id=job.repo_id, folder=Path(model.path), card=card, private=job.private,
+        token=os.environ.get("HF_TOKEN") or None,
+        message=f"EmbedHub: {model.name} ({model.get_kind_display().lower()})",
+        progress=lambda done, total: report("uploading", done, total),
+    )  # fmt: skip
+    return {"sha": sha, "result": {"card": card}}

@@ -228,3 +228,82 @@ def test_the_commands_take_a_hub_repo(member, team, hub, tiny_model_path, tmp_pa
                  stdout=out)  # fmt: skip
     imported = json.loads(out.getvalue().strip().splitlines()[-1])
     assert imported["status"] == "succeeded" and imported["version"]
+
+
+def test_a_fine_tune_is_published_with_its_card_as_one_commit(
+    client, member, outsider, team, hub, tiny_registered_model, tiny_version, monkeypatch
+):
+    from apps.accounts.services import api_token_create
+    from apps.registry.models import HubPublish
+    from apps.runs.models import Evaluation
+    from apps.runs.services import evaluation_create
+    from workers.tasks.hub import hub_publish
+
+    monkeypatch.setattr(hub_publish, "apply_async", lambda *a, **k: None)
+    tuned = EmbeddingModel.objects.get(pk=tiny_registered_model.pk)
+    tuned.pk, tuned.name = None, "tiny-tuned"
+    tuned.kind, tuned.parent = EmbeddingModel.Kind.FINETUNED, tiny_registered_model
+    tuned.save()
+    done = evaluation_create(team=team, model=tuned, dataset_version=tiny_version, split="test",
+                             enqueue=False)  # fmt: skip
+    Evaluation.objects.filter(pk=done.pk).update(
+        status="succeeded", metrics={"ndcg@10": 0.61234, "mrr@10": 0.5, "recall@100": 0.9}
+    )
+    client.force_login(member)
+    page = client.get(f"/models/{tuned.pk}/").content.decode()
+    assert 'id="publish-form"' in page and "| 0.6123 | 0.5000 | 0.9000 |" in page
+    # A base model is someone else's: not offered, refused if asked.
+    assert (
+        'id="publish-form"'
+        not in client.get(f"/models/{tiny_registered_model.pk}/").content.decode()
+    )
+    client.post(f"/models/{tiny_registered_model.pk}/publish/", {"repo_id": "me/base"})
+    assert not HubPublish.objects.exists()
+
+    client.post(f"/models/{tuned.pk}/publish/", {"repo_id": "acme/tiny-tuned", "private": "on"})
+    job = HubPublish.objects.get()
+    hub_publish.run(job.pk)  # no token on the workers
+    job.refresh_from_db()
+    assert job.status == "failed" and "set HF_TOKEN on the workers" in job.human_error
+    monkeypatch.setenv("HF_TOKEN", "hf_write")
+    hub.tokens.add("hf_write")
+    client.post(f"/models/{tuned.pk}/publish/", {"repo_id": "acme/tiny-tuned", "private": "on"})
+    job = HubPublish.objects.order_by("-pk").first()
+    hub_publish.run(job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded", (job.human_error, hub.requests[-6:])
+    repo = hub.repos[("model", "acme/tiny-tuned")]
+    assert repo.private and repo.refs["main"] == job.sha
+    pushed = repo.commits[job.sha]
+    folder = Path(tuned.path)
+    assert pushed["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+    card = pushed["README.md"].decode()
+    assert card == job.result["card"] and card.startswith(
+        "---\nlibrary_name: sentence-transformers"
+    )
+    assert "# tiny-tuned" in card and "from base model **tiny**" in card
+    assert "| 0.6123 | 0.5000 | 0.9000 |" in card and str(folder) not in card
+    page = client.get(f"/models/publishes/{job.pk}/").content.decode()
+    assert f"<code>{job.sha}</code>" in page and f"{hub.url}/acme/tiny-tuned" in page
+    # The published model comes back in by name, identical.
+    hub_import.apply_async = lambda *a, **k: None
+    start(client, repo_id="acme/tiny-tuned", name="round-trip")
+    back = HubImport.objects.get()
+    hub_import.run(back.pk)
+    back.refresh_from_db()
+    assert back.status == "succeeded", back.human_error
+    assert (Path(back.result_model.path) / "model.safetensors").read_bytes() == pushed[
+        "model.safetensors"
+    ]
+    # The API: another team sees nothing.
+    token = api_token_create(user=member, team=team, name="t")[1]
+    url = f"/api/v1/models/{tuned.pk}/publish"
+    r = client.post(url, {"repo_id": "acme/again"}, content_type="application/json",
+                    HTTP_AUTHORIZATION=f"Bearer {token}")  # fmt: skip
+    assert r.status_code == 202 and r["Location"].startswith("/api/v1/hub-publishes/")
+    other = api_token_create(user=outsider, team=outsider.memberships.first().team, name="o")[1]
+    r = client.post(url, {"repo_id": "evil/steal"}, content_type="application/json",
+                    HTTP_AUTHORIZATION=f"Bearer {other}")  # fmt: skip
+    assert r.status_code == 404
+    r = client.get(f"/api/v1/hub-publishes/{job.pk}", HTTP_AUTHORIZATION=f"Bearer {other}")
+    assert r.status_code == 404
