@@ -67,8 +67,10 @@ def hub_import_execute(*, job: HubImport, report: ProgressReporter) -> dict[str,
             model = embedding_model_register_hub(job=job, path=str(snapshot.folder))
         except ModelRegistrationError as exc:
             raise HubError(f"{job.repo_id}: {exc}") from exc
+        report("done", snapshot.total_bytes, snapshot.total_bytes)
         return {"result_model": model, "result": result}
     version = _import_dataset(job=job, folder=snapshot.folder, report=report)
+    report("done", snapshot.total_bytes, snapshot.total_bytes)
     return {"result_version": version, "result": {**result, "kind": version.kind}}
 
 
@@ -138,4 +140,5 @@ def hub_publish_execute(*, job: HubPublish, report: ProgressReporter) -> dict[st
         message=f"EmbedHub: {model.name} ({model.get_kind_display().lower()})",
         progress=lambda done, total: report("uploading", done, total),
     )  # fmt: skip
+    report("done")
     return {"sha": sha, "result": {"card": card}}
