@@ -477,14 +477,14 @@ def _merge_models(
     first = parents[0]
     others = [*(("models", m) for m in parents[1:]), *([("base", base)] if base else [])]
     for field, model in others:
-        if model.dimension != first.dimension or (
-            model.parameters and first.parameters and model.parameters != first.parameters
-        ):
+        # Parameter counts are not compared: a saved integer buffer (position ids) differs
+        # between transformers versions. The worker compares every weight tensor by name and
+        # shape and names the first that differs.
+        if model.dimension != first.dimension:
             raise MergeError(
-                f"{field}: {model.name} ({model.dimension} dimensions, {model.parameters or '?'} "
-                f"parameters) is not of {first.name}'s architecture ({first.dimension} "
-                f"dimensions, {first.parameters or '?'} parameters): only models of one "
-                "architecture merge"
+                f"{field}: {model.name} ({model.dimension} dimensions) is not of {first.name}'s "
+                f"architecture ({first.dimension} dimensions): only models of one architecture "
+                "merge"
             )
     return parents, base
 

@@ -185,9 +185,10 @@ def _merge_once(*, config, parents, base, loaded, folder: Path, report) -> tuple
 def _weight_search(
     *, job, config, parents, base, loaded, folder: Path, report
 ) -> tuple[Path, dict, dict]:
-    """Every weight of the grid (the first end point's share) scored on dev and test; the best
-    on dev is kept. The end points themselves are the parents, scored as they are (their
-    cached vectors serve); the others are written as candidate folders, and all but the kept
+    """Every weight of the grid (the first end point's share) scored on dev and test, each
+    encoded with the first parent's settings (as the merged model will be); the best on dev is
+    kept. The end points are the parents' own folders (their cached vectors serve where the
+    settings are theirs); the others are written as candidate folders, and all but the kept
     one removed."""
     from workers.ml.merge import linear, slerp, write_merged
 
@@ -199,7 +200,10 @@ def _weight_search(
     for step, w in enumerate(grid):
         report("searching weights", step, len(grid))
         if w in (0.0, 1.0):
-            scored, path = (first if w == 1.0 else second), None
+            # A parent as the merge would be at this weight: its weights, encoded with the
+            # first parent's settings as every other point (and the merged model) is.
+            path = None
+            scored = candidate(first, Path((first if w == 1.0 else second).path))
         else:
             path = folder / f"w{w:g}"
             state = linear([a, b], [w, 1 - w]) if config.method == "linear" else slerp(a, b, 1 - w)
@@ -247,7 +251,9 @@ def _greedy_soup(*, job, parents, loaded, folder: Path, report) -> tuple[Path, d
     own = []
     for i, m in enumerate(parents):
         report("greedy soup", i, 2 * n - 1)
-        own.append(score(model=m, version=version, split=dev, report=report,
+        # Encoded with the first model's settings, as every soup (and the result) is.
+        own.append(score(model=candidate(parents[0], Path(m.path)), version=version, split=dev,
+                         report=report,
                          label=f"{m.name[:30]} on dev")[METRIC])  # fmt: skip
     order = sorted(range(n), key=lambda i: -own[i])
     kept = [order[0]]
