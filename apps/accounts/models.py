@@ -9,6 +9,13 @@ class Team(models.Model):
     name = models.CharField(max_length=100)
     slug = models.SlugField(max_length=50, unique=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # The team's Hugging Face Hub token (private and gated repos, publishing), Fernet-encrypted
+    # with the server's key (apps.core.secrets); written once, never shown again.
+    hub_token = models.TextField(blank=True)
+    hub_token_set_at = models.DateTimeField(null=True, blank=True)
+    hub_token_set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["name"]

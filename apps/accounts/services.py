@@ -65,3 +65,32 @@ def api_token_revoke(*, token: ApiToken) -> ApiToken:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
     return token
+
+
+def team_hub_token_set(*, team: Team, token: str, user) -> Team:
+    """Keep the team's Hugging Face Hub token, encrypted; an empty ``token`` removes it."""
+    from apps.core.secrets import secret_encrypt
+
+    token = (token or "").strip()
+    if token and (len(token) > 500 or any(c.isspace() for c in token)):
+        raise ValueError("hub_token: a Hub token is one word of at most 500 characters.")
+    team.hub_token = secret_encrypt(token) if token else ""
+    team.hub_token_set_at = timezone.now() if token else None
+    team.hub_token_set_by = user if token else None
+    team.save(update_fields=["hub_token", "hub_token_set_at", "hub_token_set_by"])
+    return team
+
+
+def team_hub_token(*, team: Team) -> str:
+    """The team's Hub token in clear, for a worker's request to the Hub; empty if none. Raises
+    ValueError (a message for the job's page) when it can no longer be read."""
+    from apps.core.secrets import SecretUnreadable, secret_decrypt
+
+    if not team.hub_token:
+        return ""
+    try:
+        return secret_decrypt(team.hub_token)
+    except SecretUnreadable as exc:
+        raise ValueError(
+            f"The team's Hub token can no longer be read ({exc}): a team admin sets it again."
+        ) from exc

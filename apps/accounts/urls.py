@@ -20,4 +20,5 @@ urlpatterns = [
     path("team/members/", views.member_add, name="member_add"),
     path("team/tokens/", views.token_create, name="token_create"),
     path("team/tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
+    path("team/hub-token/", views.hub_token_set, name="hub_token"),
 ]

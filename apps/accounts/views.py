@@ -139,3 +139,19 @@ def member_add(request):
         except ValueError as exc:
             messages.error(request, str(exc))
     return redirect("accounts:team")
+
+
+@require_POST
+@team_required(Role.ADMIN)
+def hub_token_set(request):
+    """The team page's Hub token form (admins): kept encrypted, never shown again."""
+    from apps.accounts.services import team_hub_token_set
+
+    token = request.POST.get("hub_token", "") if "remove" not in request.POST else ""
+    try:
+        team_hub_token_set(team=request.team, token=token, user=request.user)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Hub token saved." if token else "Hub token removed.")
+    return redirect("accounts:team")

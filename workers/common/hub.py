@@ -122,7 +122,8 @@ def _raise_for(exc: Exception, *, repo_id: str, revision: str, token: bool) -> N
         hint = (
             "the token given has no access: accept the repo's terms on the Hub with its account"
             if token
-            else "set a token (HF_TOKEN on the workers) of an account that accepted its terms"
+            else "set a Hub token of an account that accepted its terms (the team page, or "
+            "HF_TOKEN on the workers)"
         )
         raise HubError(f"{repo_id} is gated: {hint}.") from exc
     if isinstance(exc, RevisionNotFoundError):
@@ -130,7 +131,11 @@ def _raise_for(exc: Exception, *, repo_id: str, revision: str, token: bool) -> N
     if isinstance(exc, RepositoryNotFoundError):
         raise HubError(
             f"{repo_id} was not found on the Hub, or it is private and "
-            + ("the token has no access to it." if token else "no token is set (HF_TOKEN).")
+            + (
+                "the token has no access to it."
+                if token
+                else "no Hub token is set (the team page, or HF_TOKEN on the workers)."
+            )
         ) from exc
     if isinstance(exc, RemoteEntryNotFoundError):
         raise HubError(f"{repo_id}: a listed file is missing at {revision}.") from exc
@@ -359,7 +364,10 @@ def hub_push(
     if problem := hub_name_problem(repo_id=repo_id):
         raise HubError(problem)
     if not token:
-        raise HubError("Publishing needs a Hub token that can write: set HF_TOKEN on the workers.")
+        raise HubError(
+            "Publishing needs a Hub token that can write: set the team's (the team page) or "
+            "HF_TOKEN on the workers."
+        )
     files = [
         p for p in sorted(folder.rglob("*"))
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)

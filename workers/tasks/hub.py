@@ -32,14 +32,25 @@ def hub_import(job_id: int) -> None:
     job_run(job=job, work=lambda report: hub_import_execute(job=job, report=report))
 
 
+def hub_token_for(team) -> str | None:
+    """The team's own Hub token when it set one (team page), else the workers' HF_TOKEN."""
+    import os
+
+    from apps.accounts.services import team_hub_token
+    from workers.common.hub import HubError
+
+    try:
+        return team_hub_token(team=team) or os.environ.get("HF_TOKEN") or None
+    except ValueError as exc:
+        raise HubError(str(exc)) from exc
+
+
 def hub_folder(job: HubImport) -> Path:
     """Where the job's files go: named by the job, never by the repo id."""
     return Path(settings.ARTIFACTS_ROOT) / "hub" / f"{job.kind}s" / str(job.pk)
 
 
 def hub_import_execute(*, job: HubImport, report: ProgressReporter) -> dict[str, Any]:
-    import os
-
     from apps.registry.models import HubImport
     from workers.common.hub import HubError, hub_snapshot
 
@@ -50,7 +61,7 @@ def hub_import_execute(*, job: HubImport, report: ProgressReporter) -> dict[str,
         repo_type=job.kind,
         revision=job.revision,
         dest=folder / "repo",
-        token=os.environ.get("HF_TOKEN") or None,
+        token=hub_token_for(job.team),
         allow_remote_code=settings.HUB_TRUST_REMOTE_CODE,
         progress=lambda done, total: report("downloading", done, total),
         check=report.check,
@@ -126,8 +137,6 @@ def hub_publish(job_id: int) -> None:
 
 
 def hub_publish_execute(*, job: HubPublish, report: ProgressReporter) -> dict[str, Any]:
-    import os
-
     from apps.registry.cards import model_card_text
     from workers.common.hub import hub_push
 
@@ -136,7 +145,7 @@ def hub_publish_execute(*, job: HubPublish, report: ProgressReporter) -> dict[st
     report("uploading")
     sha = hub_push(
         repo_id=job.repo_id, folder=Path(model.path), card=card, private=job.private,
-        token=os.environ.get("HF_TOKEN") or None,
+        token=hub_token_for(job.team),
         message=f"EmbedHub: {model.name} ({model.get_kind_display().lower()})",
         progress=lambda done, total: report("uploading", done, total),
     )  # fmt: skip

@@ -105,8 +105,8 @@ def test_gated_and_private_repos_need_a_token(client, member, hub, tiny_model_pa
         job.refresh_from_db()
         assert job.status == "failed" and job.result_model is None
     assert gated.human_error == (
-        "meta/gated is gated: set a token (HF_TOKEN on the workers) of an account that "
-        "accepted its terms."
+        "meta/gated is gated: set a Hub token of an account that accepted its terms (the team "
+        "page, or HF_TOKEN on the workers)."
     )
     assert private.human_error.startswith("acme/secret was not found on the Hub, or it is private")
     assert not EmbeddingModel.objects.exists() and not hub_folder(gated).joinpath("repo").exists()
@@ -264,7 +264,7 @@ def test_a_fine_tune_is_published_with_its_card_as_one_commit(
     job = HubPublish.objects.get()
     hub_publish.run(job.pk)  # no token on the workers
     job.refresh_from_db()
-    assert job.status == "failed" and "set HF_TOKEN on the workers" in job.human_error
+    assert job.status == "failed" and "HF_TOKEN on the workers" in job.human_error
     monkeypatch.setenv("HF_TOKEN", "hf_write")
     hub.tokens.add("hf_write")
     client.post(f"/models/{tuned.pk}/publish/", {"repo_id": "acme/tiny-tuned", "private": "on"})
@@ -307,3 +307,36 @@ def test_a_fine_tune_is_published_with_its_card_as_one_commit(
     assert r.status_code == 404
     r = client.get(f"/api/v1/hub-publishes/{job.pk}", HTTP_AUTHORIZATION=f"Bearer {other}")
     assert r.status_code == 404
+
+
+def test_a_team_keeps_its_own_hub_token_encrypted_and_its_jobs_use_it(
+    client, owner, member, team, hub, tiny_model_path, monkeypatch, settings
+):
+    from apps.accounts.models import Team
+
+    monkeypatch.setattr(hub_import, "apply_async", lambda *a, **k: None)
+    hub.add("model", "meta/gated", model_files(tiny_model_path), gated=True)
+    hub.tokens.add("hf_team_secret")
+    client.force_login(member)
+    assert client.post("/accounts/team/hub-token/", {"hub_token": "x"}).status_code == 403
+    client.force_login(owner)
+    client.post("/accounts/team/hub-token/", {"hub_token": "hf_team_secret"})
+    stored = Team.objects.get(pk=team.pk)
+    assert stored.hub_token and "hf_team_secret" not in stored.hub_token  # encrypted
+    page = client.get("/accounts/team/").content.decode()
+    assert "hf_team_secret" not in page and 'id="hub-token-remove"' in page
+    start(client, repo_id="meta/gated", name="gated-by-team")
+    job = HubImport.objects.get()
+    hub_import.run(job.pk)  # no HF_TOKEN in the environment: the team's token opens it
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.human_error
+    # Under another server key the stored token cannot be read: the job says what to do.
+    settings.SECRETS_KEY = "another key"
+    start(client, repo_id="meta/gated", name="gated-again")
+    job = HubImport.objects.order_by("-pk").first()
+    hub_import.run(job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.human_error.startswith("The team's Hub token can no longer be read")
+    client.post("/accounts/team/hub-token/", {"remove": "1"})
+    assert Team.objects.get(pk=team.pk).hub_token == ""
