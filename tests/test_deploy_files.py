@@ -168,22 +168,28 @@ def test_settings_load_coherently_with_a_service_environment(service, tmp_path):
     assert debug is False and queue in QUEUES
 
 
-def test_procfile_starts_web_worker_with_the_reaper_and_search():
+def test_procfile_starts_a_worker_per_kind_of_work_with_the_reaper_once_and_search():
     procs = dict(
         line.split(":", 1)
         for line in (REPO / "Procfile").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     )
-    assert set(procs) == {"web", "worker", "uploads", "search"}
-    worker = shlex.split(procs["worker"])
-    assert os.path.basename(worker[0]) == "celery" and worker[1:4] == ["-A", "embedhub", "worker"]
-    assert "--beat" in worker and worker[worker.index("--schedule") + 1].startswith("var/")
-    # Every queue is served, uploads by a worker of their own (never behind an evaluation),
-    # and the beat (the reaper) runs once.
-    uploads = shlex.split(procs["uploads"])
-    served = worker[worker.index("-Q") + 1].split(",") + uploads[uploads.index("-Q") + 1].split(",")
-    assert sorted(served) == sorted(QUEUES) and uploads[uploads.index("-Q") + 1] == "ingest"
-    assert "--beat" not in uploads
+    assert set(procs) == {"web", "quick", "worker", "trainer", "search"}
+    queues, beats = {}, []
+    for name in ("quick", "worker", "trainer"):
+        argv = shlex.split(procs[name])
+        assert os.path.basename(argv[0]) == "celery" and argv[1:4] == ["-A", "embedhub", "worker"]
+        queues[name] = argv[argv.index("-Q") + 1].split(",")
+        if "--beat" in argv:
+            beats.append(name)
+            assert argv[argv.index("--schedule") + 1].startswith("var/")
+    # Every queue is served exactly once; uploads and Hub downloads (ingest, default) never wait
+    # behind an encode (index) or a run (gpu), nor an encode behind a run; the beat runs once.
+    served = [q for qs in queues.values() for q in qs]
+    assert sorted(served) == sorted(QUEUES)
+    assert set(queues["quick"]) == {"ingest", "default"}
+    assert queues["worker"] == ["index"] and queues["trainer"] == ["gpu"]
+    assert beats == ["quick"]
     assert "workers.serving" in procs["search"] and "runserver" in procs["web"]
 
 

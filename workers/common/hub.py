@@ -29,6 +29,16 @@ _SKIP_DIRS = ("onnx/", "openvino/", "coreml/", "tf_model", "flax_model", "rust_m
 _SKIP_SUFFIXES = (".h5", ".msgpack", ".ot", ".onnx", ".tflite", ".mlmodel", ".gguf", ".md5")
 
 
+def _require_online() -> None:
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise HubError(
+            "The workers run offline (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set): start them "
+            "without it to reach the Hub (bin/up: EMBEDHUB_ONLINE=1 bin/up)."
+        )
+
+
 class HubError(ValueError):
     """What the user sees: one line, the repo named, never a server path."""
 
@@ -171,6 +181,7 @@ def hub_snapshot(
     problem = hub_name_problem(repo_id=repo_id, revision=revision)
     if problem:
         raise HubError(problem)
+    _require_online()
     # Read now, not at import: huggingface_hub fixes its endpoint when first imported.
     endpoint = os.environ.get("HF_ENDPOINT") or None
     api = HfApi(endpoint=endpoint, token=token or None)
@@ -363,6 +374,7 @@ def hub_push(
 
     if problem := hub_name_problem(repo_id=repo_id):
         raise HubError(problem)
+    _require_online()
     if not token:
         raise HubError(
             "Publishing needs a Hub token that can write: set the team's (the team page) or "

@@ -340,3 +340,17 @@ def test_a_team_keeps_its_own_hub_token_encrypted_and_its_jobs_use_it(
     assert job.human_error.startswith("The team's Hub token can no longer be read")
     client.post("/accounts/team/hub-token/", {"remove": "1"})
     assert Team.objects.get(pk=team.pk).hub_token == ""
+
+
+def test_workers_that_run_offline_say_so_instead_of_failing_obscurely(client, member, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(hub_import, "apply_async", lambda *a, **k: None)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    client.force_login(member)
+    start(client, repo_id="acme/tiny")
+    job = HubImport.objects.get()
+    hub_import.run(job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.human_error.startswith("The workers run offline (HF_HUB_OFFLINE")
