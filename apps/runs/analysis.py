@@ -97,8 +97,21 @@ def score_distribution_chart(diagnostics: dict) -> dict | None:
     )
 
 
-def curve_chart(points: list[dict], *, key: str, label: str) -> dict | None:
-    """A line over training steps of ``point[key]`` (loss, or an eval metric under "eval")."""
+def ema(values: list[float], weight: float) -> list[float]:
+    """TensorBoard's smoothing: an exponential moving average, debiased so the first points are
+    not pulled towards 0."""
+    out, last = [], 0.0
+    for i, v in enumerate(values, start=1):
+        last = weight * last + (1 - weight) * v
+        out.append(last / (1 - weight**i))
+    return out
+
+
+def curve_chart(
+    points: list[dict], *, key: str, label: str, smooth: float | None = None
+) -> dict | None:
+    """A line over training steps of ``point[key]`` (loss, or an eval metric under "eval");
+    with ``smooth`` (an EMA weight, e.g. 0.8) a smoothed line over the raw one."""
     xy = []
     for p in points:
         value = p.get(key) if key in p else (p.get("eval") or {}).get(key)
@@ -123,4 +136,10 @@ def curve_chart(points: list[dict], *, key: str, label: str) -> dict | None:
         "x_ticks": [{"x": x(v), "label": f"{int(v)}"} for v in x.ticks(3)],
         "y_ticks": [{"y": y(v), "label": f"{v:.3g}"} for v in y.ticks(3)],
         "last": xy[-1][1],
+        "smooth": smooth if smooth and len(values) > 2 else None,
+        "smooth_path": " ".join(
+            f"{x(step)},{y(value)}" for step, value in zip(steps, ema(values, smooth), strict=True)
+        )
+        if smooth and len(values) > 2
+        else "",
     }

@@ -164,7 +164,7 @@ def _context(request, run: TrainingRun) -> dict:
     return {
         "run": run,
         "can_write": can_write(user=request.user, team=run.team),
-        "loss_chart": curve_chart(run.log, key="loss", label="training loss"),
+        "loss_chart": curve_chart(run.log, key="loss", label="training loss", smooth=0.8),
         "eval_chart": curve_chart(run.log, key=headline, label=headline) if headline else None,
         "last": run.log[-1] if run.log else {},
         "checkpoint": _checkpoint_step(run),

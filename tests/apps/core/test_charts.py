@@ -161,3 +161,20 @@ def test_curve_and_sweep_span_their_plot():
     assert [t["label"] for t in ticks] == ["48", "1,536"]
     assert (ticks[0]["x"], ticks[-1]["x"]) == (sweep["left"], sweep["right"])
     _inside(sweep, [], [t["y"] for t in sweep["y_ticks"]])
+
+
+def test_the_loss_curve_has_a_smoothed_line_over_the_raw_one():
+    from apps.runs.analysis import curve_chart, ema
+
+    # Debiased EMA: a constant stays the constant from its first point; a step is followed.
+    assert ema([2.0, 2.0, 2.0], 0.8) == pytest.approx([2.0, 2.0, 2.0])
+    smoothed = ema([1.0, 0.0], 0.5)
+    assert smoothed == pytest.approx([1.0, (0.5 * 0.5) / (1 - 0.25)])
+    log = [{"step": s, "loss": v} for s, v in enumerate([1.0, 0.2, 0.9, 0.1, 0.8], start=1)]
+    chart = curve_chart(log, key="loss", label="loss", smooth=0.8)
+    raw_ys = [float(p.split(",")[1]) for p in chart["path"].split()]
+    smooth_ys = [float(p.split(",")[1]) for p in chart["smooth_path"].split()]
+    assert len(smooth_ys) == len(raw_ys) == 5 and chart["smooth"] == 0.8
+    # The smoothed line swings less than the noisy loss it follows.
+    assert max(smooth_ys) - min(smooth_ys) < max(raw_ys) - min(raw_ys)
+    assert curve_chart(log, key="loss", label="loss")["smooth_path"] == ""
