@@ -40,3 +40,22 @@ def delete_response(
         return redirect(back)
     messages.success(request, done)
     return redirect(then)
+
+
+def delete_selected_response(
+    request, *, deleted: list[int], refused: list[str], noun: str, then: str
+) -> HttpResponse:
+    """A list's "Delete selected": what went and why the rest stayed, as messages on the list
+    (``then``); htmx asks the browser to load it again (the list's button posts with htmx)."""
+    if not deleted and not refused:
+        messages.error(request, f"Tick the {noun}s to delete first.")
+    if deleted:
+        listed = ", ".join(f"#{pk}" for pk in deleted)
+        messages.success(request, f"Deleted {len(deleted)} {noun}(s): {listed}.")
+    for reason in refused:
+        messages.error(request, f"Not deleted: {reason}")
+    if request.htmx:
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = then
+        return response
+    return redirect(then)

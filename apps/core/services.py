@@ -10,7 +10,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.apps import apps
 from django.conf import settings
@@ -151,3 +151,25 @@ def job_cancel(*, job: Job) -> Job:
         raise InvalidTransition(f"A {job.status} job cannot be cancelled.")
     job.refresh_from_db()
     return job
+
+
+def objects_delete_many(
+    *, rows, pks: list[int], delete: Callable[[Any], None], refused: type[Exception],
+    noun: str = "",
+) -> tuple[list[int], list[str]]:  # fmt: skip
+    """Delete the rows among ``pks`` of ``rows`` (a queryset already scoped to one team) one by
+    one with ``delete(row)``: returns the deleted ids and, for each refusal, why. An id that is
+    not in ``rows`` (another team's, or none) reads as not found, never as someone else's."""
+    deleted, why = [], []
+    for pk in sorted(set(pks)):
+        row = rows.filter(pk=pk).first()
+        if row is None:
+            why.append(f"{noun}#{pk}: not found")
+            continue
+        try:
+            delete(row)
+        except refused as exc:
+            why.append(str(exc))
+        else:
+            deleted.append(pk)
+    return deleted, why

@@ -225,25 +225,6 @@ def evaluation_rerun(*, evaluation: Evaluation, created_by=None) -> Evaluation:
     )
 
 
-def evaluation_delete_many(*, team: Team, pks: list[int]) -> tuple[list[int], list[str]]:
-    """Delete the team's evaluations among ``pks`` one by one (each as ``evaluation_delete``):
-    returns the deleted ids and, for each refused one, why. Ids of other teams' evaluations, or
-    of none, count as not found, never as someone else's."""
-    deleted, refused = [], []
-    for pk in sorted(set(pks)):
-        evaluation = Evaluation.objects.filter(team=team, pk=pk).first()
-        if evaluation is None:
-            refused.append(f"#{pk}: not found")
-            continue
-        try:
-            evaluation_delete(evaluation=evaluation)
-        except EvaluationError as exc:
-            refused.append(str(exc))
-        else:
-            deleted.append(pk)
-    return deleted, refused
-
-
 def evaluation_delete(*, evaluation: Evaluation) -> None:
     """Delete an evaluation, its per-query rows and its run file. A running one must be
     cancelled first. The embedding cache it filled stays: other jobs share it."""

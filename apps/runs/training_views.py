@@ -244,3 +244,18 @@ def training_delete(request, pk: int):
         done=f"Run #{pk}, its checkpoints and its log are deleted.",
         back=reverse("runs:training", args=[pk]), then=reverse("runs:training_runs"),
     )  # fmt: skip
+
+
+@require_POST
+@team_required(Role.MEMBER)
+def training_delete_selected(request):
+    from apps.core.responses import delete_selected_response
+    from apps.core.services import objects_delete_many
+
+    pks = [int(v) for v in request.POST.getlist("r") if v.isdigit()]
+    deleted, refused = objects_delete_many(
+        rows=TrainingRun.objects.filter(team=request.team), pks=pks, noun="run ",
+        delete=lambda r: training_run_delete(run=r), refused=TrainingError,
+    )  # fmt: skip
+    return delete_selected_response(request, deleted=deleted, refused=refused, noun="run",
+                                    then=reverse("runs:training_runs"))  # fmt: skip

@@ -24,5 +24,6 @@ urlpatterns = [
     path("training/<int:pk>/cancel/", training_views.training_cancel, name="training_cancel"),
     path("training/<int:pk>/resume/", training_views.training_resume, name="training_resume"),
     path("training/<int:pk>/delete/", training_views.training_delete, name="training_delete"),
+    path("training/delete/", training_views.training_delete_selected, name="trainings_delete"),
     path("training/<int:pk>/model.zip", training_views.training_model_zip, name="training_zip"),
 ]

@@ -32,7 +32,6 @@ from apps.runs.services import (
     EvaluationError,
     evaluation_create,
     evaluation_delete,
-    evaluation_delete_many,
     evaluation_rerun,
 )
 
@@ -345,22 +344,18 @@ def evaluation_rerun_view(request, pk: int):
 @require_POST
 @team_required(Role.MEMBER)
 def evaluation_delete_selected(request):
+    from apps.core.responses import delete_selected_response
+    from apps.core.services import objects_delete_many
+
     pks = [int(v) for v in request.POST.getlist("e") if v.isdigit()]
-    if not pks:
-        messages.error(request, "Tick the evaluations to delete first.")
-        deleted, refused = [], []
-    else:
-        deleted, refused = evaluation_delete_many(team=request.team, pks=pks)
-    if deleted:
-        listed = ", ".join(f"#{pk}" for pk in deleted)
-        messages.success(request, f"Deleted {len(deleted)} evaluation(s): {listed}.")
-    for reason in refused:
-        messages.error(request, f"Not deleted: {reason}")
-    if request.htmx:  # the list's button: the browser loads the list again, with the messages
-        response = HttpResponse(status=204)
-        response["HX-Redirect"] = reverse("runs:evaluations")
-        return response
-    return redirect("runs:evaluations")
+    deleted, refused = objects_delete_many(
+        rows=Evaluation.objects.filter(team=request.team), pks=pks, noun="",
+        delete=lambda e: evaluation_delete(evaluation=e), refused=EvaluationError,
+    )  # fmt: skip
+    return delete_selected_response(
+        request, deleted=deleted, refused=refused, noun="evaluation",
+        then=reverse("runs:evaluations"),
+    )  # fmt: skip
 
 
 @require_POST

@@ -264,3 +264,33 @@ def test_ticked_evaluations_are_deleted_together_and_refusals_are_said(
     assert f"Deleted 2 evaluation(s): #{done}, #{failed}." in said
     assert any(f"#{running} is running; cancel it first" in m for m in said)
     assert "Not deleted: #999999: not found" in said
+
+
+def test_ticked_runs_are_deleted_together_and_a_running_one_stays(
+    client, member, viewer, team, tiny_registered_model, tiny_version
+):
+    from apps.datasets.services import dataset_version_pairs_from_qrels
+    from apps.runs.training import training_run_create
+
+    pairs = dataset_version_pairs_from_qrels(version=tiny_version, split="test").version
+
+    def make(status):
+        run = training_run_create(team=team, base_model=tiny_registered_model, train_version=pairs,
+                                  options={"max_steps": 2}, enqueue=False)  # fmt: skip
+        TrainingRun.objects.filter(pk=run.pk).update(status=status)
+        return run.pk
+
+    failed, cancelled, running = make("failed"), make("cancelled"), make("running")
+    client.force_login(viewer)
+    assert client.post("/runs/training/delete/", {"r": [failed]}).status_code == 403
+    client.force_login(member)
+    listing = client.get("/runs/training/").content.decode()
+    assert 'id="delete-selected"' in listing and f'aria-label="Select #{failed}"' in listing
+    assert f'aria-label="Select #{running}"' not in listing  # a running one cannot be ticked
+    response = client.post("/runs/training/delete/", {"r": [failed, cancelled, running]},
+                           HTTP_HX_REQUEST="true")  # fmt: skip
+    assert response.status_code == 204 and response["HX-Redirect"] == "/runs/training/"
+    assert list(TrainingRun.objects.values_list("pk", flat=True)) == [running]
+    said = [str(m) for m in response.wsgi_request._messages]
+    assert f"Deleted 2 run(s): #{failed}, #{cancelled}." in said
+    assert any(m.startswith("Not deleted: ") for m in said)
