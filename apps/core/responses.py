@@ -59,3 +59,11 @@ def delete_selected_response(
         response["HX-Redirect"] = then
         return response
     return redirect(then)
+
+
+def htmx_fragment(request, target: str) -> bool:
+    """Whether this request is the page's own poll of its ``target`` element (answer with the
+    fragment). A link elsewhere that loads the page with htmx (``hx-select="main"``), or htmx
+    restoring history, must get the whole page: a fragment has no ``<main>`` to select."""
+    htmx = getattr(request, "htmx", None)
+    return bool(htmx) and htmx.target == target and not htmx.history_restore_request

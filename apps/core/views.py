@@ -7,6 +7,7 @@ from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
 from apps.accounts.decorators import team_required
+from apps.core.responses import htmx_fragment
 from apps.datasets.selectors import dataset_list
 from apps.registry.selectors import embedding_model_list
 from apps.runs.selectors import evaluation_list
@@ -38,13 +39,13 @@ def healthz(request):
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def jobs(request):
     """Every pending and running job of the team, with its queue and its place in it."""
     from apps.core.selectors import jobs_active
 
     context = {"jobs": jobs_active(team=request.team)}
-    if request.htmx:
+    if htmx_fragment(request, "jobs"):
         return render(request, "core/jobs.html#list", context)
     return render(request, "core/jobs.html", context)

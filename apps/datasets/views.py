@@ -10,7 +10,7 @@ from django.views.decorators.vary import vary_on_headers
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write, team_scoped_get
-from apps.core.responses import job_cancel_response
+from apps.core.responses import htmx_fragment, job_cancel_response
 from apps.datasets.charts import histogram_chart, score_chart, token_charts, words_chart
 from apps.datasets.curation import (
     CurationError,
@@ -39,7 +39,7 @@ from apps.runs.selectors import evaluation_list
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def dataset_index(request):
     from apps.core.listing import Filter, list_page
@@ -94,11 +94,15 @@ def dataset_upload(request):
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def ingest_detail(request, pk: int):
     job = team_scoped_get(queryset=IngestJob.objects.all(), user=request.user, pk=pk)
-    template = "datasets/ingest.html#status" if request.htmx else "datasets/ingest.html"
+    template = (
+        "datasets/ingest.html#status"
+        if htmx_fragment(request, "ingest-status")
+        else "datasets/ingest.html"
+    )
     context = {"job": job, "can_write": can_write(user=request.user, team=job.team)}
     if job.awaiting_confirmation:
         context["preview"] = ingest_preview(job=job)
@@ -168,7 +172,7 @@ def _page(request, rows, param: str):
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def version_detail(request, pk: int):
     version = dataset_version_get(user=request.user, pk=pk)
@@ -275,11 +279,15 @@ def _curation_get(request, pk: int, role: str = Role.VIEWER) -> CurationJob:
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def curation_detail(request, pk: int):
     job = _curation_get(request, pk)
-    template = "datasets/curation.html#status" if request.htmx else "datasets/curation.html"
+    template = (
+        "datasets/curation.html#status"
+        if htmx_fragment(request, "curation-status")
+        else "datasets/curation.html"
+    )
     return render(request, template, _curation_context(request, job))
 
 

@@ -10,7 +10,7 @@ from django.views.decorators.vary import vary_on_headers
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write
-from apps.core.responses import delete_response, job_cancel_response
+from apps.core.responses import delete_response, htmx_fragment, job_cancel_response
 from apps.indexes.charts import tradeoff_charts
 from apps.indexes.console import ConsoleError, console_search, filters_parse
 from apps.indexes.forms import IndexBuildForm
@@ -37,16 +37,20 @@ from apps.indexes.services import (
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @login_required
 def search_status(request):
     health = search_health()
-    template = "indexes/search.html#badge" if request.htmx else "indexes/search.html"
+    template = (
+        "indexes/search.html#badge"
+        if htmx_fragment(request, "search-badge")
+        else "indexes/search.html"
+    )
     return render(request, template, {"health": health})
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def index_list(request):
     from apps.core.listing import Filter, list_page
@@ -110,12 +114,12 @@ def index_new(request):
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def index_detail(request, pk: int):
     build = index_build_get(user=request.user, pk=pk)
     context = _detail_context(request, build)
-    if request.htmx:
+    if htmx_fragment(request, "index-status"):
         return render(request, "indexes/detail.html#status", context)
     return render(request, "indexes/detail.html", context)
 
@@ -162,7 +166,7 @@ def index_deploy(request, pk: int):
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def deployment_detail(request, name: str):
     deployment = deployment_get(team=request.team, name=name)
@@ -171,7 +175,7 @@ def deployment_detail(request, name: str):
         "serving": deployment_serving(deployment=deployment, health=search_health()),
         "can_write": can_write(user=request.user, team=request.team),
     }
-    if request.htmx:
+    if htmx_fragment(request, "serving"):
         return render(request, "indexes/deployment.html#serving", context)
     context["events"] = deployment_events(team=request.team, name=name)[:100]
     from apps.registry.selectors import embedding_model_list
@@ -246,7 +250,7 @@ def deployment_undeploy_view(request, name: str):
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def console(request):
     """Type a query, see the hits (debounced htmx); ``b`` runs it on a second deployment too."""

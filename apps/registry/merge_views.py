@@ -13,7 +13,7 @@ from django.views.decorators.vary import vary_on_headers
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write
-from apps.core.responses import job_cancel_response
+from apps.core.responses import htmx_fragment, job_cancel_response
 from apps.registry.charts import weight_chart
 from apps.registry.forms import MergeForm
 from apps.registry.models import EmbeddingModel, MergeJob
@@ -75,11 +75,11 @@ def _context(request, job: MergeJob) -> dict:
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def merge_detail(request, pk: int):
     job = merge_job_get(user=request.user, pk=pk)
-    if request.htmx:
+    if htmx_fragment(request, "merge-status"):
         return render(request, "registry/merge.html#status", _context(request, job))
     return render(request, "registry/merge.html", _context(request, job))
 

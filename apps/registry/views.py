@@ -10,7 +10,7 @@ from django.views.decorators.vary import vary_on_headers
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write, team_scoped_get
-from apps.core.responses import delete_response, job_cancel_response
+from apps.core.responses import delete_response, htmx_fragment, job_cancel_response
 from apps.datasets.models import DatasetVersion
 from apps.registry.cards import model_card_text
 from apps.registry.forms import DistillForm, HubImportForm, OptimizeForm, RegisterModelForm
@@ -43,7 +43,7 @@ from apps.runs.selectors import evaluation_list, precision_check
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def model_list(request):
     from apps.core.listing import Filter, list_page
@@ -149,7 +149,8 @@ def model_optimize(request, pk: int):
 def _variant_page(request, *, job, template: str):
     context = {"job": job, "summary": variant_summary(job=job),
                "can_write": can_write(user=request.user, team=job.team)}  # fmt: skip
-    if request.htmx:
+    target = "distill-status" if "distillation" in template else "optimize-status"
+    if htmx_fragment(request, target):
         return render(request, f"{template}#status", context)
     return render(request, template, context)
 
@@ -165,7 +166,7 @@ def _variant_cancel(request, *, job, template: str, url: str):
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def distillation_detail(request, pk: int):
     job = distill_job_get(user=request.user, pk=pk)
@@ -181,7 +182,7 @@ def distillation_cancel(request, pk: int):
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def optimization_detail(request, pk: int):
     job = optimize_job_get(user=request.user, pk=pk)
@@ -265,13 +266,13 @@ def hub_import_start(request):
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def hub_import_detail(request, pk: int):
     job = team_scoped_get(queryset=HubImport.objects.select_related("result_model",
                           "result_version__dataset"), user=request.user, pk=pk)  # fmt: skip
     context = {"job": job, "can_write": can_write(user=request.user, team=job.team)}
-    if request.htmx and request.htmx.target == "hub-status":
+    if htmx_fragment(request, "hub-status"):
         return render(request, "registry/hub_import.html#status", context)
     return render(request, "registry/hub_import.html", context)
 
@@ -304,7 +305,7 @@ def hub_publish_start(request, pk: int):
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def hub_publish_detail(request, pk: int):
     import os
@@ -314,7 +315,7 @@ def hub_publish_detail(request, pk: int):
     endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
     context = {"job": job, "can_write": can_write(user=request.user, team=job.team),
                "repo_url": f"{endpoint}/{job.repo_id}"}  # fmt: skip
-    if request.htmx and request.htmx.target == "publish-status":
+    if htmx_fragment(request, "publish-status"):
         return render(request, "registry/hub_publish.html#status", context)
     return render(request, "registry/hub_publish.html", context)
 

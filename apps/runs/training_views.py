@@ -17,7 +17,7 @@ from django.views.decorators.vary import vary_on_headers
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write, team_scoped_get
-from apps.core.responses import delete_response, job_cancel_response
+from apps.core.responses import delete_response, htmx_fragment, job_cancel_response
 from apps.runs.analysis import curve_chart
 from apps.runs.forms import TrainingRunForm, training_groups
 from apps.runs.models import TrainingRun
@@ -68,7 +68,7 @@ def _run_get(request, pk: int, role: str = Role.VIEWER) -> TrainingRun:
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def training_index(request):
     from apps.core.listing import Filter, list_page
@@ -182,11 +182,13 @@ def _checkpoint_step(run: TrainingRun) -> int | None:
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def training_detail(request, pk: int):
     run = _run_get(request, pk)
-    template = "runs/training.html#live" if request.htmx else "runs/training.html"
+    template = (
+        "runs/training.html#live" if htmx_fragment(request, "run-live") else "runs/training.html"
+    )
     return render(request, template, _context(request, run))
 
 

@@ -15,7 +15,7 @@ from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write
 from apps.core.models import JobStatus
-from apps.core.responses import delete_response, job_cancel_response
+from apps.core.responses import delete_response, htmx_fragment, job_cancel_response
 from apps.datasets.models import DatasetVersion
 from apps.datasets.selectors import dataset_version_get, query_get
 from apps.runs import compare, exports
@@ -37,7 +37,7 @@ from apps.runs.services import (
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def evaluation_index(request):
     from apps.core.listing import Filter, list_page
@@ -108,7 +108,7 @@ def evaluation_start(request, version_pk: int):
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def evaluation_detail(request, pk: int):
     evaluation = evaluation_get(user=request.user, pk=pk)
@@ -116,12 +116,12 @@ def evaluation_detail(request, pk: int):
         "evaluation": evaluation,
         "can_write": can_write(user=request.user, team=evaluation.team),
     }
-    if not request.htmx:
+    if not htmx_fragment(request, "evaluation-status"):
         from apps.registry.selectors import embedding_model_list
 
         # "Rerank these" offers the team's rerankers on any first stage.
         context["rerankers"] = embedding_model_list(team=evaluation.team, role="reranker")
-    if request.htmx:
+    if htmx_fragment(request, "evaluation-status"):
         # The fragment of a finished job carries no hx-trigger, so polling stops by itself.
         return render(request, "runs/evaluation.html#status", context)
     return render(request, "runs/evaluation.html", context)
@@ -192,7 +192,7 @@ def comparison_csv(request):
 
 
 @require_GET
-@vary_on_headers("HX-Request")
+@vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def comparison_queries(request):
     """Per-query drill-down of A (the baseline) against B; ?q= opens one query's top-10s."""

@@ -7,6 +7,8 @@ from django.template import Context, Template
 from django.urls import reverse
 from django.utils import timezone
 
+from tests.apps.core.test_job_status import TARGETS, jobs  # noqa: F401 (a fixture)
+
 pytestmark = pytest.mark.django_db
 
 
@@ -60,3 +62,23 @@ def test_a_refusal_is_a_styled_page_with_the_reason_and_the_navigation(client, v
     html = response.content.decode()
     assert 'id="forbidden"' in html and "This needs the member role in" in html
     assert 'class="topbar"' in html  # the site's header, not a bare text answer
+
+
+@pytest.mark.parametrize("kind", ["evaluation", "index", "training", "curation", "ingest", "jobs"])
+def test_a_job_page_opened_by_an_htmx_link_is_the_whole_page(client, owner, kind, request):
+    """Links across the site load pages with htmx (hx-select="main"): a page answers with its
+    polling fragment only to its own poll, never to such a link or to htmx's history restore,
+    else the link would swap in an empty <main>."""
+    if kind == "jobs":
+        url, target = reverse("core:jobs"), "jobs"
+    else:
+        job, view, _, _ = request.getfixturevalue("jobs")[kind]
+        url, target = reverse(view, args=[job.pk]), TARGETS[view]
+    client.force_login(owner)
+    link = client.get(url, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="main")
+    assert '<main id="main">' in link.content.decode()
+    restore = client.get(url, HTTP_HX_REQUEST="true", HTTP_HX_HISTORY_RESTORE_REQUEST="true")
+    assert '<main id="main">' in restore.content.decode()
+    poll = client.get(url, HTTP_HX_REQUEST="true", HTTP_HX_TARGET=target).content.decode()
+    assert "<main" not in poll and f'id="{target}"' in poll
+    assert "HX-Target" in link["Vary"]

@@ -29,9 +29,10 @@ def test_a_polled_job_page_marks_the_end_for_the_notice(client, member, evaluati
 
     client.force_login(member)
     url = f"/runs/evaluations/{evaluation.pk}/"
-    assert "data-job-ended" not in client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    poll = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "evaluation-status"}
+    assert "data-job-ended" not in client.get(url, **poll).content.decode()
     Evaluation.objects.filter(pk=evaluation.pk).update(status="succeeded")
-    polled = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    polled = client.get(url, **poll).content.decode()
     assert f'data-job-ended="#{evaluation.pk} succeeded"' in polled
     assert "data-job-ended" not in client.get(url).content.decode()  # a plain visit: no notice
     assert "js/notify.js" in client.get(url).content.decode()

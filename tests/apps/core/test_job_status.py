@@ -49,8 +49,15 @@ def jobs(team, owner, tiny_registered_model, tiny_version, evaluation, tmp_path)
 KINDS = ["evaluation", "index", "training", "curation", "ingest"]
 
 
+TARGETS = {"runs:evaluation": "evaluation-status", "indexes:detail": "index-status",
+           "runs:training": "run-live", "datasets:curation": "curation-status",
+           "datasets:ingest": "ingest-status"}  # fmt: skip
+
+
 def fragment(client, view: str, job) -> str:
-    response = client.get(reverse(view, args=[job.pk]), HTTP_HX_REQUEST="true")
+    # As htmx polls: HX-Target names the polling element.
+    response = client.get(reverse(view, args=[job.pk]), HTTP_HX_REQUEST="true",
+                          HTTP_HX_TARGET=TARGETS[view])  # fmt: skip
     assert response.status_code == 200
     return response.content.decode()
 

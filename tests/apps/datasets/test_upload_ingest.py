@@ -48,7 +48,8 @@ def test_upload_a_zip_from_the_page_and_watch_it_ingest(
     assert response["HX-Redirect"] == reverse("datasets:ingest", args=[job.pk])
     assert job.status == "succeeded" and not job.reused
     assert (job.version.document_count, job.version.qrels_counts) == (8, {"test": 4, "train": 1})
-    fragment = client.get(reverse("datasets:ingest", args=[job.pk]), HTTP_HX_REQUEST="true")
+    fragment = client.get(reverse("datasets:ingest", args=[job.pk]), HTTP_HX_REQUEST="true",
+                          HTTP_HX_TARGET="ingest-status")  # fmt: skip
     body = fragment.content.decode()
     assert 'id="ingest-result"' in body and "hx-trigger" not in body  # polling has stopped
 

@@ -49,7 +49,7 @@ def test_running_fragment_polls_and_shows_documents_and_eta(client, owner, evalu
     )
     client.force_login(owner)
     url = reverse("runs:evaluation", args=[evaluation.pk])
-    fragment = client.get(url, HTTP_HX_REQUEST="true")
+    fragment = client.get(url, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="evaluation-status")
     body = fragment.content.decode()
     assert fragment["Vary"] and "HX-Request" in fragment["Vary"]
     assert "<html" not in body and 'hx-trigger="every 2s"' in body
@@ -64,8 +64,9 @@ def test_finished_fragment_stops_polling_and_shows_metrics(client, owner, evalua
     assert QueryResult.objects.filter(evaluation=evaluation).count() == 3
     client.force_login(owner)
     body = client.get(
-        reverse("runs:evaluation", args=[evaluation.pk]), HTTP_HX_REQUEST="true"
-    ).content.decode()
+        reverse("runs:evaluation", args=[evaluation.pk]), HTTP_HX_REQUEST="true",
+        HTTP_HX_TARGET="evaluation-status",
+    ).content.decode()  # fmt: skip
     assert "hx-trigger" not in body
     for name in ("ndcg@10", "mrr@10", "recall@100"):
         assert f'data-metric="{name}">{evaluation.metrics[name]:.4f}<' in body
