@@ -363,11 +363,14 @@ def hub_push(
     private: bool,
     token: str | None,
     message: str,
+    may_exist: bool = False,
     progress: Callable[[int, int], None] | None = None,
-) -> str:
+) -> tuple[str, bool]:
     """Push ``folder`` (and ``card`` as its README.md) to the model repo ``repo_id`` as one
-    commit, creating the repo (``private``) if it does not exist; returns the commit sha.
-    Large files go the Hub's own way (LFS / Xet, as ``create_commit`` decides)."""
+    commit, creating the repo (``private``); returns the commit sha and whether the repo is
+    private. A repo that exists already is refused unless ``may_exist`` (the caller knows it
+    made it): a push never lands in someone else's repo. Large files go the Hub's own way
+    (LFS / Xet, as ``create_commit`` decides)."""
     import httpx2
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
@@ -377,8 +380,8 @@ def hub_push(
     _require_online()
     if not token:
         raise HubError(
-            "Publishing needs a Hub token that can write: set the team's (the team page) or "
-            "HF_TOKEN on the workers."
+            "Publishing needs the team's own Hub token, one that can write: a team admin sets "
+            "it on the team page."
         )
     files = [
         p for p in sorted(folder.rglob("*"))
@@ -392,11 +395,21 @@ def hub_push(
     ]
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=False, repo_type="model")
+        except HfHubHTTPError as exc:
+            if getattr(getattr(exc, "response", None), "status_code", None) != 409:
+                raise
+            if not may_exist:
+                raise HubError(
+                    f"{repo_id} exists already and this team did not publish it: choose a new "
+                    "repo name."
+                ) from exc
         if progress:
             progress(0, len(operations))
         info = api.create_commit(repo_id, operations=operations, commit_message=message,
                                  repo_type="model")  # fmt: skip
+        is_private = bool(api.repo_info(repo_id, repo_type="model").private)
     except (HfHubHTTPError, httpx2.HTTPError) as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status in (401, 403):
@@ -406,4 +419,4 @@ def hub_push(
         _raise_for(exc, repo_id=repo_id, revision="main", token=True)
     if progress:
         progress(len(operations), len(operations))
-    return info.oid
+    return info.oid, is_private

@@ -137,17 +137,28 @@ def hub_publish(job_id: int) -> None:
 
 
 def hub_publish_execute(*, job: HubPublish, report: ProgressReporter) -> dict[str, Any]:
+    from apps.accounts.services import team_hub_token
+    from apps.core.models import JobStatus
     from apps.registry.cards import model_card_text
-    from workers.common.hub import hub_push
+    from apps.registry.models import HubPublish
+    from workers.common.hub import HubError, hub_push
 
     model = job.model
     card = model_card_text(model=model)
+    try:
+        # The team's own token only: the workers' HF_TOKEN is the operator's, and one team
+        # must not publish under it (imports may read with it).
+        token = team_hub_token(team=job.team) or None
+    except ValueError as exc:
+        raise HubError(str(exc)) from exc
+    ours = HubPublish.objects.filter(team=job.team, repo_id=job.repo_id,
+                                     status=JobStatus.SUCCEEDED).exclude(pk=job.pk)  # fmt: skip
     report("uploading")
-    sha = hub_push(
+    sha, private = hub_push(
         repo_id=job.repo_id, folder=Path(model.path), card=card, private=job.private,
-        token=hub_token_for(job.team),
+        token=token, may_exist=ours.exists(),
         message=f"EmbedHub: {model.name} ({model.get_kind_display().lower()})",
         progress=lambda done, total: report("uploading", done, total),
     )  # fmt: skip
     report("done")
-    return {"sha": sha, "result": {"card": card}}
+    return {"sha": sha, "private": private, "result": {"card": card}}

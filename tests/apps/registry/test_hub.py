@@ -264,9 +264,29 @@ def test_a_fine_tune_is_published_with_its_card_as_one_commit(
     job = HubPublish.objects.get()
     hub_publish.run(job.pk)  # no token on the workers
     job.refresh_from_db()
-    assert job.status == "failed" and "HF_TOKEN on the workers" in job.human_error
-    monkeypatch.setenv("HF_TOKEN", "hf_write")
-    hub.tokens.add("hf_write")
+    assert job.status == "failed" and "the team's own Hub token" in job.human_error
+    # The workers' HF_TOKEN is the operator's: a team never publishes under it.
+    monkeypatch.setenv("HF_TOKEN", "hf_operator")
+    hub.tokens.update({"hf_operator", "hf_write"})
+    client.post(f"/models/{tuned.pk}/publish/", {"repo_id": "acme/tiny-tuned", "private": "on"})
+    job = HubPublish.objects.order_by("-pk").first()
+    hub_publish.run(job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed" and "the team's own Hub token" in job.human_error
+    from apps.accounts.services import team_hub_token_set
+
+    team_hub_token_set(team=team, token="hf_write", user=member)
+    # A repo someone else made is never pushed into.
+    hub.add("model", "acme/theirs", {"README.md": b"theirs"})
+    client.post(f"/models/{tuned.pk}/publish/", {"repo_id": "acme/theirs"})
+    job = HubPublish.objects.order_by("-pk").first()
+    hub_publish.run(job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed" and "exists already and this team did not publish it" in (
+        job.human_error
+    )
+    assert hub.repos[("model", "acme/theirs")].commits[hub.repos[("model", "acme/theirs")].refs[
+        "main"]] == {"README.md": b"theirs"}  # fmt: skip
     client.post(f"/models/{tuned.pk}/publish/", {"repo_id": "acme/tiny-tuned", "private": "on"})
     job = HubPublish.objects.order_by("-pk").first()
     hub_publish.run(job.pk)
@@ -285,6 +305,13 @@ def test_a_fine_tune_is_published_with_its_card_as_one_commit(
     assert "| 0.6123 | 0.5000 | 0.9000 |" in card and str(folder) not in card
     page = client.get(f"/models/publishes/{job.pk}/").content.decode()
     assert f"<code>{job.sha}</code>" in page and f"{hub.url}/acme/tiny-tuned" in page
+    assert job.private is True  # as the Hub says, read back after the push
+    # The team's own repo takes a second push (a new commit on top).
+    client.post(f"/models/{tuned.pk}/publish/", {"repo_id": "acme/tiny-tuned", "private": "on"})
+    again = HubPublish.objects.order_by("-pk").first()
+    hub_publish.run(again.pk)
+    again.refresh_from_db()
+    assert again.status == "succeeded", again.human_error
     # The published model comes back in by name, identical.
     hub_import.apply_async = lambda *a, **k: None
     start(client, repo_id="acme/tiny-tuned", name="round-trip")
