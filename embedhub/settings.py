@@ -199,7 +199,7 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 HUB_ALLOWED_ORGS = env.list("HUB_ALLOWED_ORGS", default=[])
 # The key secrets stored in the database (a team's Hub token) are encrypted with; empty: one
 # derived from SECRET_KEY. Changing it makes stored secrets unreadable (they are set again).
-SECRETS_KEY = env.str("SECRETS_KEY", default="")
+SECRETS_KEY = _secret("SECRETS_KEY", default="") or ""
 HUB_TRUST_REMOTE_CODE = env.bool("HUB_TRUST_REMOTE_CODE", default=False)
 # Which queue encoding jobs (evaluation) go to: "index" on CPU workers, "gpu" where one exists.
 ENCODE_QUEUE = env.str("ENCODE_QUEUE", default="index")

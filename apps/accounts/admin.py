@@ -15,6 +15,10 @@ class TeamAdmin(admin.ModelAdmin):
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]
+    # The Hub token is ciphertext, set only from the team page (typed in here it would be
+    # stored unencrypted and unreadable).
+    exclude = ["hub_token"]
+    readonly_fields = ["hub_token_set_at", "hub_token_set_by"]
 
 
 @admin.register(ApiToken)

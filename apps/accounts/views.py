@@ -9,6 +9,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.accounts.decorators import team_required
@@ -141,6 +142,7 @@ def member_add(request):
     return redirect("accounts:team")
 
 
+@sensitive_post_parameters("hub_token")
 @require_POST
 @team_required(Role.ADMIN)
 def hub_token_set(request):

@@ -381,3 +381,22 @@ def test_workers_that_run_offline_say_so_instead_of_failing_obscurely(client, me
     job.refresh_from_db()
     assert job.status == "failed"
     assert job.human_error.startswith("The workers run offline (HF_HUB_OFFLINE")
+
+
+def test_a_finished_job_whose_model_was_deleted_still_opens(client, member, team,
+                                                            tiny_registered_model):  # fmt: skip
+    from apps.registry.models import DistillJob, MergeJob, OptimizeJob
+
+    distill = DistillJob.objects.create(team=team, source=tiny_registered_model, status="succeeded",
+                                        result={"dimension": 64})  # fmt: skip
+    optimize = OptimizeJob.objects.create(
+        team=team, source=tiny_registered_model, status="succeeded", result={"backend": "onnx"}
+    )
+    merge = MergeJob.objects.create(team=team, method="soup", status="succeeded",
+                                    params={"models": [tiny_registered_model.pk]})  # fmt: skip
+    client.force_login(member)
+    for url in (f"/models/distillations/{distill.pk}/", f"/models/optimizations/{optimize.pk}/",
+                f"/models/merges/{merge.pk}/"):  # fmt: skip
+        page = client.get(url)
+        assert page.status_code == 200, url
+        assert "a model since deleted" in page.content.decode(), url
