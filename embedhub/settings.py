@@ -201,6 +201,9 @@ HUB_ALLOWED_ORGS = env.list("HUB_ALLOWED_ORGS", default=[])
 # derived from SECRET_KEY. Changing it makes stored secrets unreadable (they are set again).
 SECRETS_KEY = _secret("SECRETS_KEY", default="") or ""
 HUB_TRUST_REMOTE_CODE = env.bool("HUB_TRUST_REMOTE_CODE", default=False)
+# The most one Hub import may download (after the file list is read, before any file): a
+# member must not fill the artifact disk with one repo id.
+HUB_MAX_BYTES = env.int("HUB_MAX_BYTES", default=20 * 2**30)
 # Which queue encoding jobs (evaluation) go to: "index" on CPU workers, "gpu" where one exists.
 ENCODE_QUEUE = env.str("ENCODE_QUEUE", default="index")
 # A corpus of at least this many documents is encoded in shards by every worker on the encode

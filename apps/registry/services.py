@@ -32,8 +32,10 @@ def embedding_model_register(
     package: str = "",
     query_prefix: str | None = None,
     document_prefix: str | None = None,
+    hub_ref: str = "",
 ) -> EmbeddingModel:
-    """Register a base model from a local folder or an installed package that ships one.
+    """Register a base model from a local folder or an installed package that ships one
+    (``hub_ref``, ``ORG/NAME@sha``: a folder a Hub import downloaded).
 
     Reads only the folder's JSON files and weight headers (no torch in the web process) and
     records dimension, max length, pooling, normalisation and prefixes.
@@ -58,8 +60,12 @@ def embedding_model_register(
     model = EmbeddingModel(
         team=team,
         name=name,
-        source=EmbeddingModel.Source.PACKAGE if package else EmbeddingModel.Source.FOLDER,
-        source_ref=package or str(path),
+        source=EmbeddingModel.Source.HUB
+        if hub_ref
+        else EmbeddingModel.Source.PACKAGE
+        if package
+        else EmbeddingModel.Source.FOLDER,
+        source_ref=(hub_ref or package or str(path))[:500],
         path=info.path,
         layout=info.layout,
         architecture=info.architecture[:100],
@@ -692,7 +698,9 @@ def embedding_model_delete(*, model: EmbeddingModel) -> None:
             model.delete()
         except ProtectedError as exc:  # a reference added since the count above
             raise ModelInUse(f"{model.name} is still in use ({exc.args[0]})") from None
-        if model.kind in kinds and _inside_artifacts(folder):
+        # A Hub model's folder is EmbedHub's download (hub/models/<job>/repo) too.
+        written = model.kind in kinds or model.source == EmbeddingModel.Source.HUB
+        if written and _inside_artifacts(folder):
             transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
@@ -792,8 +800,13 @@ def hub_publish_create(
 def embedding_model_register_hub(*, job: HubImport, path: str) -> EmbeddingModel:
     """Register the model a Hub import downloaded: read as a folder is, its source the repo
     and the commit it resolved to (shown on its page, used again by nobody's path)."""
-    model = embedding_model_register(team=job.team, name=job.name, path=path)
-    model.source = EmbeddingModel.Source.HUB
-    model.source_ref = f"{job.repo_id}@{job.sha}"[:500]
-    model.save(update_fields=["source", "source_ref"])
-    return model
+    from django.db import IntegrityError
+
+    try:
+        with transaction.atomic():
+            return embedding_model_register(team=job.team, name=job.name, path=path,
+                                            hub_ref=f"{job.repo_id}@{job.sha}")  # fmt: skip
+    except IntegrityError as exc:  # the name was taken while the files came down
+        raise ModelRegistrationError(
+            f"name: {job.team} already has a model named {job.name!r}."
+        ) from exc

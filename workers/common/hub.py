@@ -163,6 +163,7 @@ def hub_snapshot(
     revision: str = "",
     token: str | None = None,
     allow_remote_code: bool = False,
+    max_bytes: int = 0,
     progress: Callable[[int, int], None] | None = None,
     check: Callable[[], None] | None = None,
 ) -> HubSnapshot:
@@ -207,6 +208,12 @@ def hub_snapshot(
     for f in listing:
         if f.path.startswith("/") or ".." in Path(f.path).parts:
             raise HubError(f"{repo_id} lists a file outside the repo ({f.path!r}).")
+    total = sum(f.size for f in listing)
+    if max_bytes and total > max_bytes:
+        raise HubError(
+            f"{repo_id} holds {total / 2**30:.1f} GiB to download, more than this server takes "
+            f"({max_bytes / 2**30:.1f} GiB, HUB_MAX_BYTES)."
+        )
 
     tmp = dest.with_name(f".{dest.name}-partial")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -52,7 +52,7 @@ def hub_folder(job: HubImport) -> Path:
 
 def hub_import_execute(*, job: HubImport, report: ProgressReporter) -> dict[str, Any]:
     from apps.registry.models import HubImport
-    from workers.common.hub import HubError, hub_snapshot
+    from workers.common.hub import hub_snapshot
 
     folder = hub_folder(job)
     report("resolving the revision")
@@ -63,12 +63,29 @@ def hub_import_execute(*, job: HubImport, report: ProgressReporter) -> dict[str,
         dest=folder / "repo",
         token=hub_token_for(job.team),
         allow_remote_code=settings.HUB_TRUST_REMOTE_CODE,
+        max_bytes=settings.HUB_MAX_BYTES,
         progress=lambda done, total: report("downloading", done, total),
         check=report.check,
     )
     HubImport.objects.filter(pk=job.pk).update(sha=snapshot.sha)
     job.sha = snapshot.sha
     result = {"sha": snapshot.sha, "files": len(snapshot.files), "bytes": snapshot.total_bytes}
+    try:
+        return _register(job=job, snapshot=snapshot, result=result, report=report)
+    except BaseException:
+        # Nothing registered or imported: the download goes too (a cancel included), unless a
+        # model was registered on it just before the stop.
+        from apps.registry.models import EmbeddingModel
+
+        if not EmbeddingModel.objects.filter(path=str(snapshot.folder)).exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _register(*, job: HubImport, snapshot, result: dict, report: ProgressReporter) -> dict:
+    from apps.registry.models import HubImport
+    from workers.common.hub import HubError
+
     report.check()
     if job.kind == HubImport.Kind.MODEL:
         from apps.registry.services import ModelRegistrationError, embedding_model_register_hub
@@ -81,6 +98,8 @@ def hub_import_execute(*, job: HubImport, report: ProgressReporter) -> dict[str,
         report("done", snapshot.total_bytes, snapshot.total_bytes)
         return {"result_model": model, "result": result}
     version = _import_dataset(job=job, folder=snapshot.folder, report=report)
+    # The rows are in the database now; the repo's files are not needed again.
+    shutil.rmtree(hub_folder(job), ignore_errors=True)
     report("done", snapshot.total_bytes, snapshot.total_bytes)
     return {"result_version": version, "result": {**result, "kind": version.kind}}
 

@@ -400,3 +400,48 @@ def test_a_finished_job_whose_model_was_deleted_still_opens(client, member, team
         page = client.get(url)
         assert page.status_code == 200, url
         assert "a model since deleted" in page.content.decode(), url
+
+
+def test_a_repo_over_the_size_cap_is_refused_before_any_file_and_nothing_is_left(
+    client,
+    member,
+    hub,
+    tiny_model_path,
+    tmp_path,
+    monkeypatch,
+    settings,
+    django_capture_on_commit_callbacks,
+):
+    monkeypatch.setattr(hub_import, "apply_async", lambda *a, **k: None)
+    hub.add("model", "acme/big", model_files(tiny_model_path))
+    hub.add_folder("dataset", "BeIR/tiny", write_beir(tmp_path / "beir"))
+    hub.add_folder(
+        "dataset", "acme/bad", write_beir(tmp_path / "bad", qrels={"test": [("q1", "nope", 1)]})
+    )
+    client.force_login(member)
+    settings.HUB_MAX_BYTES = 1000
+    start(client, repo_id="acme/big")
+    big = HubImport.objects.get()
+    hub_import.run(big.pk)
+    big.refresh_from_db()
+    assert big.status == "failed" and "more than this server takes" in big.human_error
+    assert not any("/resolve/" in r for r in hub.requests)
+    settings.HUB_MAX_BYTES = 10**9
+    # A dataset's files go once its rows are in; a refused one leaves nothing either.
+    for repo in ("BeIR/tiny", "acme/bad"):
+        start(client, kind="dataset", repo_id=repo, name=repo.replace("/", "-"))
+    for job in HubImport.objects.filter(kind="dataset"):
+        hub_import.run(job.pk)
+        job.refresh_from_db()
+        assert not hub_folder(job).exists(), job.status
+    # A Hub model's download goes with the model.
+    start(client, repo_id="acme/big", name="big-ok")
+    ok = HubImport.objects.get(name="big-ok")
+    hub_import.run(ok.pk)
+    ok.refresh_from_db()
+    folder = Path(ok.result_model.path)
+    assert folder.is_dir()
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(f"/models/{ok.result_model.pk}/delete/")
+    assert not EmbeddingModel.objects.filter(pk=ok.result_model_id).exists()
+    assert not folder.exists()
