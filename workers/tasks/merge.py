@@ -113,20 +113,28 @@ def merge_execute(*, job: MergeJob, report: ProgressReporter) -> dict[str, Any]:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     result: dict[str, Any] = {}
-    if config.search:
-        path, lineage, result = _weight_search(
-            job=job, config=config, parents=parents, base=base, loaded=loaded, folder=folder,
-            report=report,
-        )  # fmt: skip
-    elif config.method == "greedy_soup":
-        path, lineage, result = _greedy_soup(job=job, parents=parents, loaded=loaded,
-                                             folder=folder, report=report)  # fmt: skip
-    else:
-        path, lineage = _merge_once(config=config, parents=parents, base=base, loaded=loaded,
-                                    folder=folder, report=report)  # fmt: skip
-    del loaded
-    report.check()
-    model = embedding_model_register_merged(job=job, path=str(path), lineage=lineage)
+    try:
+        if config.search:
+            path, lineage, result = _weight_search(
+                job=job, config=config, parents=parents, base=base, loaded=loaded,
+                folder=folder, report=report,
+            )  # fmt: skip
+        elif config.method == "greedy_soup":
+            path, lineage, result = _greedy_soup(job=job, parents=parents, loaded=loaded,
+                                                 folder=folder, report=report)  # fmt: skip
+        else:
+            path, lineage = _merge_once(config=config, parents=parents, base=base,
+                                        loaded=loaded, folder=folder, report=report)  # fmt: skip
+        del loaded
+        report.check()
+        model = embedding_model_register_merged(job=job, path=str(path), lineage=lineage)
+    except BaseException:
+        # Stopped or failed before a model was registered: its folders go (a cancel included).
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    # Linked at once: a later step that fails (dev scoring, the test evaluations) leaves the
+    # job pointing at the model it registered, not an orphan.
+    type(job).objects.filter(pk=job.pk).update(result_model=model)
     if job.evaluate_version is not None and job.dev_split and "dev" not in result:
         report("scoring the merge on dev")
         result["dev"] = score(model=model, version=job.evaluate_version, split=job.dev_split,
