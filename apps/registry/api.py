@@ -8,7 +8,6 @@ made it. A token sees its own team's models only; another team's is a 404 like a
 
 from __future__ import annotations
 
-from pathlib import PurePath
 from typing import Any
 
 from django.db.models import OuterRef, QuerySet, Subquery
@@ -89,11 +88,7 @@ def _models(team: Team) -> QuerySet[EmbeddingModel]:
 
 
 def public_source(model: EmbeddingModel) -> str:
-    """Where a model came from, without a server path: a folder's last part only."""
-    ref = model.source_ref
-    if model.source == EmbeddingModel.Source.FOLDER and ("/" in ref or "\\" in ref):
-        return PurePath(ref).name
-    return ref
+    return model.public_source
 
 
 def model_payload(model: EmbeddingModel) -> dict:

@@ -72,6 +72,17 @@ class EmbeddingModel(TeamOwned):
             models.UniqueConstraint(fields=["team", "name"], name="unique_model_name_per_team"),
         ]
 
+    @property
+    def public_source(self) -> str:
+        """Where it came from, without a server path: a folder's last part only (pages and
+        the API show this; the full path stays on the server)."""
+        from pathlib import PurePath
+
+        ref = self.source_ref
+        if self.source == self.Source.FOLDER and ("/" in ref or "\\" in ref):
+            return PurePath(ref).name
+        return ref
+
     def __str__(self) -> str:
         # Wherever a model is offered (every form's choices print this), a variant that lost
         # more quality than the bar allows says so.

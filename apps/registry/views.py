@@ -52,7 +52,7 @@ def model_list(request):
         request=request,
         rows=embedding_model_list(team=request.team),
         name="model",
-        search=("name", "source_ref"),
+        search=("name",),  # not source_ref: a folder's path stays off the pages
         search_label="Search models",
         sorts=MODEL_SORTS,
         filters=[

@@ -82,3 +82,15 @@ def test_a_job_page_opened_by_an_htmx_link_is_the_whole_page(client, owner, kind
     poll = client.get(url, HTTP_HX_REQUEST="true", HTTP_HX_TARGET=target).content.decode()
     assert "<main" not in poll and f'id="{target}"' in poll
     assert "HX-Target" in link["Vary"]
+
+
+def test_model_pages_name_a_folder_by_its_last_part_never_the_server_path(
+    client, member, tiny_registered_model
+):
+    client.force_login(member)
+    path = tiny_registered_model.source_ref
+    assert "/" in path
+    for url in ("/models/", f"/models/{tiny_registered_model.pk}/", "/models/?q=tmp"):
+        assert path not in client.get(url).content.decode(), url
+    # Searching the list does not probe the folder either.
+    assert "No model matches" in client.get("/models/", {"q": "pytest"}).content.decode()
