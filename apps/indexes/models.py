@@ -153,6 +153,7 @@ class DeploymentEvent(models.Model):
         DEPLOY = "deploy", "Deployed"
         SWAP = "swap", "Swapped"
         UNDEPLOY = "undeploy", "Undeployed"
+        SETTINGS = "settings", "Search settings changed"
 
     team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="+")
     name = models.SlugField(max_length=100)  # kept when the deployment itself is gone
@@ -170,6 +171,8 @@ class DeploymentEvent(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     at = models.DateTimeField(default=timezone.now, db_index=True)
+    # A settings change: what it was and what it became, {"fusion": [old, new], "rerank": …}.
+    changes = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-at", "-pk"]

@@ -261,11 +261,22 @@ def deployment_deploy(
             )
             if not changed:
                 raise DeploymentConflict(f"{name} already serves index #{index.pk}.")
-            # The same index, fused or reranked another way.
-            current.fusion = fusion if fusion is not None else current.fusion
-            current.rerank = rerank if rerank is not None else current.rerank
+            # The same index, fused or reranked another way: logged like a deploy, with what
+            # changed from what.
+            changes = {}
+            if fusion is not None and fusion != current.fusion:
+                changes["fusion"] = [current.fusion, fusion]
+                current.fusion = fusion
+            if rerank is not None and rerank != current.rerank:
+                changes["rerank"] = [current.rerank, rerank]
+                current.rerank = rerank
             current.updated_at = timezone.now()
             current.save(update_fields=["fusion", "rerank", "updated_at"])
+            DeploymentEvent.objects.create(
+                team=team, name=name, action=DeploymentEvent.Action.SETTINGS,
+                from_index=index, from_number=index.pk, to_index=index, to_number=index.pk,
+                user=user, changes=changes,
+            )  # fmt: skip
             transaction.on_commit(deployments_publish_soon)
             return current
         if current:

@@ -212,3 +212,24 @@ def test_the_deploy_command_sets_and_removes_the_stage(
         deploy("--rerank-model", str(tiny_registered_model.pk))
     deploy("--no-rerank")
     assert Deployment.objects.get(name="cmd").rerank == {}
+
+
+def test_a_settings_change_on_the_same_index_is_in_the_deploy_log(
+    client, member, team, tiny_registered_model, tiny_version, settings
+):
+    from apps.indexes.models import DeploymentEvent
+    from apps.indexes.services import deployment_deploy
+
+    settings.SEARCH_URL = "http://127.0.0.1:9"  # no search process: the log is written anyway
+    build = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    deployment = deployment_deploy(team=team, name="logged", index=build, user=member)
+    before = dict(deployment.fusion)
+    after = {**before, "rrf_k": 10}
+    deployment_deploy(team=team, name="logged", index=build, fusion=after, user=member)
+    event = DeploymentEvent.objects.filter(name="logged").first()  # newest first
+    assert event.action == DeploymentEvent.Action.SETTINGS and event.user == member
+    assert event.changes == {"fusion": [before, after]}
+    assert event.from_number == event.to_number == build.pk
+    client.force_login(member)
+    page = client.get(reverse("indexes:deployment", args=["logged"])).content.decode()
+    assert "Search settings changed" in page and "rrf_k 10" in page
