@@ -150,8 +150,9 @@ def list_page(
     chosen["sort"] = sort
     rows = rows.order_by(*sorts[sort].order_by)
 
+    from apps.core.responses import htmx_fragment
+
     page = Paginator(rows, per_page or PER_PAGE).get_page(params.get("page"))
-    htmx = getattr(request, "htmx", None)
     return Listing(
         name=name,
         page=page,
@@ -161,6 +162,6 @@ def list_page(
         default_sort=default_sort,
         searchable=bool(search),
         search_label=search_label,
-        partial=bool(htmx) and htmx.target == f"{name}-list",
+        partial=htmx_fragment(request, f"{name}-list"),
         narrowed=bool(q) or any(b.value for b in bound),
     )

@@ -61,6 +61,20 @@ def delete_selected_response(
     return redirect(then)
 
 
+def job_page(request, *, template: str, target: str, context: dict) -> HttpResponse:
+    """A job's page: the whole ``template``, or its ``#status`` partial to the page's own poll
+    of the ``target`` element (``htmx_fragment``)."""
+    partial = f"{template}#status" if htmx_fragment(request, target) else template
+    return render(request, partial, context)
+
+
+def job_cancel_page(request, *, job: Job, template: str, url: str, context) -> HttpResponse:
+    """A job page's Cancel (its ``#status`` partial back to htmx, else a redirect to ``url``);
+    ``context(job)`` as the page builds it."""
+    return job_cancel_response(request, job=job, partial=f"{template}#status",
+                               context=context, url=url)  # fmt: skip
+
+
 def htmx_fragment(request, target: str) -> bool:
     """Whether this request is the page's own poll of its ``target`` element (answer with the
     fragment). A link elsewhere that loads the page with htmx (``hx-select="main"``), or htmx

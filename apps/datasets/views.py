@@ -176,7 +176,7 @@ def _page(request, rows, param: str):
 @team_required()
 def version_detail(request, pk: int):
     version = dataset_version_get(user=request.user, pk=pk)
-    if request.htmx and request.htmx.target == "search-results":
+    if htmx_fragment(request, "search-results"):
         q = request.GET.get("q", "")
         context = {"version": version, "q": q, "found": document_search(version=version, q=q)}
         return render(request, "datasets/version.html#doc-search", context)

@@ -283,7 +283,7 @@ def console(request):
                     deployment=d, query=q, k=k, filters=filters, mode=mode,
                     rerank=rerank)})  # fmt: skip
     context.update(columns=columns, error=error)
-    if request.htmx and request.htmx.target == "results":
+    if htmx_fragment(request, "results"):
         return render(request, "indexes/console.html#results", context)
     return render(request, "indexes/console.html", context)
 

@@ -87,10 +87,6 @@ def _models(team: Team) -> QuerySet[EmbeddingModel]:
     )
 
 
-def public_source(model: EmbeddingModel) -> str:
-    return model.public_source
-
-
 def model_payload(model: EmbeddingModel) -> dict:
     return {
         "id": model.pk,
@@ -98,7 +94,7 @@ def model_payload(model: EmbeddingModel) -> dict:
         "kind": model.kind,
         "role": model.role,
         "source": model.source,
-        "source_ref": public_source(model),
+        "source_ref": model.public_source,
         "layout": model.layout,
         "architecture": model.architecture,
         "dimension": model.dimension,

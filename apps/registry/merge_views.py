@@ -13,7 +13,7 @@ from django.views.decorators.vary import vary_on_headers
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
 from apps.accounts.selectors import can_write
-from apps.core.responses import htmx_fragment, job_cancel_response
+from apps.core.responses import job_cancel_page, job_page
 from apps.registry.charts import weight_chart
 from apps.registry.forms import MergeForm
 from apps.registry.models import EmbeddingModel, MergeJob
@@ -79,15 +79,14 @@ def _context(request, job: MergeJob) -> dict:
 @team_required()
 def merge_detail(request, pk: int):
     job = merge_job_get(user=request.user, pk=pk)
-    if htmx_fragment(request, "merge-status"):
-        return render(request, "registry/merge.html#status", _context(request, job))
-    return render(request, "registry/merge.html", _context(request, job))
+    return job_page(request, template="registry/merge.html", target="merge-status",
+                    context=_context(request, job))  # fmt: skip
 
 
 @require_POST
 @team_required()
 def merge_cancel(request, pk: int):
     job = merge_job_get(user=request.user, pk=pk, role=Role.MEMBER)
-    return job_cancel_response(request, job=job, partial="registry/merge.html#status",
-                               context=lambda j: _context(request, j),
-                               url=reverse("registry:merge", args=[pk]))  # fmt: skip
+    return job_cancel_page(request, job=job, template="registry/merge.html",
+                           url=reverse("registry:merge", args=[pk]),
+                           context=lambda j: _context(request, j))  # fmt: skip

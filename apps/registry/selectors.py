@@ -6,7 +6,14 @@ from django.db.models import F, QuerySet
 from apps.accounts.models import Team
 from apps.accounts.selectors import team_scoped_get
 from apps.core.listing import Sort
-from apps.registry.models import DistillJob, EmbeddingModel, MergeJob, OptimizeJob
+from apps.registry.models import (
+    DistillJob,
+    EmbeddingModel,
+    HubImport,
+    HubPublish,
+    MergeJob,
+    OptimizeJob,
+)
 
 
 def embedding_model_list(*, team: Team, role: str | None = None) -> QuerySet[EmbeddingModel]:
@@ -48,6 +55,18 @@ def optimize_job_get(*, user, pk, role: str = "viewer") -> OptimizeJob:
         pk=pk,
         role=role,
     )
+
+
+def hub_import_get(*, user, pk, role: str = "viewer") -> HubImport:
+    return team_scoped_get(
+        queryset=HubImport.objects.select_related("result_model", "result_version__dataset"),
+        user=user, pk=pk, role=role,
+    )  # fmt: skip
+
+
+def hub_publish_get(*, user, pk, role: str = "viewer") -> HubPublish:
+    return team_scoped_get(queryset=HubPublish.objects.select_related("model"), user=user, pk=pk,
+                           role=role)  # fmt: skip
 
 
 def variant_summary(*, job: DistillJob | OptimizeJob) -> dict:

@@ -9,8 +9,8 @@ from django.views.decorators.vary import vary_on_headers
 
 from apps.accounts.decorators import team_required
 from apps.accounts.models import Role
-from apps.accounts.selectors import can_write, team_scoped_get
-from apps.core.responses import delete_response, htmx_fragment, job_cancel_response
+from apps.accounts.selectors import can_write
+from apps.core.responses import delete_response, job_cancel_page, job_page
 from apps.datasets.models import DatasetVersion
 from apps.registry.cards import model_card_text
 from apps.registry.forms import DistillForm, HubImportForm, OptimizeForm, RegisterModelForm
@@ -20,6 +20,8 @@ from apps.registry.selectors import (
     distill_job_get,
     embedding_model_get,
     embedding_model_list,
+    hub_import_get,
+    hub_publish_get,
     optimize_job_get,
     variant_summary,
 )
@@ -146,23 +148,9 @@ def model_optimize(request, pk: int):
     return render(request, "registry/detail.html", context)
 
 
-def _variant_page(request, *, job, template: str):
-    context = {"job": job, "summary": variant_summary(job=job),
-               "can_write": can_write(user=request.user, team=job.team)}  # fmt: skip
-    target = "distill-status" if "distillation" in template else "optimize-status"
-    if htmx_fragment(request, target):
-        return render(request, f"{template}#status", context)
-    return render(request, template, context)
-
-
-def _variant_cancel(request, *, job, template: str, url: str):
-    return job_cancel_response(
-        request,
-        job=job,
-        partial=f"{template}#status",
-        context=lambda j: {"job": j, "summary": variant_summary(job=j), "can_write": True},
-        url=url,
-    )
+def _variant_context(request, job) -> dict:
+    return {"job": job, "summary": variant_summary(job=job),
+            "can_write": can_write(user=request.user, team=job.team)}  # fmt: skip
 
 
 @require_GET
@@ -170,15 +158,17 @@ def _variant_cancel(request, *, job, template: str, url: str):
 @team_required()
 def distillation_detail(request, pk: int):
     job = distill_job_get(user=request.user, pk=pk)
-    return _variant_page(request, job=job, template="registry/distillation.html")
+    return job_page(request, template="registry/distillation.html", target="distill-status",
+                    context=_variant_context(request, job))  # fmt: skip
 
 
 @require_POST
 @team_required()
 def distillation_cancel(request, pk: int):
     job = distill_job_get(user=request.user, pk=pk, role=Role.MEMBER)
-    return _variant_cancel(request, job=job, template="registry/distillation.html",
-                           url=reverse("registry:distillation", args=[pk]))  # fmt: skip
+    return job_cancel_page(request, job=job, template="registry/distillation.html",
+                           url=reverse("registry:distillation", args=[pk]),
+                           context=lambda j: _variant_context(request, j))  # fmt: skip
 
 
 @require_GET
@@ -186,15 +176,17 @@ def distillation_cancel(request, pk: int):
 @team_required()
 def optimization_detail(request, pk: int):
     job = optimize_job_get(user=request.user, pk=pk)
-    return _variant_page(request, job=job, template="registry/optimization.html")
+    return job_page(request, template="registry/optimization.html", target="optimize-status",
+                    context=_variant_context(request, job))  # fmt: skip
 
 
 @require_POST
 @team_required()
 def optimization_cancel(request, pk: int):
     job = optimize_job_get(user=request.user, pk=pk, role=Role.MEMBER)
-    return _variant_cancel(request, job=job, template="registry/optimization.html",
-                           url=reverse("registry:optimization", args=[pk]))  # fmt: skip
+    return job_cancel_page(request, job=job, template="registry/optimization.html",
+                           url=reverse("registry:optimization", args=[pk]),
+                           context=lambda j: _variant_context(request, j))  # fmt: skip
 
 
 @require_http_methods(["GET", "POST"])
@@ -269,24 +261,19 @@ def hub_import_start(request):
 @vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def hub_import_detail(request, pk: int):
-    job = team_scoped_get(queryset=HubImport.objects.select_related("result_model",
-                          "result_version__dataset"), user=request.user, pk=pk)  # fmt: skip
+    job = hub_import_get(user=request.user, pk=pk)
     context = {"job": job, "can_write": can_write(user=request.user, team=job.team)}
-    if htmx_fragment(request, "hub-status"):
-        return render(request, "registry/hub_import.html#status", context)
-    return render(request, "registry/hub_import.html", context)
+    return job_page(request, template="registry/hub_import.html", target="hub-status",
+                    context=context)  # fmt: skip
 
 
 @require_POST
 @team_required()
 def hub_import_cancel(request, pk: int):
-    job = team_scoped_get(queryset=HubImport.objects.all(), user=request.user, pk=pk,
-                          role=Role.MEMBER)  # fmt: skip
-    return job_cancel_response(
-        request, job=job, partial="registry/hub_import.html#status",
-        context=lambda j: {"job": j, "can_write": True},
-        url=reverse("registry:hub_import", args=[pk]),
-    )  # fmt: skip
+    job = hub_import_get(user=request.user, pk=pk, role=Role.MEMBER)
+    return job_cancel_page(request, job=job, template="registry/hub_import.html",
+                           url=reverse("registry:hub_import", args=[pk]),
+                           context=lambda j: {"job": j, "can_write": True})  # fmt: skip
 
 
 @require_POST
@@ -308,25 +295,26 @@ def hub_publish_start(request, pk: int):
 @vary_on_headers("HX-Request", "HX-Target")
 @team_required()
 def hub_publish_detail(request, pk: int):
+    return job_page(
+        request,
+        template="registry/hub_publish.html",
+        target="publish-status",
+        context=_publish_context(request, hub_publish_get(user=request.user, pk=pk)),
+    )
+
+
+def _publish_context(request, job) -> dict:
     import os
 
-    job = team_scoped_get(queryset=HubPublish.objects.select_related("model"), user=request.user,
-                          pk=pk)  # fmt: skip
     endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-    context = {"job": job, "can_write": can_write(user=request.user, team=job.team),
-               "repo_url": f"{endpoint}/{job.repo_id}"}  # fmt: skip
-    if htmx_fragment(request, "publish-status"):
-        return render(request, "registry/hub_publish.html#status", context)
-    return render(request, "registry/hub_publish.html", context)
+    return {"job": job, "can_write": can_write(user=request.user, team=job.team),
+            "repo_url": f"{endpoint}/{job.repo_id}"}  # fmt: skip
 
 
 @require_POST
 @team_required()
 def hub_publish_cancel(request, pk: int):
-    job = team_scoped_get(queryset=HubPublish.objects.all(), user=request.user, pk=pk,
-                          role=Role.MEMBER)  # fmt: skip
-    return job_cancel_response(
-        request, job=job, partial="registry/hub_publish.html#status",
-        context=lambda j: {"job": j, "can_write": True},
-        url=reverse("registry:hub_publish", args=[pk]),
-    )  # fmt: skip
+    job = hub_publish_get(user=request.user, pk=pk, role=Role.MEMBER)
+    return job_cancel_page(request, job=job, template="registry/hub_publish.html",
+                           url=reverse("registry:hub_publish", args=[pk]),
+                           context=lambda j: _publish_context(request, j))  # fmt: skip

@@ -216,7 +216,7 @@ def comparison_queries(request):
         context["query"] = query
         context["sides"] = compare.query_compare(a=a, b=b, query=query, metric=metric)
         context["row"] = next((r for r in rows if r.pk == query.pk), None)
-    if request.htmx and request.htmx.target == "query-panel":
+    if htmx_fragment(request, "query-panel"):
         # A click in the list or on the chart swaps only the side-by-side panel.
         return render(request, "runs/query_compare.html#sides", context)
     base = reverse("runs:compare_queries")

@@ -445,3 +445,34 @@ def test_a_repo_over_the_size_cap_is_refused_before_any_file_and_nothing_is_left
         client.post(f"/models/{ok.result_model.pk}/delete/")
     assert not EmbeddingModel.objects.filter(pk=ok.result_model_id).exists()
     assert not folder.exists()
+
+
+def test_a_training_set_repo_imports_as_a_training_version(client, member, hub, tmp_path,
+                                                          monkeypatch):  # fmt: skip
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(hub_import, "apply_async", lambda *a, **k: None)
+    rows = [{"anchor": f"question {i}", "positive": f"answer {i}", "negative": f"other {i}"}
+            for i in range(6)]  # fmt: skip
+    jsonl = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    hub.add("dataset", "acme/pairs", {"train.jsonl": jsonl, "README.md": b"pairs"})
+    shards = tmp_path / "shards" / "data"
+    shards.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows[:3]), shards / "train-00000-of-00002.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[3:]), shards / "train-00001-of-00002.parquet")
+    hub.add_folder("dataset", "acme/pairs-parquet", tmp_path / "shards")
+    client.force_login(member)
+    for repo in ("acme/pairs", "acme/pairs-parquet"):
+        start(client, kind="dataset", repo_id=repo, name=repo.replace("/", "-"))
+    for job in HubImport.objects.order_by("pk"):
+        hub_import.run(job.pk)
+        job.refresh_from_db()
+        assert job.status == "succeeded", job.human_error
+        version = job.result_version
+        assert version.kind == "training" and version.training_count == 6
+        assert version.training_roles["anchor"] == "anchor"
+        assert [r.anchor for r in version.training_rows.order_by("row")][:2] == [
+            "question 0",
+            "question 1",
+        ]
