@@ -179,3 +179,44 @@ class DeploymentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.get_action_display()} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class CalibrationMethod(models.TextChoices):
+    ISOTONIC = "isotonic", "Isotonic"
+    LOGISTIC = "logistic", "Logistic"
+    COSINE_ADAPTER = "cosine_adapter", "Cosine-Adapter"
+
+
+class Calibration(TeamOwned, Job):
+    """A deployment's relevance calibration, fitted as a job (``workers.tasks.calibration``): the
+    judged split's queries searched on the index the deployment served, each hit labelled by
+    the judgements, a mapping from score to P(relevant) fitted and a threshold chosen.
+
+    The deployment's calibration is its latest succeeded one; it was fitted on ``index``, so it
+    is stale once the deployment serves another index (a swap enqueues a refit, and the search
+    process gets no calibration for the deployment until one for its index succeeds).
+    """
+
+    PROGRESS_UNITS = {"encoding queries": "queries encoded"}
+
+    deployment = models.ForeignKey(
+        Deployment, on_delete=models.CASCADE, related_name="calibrations"
+    )
+    index = models.ForeignKey(IndexBuild, on_delete=models.CASCADE, related_name="calibrations")
+    params = models.JSONField(default=dict)  # CalibrationConfig's fields
+    method = models.CharField(max_length=20, choices=CalibrationMethod.choices)
+    # Set by the worker: the fitted mapping the search process applies (workers.ml.calibration),
+    # the threshold, and what was measured (ECE, reliability bins, precision/recall).
+    model = models.JSONField(default=dict, blank=True)
+    threshold = models.FloatField(null=True, blank=True)
+    results = models.JSONField(default=dict, blank=True)
+    # A refit enqueued by a swap names the calibration it replaces.
+    refit_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Calibration #{self.pk} of {self.deployment_id}"
