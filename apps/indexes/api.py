@@ -156,8 +156,9 @@ class SearchIn(InputSchema):
     )
     mode: Mode = Field(
         default="dense",
-        description="dense: the model's vectors; bm25: BM25 alone; hybrid: both fused as the "
-        "deployment records (bm25 and hybrid need an index built with bm25)",
+        description="dense: the model's vectors; bm25: BM25 alone (an index built with bm25); "
+        "sparse: the index's sparse model alone (an index built with a sparse_model); hybrid: "
+        "dense fused with the lexical side the deployment's fusion names (bm25 or sparse)",
     )
 
 
@@ -271,6 +272,10 @@ def index_create(request: HttpRequest, body: IndexIn):
         return error("model: no such model in your team", status=404)
     if version is None:
         return error("dataset_version: no such dataset version in your team", status=404)
+    sparse = body.params.sparse_model
+    if sparse and not EmbeddingModel.objects.filter(team=request.team, pk=sparse).exists():
+        # Another team's sparse model reads exactly like a missing one.
+        return error("params.sparse_model: no such model in your team", status=404)
     try:
         build = index_build_create(
             team=request.team,
