@@ -24,6 +24,7 @@ def _route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, str]:
             "workers.tasks.distill.",
             "workers.tasks.optimize.",
             "workers.tasks.merge.",
+            "workers.tasks.calibration.",
         )
     ):
         return {"queue": settings.ENCODE_QUEUE}
@@ -67,6 +68,7 @@ app.conf.update(
         "workers.tasks.distill",
         "workers.tasks.optimize",
         "workers.tasks.merge",
+        "workers.tasks.calibration",
         "workers.tasks.presence",
         "workers.tasks.hub",
     ),

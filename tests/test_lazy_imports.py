@@ -20,6 +20,7 @@ HEAVY = [
     "onnx",
     "onnxruntime",
     "onnxscript",
+    "sklearn",
 ]
 
 CODE = f"""
@@ -32,6 +33,7 @@ import embedhub.wsgi
 from embedhub.celery import app
 app.loader.import_default_modules()  # the task modules, as a worker loads them
 import workers.tasks.core, workers.tasks.evaluation, workers.serving.server
+import workers.tasks.calibration, apps.indexes.calibrations, workers.ml.calibration
 import workers.common.inspect
 import apps.datasets.curation, workers.tasks.curation
 print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))

@@ -18,7 +18,14 @@ from apps.accounts.models import Role
 from apps.core.api_schemas import InputSchema, idempotency_key
 from apps.core.services import IdempotencyConflict
 from apps.datasets.models import DatasetVersion
-from apps.indexes.models import Deployment, IndexBuild
+from apps.indexes.calibrations import (
+    CalibrationError,
+    calibration_create,
+    calibration_current,
+    calibration_get,
+    calibration_list,
+)
+from apps.indexes.models import Calibration, Deployment, IndexBuild
 from apps.indexes.selectors import (
     SearchFailed,
     deployment_events,
@@ -35,6 +42,7 @@ from apps.indexes.services import (
     index_build_create,
 )
 from apps.registry.models import EmbeddingModel
+from workers.common.configs.calibration import CalibrationConfig
 from workers.common.configs.encoding import Precision, precision_field
 from workers.common.configs.indexing import (
     DeploymentFusion,
@@ -92,6 +100,44 @@ class IndexIn(InputSchema):
     precision: Precision = precision_field()
 
 
+class CalibrationSummary(Schema):
+    id: int
+    method: str
+    index: int = Field(description="the index it was fitted on")
+    threshold: float | None = Field(description="the chosen min_relevance; null: unreachable")
+    stale: bool = Field(
+        description="fitted on another index than the one served now: search gives no "
+        "relevance until the refit (enqueued by the swap) succeeds"
+    )
+    ece: float | None = Field(description="expected calibration error on the held-out queries")
+
+
+class CalibrationOut(Schema):
+    id: int
+    deployment: str
+    index: int
+    status: str
+    stage: str
+    progress: float
+    method: str
+    params: CalibrationConfig
+    threshold: float | None
+    stale: bool
+    model: dict[str, Any] = Field(description="the fitted mapping the search process applies")
+    results: dict[str, Any] = Field(
+        description="ece, reliability bins, and precision/recall at the threshold against a "
+        "single global raw-score threshold chosen the same way (held_out, calibration_split)"
+    )
+    refit_of: int | None
+    error: str
+    created_at: str
+    finished_at: str | None
+
+
+class CalibrationListOut(Schema):
+    calibrations: list[CalibrationOut]
+
+
 class EventOut(Schema):
     action: str
     from_index: int | None
@@ -109,6 +155,10 @@ class DeploymentOut(Schema):
     fusion: dict[str, Any]
     rerank: dict[str, Any] | None = Field(
         description="the rerank stage: {model, model_name, k_prime}; null: none"
+    )
+    calibration: CalibrationSummary | None = Field(
+        default=None,
+        description="the relevance calibration (its latest succeeded one); null: none",
     )
     deployed_by: str | None
     updated_at: str
@@ -154,17 +204,28 @@ class SearchIn(InputSchema):
         default=True,
         description="false: the first stage alone, skipping the deployment's rerank stage",
     )
+    min_relevance: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="cut hits whose calibrated relevance is under it (0 to 1); needs the "
+        "deployment's current calibration, mode dense and no rerank stage applied",
+    )
     mode: Mode = Field(
         default="dense",
-        description="dense: the model's vectors; bm25: BM25 alone (an index built with bm25); "
-        "sparse: the index's sparse model alone (an index built with a sparse_model); hybrid: "
-        "dense fused with the lexical side the deployment's fusion names (bm25 or sparse)",
+        description="dense: the model's vectors; bm25: BM25 alone; hybrid: both fused as the "
+        "deployment records (bm25 and hybrid need an index built with bm25)",
     )
 
 
 class Hit(Schema):
     id: str
     score: float
+    relevance: float | None = Field(
+        default=None,
+        description="calibrated probability that the hit is relevant (a calibrated "
+        "deployment, dense first stage); null otherwise",
+    )
     title: str | None = None
     text: str | None = None
 
@@ -220,6 +281,36 @@ def index_payload(build: IndexBuild) -> dict:
     }
 
 
+def calibration_summary(deployment: Deployment) -> dict | None:
+    current = calibration_current(deployment=deployment)
+    if current is None:
+        return None
+    return {"id": current.pk, "method": current.method, "index": current.index_id,
+            "threshold": current.threshold, "stale": current.index_id != deployment.index_id,
+            "ece": (current.results or {}).get("ece")}  # fmt: skip
+
+
+def calibration_payload(job: Calibration) -> dict:
+    return {
+        "id": job.pk,
+        "deployment": job.deployment.name,
+        "index": job.index_id,
+        "status": job.status,
+        "stage": job.stage,
+        "progress": job.progress,
+        "method": job.method,
+        "params": job.params,
+        "threshold": job.threshold,
+        "stale": job.index_id != job.deployment.index_id,
+        "model": job.model,
+        "results": job.results,
+        "refit_of": job.refit_of_id,
+        "error": job.human_error,
+        "created_at": job.created_at.isoformat(),
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
 def deployment_payload(deployment: Deployment, *, history: bool = False) -> dict:
     events = deployment_events(team=deployment.team, name=deployment.name)[:50] if history else []
     return {
@@ -230,6 +321,7 @@ def deployment_payload(deployment: Deployment, *, history: bool = False) -> dict
         "encoder": public_encoder(deployment.encoder),
         "fusion": deployment.fusion,
         "rerank": public_rerank(deployment.rerank),
+        "calibration": calibration_summary(deployment),
         "deployed_by": deployment.deployed_by.username if deployment.deployed_by else None,
         "updated_at": deployment.updated_at.isoformat(),
         "history": [
@@ -272,10 +364,6 @@ def index_create(request: HttpRequest, body: IndexIn):
         return error("model: no such model in your team", status=404)
     if version is None:
         return error("dataset_version: no such dataset version in your team", status=404)
-    sparse = body.params.sparse_model
-    if sparse and not EmbeddingModel.objects.filter(team=request.team, pk=sparse).exists():
-        # Another team's sparse model reads exactly like a missing one.
-        return error("params.sparse_model: no such model in your team", status=404)
     try:
         build = index_build_create(
             team=request.team,
@@ -386,7 +474,8 @@ def search(request: HttpRequest, name: str, body: SearchIn):
         # Filter values go as JSON gave them: the index matches true, 2020 and "2020" itself.
         found = deployment_query(team=request.team, name=name, queries=queries, k=body.k,
                                  filters=body.filters, documents=body.documents,
-                                 mode=body.mode, rerank=body.rerank)  # fmt: skip
+                                 mode=body.mode, rerank=body.rerank,
+                                 min_relevance=body.min_relevance)  # fmt: skip
     except SearchFailed as exc:
         return error(str(exc), status=exc.status)
     for result in found["results"]:
@@ -395,3 +484,50 @@ def search(request: HttpRequest, name: str, body: SearchIn):
             if doc is not None:
                 hit.update(title=doc.title, text=doc.text)
     return {"deployment": name, "k": body.k, "mode": body.mode, **found}
+
+
+@router.post(
+    "/deployments/{name}/calibrations",
+    response={202: CalibrationOut, **ERRORS},
+    summary="Fit a relevance calibration on the index the deployment serves (member role)",
+    url_name="calibration_create",
+)
+def calibration_start(request: HttpRequest, name: str, body: CalibrationConfig):
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    deployment = deployment_get(team=request.team, name=name)  # another team's: 404
+    try:
+        job = calibration_create(
+            team=request.team, deployment=deployment, params=body.model_dump(),
+            created_by=request.api_token.user, idempotency_key=idempotency_key(request),
+        )  # fmt: skip
+    except IdempotencyConflict as exc:
+        return error(str(exc), 422)
+    except CalibrationError as exc:
+        return error(str(exc))
+    response = JsonResponse(calibration_payload(job), status=202)
+    response["Location"] = f"/api/v1/deployments/{name}/calibrations/{job.pk}"
+    return response
+
+
+@router.get(
+    "/deployments/{name}/calibrations",
+    response={200: CalibrationListOut, **ERRORS},
+    summary="A deployment's relevance calibrations, newest first",
+    url_name="calibrations",
+)
+def calibrations(request: HttpRequest, name: str):
+    deployment = deployment_get(team=request.team, name=name)
+    rows = calibration_list(deployment=deployment).select_related("deployment")[:100]
+    return {"calibrations": [calibration_payload(c) for c in rows]}
+
+
+@router.get(
+    "/deployments/{name}/calibrations/{int:pk}",
+    response={200: CalibrationOut, **ERRORS},
+    summary="A relevance calibration",
+    url_name="calibration_detail",
+)
+def calibration_detail(request: HttpRequest, name: str, pk: int):
+    deployment = deployment_get(team=request.team, name=name)
+    return calibration_payload(calibration_get(deployment=deployment, pk=pk))

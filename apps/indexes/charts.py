@@ -102,3 +102,39 @@ def tradeoff_charts(*, builds, current: int) -> list[dict]:
         ),  # fmt: skip
     ]
     return [p for p in panels if p]
+
+
+REL_W, REL_H = 360, 320
+REL_FRAME = Frame.of(REL_W, REL_H, left=48, right=14, top=14, bottom=48)
+
+
+def reliability_chart(bins: list[dict]) -> dict | None:
+    """The reliability diagram of a calibration's held-out hits: per bin of predicted
+    probability, the fraction found relevant against the mean predicted (the diagonal is
+    perfect calibration), and under it each bin's share of the hits."""
+    filled = [b for b in bins if b.get("count")]
+    if not filled:
+        return None
+    x = REL_FRAME.x(0.0, 1.0)
+    y = REL_FRAME.y(0.0, 1.0)
+    total = sum(b["count"] for b in filled)
+    biggest = max(b["count"] for b in filled)
+    band = REL_FRAME.plot_height * 0.18  # the share bars' height at the most filled bin
+    points, bars = [], []
+    for b in filled:
+        title = (f"{b['lo']:.1f}–{b['hi']:.1f}: {b['count']:,} hits ({b['count'] / total:.1%}), "
+                 f"predicted {b['predicted']:.3f}, relevant {b['observed']:.3f}")  # fmt: skip
+        points.append({"x": x(b["predicted"]), "y": y(b["observed"]), "title": title})
+        height = band * b["count"] / biggest
+        bars.append({"x": x(b["lo"]) + 1, "width": max(x(b["hi"]) - x(b["lo"]) - 2, 1),
+                     "y": round(REL_FRAME.bottom - height, 2), "height": round(height, 2),
+                     "title": title})  # fmt: skip
+    return {
+        **REL_FRAME.geometry(),
+        "diagonal": f"{x(0.0)},{y(0.0)} {x(1.0)},{y(1.0)}",
+        "line": " ".join(f"{p['x']},{p['y']}" for p in points),
+        "points": points,
+        "bars": bars,
+        "x_ticks": [{"v": f"{v:.1f}", "x": x(v)} for v in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)],
+        "y_ticks": [{"v": f"{v:.1f}", "y": y(v)} for v in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)],
+    }

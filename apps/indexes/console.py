@@ -9,6 +9,7 @@ import time
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from apps.indexes.calibrations import calibration_manifest_entry
 from apps.indexes.models import Deployment
 from apps.indexes.selectors import SearchFailed, deployment_query
 
@@ -81,6 +82,10 @@ def console_search(
         return {"error": str(exc)}
     total_ms = (time.perf_counter() - t0) * 1000
     terms = query_terms(query)
+    # The hits the deployment's calibration would cut at its chosen threshold (a current one,
+    # fitted on the index served; a stale one gives no relevance).
+    calibration = calibration_manifest_entry(deployment=deployment)
+    threshold = calibration.get("threshold")
     rows = []
     for rank, hit in enumerate(found["results"][0]["hits"], start=1):
         doc = hit["document"]
@@ -92,6 +97,9 @@ def console_search(
                 "title": doc.title if doc else "",
                 "snippet": snippet(doc.text, terms) if doc else "",
                 "metadata": doc.metadata if doc else {},
+                "relevance": hit.get("relevance"),
+                "cut": hit.get("relevance") is not None
+                and (threshold is None or hit["relevance"] < threshold),
             }
         )
     return {
@@ -100,8 +108,10 @@ def console_search(
         "encode_ms": found["timings"]["encode_ms"],
         "search_ms": found["timings"]["search_ms"],
         "bm25_ms": found["timings"].get("bm25_ms"),
-        "sparse_ms": found["timings"].get("sparse_ms"),
         "rerank_ms": found["timings"].get("rerank_ms"),
         "mode": mode,
         "total_ms": round(total_ms, 1),
+        "calibration": calibration.get("id"),
+        "threshold": threshold,
+        "cut": sum(r["cut"] for r in rows),
     }

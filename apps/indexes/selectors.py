@@ -207,9 +207,10 @@ def deployment_query(
     documents: bool = False,
     mode: str = "dense",
     rerank: bool = True,
+    min_relevance: float | None = None,
 ) -> dict:
     """Run ``queries`` on ``team``'s deployment ``name`` in the search process (``mode``:
-    dense, bm25, sparse or hybrid), each hit joined
+    dense, bm25 or hybrid), each hit joined
     to its document (title and text) when ``documents``. Raises SearchFailed with the status
     to answer (404: no such deployment in this team).
 
@@ -228,6 +229,7 @@ def deployment_query(
             filters=filters,
             mode=mode,
             rerank=rerank,
+            min_relevance=min_relevance,
         )
     except SearchRequestError as exc:
         raise SearchFailed(str(exc), 400) from None
@@ -276,6 +278,8 @@ def deployment_query(
         hits = []
         for h in row:
             hit = {"id": h.id, "score": h.score}
+            if h.relevance is not None:  # the deployment's calibration, for its index
+                hit["relevance"] = h.relevance
             if documents:
                 hit["document"] = docs.get(h.id)
             hits.append(hit)

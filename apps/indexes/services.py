@@ -81,8 +81,6 @@ def index_build_create(
         raise IndexBuildError(str(exc)) from None
     if config.dim and config.dim > model.dimension:
         raise IndexBuildError(f"dim: {config.dim} is more than the model's {model.dimension}.")
-    if config.sparse_model is not None:
-        index_sparse_model(team=team, model_id=config.sparse_model)
     params = config.given()
     splits = dataset_version.splits
     if split is None:
@@ -126,20 +124,6 @@ def index_build_create(
         idempotency_key=idempotency_key,
         create=create,
     )
-
-
-def index_sparse_model(*, team: Team, model_id: int) -> EmbeddingModel:
-    """The team's sparse model ``model_id`` for an index's sparse side, or IndexBuildError
-    naming ``sparse_model`` (another team's model reads exactly like a missing one)."""
-    from apps.registry.services import embedding_model_require_role
-
-    sparse = EmbeddingModel.objects.filter(team=team, pk=model_id).first()
-    if sparse is None:
-        raise IndexBuildError(f"sparse_model: no model #{model_id} in your team")
-    embedding_model_require_role(
-        model=sparse, role=EmbeddingModel.Role.SPARSE, field="sparse_model", error=IndexBuildError
-    )
-    return sparse
 
 
 def index_build_delete(*, build: IndexBuild) -> None:
@@ -228,7 +212,6 @@ def deployment_deploy(
     from workers.common.configs.indexing import DeploymentFusion
     from workers.common.configs.problems import config_problems
 
-    lexical_given = bool(fusion and "lexical" in fusion)
     if fusion is not None:
         try:
             fusion = DeploymentFusion.model_validate(fusion).model_dump()
@@ -263,18 +246,6 @@ def deployment_deploy(
             )
         current = Deployment.objects.filter(team=team, name=name).first()
         previous = current.index if current else None
-        sides = {"bm25": bool((index.metrics or {}).get("bm25_bytes")),
-                 "sparse": bool((index.metrics or {}).get("sparse_bytes"))}  # fmt: skip
-        # A dense-only index has no lexical side to choose: its fusion settings are inert.
-        if lexical_given and not sides[fusion["lexical"]] and any(sides.values()):
-            what = "BM25 index" if fusion["lexical"] == "bm25" else "sparse side"
-            raise IndexBuildError(
-                f"fusion.lexical: index #{index.pk} has no {what} to fuse with the dense one"
-            )
-        if fusion is None and current is None:
-            fusion = DeploymentFusion().model_dump()
-            if sides["sparse"] and not sides["bm25"]:
-                fusion["lexical"] = "sparse"  # the only lexical side this index has
         if rerank is not None:
             rerank = deployment_rerank_stage(team=team, rerank=rerank, index=index)
         elif current and current.rerank and not (index.metrics or {}).get("texts_bytes"):
@@ -323,7 +294,7 @@ def deployment_deploy(
         else:
             deployment = Deployment.objects.create(
                 team=team, name=name, index=index, encoder=index.encoder, deployed_by=user,
-                fusion=fusion, rerank=rerank or {},
+                fusion=fusion or DeploymentFusion().model_dump(), rerank=rerank or {},
             )  # fmt: skip
         DeploymentEvent.objects.create(
             team=team,
@@ -335,6 +306,11 @@ def deployment_deploy(
             to_number=index.pk,
             user=user,
         )
+        if previous:
+            from apps.indexes.calibrations import calibration_refit_on_swap
+
+            # A calibration is of one index's scores: the new index gets its own, refitted.
+            calibration_refit_on_swap(deployment=deployment, user=user)
         transaction.on_commit(deployments_publish_soon)
     return deployment
 
@@ -356,6 +332,8 @@ def deployment_undeploy(*, deployment: Deployment, user=None) -> None:
 
 def deployments_manifest() -> dict:
     """What the search process should serve: every deployment of every team."""
+    from apps.indexes.calibrations import calibration_manifest_entry
+
     rows = Deployment.objects.select_related("index").order_by("team_id", "name")
     return {
         d.serving_key: {
@@ -366,6 +344,7 @@ def deployments_manifest() -> dict:
             "encoder": d.encoder,
             "fusion": d.fusion,
             "rerank": d.rerank,
+            "calibration": calibration_manifest_entry(deployment=d),
             "updated_at": d.updated_at.isoformat(),
         }
         for d in rows

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.indexes import views
+from apps.indexes import calibration_views, views
 
 app_name = "indexes"
 urlpatterns = [
@@ -19,6 +19,21 @@ urlpatterns = [
         "deployments/<slug:name>/undeploy/",
         views.deployment_undeploy_view,
         name="undeploy",
+    ),
+    path(
+        "deployments/<slug:name>/calibration/",
+        calibration_views.calibration_new,
+        name="calibration_new",
+    ),
+    path(
+        "deployments/<slug:name>/calibration/<int:pk>/",
+        calibration_views.calibration_detail,
+        name="calibration",
+    ),
+    path(
+        "deployments/<slug:name>/calibration/<int:pk>/cancel/",
+        calibration_views.calibration_cancel,
+        name="calibration_cancel",
     ),
     path("console/", views.console, name="console"),
     path("search-service/", views.search_status, name="search_status"),

@@ -43,6 +43,7 @@ def _not_blank(text: str) -> str:
 Query = Annotated[StrictStr, AfterValidator(_not_blank)]
 Queries = Annotated[list[Query], Field(min_length=1, max_length=MAX_QUERIES)]
 K = Annotated[StrictInt, Field(ge=1, le=MAX_K)]
+MinRelevance = Annotated[StrictFloat | StrictInt, Field(ge=0, le=1)]
 
 # One message per field, whichever side refuses: the API's user reads these.
 MESSAGES = {
@@ -53,13 +54,14 @@ MESSAGES = {
         "filters: an object of field → value (a string, number or true/false), "
         f"at most {MAX_FILTER_FIELDS} fields"
     ),
-    "mode": (
-        "mode: dense, bm25, sparse or hybrid (bm25 needs an index built with bm25, sparse one "
-        "built with a sparse model; hybrid fuses dense with the side the deployment names)"
-    ),
+    "mode": "mode: dense, bm25 or hybrid (bm25 and hybrid need an index built with bm25)",
     "rerank": "rerank: true or false (false skips the deployment's rerank stage)",
+    "min_relevance": (
+        "min_relevance: a number from 0 to 1; hits whose calibrated relevance is under it are "
+        "cut (the deployment needs a current calibration)"
+    ),
 }
-Mode = Literal["dense", "bm25", "sparse", "hybrid"]
+Mode = Literal["dense", "bm25", "hybrid"]
 TOO_MANY_QUERIES = f"queries: at most {MAX_QUERIES} per request"
 
 
@@ -74,18 +76,20 @@ class SearchRequest(BaseModel):
     filters: Filters | None = None
     mode: Mode = "dense"
     rerank: StrictBool = True  # false: the first stage alone, where a rerank stage is deployed
+    # Cut hits whose calibrated P(relevant) is under it (a calibrated deployment, dense hits).
+    min_relevance: MinRelevance | None = None
 
 
 class Hit(BaseModel):
     id: str
     score: float
+    relevance: float | None = None  # calibrated P(relevant), where the deployment has one
 
 
 class Timings(BaseModel):
     encode_ms: float
     search_ms: float
-    bm25_ms: float | None = None  # mode bm25, and hybrid fused with bm25
-    sparse_ms: float | None = None  # mode sparse, and hybrid fused with sparse: encode + search
+    bm25_ms: float | None = None  # mode bm25 and hybrid
     rerank_ms: float | None = None  # a deployment with a rerank stage
 
 
@@ -119,12 +123,12 @@ class SearchRequestError(ValueError):
 
 def search_request(
     *, deployment: str, queries: list[str], k: int = DEFAULT_K, filters: dict | None = None,
-    mode: str = "dense", rerank: bool = True,
+    mode: str = "dense", rerank: bool = True, min_relevance: float | None = None,
 ) -> SearchRequest:  # fmt: skip
     """A validated request, or SearchRequestError naming the first problem."""
     return parse_search_request(
         {"deployment": deployment, "queries": queries, "k": k, "filters": filters or None,
-         "mode": mode, "rerank": rerank}
+         "mode": mode, "rerank": rerank, "min_relevance": min_relevance}
     )  # fmt: skip
 
 

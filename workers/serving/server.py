@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,7 @@ ENCODER_FIELDS = (
     "quantization",
 )
 # A deployment's hybrid search: reciprocal rank fusion of the two lists' first `candidates`.
-DEFAULT_FUSION = {"rrf_k": 60, "candidates": 100, "dense_weight": 0.5, "lexical": "bm25"}
+DEFAULT_FUSION = {"rrf_k": 60, "candidates": 100, "dense_weight": 0.5}
 # What an index recorded before these fields existed was encoded with.
 RECORDED_DEFAULTS = {"precision": "fp32", "backend": "torch", "quantization": "none"}
 
@@ -258,44 +258,6 @@ def reranker_key(spec: dict) -> str:
                       sort_keys=True)  # fmt: skip
 
 
-class SparseQueries:
-    """The sparse model (SPLADE) of an index's sparse side, warm, encoding queries on its own
-    thread: a fast tokenizer must not be used by two threads at once, and the faiss pool's
-    threads must not wait on it."""
-
-    def __init__(self, model: Any, record: dict) -> None:
-        self.model = model
-        self.record = record
-        self.thread = ThreadPoolExecutor(1, thread_name_prefix="sparse")
-
-    def encode(self, queries: list[str]):
-        from workers.ml.sparse import encode_sparse
-
-        return encode_sparse(self.model, queries, query=True, on_progress=None)
-
-
-def load_sparse_for(record: dict) -> SparseQueries:
-    from workers.ml.cache import model_fingerprint
-    from workers.ml.sparse import load_sparse
-
-    if model_fingerprint(record["path"]) != record.get("fingerprint"):
-        raise Refused(
-            f"the sparse model {record.get('model_name') or ''} changed since the index was "
-            "built (its folder's files differ from the recorded fingerprint): build it again"
-        )
-    torch_threads()
-    model = load_sparse(path=record["path"], max_seq_length=record.get("max_seq_length"),
-                        device=os.environ.get("SEARCH_DEVICE") or None)  # fmt: skip
-    sparse = SparseQueries(model, record)
-    sparse.encode(["warm up"])  # the first call pays for setup
-    return sparse
-
-
-def sparse_key(record: dict) -> str:
-    return json.dumps({k: record.get(k) for k in ("path", "fingerprint", "max_seq_length")},
-                      sort_keys=True)  # fmt: skip
-
-
 @dataclass
 class Deployed:
     key: str
@@ -308,7 +270,9 @@ class Deployed:
     fusion: dict = field(default_factory=dict)  # mode hybrid: the deployment's RRF settings
     rerank: dict = field(default_factory=dict)  # the rerank stage as deployed ({}: none)
     reranker: Reranker | None = None
-    sparse: SparseQueries | None = None  # the index's sparse side's query encoder
+    # The deployment's relevance calibration for this index ({} = none): {id, model,
+    # threshold}, ``model`` as ``workers.ml.calibration.predict`` reads it.
+    calibration: dict = field(default_factory=dict)
 
     def describe(self) -> dict:
         return {
@@ -319,7 +283,6 @@ class Deployed:
             "model": self.encoder_spec.get("model_name"),
             "precision": self.encoder.precision,  # what its queries are encoded in
             "bm25": self.index.bm25 is not None if hasattr(self.index, "bm25") else False,
-            "sparse": self.sparse.record.get("model_name") if self.sparse else None,
             "fusion": self.fusion,
             "rerank": {k: self.rerank[k] for k in ("model", "model_name", "k_prime")}
             if self.rerank
@@ -327,6 +290,9 @@ class Deployed:
             "backend": recorded_value(self.encoder_spec, "backend"),
             "quantization": recorded_value(self.encoder_spec, "quantization"),
             "loaded_at": self.loaded_at,
+            "calibration": {k: self.calibration.get(k) for k in ("id", "threshold")}
+            if self.calibration
+            else None,
         }
 
 
@@ -377,7 +343,6 @@ class SearchState:
         self.deployments: dict[str, Deployed] = {}
         self.encoders: dict[str, Encoder] = {}
         self.rerankers: dict[str, Reranker] = {}
-        self.sparse_encoders: dict[str, SparseQueries] = {}
         self.errors: dict[str, str] = {}
         self.manifest_stamp: tuple[int, int] | None = None
         self.reload_lock = threading.Lock()
@@ -434,7 +399,6 @@ class SearchState:
             current = self.deployments
             encoders = dict(self.encoders)
             rerankers = dict(self.rerankers)
-            sparse_encoders = dict(self.sparse_encoders)
             new: dict[str, Deployed] = {}
             errors: dict[str, str] = {}
             for key, entry in wanted.items():
@@ -446,10 +410,15 @@ class SearchState:
                     and old.fusion == {**DEFAULT_FUSION, **(entry.get("fusion") or {})}
                     and old.rerank == (entry.get("rerank") or {})
                 ):
-                    new[key] = old
+                    # A new calibration alone needs nothing loaded: the same index, relabelled.
+                    calibration = entry.get("calibration") or {}
+                    new[key] = (
+                        old if old.calibration == calibration
+                        else replace(old, calibration=calibration)
+                    )  # fmt: skip
                     continue
                 try:
-                    new[key] = self._load(key, entry, encoders, rerankers, sparse_encoders)
+                    new[key] = self._load(key, entry, encoders, rerankers)
                     logger.info("serving %s from index #%s", key, entry["index_id"])
                 except Exception as exc:  # noqa: BLE001 (any failure keeps the old one serving)
                     errors[key] = f"index #{entry.get('index_id')} refused: {exc}"
@@ -466,11 +435,6 @@ class SearchState:
                 if k not in used:
                     r.thread.shutdown(wait=False)  # a query already given to it still ends
             self.rerankers = {k: r for k, r in rerankers.items() if k in used}
-            used = {sparse_key(d.sparse.record) for d in new.values() if d.sparse}
-            for k, q in sparse_encoders.items():
-                if k not in used:
-                    q.thread.shutdown(wait=False)
-            self.sparse_encoders = {k: q for k, q in sparse_encoders.items() if k in used}
             self.deployments = new  # the swap: one reference
             self.errors = errors
             self.reloads += 1
@@ -480,12 +444,7 @@ class SearchState:
             }
 
     def _load(
-        self,
-        key: str,
-        entry: dict,
-        encoders: dict[str, Encoder],
-        rerankers: dict[str, Reranker],
-        sparse_encoders: dict[str, SparseQueries],
+        self, key: str, entry: dict, encoders: dict[str, Encoder], rerankers: dict[str, Reranker]
     ) -> Deployed:
         from workers.ml.indexing import LoadedIndex
 
@@ -517,12 +476,6 @@ class SearchState:
             if rkey not in rerankers:
                 rerankers[rkey] = load_reranker_for(rerank)
             reranker = rerankers[rkey]
-        sparse = None
-        if index.sparse is not None:
-            skey = sparse_key(index.sparse_model)
-            if skey not in sparse_encoders:
-                sparse_encoders[skey] = load_sparse_for(index.sparse_model)
-            sparse = sparse_encoders[skey]
         return Deployed(
             key=key,
             index_id=int(entry["index_id"]),
@@ -534,7 +487,7 @@ class SearchState:
             fusion={**DEFAULT_FUSION, **(entry.get("fusion") or {})},
             rerank=rerank,
             reranker=reranker,
-            sparse=sparse,
+            calibration=entry.get("calibration") or {},
         )
 
     def watch(self, interval: float, stop: threading.Event) -> None:
@@ -616,9 +569,11 @@ class SearchState:
             reason = self.errors.get(key, "not loaded")
             return 404, {"error": f"deployment {key!r} is not served here ({reason})"}
         loop = asyncio.get_running_loop()
-        side = deployed.fusion["lexical"] if request.mode == "hybrid" else request.mode
-        if missing := missing_side(deployed, side, request.mode):
-            return 400, {"error": missing}
+        if request.mode != "dense" and getattr(deployed.index, "bm25", None) is None:
+            return 400, {
+                "error": f"mode: {request.mode} needs a BM25 index, and index "
+                f"#{deployed.index_id} has none (build the index with bm25 on)"
+            }
         if request.filters:
             try:  # an unknown field is the caller's error, named, before any encoding
                 await loop.run_in_executor(self.faiss, deployed.index.select, request.filters)
@@ -627,27 +582,26 @@ class SearchState:
         timings: dict[str, float] = {"encode_ms": 0.0, "search_ms": 0.0}
         dense = lexical = None
         reranker = deployed.reranker if request.rerank else None
+        # Relevance is calibrated on the dense first stage's scores: only those get it.
+        calibration = deployed.calibration if request.mode == "dense" and reranker is None else {}
+        if request.min_relevance is not None and not calibration:
+            return 400, {"error": relevance_refusal(deployed, request.mode, reranker)}
         # The first stage returns k′ hits when a rerank stage follows, else k.
         first_k = max(request.k, reranker.k_prime) if reranker is not None else request.k
         depth = first_k
+        if calibration:
+            from workers.ml.calibration import FEATURE_DEPTH
+
+            depth = max(depth, FEATURE_DEPTH)  # the per-query features read that many
         if request.mode == "hybrid":
             depth = max(first_k, int(deployed.fusion["candidates"]))
-        if side == "bm25":
+        if request.mode != "dense":
             t0 = time.perf_counter()
             lexical = await loop.run_in_executor(
                 self.faiss, deployed.index.search_bm25, request.queries, depth, request.filters
             )
             timings["bm25_ms"] = round((time.perf_counter() - t0) * 1000, 3)
-        elif side == "sparse":
-            t0 = time.perf_counter()
-            vectors = await loop.run_in_executor(
-                deployed.sparse.thread, deployed.sparse.encode, list(request.queries)
-            )
-            lexical = await loop.run_in_executor(
-                self.faiss, deployed.index.search_sparse, vectors, depth, request.filters
-            )
-            timings["sparse_ms"] = round((time.perf_counter() - t0) * 1000, 3)
-        if request.mode in ("dense", "hybrid"):
+        if request.mode != "bm25":
             prefix = deployed.encoder_spec.get("query_prefix") or ""
             # Normalised (or not) by the encoder, as the deployment's model records it.
             texts = [prefix + q for q in request.queries]
@@ -669,6 +623,9 @@ class SearchState:
                 ]
                 for row, srow in zip(ids, scores, strict=True)
             ]
+        if calibration:
+            results = calibrated(results, calibration["model"], k=request.k,
+                                 min_relevance=request.min_relevance)  # fmt: skip
         if reranker is not None:
             t0 = time.perf_counter()
             results = await loop.run_in_executor(
@@ -684,35 +641,44 @@ class SearchState:
         }
 
 
-def missing_side(deployed: Deployed, side: str, mode: str) -> str:
-    """Why ``mode`` cannot be answered by this deployment's index ("" when it can): bm25 needs
-    the index's BM25 index, sparse its sparse side; hybrid fuses with the side its fusion
-    names."""
-    has = {"bm25": getattr(deployed.index, "bm25", None) is not None,
-           "sparse": deployed.sparse is not None}  # fmt: skip
-    if side not in has or has[side]:
-        return ""
-    how = "build the index with bm25 on" if side == "bm25" else "build it with a sparse model"
-    if mode == "hybrid" and not any(has.values()):
+def relevance_refusal(deployed: Deployed, mode: str, reranker: Reranker | None) -> str:
+    """Why a request with ``min_relevance`` cannot be answered by this deployment."""
+    name = deployed.key.partition("/")[2] or deployed.key
+    if not deployed.calibration:
         return (
-            f"mode: hybrid needs a BM25 index or a sparse side, and index #{deployed.index_id} "
-            "has neither (build the index with bm25 on, or with a sparse model)"
+            f"min_relevance: {name} has no current relevance calibration (fit one on its page; "
+            "after a swap to another index the old one is stale until refitted)"
         )
-    if mode == "hybrid":
-        other = "sparse" if side == "bm25" else "bm25"
-        return (
-            f"mode: hybrid fuses with {side} (the deployment's fusion.lexical), and index "
-            f"#{deployed.index_id} has none: {how}, or set fusion.lexical to {other}"
-        )
-    what = "a BM25 index" if side == "bm25" else "a sparse side"
-    return f"mode: {mode} needs {what}, and index #{deployed.index_id} has none ({how})"
+    if mode != "dense":
+        return "min_relevance: relevance is calibrated on dense scores: send mode dense"
+    return (
+        "min_relevance: relevance is calibrated on the first stage's scores: send rerank "
+        "false to skip the deployment's rerank stage"
+    )
+
+
+def calibrated(results: list[list[dict]], model: dict, *, k: int,
+               min_relevance: float | None) -> list[list[dict]]:  # fmt: skip
+    """Each query's hits with their calibrated ``relevance``, computed from the whole list
+    retrieved (the per-query features read its first ``FEATURE_DEPTH``), then its best ``k``,
+    less those under ``min_relevance``."""
+    from workers.ml.calibration import relevance_rows
+
+    values = relevance_rows(model, [[h["score"] for h in row] for row in results])
+    out = []
+    for row, probabilities in zip(results, values, strict=True):
+        hits = [{**h, "relevance": round(p, 6)} for h, p in zip(row, probabilities, strict=True)]
+        hits = hits[:k]
+        if min_relevance is not None:
+            hits = [h for h in hits if h["relevance"] >= min_relevance]
+        out.append(hits)
+    return out
 
 
 def hybrid_results(*, dense, lexical, fusion: dict, k: int) -> list[list[dict]]:
-    """Each query's dense and lexical (BM25 or sparse) lists (``(scores, ids)`` as the index
-    answers them) fused by reciprocal rank fusion as the deployment records it
-    (``workers.ml.fusion``, the function a hybrid evaluation uses); the score of a hit is its
-    fused score."""
+    """Each query's dense and BM25 lists (``(scores, ids)`` as the index answers them) fused by
+    reciprocal rank fusion as the deployment records it (``workers.ml.fusion``, the function a
+    hybrid evaluation uses); the score of a hit is its fused score."""
     from workers.ml.fusion import rrf
 
     def as_run(scores, ids) -> dict:
