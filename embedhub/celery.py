@@ -24,6 +24,7 @@ def _route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, str]:
             "workers.tasks.distill.",
             "workers.tasks.optimize.",
             "workers.tasks.merge.",
+            "workers.tasks.upgrade.",
             "workers.tasks.calibration.",
         )
     ):
@@ -68,6 +69,7 @@ app.conf.update(
         "workers.tasks.distill",
         "workers.tasks.optimize",
         "workers.tasks.merge",
+        "workers.tasks.upgrade",
         "workers.tasks.calibration",
         "workers.tasks.presence",
         "workers.tasks.hub",

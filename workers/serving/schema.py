@@ -91,6 +91,7 @@ class Timings(BaseModel):
     search_ms: float
     bm25_ms: float | None = None  # mode bm25 and hybrid
     rerank_ms: float | None = None  # a deployment with a rerank stage
+    adapter_ms: float | None = None  # a model upgrade's query adapter: new model → old index
 
 
 class SearchResponse(BaseModel):
