@@ -24,7 +24,6 @@ def _route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, str]:
             "workers.tasks.distill.",
             "workers.tasks.optimize.",
             "workers.tasks.merge.",
-            "workers.tasks.upgrade.",
             "workers.tasks.calibration.",
         )
     ):
@@ -69,7 +68,6 @@ app.conf.update(
         "workers.tasks.distill",
         "workers.tasks.optimize",
         "workers.tasks.merge",
-        "workers.tasks.upgrade",
         "workers.tasks.calibration",
         "workers.tasks.presence",
         "workers.tasks.hub",

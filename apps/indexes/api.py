@@ -41,7 +41,6 @@ from apps.indexes.services import (
     deployment_undeploy,
     index_build_create,
 )
-from apps.indexes.upgrades import public_adapter
 from apps.registry.models import EmbeddingModel
 from workers.common.configs.calibration import CalibrationConfig
 from workers.common.configs.encoding import Precision, precision_field
@@ -161,11 +160,6 @@ class DeploymentOut(Schema):
         default=None,
         description="the relevance calibration (its latest succeeded one); null: none",
     )
-    adapter: dict[str, Any] | None = Field(
-        description="a model upgrade's query adapter in use: {upgrade, kind, model, "
-        "model_name}; the new model's queries are mapped into this index's space (each "
-        "answer's timings give adapter_ms); null: none"
-    )
     deployed_by: str | None
     updated_at: str
     history: list[EventOut]
@@ -219,8 +213,9 @@ class SearchIn(InputSchema):
     )
     mode: Mode = Field(
         default="dense",
-        description="dense: the model's vectors; bm25: BM25 alone; hybrid: both fused as the "
-        "deployment records (bm25 and hybrid need an index built with bm25)",
+        description="dense: the model's vectors; bm25: BM25 alone (an index built with bm25); "
+        "sparse: the index's sparse model alone (an index built with a sparse_model); hybrid: "
+        "dense fused with the lexical side the deployment's fusion names (bm25 or sparse)",
     )
 
 
@@ -327,7 +322,6 @@ def deployment_payload(deployment: Deployment, *, history: bool = False) -> dict
         "encoder": public_encoder(deployment.encoder),
         "fusion": deployment.fusion,
         "rerank": public_rerank(deployment.rerank),
-        "adapter": public_adapter(deployment.adapter),
         "calibration": calibration_summary(deployment),
         "deployed_by": deployment.deployed_by.username if deployment.deployed_by else None,
         "updated_at": deployment.updated_at.isoformat(),
@@ -371,6 +365,10 @@ def index_create(request: HttpRequest, body: IndexIn):
         return error("model: no such model in your team", status=404)
     if version is None:
         return error("dataset_version: no such dataset version in your team", status=404)
+    sparse = body.params.sparse_model
+    if sparse and not EmbeddingModel.objects.filter(team=request.team, pk=sparse).exists():
+        # Another team's sparse model reads exactly like a missing one.
+        return error("params.sparse_model: no such model in your team", status=404)
     try:
         build = index_build_create(
             team=request.team,

@@ -108,6 +108,7 @@ def console_search(
         "encode_ms": found["timings"]["encode_ms"],
         "search_ms": found["timings"]["search_ms"],
         "bm25_ms": found["timings"].get("bm25_ms"),
+        "sparse_ms": found["timings"].get("sparse_ms"),
         "rerank_ms": found["timings"].get("rerank_ms"),
         "mode": mode,
         "total_ms": round(total_ms, 1),

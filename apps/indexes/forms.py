@@ -11,7 +11,7 @@ from workers.common.configs.encoding import PRECISION_HELP
 from workers.common.configs.indexing import IndexParams
 
 # The page leaves these at their defaults (the API and the command may set them).
-PAGE_EXCLUDED = ("train_size", "seed")
+PAGE_EXCLUDED = ("train_size", "seed", "sparse_model")
 
 
 class IndexBuildForm(config_form(IndexParams, exclude=PAGE_EXCLUDED)):
@@ -24,6 +24,14 @@ class IndexBuildForm(config_form(IndexParams, exclude=PAGE_EXCLUDED)):
     precision = forms.ChoiceField(
         choices=Precision.choices, initial=Precision.AUTO, required=False, help_text=PRECISION_HELP
     )
+    # Chosen from the team's sparse models here; the API and the command give its id.
+    sparse_model = forms.ModelChoiceField(
+        queryset=EmbeddingModel.objects.none(),
+        required=False,
+        empty_label="none",
+        label="Sparse side",
+        help_text=IndexParams.model_fields["sparse_model"].description.replace("id of a", "a"),
+    )
 
     field_order = ["model", "dataset_version", "index_type", "precision"]
 
@@ -33,6 +41,9 @@ class IndexBuildForm(config_form(IndexParams, exclude=PAGE_EXCLUDED)):
 
         self.fields["model"].queryset = EmbeddingModel.objects.filter(
             team=team, role="embedding"
+        ).order_by("name")
+        self.fields["sparse_model"].queryset = EmbeddingModel.objects.filter(
+            team=team, role=EmbeddingModel.Role.SPARSE
         ).order_by("name")
         self.fields["dataset_version"].queryset = (
             DatasetVersion.objects.filter(dataset__team=team, kind="retrieval")
@@ -52,7 +63,10 @@ class IndexBuildForm(config_form(IndexParams, exclude=PAGE_EXCLUDED)):
 
     def params(self) -> dict:
         """The parameters the user set (checked by the config)."""
-        return self.config.given() if self.config is not None else {}
+        params = self.config.given() if self.config is not None else {}
+        if sparse := self.cleaned_data.get("sparse_model"):
+            params["sparse_model"] = sparse.pk
+        return params
 
     def rows(self):
         """(bound field, the index types it applies to or "") in form order."""

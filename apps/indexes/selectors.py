@@ -210,7 +210,7 @@ def deployment_query(
     min_relevance: float | None = None,
 ) -> dict:
     """Run ``queries`` on ``team``'s deployment ``name`` in the search process (``mode``:
-    dense, bm25 or hybrid), each hit joined
+    dense, bm25, sparse or hybrid), each hit joined
     to its document (title and text) when ``documents``. Raises SearchFailed with the status
     to answer (404: no such deployment in this team).
 

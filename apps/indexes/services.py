@@ -81,6 +81,8 @@ def index_build_create(
         raise IndexBuildError(str(exc)) from None
     if config.dim and config.dim > model.dimension:
         raise IndexBuildError(f"dim: {config.dim} is more than the model's {model.dimension}.")
+    if config.sparse_model is not None:
+        index_sparse_model(team=team, model_id=config.sparse_model)
     params = config.given()
     splits = dataset_version.splits
     if split is None:
@@ -124,6 +126,20 @@ def index_build_create(
         idempotency_key=idempotency_key,
         create=create,
     )
+
+
+def index_sparse_model(*, team: Team, model_id: int) -> EmbeddingModel:
+    """The team's sparse model ``model_id`` for an index's sparse side, or IndexBuildError
+    naming ``sparse_model`` (another team's model reads exactly like a missing one)."""
+    from apps.registry.services import embedding_model_require_role
+
+    sparse = EmbeddingModel.objects.filter(team=team, pk=model_id).first()
+    if sparse is None:
+        raise IndexBuildError(f"sparse_model: no model #{model_id} in your team")
+    embedding_model_require_role(
+        model=sparse, role=EmbeddingModel.Role.SPARSE, field="sparse_model", error=IndexBuildError
+    )
+    return sparse
 
 
 def index_build_delete(*, build: IndexBuild) -> None:
@@ -212,6 +228,7 @@ def deployment_deploy(
     from workers.common.configs.indexing import DeploymentFusion
     from workers.common.configs.problems import config_problems
 
+    lexical_given = bool(fusion and "lexical" in fusion)
     if fusion is not None:
         try:
             fusion = DeploymentFusion.model_validate(fusion).model_dump()
@@ -246,6 +263,18 @@ def deployment_deploy(
             )
         current = Deployment.objects.filter(team=team, name=name).first()
         previous = current.index if current else None
+        sides = {"bm25": bool((index.metrics or {}).get("bm25_bytes")),
+                 "sparse": bool((index.metrics or {}).get("sparse_bytes"))}  # fmt: skip
+        # A dense-only index has no lexical side to choose: its fusion settings are inert.
+        if lexical_given and not sides[fusion["lexical"]] and any(sides.values()):
+            what = "BM25 index" if fusion["lexical"] == "bm25" else "sparse side"
+            raise IndexBuildError(
+                f"fusion.lexical: index #{index.pk} has no {what} to fuse with the dense one"
+            )
+        if fusion is None and current is None:
+            fusion = DeploymentFusion().model_dump()
+            if sides["sparse"] and not sides["bm25"]:
+                fusion["lexical"] = "sparse"  # the only lexical side this index has
         if rerank is not None:
             rerank = deployment_rerank_stage(team=team, rerank=rerank, index=index)
         elif current and current.rerank and not (index.metrics or {}).get("texts_bytes"):
@@ -288,15 +317,13 @@ def deployment_deploy(
                 current.fusion = fusion
             if rerank is not None:
                 current.rerank = rerank
-            # An adapter maps into the space of the index it was fitted for: a swap ends it.
-            current.adapter = {}
             current.save(update_fields=["index", "encoder", "deployed_by", "updated_at", "fusion",
-                                        "rerank", "adapter"])  # fmt: skip
+                                        "rerank"])  # fmt: skip
             deployment = current
         else:
             deployment = Deployment.objects.create(
                 team=team, name=name, index=index, encoder=index.encoder, deployed_by=user,
-                fusion=fusion or DeploymentFusion().model_dump(), rerank=rerank or {},
+                fusion=fusion, rerank=rerank or {},
             )  # fmt: skip
         DeploymentEvent.objects.create(
             team=team,
@@ -346,7 +373,6 @@ def deployments_manifest() -> dict:
             "encoder": d.encoder,
             "fusion": d.fusion,
             "rerank": d.rerank,
-            "adapter": d.adapter,
             "calibration": calibration_manifest_entry(deployment=d),
             "updated_at": d.updated_at.isoformat(),
         }

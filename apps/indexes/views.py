@@ -184,11 +184,6 @@ def deployment_detail(request, name: str):
     from apps.registry.selectors import embedding_model_list
 
     context["rerankers"] = embedding_model_list(team=request.team, role="reranker")
-    # A model upgrade starts from here: any other embedding model of the team.
-    context["upgrade_models"] = embedding_model_list(team=request.team, role="embedding").exclude(
-        pk=deployment.index.model_id
-    )
-    context["upgrades"] = deployment.upgrades.select_related("new_model", "new_index")[:20]
     context["others"] = (
         index_build_list(team=request.team)
         .filter(status="succeeded")
@@ -220,7 +215,8 @@ def deployment_settings(request, name: str):
     """The same index, searched another way: hybrid's fusion and the rerank stage."""
     deployment = deployment_get(team=request.team, name=name)
     post = request.POST
-    fusion = {k: post[k] for k in ("rrf_k", "candidates", "dense_weight") if post.get(k)}
+    fields = ("lexical", "rrf_k", "candidates", "dense_weight")
+    fusion = {k: post[k] for k in fields if post.get(k)}
     rerank: dict | None = {"model": post.get("rerank_model") or None}
     if post.get("k_prime"):
         rerank["k_prime"] = post["k_prime"]
@@ -272,12 +268,13 @@ def console(request):
     except ValueError:
         k = 10
     mode = request.GET.get("mode", "dense")
-    mode = mode if mode in ("dense", "bm25", "hybrid") else "dense"
+    mode = mode if mode in ("dense", "bm25", "sparse", "hybrid") else "dense"
     # "rerank" off: the first stage alone (a deployment without a rerank stage ignores it).
     rerank = request.GET.get("rerank", "on") != "off"
     context = {"deployments": deployments, "a": a, "b": b, "q": q, "k": k, "mode": mode,
                "rerank": rerank,
-               "modes": [("dense", "dense"), ("bm25", "BM25"), ("hybrid", "hybrid (RRF)")],
+               "modes": [("dense", "dense"), ("bm25", "BM25"), ("sparse", "sparse (SPLADE)"),
+                         ("hybrid", "hybrid (RRF)")],
                "filters": request.GET.get("filters", "")}  # fmt: skip
     columns, error = [], None
     if q and a:

@@ -156,7 +156,7 @@ def embedding_model_require_role(
         raise error(
             f"{field}: {model.name} is a sparse model (SPLADE): its vectors are sparse over the "
             "vocabulary, so it has no dense index, curation or variant; evaluate it with method "
-            "sparse, or use it as the lexical side of a hybrid"
+            "sparse, use it as the lexical side of a hybrid, or as an index's sparse side"
         )
     raise error(
         f"{field}: {model.name} is a reranker: it scores (query, document) pairs and cannot "
@@ -661,7 +661,7 @@ def embedding_model_delete(*, model: EmbeddingModel) -> None:
     import shutil
     from pathlib import Path
 
-    from apps.indexes.models import Deployment
+    from apps.indexes.models import Deployment, IndexBuild
     from apps.runs.models import Evaluation
     from apps.runs.training import _inside_artifacts
 
@@ -673,6 +673,10 @@ def embedding_model_delete(*, model: EmbeddingModel) -> None:
         (
             Evaluation.objects.filter(team=model.team, fusion__lexical_model=model.pk).count(),
             "hybrid evaluation",
+        ),
+        (
+            IndexBuild.objects.filter(team=model.team, params__sparse_model=model.pk).count(),
+            "index's sparse side",
         ),
         (model.evaluations.count(), "evaluation"),
         (model.index_builds.count(), "index"),

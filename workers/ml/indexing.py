@@ -56,6 +56,7 @@ import numpy as np
 from workers.common.atomic import atomic_write
 from workers.common.configs.indexing import (
     INDEX_TYPES,
+    SIDE_INDEXES,
     IndexParams,
     bounds,
     check_dimensions,
@@ -76,6 +77,11 @@ TRANSFORM_FILE = "pca.vt"
 VECTORS_FILE = "vectors.npy"
 FILTERS_FILE = "filters.json"
 BM25_DIR = "bm25"  # a BM25 index (bm25s) of the same documents, when the build asked for one
+# A sparse model's (SPLADE) vectors of the same documents, when the build named one: a CSR
+# matrix in index order (documents.npz) and the model that made them (model.json).
+SPARSE_DIR = "sparse"
+SPARSE_MATRIX = "documents.npz"
+SPARSE_MODEL = "model.json"
 # The documents' texts in index order, one JSON string per line: what a rerank stage reads
 # (a cross-encoder scores the query with each document's text).
 TEXTS_FILE = "texts.jsonl"
@@ -171,8 +177,8 @@ class IndexSpec:
     def from_config(cls, type: str, params: IndexParams) -> IndexSpec:
         """The spec of a build whose parameters the typed config has already checked (the
         worker reads a row's stored parameters back through it)."""
-        # bm25 is not a faiss setting: the build task adds that index beside this one.
-        return cls(type=type, **params.model_dump(exclude={"bm25"}))
+        # Side indexes are not faiss settings: the build task adds them beside this one.
+        return cls(type=type, **params.model_dump(exclude=set(SIDE_INDEXES)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -519,9 +525,13 @@ class LoadedIndex:
         vectors: np.ndarray | None,
         filters: dict[str, dict[str, np.ndarray]],
         bm25: Any = None,
+        sparse: Any = None,
+        sparse_model: dict | None = None,
     ) -> None:
         self.path = path
         self.bm25 = bm25  # a bm25s retriever over the same documents (positions), or None
+        self.sparse = sparse  # scipy CSR (documents × vocabulary) of a sparse model, or None
+        self.sparse_model = sparse_model or {}  # what made it: model id, name, path, fingerprint
         self.meta = meta
         self.spec = IndexSpec(**meta["spec"])
         self.index = index
@@ -600,6 +610,14 @@ class LoadedIndex:
             bm25 = bm25_load(path / BM25_DIR, mmap=mmap)
             if int(bm25.scores["num_docs"]) != len(ids):
                 raise ValueError(f"{path}: the BM25 index holds another number of documents")
+        sparse = sparse_model = None
+        if (path / SPARSE_DIR).is_dir():
+            import scipy.sparse
+
+            sparse = scipy.sparse.load_npz(path / SPARSE_DIR / SPARSE_MATRIX).tocsr()
+            sparse_model = json.loads((path / SPARSE_DIR / SPARSE_MODEL).read_text("utf-8"))
+            if sparse.shape[0] != len(ids):
+                raise ValueError(f"{path}: the sparse side holds another number of documents")
         return cls(
             path=path,
             meta=meta,
@@ -610,6 +628,8 @@ class LoadedIndex:
             vectors=vectors,
             filters=filters,
             bm25=bm25,
+            sparse=sparse,
+            sparse_model=sparse_model,
         )
 
     # -- filters ------------------------------------------------------------------------
@@ -653,12 +673,29 @@ class LoadedIndex:
         if self.bm25 is None:
             raise ValueError("this index has no BM25 index (build it with bm25 on)")
         positions, scores = bm25_search(self.bm25, queries, k=k, selected=self.select(filters))
-        rows = [[self.ids[p] for p in row if p >= 0] for row in positions]
-        width = max((len(r) for r in rows), default=0)
-        out = np.full((len(rows), width), np.nan, dtype=np.float32)
-        for i, row in enumerate(rows):
-            out[i, : len(row)] = scores[i, : len(row)]
-        return out, rows
+        return _rows(self.ids, positions, scores)
+
+    def search_sparse(
+        self, queries: Any, k: int, filters: Mapping[str, Any] | None = None
+    ) -> tuple[np.ndarray, list[list[str]]]:
+        """Top ``k`` documents of each query by the sparse model's dot product, ``queries``
+        being its CSR vectors (``workers.ml.sparse.encode_sparse``), in ``search``'s shape; the
+        same ``filters``. A document sharing no active term with the query is not a hit.
+        ``ValueError`` without a sparse side."""
+        from workers.ml.sparse import sparse_top_k
+
+        if self.sparse is None:
+            raise ValueError("this index has no sparse side (build it with a sparse model)")
+        selected = self.select(filters)
+        documents = self.sparse if selected is None else self.sparse[selected]
+        if documents.shape[0] == 0:
+            return np.full((queries.shape[0], 0), np.nan, dtype=np.float32), [
+                [] for _ in range(queries.shape[0])
+            ]
+        scores, positions = sparse_top_k(queries, documents, k)
+        if selected is not None:
+            positions = np.where(positions >= 0, selected[np.maximum(positions, 0)], -1)
+        return _rows(self.ids, positions, scores)
 
     def search(
         self,
@@ -934,6 +971,35 @@ def add_texts(*, folder: Path, texts: Sequence[str]) -> int:
         for text in texts:
             fh.write(json.dumps(text) + "\n")
     return path.stat().st_size
+
+
+def _rows(
+    ids: Sequence[str], positions: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, list[list[str]]]:
+    """A side index's (positions, scores), -1 past a row's last hit, in ``search``'s shape."""
+    rows = [[ids[p] for p in row if p >= 0] for row in positions]
+    width = max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), width), np.nan, dtype=np.float32)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = scores[i, : len(row)]
+    return out, rows
+
+
+def add_sparse(*, folder: Path, documents: Any, model: dict) -> int:
+    """Write a sparse model's CSR vectors of the index's documents (in its order) and the
+    model's record into the index folder ``folder``, whole or not at all; returns the bytes."""
+    import scipy.sparse
+
+    target = Path(folder) / SPARSE_DIR
+    tmp = Path(tempfile.mkdtemp(prefix=".sparse.", dir=folder))
+    try:
+        scipy.sparse.save_npz(tmp / SPARSE_MATRIX, documents.tocsr(), compressed=False)
+        (tmp / SPARSE_MODEL).write_text(json.dumps(model, sort_keys=True), encoding="utf-8")
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
 
 
 def add_bm25(*, folder: Path, texts: Sequence[str]) -> int:

@@ -54,14 +54,17 @@ MESSAGES = {
         "filters: an object of field → value (a string, number or true/false), "
         f"at most {MAX_FILTER_FIELDS} fields"
     ),
-    "mode": "mode: dense, bm25 or hybrid (bm25 and hybrid need an index built with bm25)",
+    "mode": (
+        "mode: dense, bm25, sparse or hybrid (bm25 needs an index built with bm25, sparse one "
+        "built with a sparse model; hybrid fuses dense with the side the deployment names)"
+    ),
     "rerank": "rerank: true or false (false skips the deployment's rerank stage)",
     "min_relevance": (
         "min_relevance: a number from 0 to 1; hits whose calibrated relevance is under it are "
         "cut (the deployment needs a current calibration)"
     ),
 }
-Mode = Literal["dense", "bm25", "hybrid"]
+Mode = Literal["dense", "bm25", "sparse", "hybrid"]
 TOO_MANY_QUERIES = f"queries: at most {MAX_QUERIES} per request"
 
 
@@ -89,9 +92,9 @@ class Hit(BaseModel):
 class Timings(BaseModel):
     encode_ms: float
     search_ms: float
-    bm25_ms: float | None = None  # mode bm25 and hybrid
+    bm25_ms: float | None = None  # mode bm25, and hybrid fused with bm25
+    sparse_ms: float | None = None  # mode sparse, and hybrid fused with sparse: encode + search
     rerank_ms: float | None = None  # a deployment with a rerank stage
-    adapter_ms: float | None = None  # a model upgrade's query adapter: new model → old index
 
 
 class SearchResponse(BaseModel):

@@ -89,7 +89,7 @@ ENCODER_FIELDS = (
     "quantization",
 )
 # A deployment's hybrid search: reciprocal rank fusion of the two lists' first `candidates`.
-DEFAULT_FUSION = {"rrf_k": 60, "candidates": 100, "dense_weight": 0.5}
+DEFAULT_FUSION = {"rrf_k": 60, "candidates": 100, "dense_weight": 0.5, "lexical": "bm25"}
 # What an index recorded before these fields existed was encoded with.
 RECORDED_DEFAULTS = {"precision": "fp32", "backend": "torch", "quantization": "none"}
 
@@ -258,6 +258,44 @@ def reranker_key(spec: dict) -> str:
                       sort_keys=True)  # fmt: skip
 
 
+class SparseQueries:
+    """The sparse model (SPLADE) of an index's sparse side, warm, encoding queries on its own
+    thread: a fast tokenizer must not be used by two threads at once, and the faiss pool's
+    threads must not wait on it."""
+
+    def __init__(self, model: Any, record: dict) -> None:
+        self.model = model
+        self.record = record
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="sparse")
+
+    def encode(self, queries: list[str]):
+        from workers.ml.sparse import encode_sparse
+
+        return encode_sparse(self.model, queries, query=True, on_progress=None)
+
+
+def load_sparse_for(record: dict) -> SparseQueries:
+    from workers.ml.cache import model_fingerprint
+    from workers.ml.sparse import load_sparse
+
+    if model_fingerprint(record["path"]) != record.get("fingerprint"):
+        raise Refused(
+            f"the sparse model {record.get('model_name') or ''} changed since the index was "
+            "built (its folder's files differ from the recorded fingerprint): build it again"
+        )
+    torch_threads()
+    model = load_sparse(path=record["path"], max_seq_length=record.get("max_seq_length"),
+                        device=os.environ.get("SEARCH_DEVICE") or None)  # fmt: skip
+    sparse = SparseQueries(model, record)
+    sparse.encode(["warm up"])  # the first call pays for setup
+    return sparse
+
+
+def sparse_key(record: dict) -> str:
+    return json.dumps({k: record.get(k) for k in ("path", "fingerprint", "max_seq_length")},
+                      sort_keys=True)  # fmt: skip
+
+
 @dataclass
 class Deployed:
     key: str
@@ -267,13 +305,10 @@ class Deployed:
     index: Any  # workers.ml.indexing.LoadedIndex
     encoder: Encoder
     loaded_at: str
-    # A model upgrade's query adapter ({} = none): the queries are encoded by the new model
-    # (``adapter["encoder"]``) and mapped into this index's space by ``adapter_matrix``.
-    adapter: dict = field(default_factory=dict)
-    adapter_matrix: Any = None
     fusion: dict = field(default_factory=dict)  # mode hybrid: the deployment's RRF settings
     rerank: dict = field(default_factory=dict)  # the rerank stage as deployed ({}: none)
     reranker: Reranker | None = None
+    sparse: SparseQueries | None = None  # the index's sparse side's query encoder
     # The deployment's relevance calibration for this index ({} = none): {id, model,
     # threshold}, ``model`` as ``workers.ml.calibration.predict`` reads it.
     calibration: dict = field(default_factory=dict)
@@ -287,6 +322,7 @@ class Deployed:
             "model": self.encoder_spec.get("model_name"),
             "precision": self.encoder.precision,  # what its queries are encoded in
             "bm25": self.index.bm25 is not None if hasattr(self.index, "bm25") else False,
+            "sparse": self.sparse.record.get("model_name") if self.sparse else None,
             "fusion": self.fusion,
             "rerank": {k: self.rerank[k] for k in ("model", "model_name", "k_prime")}
             if self.rerank
@@ -294,19 +330,10 @@ class Deployed:
             "backend": recorded_value(self.encoder_spec, "backend"),
             "quantization": recorded_value(self.encoder_spec, "quantization"),
             "loaded_at": self.loaded_at,
-            "adapter": {k: self.adapter.get(k) for k in ("upgrade", "kind")}
-            | {"model": self.query_spec.get("model_name")}
-            if self.adapter
-            else None,
             "calibration": {k: self.calibration.get(k) for k in ("id", "threshold")}
             if self.calibration
             else None,
         }
-
-    @property
-    def query_spec(self) -> dict:
-        """The encoder its queries go through: the adapter's new model, else the index's."""
-        return (self.adapter or {}).get("encoder") or self.encoder_spec
 
 
 def _faiss_threads() -> None:
@@ -347,27 +374,6 @@ def load_encoder_for(spec: dict):
     return encoder
 
 
-def load_adapter_for(adapter: dict, *, dimension: int):
-    """A model upgrade's query adapter, checked: the file as fitted (its sha256), mapping the
-    new model's dimension into the index's."""
-    from workers.ml.adapter import load_adapter
-
-    try:
-        matrix = load_adapter(adapter["path"], sha256=adapter.get("sha256"))
-    except FileNotFoundError:
-        raise Refused(f"the adapter of upgrade #{adapter.get('upgrade')} is gone") from None
-    except ValueError as exc:
-        raise Refused(f"the adapter of upgrade #{adapter.get('upgrade')}: {exc}") from None
-    encoder = adapter.get("encoder") or {}
-    if matrix.shape != (encoder.get("model_dimension"), dimension):
-        raise Refused(
-            f"the adapter of upgrade #{adapter.get('upgrade')} maps {matrix.shape[0]} into "
-            f"{matrix.shape[1]} dimensions; the new model has {encoder.get('model_dimension')} "
-            f"and the index takes {dimension}"
-        )
-    return matrix
-
-
 class SearchState:
     def __init__(self, manifest: Path | None = None) -> None:
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -377,6 +383,7 @@ class SearchState:
         self.deployments: dict[str, Deployed] = {}
         self.encoders: dict[str, Encoder] = {}
         self.rerankers: dict[str, Reranker] = {}
+        self.sparse_encoders: dict[str, SparseQueries] = {}
         self.errors: dict[str, str] = {}
         self.manifest_stamp: tuple[int, int] | None = None
         self.reload_lock = threading.Lock()
@@ -433,6 +440,7 @@ class SearchState:
             current = self.deployments
             encoders = dict(self.encoders)
             rerankers = dict(self.rerankers)
+            sparse_encoders = dict(self.sparse_encoders)
             new: dict[str, Deployed] = {}
             errors: dict[str, str] = {}
             for key, entry in wanted.items():
@@ -443,7 +451,6 @@ class SearchState:
                     and old.path == entry["path"]
                     and old.fusion == {**DEFAULT_FUSION, **(entry.get("fusion") or {})}
                     and old.rerank == (entry.get("rerank") or {})
-                    and old.adapter == (entry.get("adapter") or {})
                 ):
                     # A new calibration alone needs nothing loaded: the same index, relabelled.
                     calibration = entry.get("calibration") or {}
@@ -453,14 +460,14 @@ class SearchState:
                     )  # fmt: skip
                     continue
                 try:
-                    new[key] = self._load(key, entry, encoders, rerankers)
+                    new[key] = self._load(key, entry, encoders, rerankers, sparse_encoders)
                     logger.info("serving %s from index #%s", key, entry["index_id"])
                 except Exception as exc:  # noqa: BLE001 (any failure keeps the old one serving)
                     errors[key] = f"index #{entry.get('index_id')} refused: {exc}"
                     logger.warning("%s: %s", key, errors[key])
                     if old:
                         new[key] = old
-            used = {encoder_key(d.query_spec) for d in new.values()}
+            used = {encoder_key(d.encoder_spec) for d in new.values()}
             for k, e in encoders.items():
                 if k not in used:
                     e.close()  # queries already queued are answered first
@@ -470,6 +477,11 @@ class SearchState:
                 if k not in used:
                     r.thread.shutdown(wait=False)  # a query already given to it still ends
             self.rerankers = {k: r for k, r in rerankers.items() if k in used}
+            used = {sparse_key(d.sparse.record) for d in new.values() if d.sparse}
+            for k, q in sparse_encoders.items():
+                if k not in used:
+                    q.thread.shutdown(wait=False)
+            self.sparse_encoders = {k: q for k, q in sparse_encoders.items() if k in used}
             self.deployments = new  # the swap: one reference
             self.errors = errors
             self.reloads += 1
@@ -479,7 +491,12 @@ class SearchState:
             }
 
     def _load(
-        self, key: str, entry: dict, encoders: dict[str, Encoder], rerankers: dict[str, Reranker]
+        self,
+        key: str,
+        entry: dict,
+        encoders: dict[str, Encoder],
+        rerankers: dict[str, Reranker],
+        sparse_encoders: dict[str, SparseQueries],
     ) -> Deployed:
         from workers.ml.indexing import LoadedIndex
 
@@ -497,16 +514,10 @@ class SearchState:
                 "the index was built with another query encoder than the deployment records "
                 f"({', '.join(differs)} differ)"
             )
-        index = LoadedIndex.load(folder, mmap=True)
-        adapter = entry.get("adapter") or {}
-        matrix = None
-        query_spec = spec
-        if adapter:
-            matrix = load_adapter_for(adapter, dimension=index.input_dimension)
-            query_spec = adapter["encoder"]
-        ekey = encoder_key(query_spec)
+        ekey = encoder_key(spec)
         if ekey not in encoders:
-            encoders[ekey] = load_encoder_for(query_spec)
+            encoders[ekey] = load_encoder_for(spec)
+        index = LoadedIndex.load(folder, mmap=True)
         rerank = entry.get("rerank") or {}
         reranker = None
         if rerank:
@@ -517,6 +528,12 @@ class SearchState:
             if rkey not in rerankers:
                 rerankers[rkey] = load_reranker_for(rerank)
             reranker = rerankers[rkey]
+        sparse = None
+        if index.sparse is not None:
+            skey = sparse_key(index.sparse_model)
+            if skey not in sparse_encoders:
+                sparse_encoders[skey] = load_sparse_for(index.sparse_model)
+            sparse = sparse_encoders[skey]
         return Deployed(
             key=key,
             index_id=int(entry["index_id"]),
@@ -525,11 +542,10 @@ class SearchState:
             index=index,
             encoder=encoders[ekey],
             loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            adapter=adapter,
-            adapter_matrix=matrix,
             fusion={**DEFAULT_FUSION, **(entry.get("fusion") or {})},
             rerank=rerank,
             reranker=reranker,
+            sparse=sparse,
             calibration=entry.get("calibration") or {},
         )
 
@@ -550,10 +566,9 @@ class SearchState:
     def encode_and_search(
         self, deployed: Deployed, texts: list[str], k: int, filters: dict | None
     ) -> Future:
-        """A future of ``(scores, ids, encode_s, search_s, adapter_s)``: the encode on the
-        model's encoder thread, then (a query adapter's map and) the faiss search in the pool,
-        handed from one thread to the other directly, so the event loop wakes once per query
-        instead of twice."""
+        """A future of ``(scores, ids, encode_s, search_s)``: the encode on the model's encoder
+        thread, then the faiss search in the pool, handed from one thread to the other
+        directly, so the event loop wakes once per query instead of twice."""
         done: Future = Future()
         t0 = time.perf_counter()
 
@@ -566,22 +581,13 @@ class SearchState:
         def search(vectors, encode_s: float) -> None:
             if not done.set_running_or_notify_cancel():
                 return
-            adapter_s = 0.0
+            t1 = time.perf_counter()
             try:
-                if deployed.adapter_matrix is not None:
-                    # The new model's query vectors, mapped into the old index's space.
-                    from workers.ml.adapter import apply_adapter
-
-                    t1 = time.perf_counter()
-                    normalize = bool(deployed.encoder_spec.get("normalize"))
-                    vectors = apply_adapter(vectors, deployed.adapter_matrix, normalize=normalize)
-                    adapter_s = time.perf_counter() - t1
-                t1 = time.perf_counter()
                 scores, ids = deployed.index.search(vectors, k, filters=filters)
             except Exception as exc:  # noqa: BLE001 (the request answers it)
                 done.set_exception(exc)
                 return
-            done.set_result((scores, ids, encode_s, time.perf_counter() - t1, adapter_s))
+            done.set_result((scores, ids, encode_s, time.perf_counter() - t1))
 
         def encoded(future: Future) -> None:
             if future.cancelled():
@@ -622,11 +628,9 @@ class SearchState:
             reason = self.errors.get(key, "not loaded")
             return 404, {"error": f"deployment {key!r} is not served here ({reason})"}
         loop = asyncio.get_running_loop()
-        if request.mode != "dense" and getattr(deployed.index, "bm25", None) is None:
-            return 400, {
-                "error": f"mode: {request.mode} needs a BM25 index, and index "
-                f"#{deployed.index_id} has none (build the index with bm25 on)"
-            }
+        side = deployed.fusion["lexical"] if request.mode == "hybrid" else request.mode
+        if missing := missing_side(deployed, side, request.mode):
+            return 400, {"error": missing}
         if request.filters:
             try:  # an unknown field is the caller's error, named, before any encoding
                 await loop.run_in_executor(self.faiss, deployed.index.select, request.filters)
@@ -648,23 +652,30 @@ class SearchState:
             depth = max(depth, FEATURE_DEPTH)  # the per-query features read that many
         if request.mode == "hybrid":
             depth = max(first_k, int(deployed.fusion["candidates"]))
-        if request.mode != "dense":
+        if side == "bm25":
             t0 = time.perf_counter()
             lexical = await loop.run_in_executor(
                 self.faiss, deployed.index.search_bm25, request.queries, depth, request.filters
             )
             timings["bm25_ms"] = round((time.perf_counter() - t0) * 1000, 3)
-        if request.mode != "bm25":
-            prefix = deployed.query_spec.get("query_prefix") or ""
+        elif side == "sparse":
+            t0 = time.perf_counter()
+            vectors = await loop.run_in_executor(
+                deployed.sparse.thread, deployed.sparse.encode, list(request.queries)
+            )
+            lexical = await loop.run_in_executor(
+                self.faiss, deployed.index.search_sparse, vectors, depth, request.filters
+            )
+            timings["sparse_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        if request.mode in ("dense", "hybrid"):
+            prefix = deployed.encoder_spec.get("query_prefix") or ""
             # Normalised (or not) by the encoder, as the deployment's model records it.
             texts = [prefix + q for q in request.queries]
-            scores, ids, encode_s, search_s, adapter_s = await asyncio.wrap_future(
+            scores, ids, encode_s, search_s = await asyncio.wrap_future(
                 self.encode_and_search(deployed, texts, depth, request.filters)
             )
             timings.update(encode_ms=round(encode_s * 1000, 3),
                            search_ms=round(search_s * 1000, 3))  # fmt: skip
-            if deployed.adapter:
-                timings["adapter_ms"] = round(adapter_s * 1000, 4)
             dense = (scores, ids)
         if request.mode == "hybrid":
             results = hybrid_results(dense=dense, lexical=lexical, fusion=deployed.fusion,
@@ -730,10 +741,35 @@ def calibrated(results: list[list[dict]], model: dict, *, k: int,
     return out
 
 
+def missing_side(deployed: Deployed, side: str, mode: str) -> str:
+    """Why ``mode`` cannot be answered by this deployment's index ("" when it can): bm25 needs
+    the index's BM25 index, sparse its sparse side; hybrid fuses with the side its fusion
+    names."""
+    has = {"bm25": getattr(deployed.index, "bm25", None) is not None,
+           "sparse": deployed.sparse is not None}  # fmt: skip
+    if side not in has or has[side]:
+        return ""
+    how = "build the index with bm25 on" if side == "bm25" else "build it with a sparse model"
+    if mode == "hybrid" and not any(has.values()):
+        return (
+            f"mode: hybrid needs a BM25 index or a sparse side, and index #{deployed.index_id} "
+            "has neither (build the index with bm25 on, or with a sparse model)"
+        )
+    if mode == "hybrid":
+        other = "sparse" if side == "bm25" else "bm25"
+        return (
+            f"mode: hybrid fuses with {side} (the deployment's fusion.lexical), and index "
+            f"#{deployed.index_id} has none: {how}, or set fusion.lexical to {other}"
+        )
+    what = "a BM25 index" if side == "bm25" else "a sparse side"
+    return f"mode: {mode} needs {what}, and index #{deployed.index_id} has none ({how})"
+
+
 def hybrid_results(*, dense, lexical, fusion: dict, k: int) -> list[list[dict]]:
-    """Each query's dense and BM25 lists (``(scores, ids)`` as the index answers them) fused by
-    reciprocal rank fusion as the deployment records it (``workers.ml.fusion``, the function a
-    hybrid evaluation uses); the score of a hit is its fused score."""
+    """Each query's dense and lexical (BM25 or sparse) lists (``(scores, ids)`` as the index
+    answers them) fused by reciprocal rank fusion as the deployment records it
+    (``workers.ml.fusion``, the function a hybrid evaluation uses); the score of a hit is its
+    fused score."""
     from workers.ml.fusion import rrf
 
     def as_run(scores, ids) -> dict:

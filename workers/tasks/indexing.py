@@ -76,6 +76,40 @@ def index_encoder(*, build: IndexBuild, precision: str) -> dict[str, Any]:
     }
 
 
+def index_sparse_side(
+    *, build: IndexBuild, model_id: int, folder: Path, texts: list[str], report: ProgressReporter
+) -> dict[str, Any]:
+    """Encode the documents with the build's sparse model and keep its vectors beside the
+    index, with the model's fingerprint: the search process encodes queries with the same
+    model and refuses the index once its files change. Returns the metrics to record."""
+    from apps.registry.models import EmbeddingModel
+    from workers.common.fingerprint import model_fingerprint
+    from workers.ml.indexing import add_sparse
+    from workers.ml.sparse import encode_sparse, load_sparse
+
+    sparse = EmbeddingModel.objects.filter(team_id=build.team_id, pk=model_id).first()
+    if sparse is None or not sparse.is_sparse:
+        # Checked when the build was made; the model was deleted or changed since.
+        raise ValueError(f"sparse_model: model #{model_id} is no longer a sparse model of the team")
+    record = {
+        "model_id": sparse.pk,
+        "model_name": sparse.name,
+        "path": sparse.path,
+        "fingerprint": model_fingerprint(sparse.path),
+        "max_seq_length": sparse.max_seq_length or None,
+    }
+    model = load_sparse(path=sparse.path, max_seq_length=record["max_seq_length"])
+
+    def progress(done: int, total: int) -> None:
+        report("encoding for the sparse side", done, total)
+        report.check()  # a cancel lands between blocks
+
+    documents = encode_sparse(model, texts, query=False, on_progress=progress)
+    report.check()
+    written = add_sparse(folder=folder, documents=documents, model=record)
+    return {"sparse_bytes": written, "sparse_model": sparse.name}
+
+
 def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict[str, Any]:
     """Embed (or read the cache), build, measure. Returns the success transition's fields."""
     import numpy as np
@@ -150,6 +184,13 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict[
             started = time.perf_counter()
             built["bm25_bytes"] = add_bm25(folder=folder, texts=texts)
             built["bm25_s"] = time.perf_counter() - started
+        sparse_id = parse_params(build.params).sparse_model
+        if sparse_id is not None:
+            started = time.perf_counter()
+            built.update(index_sparse_side(
+                build=build, model_id=sparse_id, folder=folder, texts=texts, report=report
+            ))  # fmt: skip
+            built["sparse_s"] = time.perf_counter() - started
         report("measuring", 0, 0)
         loaded = LoadedIndex.load(folder)
         measured = measure_index(

@@ -213,8 +213,9 @@ def test_a_build_records_the_given_params_and_the_full_spec(team, tiny_registere
                                dataset_version=tiny_version, index_type="ivf_pq",
                                params={"nprobe": "4", "dim": ""}, enqueue=False)  # fmt: skip
     assert build.params == {"nprobe": 4}
-    # The faiss spec: every parameter but bm25 (an index beside it, not a faiss setting).
-    spec = IndexParams().model_dump(exclude={"bm25"})
+    # The faiss spec: every parameter but bm25 and sparse_model (indexes beside it, not faiss
+    # settings).
+    spec = IndexParams().model_dump(exclude={"bm25", "sparse_model"})
     assert build.spec == {**spec, "type": "ivf_pq", "nprobe": 4}
 
 

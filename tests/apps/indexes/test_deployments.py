@@ -573,7 +573,7 @@ def test_bm25_and_hybrid_modes_search_both_sides_fuse_as_recorded_and_filter(
     serving.wait_serving(f"{team.pk}/plain", plain.pk)
     r = search("hybrid", name="plain")
     assert r.status_code == 400 and "mode: hybrid needs a BM25 index" in r.json()["error"]
-    r = search("sparse")
+    r = search("splade")
     assert r.status_code == 422 and "mode" in json.dumps(r.json())
     assert (
         client.get(

@@ -22,6 +22,10 @@ INDEX_TYPES: tuple[str, ...] = typing.get_args(IndexTypeName)
 MAX_SEED = 2**31 - 1
 
 
+# Parameters that add an index beside the faiss one (not faiss settings: no IndexSpec field).
+SIDE_INDEXES = ("bm25", "sparse_model")
+
+
 class IndexParams(BaseModel):
     """Build parameters; a field left out takes its default (``null``: automatic)."""
 
@@ -79,6 +83,14 @@ class IndexParams(BaseModel):
         "what a deployment needs for search mode bm25 and hybrid",
         json_schema_extra={"label": "BM25 index too"},
     )
+    sparse_model: int | None = Field(
+        None,
+        ge=1,
+        description="id of a sparse model (SPLADE) of your team: its vectors of the same "
+        "documents are kept beside the index, for search mode sparse and as hybrid's lexical "
+        "side",
+        json_schema_extra={"label": "Sparse side"},
+    )
 
     def given(self) -> dict[str, Any]:
         """The parameters the caller set (what the row records; the rest are defaults). An
@@ -95,7 +107,7 @@ class IndexParams(BaseModel):
         if index_type not in INDEX_TYPES:
             raise ValueError(f"type: {index_type!r} is not one of {', '.join(INDEX_TYPES)}")
         check_dimensions(dim=self.dim, pca_dim=self.pca_dim, pq_m=self.pq_m)
-        return {"type": index_type, **self.model_dump(exclude={"bm25"})}
+        return {"type": index_type, **self.model_dump(exclude=set(SIDE_INDEXES))}
 
 
 class ParamsError(ValueError):
@@ -125,7 +137,7 @@ def bounds() -> dict[str, tuple[int, int | None]]:
     """Each parameter's (minimum, maximum or None), as :class:`IndexParams` declares them."""
     out = {}
     for name, info in IndexParams.model_fields.items():
-        if info.annotation is bool:  # bm25: not a faiss parameter, and no bounds
+        if name in SIDE_INDEXES:  # not faiss parameters
             continue
         low, high = 0, None
         for item in info.metadata:
@@ -140,7 +152,9 @@ def bounds() -> dict[str, tuple[int, int | None]]:
 def optional() -> frozenset[str]:
     """The parameters whose ``None`` means automatic (or not applied)."""
     return frozenset(
-        name for name, info in IndexParams.model_fields.items() if info.default is None
+        name
+        for name, info in IndexParams.model_fields.items()
+        if info.default is None and name not in SIDE_INDEXES
     )
 
 
@@ -168,17 +182,25 @@ def check_dimensions(
 
 
 class DeploymentFusion(BaseModel):
-    """How a deployment fuses its dense and BM25 lists for search mode hybrid: reciprocal rank
-    fusion (the function a hybrid evaluation uses, ``workers.ml.fusion.rrf``)."""
+    """How a deployment fuses its dense and lexical lists for search mode hybrid: reciprocal
+    rank fusion (the function a hybrid evaluation uses, ``workers.ml.fusion.rrf``)."""
 
     model_config = ConfigDict(extra="forbid")
 
+    lexical: Literal["bm25", "sparse"] = Field(
+        "bm25",
+        description="the lexical side fused with the dense one: the index's BM25 index, or its "
+        "sparse model's vectors (an index built with a sparse model)",
+    )
     rrf_k: int = Field(60, ge=1, le=10_000, description="the k of 1/(k + rank)")
     candidates: int = Field(
         100, ge=10, le=1000, description="documents taken from each side before fusing"
     )
     dense_weight: float = Field(
-        0.5, ge=0.0, le=1.0, description="the dense side's weight (BM25's: 1 minus it)"
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="the dense side's weight (the lexical side's: 1 minus it)",
     )
 
 
