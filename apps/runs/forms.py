@@ -4,7 +4,7 @@ from apps.core.configforms import config_form
 from apps.core.models import JobStatus
 from apps.registry.models import EmbeddingModel
 from workers.common.configs.evaluation import FUSION_FIELDS, EvaluationConfig
-from workers.common.configs.training import RERANKER_LOSSES, TrainOptions
+from workers.common.configs.training import RERANKER_LOSSES, SPARSE_LOSSES, TrainOptions
 
 RERANK_FIELDS = ("first_stage", "k_prime")
 
@@ -153,8 +153,10 @@ class TrainingRunForm(config_form(TrainOptions, exclude=("device", "bf16", "fp16
         from apps.datasets.models import DatasetVersion
 
         models = EmbeddingModel.objects.filter(team=team).order_by("name")
-        # Sparse models cannot be trained here yet; rerankers only with a reranker loss.
-        self.fields["base_model"].queryset = models.filter(role__in=("embedding", "reranker"))
+        # Rerankers train only with a reranker loss, sparse models with splade (the service says).
+        self.fields["base_model"].queryset = models.filter(
+            role__in=("embedding", "reranker", "sparse")
+        )
         self.fields["guide_model"].queryset = models.filter(role="embedding")
         versions = DatasetVersion.objects.filter(dataset__team=team).select_related("dataset")
         self.fields["train_version"].queryset = versions.filter(kind="training").order_by(
@@ -190,9 +192,10 @@ TRAINING_GROUPS = [
         "Loss settings",
         "scale mini_batch_size guide_model gist_temperature matryoshka_dims "
         "starbucks_pairs kl_div_weight kl_temperature",
-        # Embedding losses' settings: a reranker loss (a cross-encoder) takes none of them.
-        "loss!=" + "|".join(RERANKER_LOSSES),
+        # Dense embedding losses' settings: a reranker or sparse loss takes none of them.
+        "loss!=" + "|".join(RERANKER_LOSSES + SPARSE_LOSSES),
     ),  # fmt: skip
+    ("SPLADE", "document_regularizer_weight query_regularizer_weight", "loss=splade"),
     (
         "Optimisation",
         "batch_size learning_rate epochs max_steps warmup_ratio precision num_negatives",

@@ -63,17 +63,22 @@ def _config(
     chosen = _options(options)
     from apps.registry.services import embedding_model_require_role
 
-    if base_model.is_sparse:
+    if base_model.is_sparse and not chosen.sparse:
         raise TrainingError(
-            f"base_model: {base_model.name} is a sparse model (SPLADE); fine-tuning sparse "
-            "models is not built yet"
+            f"base_model: {base_model.name} is a sparse model (SPLADE): train it further with "
+            "the splade loss"
         )
     if not chosen.reranker and base_model.is_reranker:
         raise TrainingError(
             f"base_model: {base_model.name} is a reranker: train it further with a reranker "
             "loss (bce or lambdaloss)"
         )
-    if not chosen.reranker:
+    if chosen.sparse and not base_model.is_sparse:
+        # A new SPLADE starts from an embedding model's transformer (with an MLM head).
+        embedding_model_require_role(
+            model=base_model, role="embedding", field="base_model", error=TrainingError
+        )
+    elif not chosen.reranker and not chosen.sparse:
         embedding_model_require_role(
             model=base_model, role="embedding", field="base_model", error=TrainingError
         )

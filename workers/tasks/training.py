@@ -104,12 +104,14 @@ def training_run_execute(*, run: TrainingRun, report: ProgressReporter) -> dict:
         if model.is_reranker:
             evaluation = _rerank_evaluation(run=run, reranker=model)
         else:
+            # A sparse model is evaluated with its own inverted index (method sparse).
             evaluation = evaluation_create(
                 team=run.team,
                 model=model,
                 dataset_version=run.eval_version,
                 split=run.eval_split,
                 created_by=run.created_by,
+                **({"method": "sparse"} if model.is_sparse else {}),
             )
     return {
         "result": {k: v for k, v in result.items() if k != "log_history"},

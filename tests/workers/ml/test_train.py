@@ -551,3 +551,52 @@ def test_child_process_run(background_child):
     assert result == events[-1]["result"] and result["steps"] == 2
     assert _encode(result["model_dir"], ["red planet"]).shape == (1, 64)
     print(f"waited {time.monotonic() - started:.1f} s for the child", file=sys.stderr)
+
+
+def _sparse_encode(path: str | Path, texts: list[str]) -> np.ndarray:
+    from sentence_transformers import SparseEncoder
+
+    model = SparseEncoder(str(path), device="cpu", local_files_only=True)
+    return model.encode_document(texts, convert_to_tensor=True).to_dense().numpy()
+
+
+@pytest.mark.parametrize("base", ["dense", "sparse"])
+def test_splade_trains_a_sparse_encoder_from_a_plain_model_or_a_sparse_one(
+    tiny_model_path, tiny_sparse_path, tmp_path, base
+):
+    from tests.support.tiny_model import raw_folder
+    from workers.common.inspect import inspect_model_folder
+
+    # A plain BERT folder (its MLM head comes new) or a SPLADE folder (trained further).
+    start = raw_folder(tiny_model_path) if base == "dense" else tiny_sparse_path
+    config = _config(start, loss="splade", max_steps=2, save_steps=10)
+    events: list[dict] = []
+    result = train(config=config, rows=ROWS, output_dir=tmp_path, on_log=events.append)
+    assert result["steps"] == 2 and np.isfinite(result["train_loss"]) and not result["stopped"]
+    assert result["role"] == "sparse" and result["document_regularizer_weight"] == 3e-5
+    assert [e["step"] for e in events if e["kind"] == "train"] == [1, 2]
+    model_dir = Path(result["model_dir"])
+    assert inspect_model_folder(model_dir).role == "sparse"  # it registers as a sparse model
+    vectors = _sparse_encode(model_dir, ["red planet", "hot drink"])
+    assert vectors.shape[0] == 2 and (vectors >= 0).all() and (vectors > 0).any()
+    card = (model_dir / "README.md").read_text()
+    assert "Fine-tuned sparse model (SPLADE)" in card and "SparseEncoder" in card
+
+
+def test_a_splade_run_stops_and_resumes_to_the_same_model(tiny_sparse_path, tmp_path):
+    config = _config(tiny_sparse_path, loss="splade", max_steps=4)
+    texts = ["red planet", "hot drink made from leaves"]
+    calls = []
+    stopped = train(config=config, rows=ROWS, output_dir=tmp_path / "run",
+                    should_stop=lambda: calls.append(1) or len(calls) >= 2)  # fmt: skip
+    assert stopped["stopped"] and stopped["steps"] == 2
+    resumed = train(config=config, rows=ROWS, output_dir=tmp_path / "run", resume_from="latest")
+    assert resumed["steps"] == 4 and resumed["resumed_from"].endswith("checkpoint-2")
+    straight = train(config=config, rows=ROWS, output_dir=tmp_path / "straight")
+    np.testing.assert_allclose(_sparse_encode(resumed["model_dir"], texts),
+                               _sparse_encode(straight["model_dir"], texts), atol=1e-5)  # fmt: skip
+
+
+def test_splade_with_lora_is_refused_naming_the_method(tiny_sparse_path):
+    with pytest.raises(ConfigError, match="method: the splade loss"):
+        _config(tiny_sparse_path, loss="splade", method="lora")

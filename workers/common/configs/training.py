@@ -36,12 +36,17 @@ Layout = Literal["sentence-transformers", "transformers"]
 Pooling = Literal["mean", "cls", "max", "lasttoken"]
 Method = Literal["full", "lora"]
 Loss = Literal[
-    "mnrl", "cached_mnrl", "gist", "matryoshka", "matryoshka2d", "starbucks", "bce", "lambdaloss"
-]
+    "mnrl", "cached_mnrl", "gist", "matryoshka", "matryoshka2d", "starbucks", "bce", "lambdaloss",
+    "splade",
+]  # fmt: skip
 # Losses that train a reranker (a sentence-transformers CrossEncoder) instead of an embedding
 # model: the run's base may be an embedding model (its transformer's weights start a new
 # classification head) or a reranker (trained further).
 RERANKER_LOSSES: tuple[str, ...] = ("bce", "lambdaloss")
+# Losses that train a sparse model (a sentence-transformers SparseEncoder, SPLADE): the base may
+# be a sparse model (trained further) or an embedding model (its transformer's weights, with a
+# masked-language-model head, start a new SPLADE).
+SPARSE_LOSSES: tuple[str, ...] = ("splade",)
 LAYOUTS: tuple[str, ...] = get_args(Layout)
 POOLINGS: tuple[str, ...] = get_args(Pooling)
 METHODS: tuple[str, ...] = get_args(Method)
@@ -148,6 +153,8 @@ class TrainOptions(BaseModel):
                 "starbucks": "Starbucks (every (layer, dimension) pair, every step)",
                 "bce": "Reranker: binary cross-entropy on (query, document) pairs",
                 "lambdaloss": "Reranker: LambdaLoss (listwise, nDCG-weighted)",
+                "splade": "Sparse (SPLADE): SpladeLoss over SparseMultipleNegativesRanking, "
+                "FLOPS-regularised",
             }
         },
     )
@@ -184,6 +191,18 @@ class TrainOptions(BaseModel):
         ge=0,
         description="matryoshka2d, starbucks: KL temperature; 0 turns the KL term off",
         json_schema_extra=_label("KL temperature"),
+    )
+    document_regularizer_weight: float = Field(
+        3e-5,
+        ge=0,
+        description="splade: weight of the FLOPS regulariser on documents (sparser vectors)",
+        json_schema_extra=_label("Document FLOPS weight"),
+    )
+    query_regularizer_weight: float = Field(
+        5e-5,
+        ge=0,
+        description="splade: weight of the FLOPS regulariser on queries",
+        json_schema_extra=_label("Query FLOPS weight"),
     )
     # --- encoding (empty: the base model's registered setting) ---
     pooling: Pooling | None = Field(
@@ -301,12 +320,22 @@ class TrainOptions(BaseModel):
             )
         if self.reranker and self.num_negatives == 0:
             raise ValueError("num_negatives: a reranker learns from negatives; give at least 1")
+        if self.sparse and self.method != "full":
+            raise ValueError(
+                "method: the splade loss trains the whole sparse model; LoRA is for embedding "
+                "models here"
+            )
         return self
 
     @property
     def reranker(self) -> bool:
         """This run trains a reranker (a cross-encoder), not an embedding model."""
         return self.loss in RERANKER_LOSSES
+
+    @property
+    def sparse(self) -> bool:
+        """This run trains a sparse model (SPLADE), not a dense embedding model."""
+        return self.loss in SPARSE_LOSSES
 
     @field_validator("fp16")
     @classmethod

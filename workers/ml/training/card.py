@@ -16,6 +16,7 @@ LOSS_LABELS = {
     "starbucks": "StarbucksLoss(MultipleNegativesRankingLoss)",
     "bce": "BinaryCrossEntropyLoss (cross-encoder)",
     "lambdaloss": "LambdaLoss (cross-encoder, listwise)",
+    "splade": "SpladeLoss(SparseMultipleNegativesRankingLoss) (sparse encoder, FLOPS-regularised)",
 }
 
 
@@ -41,18 +42,29 @@ def model_card(*, config: TrainConfig, result: dict[str, Any], data: list[dict[s
     def mean(values: list[int]) -> str:
         return f"{sum(values) / len(values):.1f}" if values else "-"
 
-    reranker = config.reranker
+    reranker, sparse = config.reranker, config.sparse
+    title = (
+        "# Fine-tuned reranker (cross-encoder)"
+        if reranker
+        else "# Fine-tuned sparse model (SPLADE)"
+        if sparse
+        else "# Fine-tuned embedding model"
+    )
     lines = [
         "---",
         "library_name: sentence-transformers",
-        "pipeline_tag: text-ranking" if reranker else "pipeline_tag: sentence-similarity",
+        "pipeline_tag: text-ranking"
+        if reranker
+        else "pipeline_tag: feature-extraction"
+        if sparse
+        else "pipeline_tag: sentence-similarity",
         "tags:",
         "- sentence-transformers",
         "- embedhub",
         f"- {config.loss}",
         "---",
         "",
-        "# Fine-tuned reranker (cross-encoder)" if reranker else "# Fine-tuned embedding model",
+        title,
         "",
         "Trained with EmbedHub (sentence-transformers "
         f"{_version('sentence-transformers')}, transformers {_version('transformers')}).",
@@ -69,6 +81,9 @@ def model_card(*, config: TrainConfig, result: dict[str, Any], data: list[dict[s
             if "starbucks_pairs" in result
             else f", positive weight {result['pos_weight']}"
             if "pos_weight" in result
+            else f", FLOPS weights: documents {result['document_regularizer_weight']}, queries "
+            f"{result['query_regularizer_weight']}"
+            if "document_regularizer_weight" in result
             else ""
         ),
         "",
@@ -107,6 +122,15 @@ def model_card(*, config: TrainConfig, result: dict[str, Any], data: list[dict[s
             'scores = model.predict([("a question", "a passage"), ("a question", "another")])',
         ]
         if reranker
+        else [
+            "from sentence_transformers import SparseEncoder",
+            "",
+            'model = SparseEncoder("path/to/this/folder")',
+            'queries = model.encode_query(["a question"])',
+            'documents = model.encode_document(["a passage"])',
+            "scores = model.similarity(queries, documents)",
+        ]
+        if sparse
         else [
             "from sentence_transformers import SentenceTransformer",
             "",

@@ -81,10 +81,10 @@ def train(
     """
     data = read_rows(rows)
     columns, k, dropped = train_columns(config, data)
-    reranker = config.reranker
+    reranker, sparse = config.reranker, config.sparse
     # A reranker's quality is a rerank evaluation after the run (it has no embeddings for the
-    # retrieval evaluator); its curve is the loss.
-    evaluation = eval_sets(config, eval_data) if eval_data and not reranker else None
+    # retrieval evaluator), a sparse model's a sparse evaluation; their curve is the loss.
+    evaluation = eval_sets(config, eval_data) if eval_data and not (reranker or sparse) else None
     if resume_from == "latest":
         resume_from = last_checkpoint(output_dir)
     elif resume_from is not None and not Path(resume_from).is_dir():
@@ -104,6 +104,10 @@ def train(
         model = _load_reranker(config, device)
         loss, resolved = _build_reranker_loss(config, model, k)
         train_data = reranker_columns(config.loss, columns, k)
+    elif sparse:
+        model = _load_sparse(config, device)
+        loss, resolved = _build_sparse_loss(config, model)
+        train_data = columns
     else:
         model = _load_model(config, device)
         loss, resolved = _build_loss(config, model, device)
@@ -140,7 +144,7 @@ def train(
         should_stop=should_stop,
         checkpoint_dir=checkpoint_dir,
     )
-    trainer = _trainer_class(reranker=reranker)(
+    trainer = _trainer_class(reranker=reranker, sparse=sparse)(
         model=model,
         args=args,
         train_dataset=Dataset.from_dict(train_data),
@@ -178,7 +182,7 @@ def train(
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         "device": device,
         "train_seconds": round(seconds, 3),
-        "role": "reranker" if reranker else "embedding",
+        "role": "reranker" if reranker else "sparse" if sparse else "embedding",
         **resolved,
     }
     if config.method == "lora":
@@ -292,6 +296,44 @@ def _load_reranker(config: TrainConfig, device: str) -> Any:
     )
 
 
+def _load_sparse(config: TrainConfig, device: str) -> Any:
+    """A SparseEncoder: a sparse model's folder trains further; an embedding model's (or plain
+    BERT-style) folder gives its transformer's weights under a masked-language-model head
+    (new where the folder has none; BERT ties its output to the word embeddings) and SPLADE's
+    max pooling over the vocabulary."""
+    from sentence_transformers import SparseEncoder
+
+    from workers.common.inspect import inspect_model_folder
+
+    if inspect_model_folder(config.base_model_path).role == "sparse":
+        model = SparseEncoder(config.base_model_path, device=device, local_files_only=True)
+    else:
+        from sentence_transformers.base.modules.transformer import Transformer
+        from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+        mlm = Transformer(config.base_model_path, transformer_task="fill-mask",
+                          model_args={"local_files_only": True})  # fmt: skip
+        model = SparseEncoder(modules=[mlm, SpladePooling("max")], device=device)
+    model.max_seq_length = config.max_seq_length
+    return model
+
+
+def _build_sparse_loss(config: TrainConfig, model: Any) -> tuple[Any, dict[str, Any]]:
+    from sentence_transformers.sparse_encoder import losses
+
+    inner = losses.SparseMultipleNegativesRankingLoss(model)
+    loss = losses.SpladeLoss(
+        model,
+        loss=inner,
+        document_regularizer_weight=config.document_regularizer_weight,
+        query_regularizer_weight=config.query_regularizer_weight,
+    )
+    return loss, {
+        "document_regularizer_weight": config.document_regularizer_weight,
+        "query_regularizer_weight": config.query_regularizer_weight,
+    }
+
+
 def _build_reranker_loss(config: TrainConfig, model: Any, k: int) -> tuple[Any, dict[str, Any]]:
     import torch
     from sentence_transformers.cross_encoder import losses
@@ -389,13 +431,24 @@ def _build_loss(config: TrainConfig, model: Any, device: str) -> tuple[Any, dict
     return loss, resolved
 
 
-def _trainer_class(*, reranker: bool = False) -> type:
-    """sentence-transformers' trainer (the cross-encoder one for a reranker) without its
-    model-card machinery: it renders a card (a jinja template, ~0.7 s) at every checkpoint and
-    computes widget examples at start; this module writes its own card once, at the end."""
-    from sentence_transformers import CrossEncoderTrainer, SentenceTransformerTrainer
+def _trainer_class(*, reranker: bool = False, sparse: bool = False) -> type:
+    """sentence-transformers' trainer (the cross-encoder one for a reranker, the sparse one for
+    SPLADE) without its model-card machinery: it renders a card (a jinja template, ~0.7 s) at
+    every checkpoint and computes widget examples at start; this module writes its own card
+    once, at the end."""
+    from sentence_transformers import (
+        CrossEncoderTrainer,
+        SentenceTransformerTrainer,
+        SparseEncoderTrainer,
+    )
 
-    base = CrossEncoderTrainer if reranker else SentenceTransformerTrainer
+    base = (
+        CrossEncoderTrainer
+        if reranker
+        else SparseEncoderTrainer
+        if sparse
+        else SentenceTransformerTrainer
+    )
 
     class Trainer(base):
         def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
@@ -428,11 +481,16 @@ def _training_args(
     from sentence_transformers import (
         CrossEncoderTrainingArguments,
         SentenceTransformerTrainingArguments,
+        SparseEncoderTrainingArguments,
     )
     from sentence_transformers.base.sampler import BatchSamplers
 
     arguments = (
-        CrossEncoderTrainingArguments if config.reranker else SentenceTransformerTrainingArguments
+        CrossEncoderTrainingArguments
+        if config.reranker
+        else SparseEncoderTrainingArguments
+        if config.sparse
+        else SentenceTransformerTrainingArguments
     )
     # No-duplicates batching keeps repeated texts out of in-batch negatives; a reranker has
     # none, and its pairs repeat each query on purpose.
