@@ -31,6 +31,7 @@ from apps.accounts.api import (
 )
 from apps.datasets.api import router as datasets_router
 from apps.indexes.api import router as indexes_router
+from apps.indexes.upgrades_api import router as upgrades_router
 from apps.registry.api import router as registry_router
 from apps.runs.api import router as runs_router
 
@@ -56,6 +57,7 @@ api.add_router("/v1/", datasets_router)
 api.add_router("/v1/", registry_router)
 api.add_router("/v1/", runs_router)
 api.add_router("/v1/", indexes_router)
+api.add_router("/v1/", upgrades_router)
 
 
 @api.exception_handler(AuthenticationError)

@@ -25,6 +25,7 @@ def _route(name: str, args, kwargs, options, task=None, **kw) -> dict[str, str]:
             "workers.tasks.optimize.",
             "workers.tasks.merge.",
             "workers.tasks.calibration.",
+            "workers.tasks.upgrade.",
         )
     ):
         return {"queue": settings.ENCODE_QUEUE}
@@ -69,6 +70,7 @@ app.conf.update(
         "workers.tasks.optimize",
         "workers.tasks.merge",
         "workers.tasks.calibration",
+        "workers.tasks.upgrade",
         "workers.tasks.presence",
         "workers.tasks.hub",
     ),

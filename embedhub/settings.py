@@ -321,6 +321,8 @@ SEARCH_HEALTH_TIMEOUT = env.float("SEARCH_HEALTH_TIMEOUT", default=1.0)
 SEARCH_TIMEOUT = env.float("SEARCH_TIMEOUT", default=30.0)
 # Loading a new index and warming its encoder happens inside the reload call.
 SEARCH_RELOAD_TIMEOUT = env.float("SEARCH_RELOAD_TIMEOUT", default=120.0)
+# How long after a model upgrade's cutover the previous index can be restored in one click.
+UPGRADE_ROLLBACK_HOURS = env.float("UPGRADE_ROLLBACK_HOURS", default=24.0)
 # What the search process serves; it must see the same file (a shared volume in production).
 SEARCH_MANIFEST = Path(
     env.str("SEARCH_MANIFEST", default=str(ARTIFACTS_ROOT / "serving" / "deployments.json"))

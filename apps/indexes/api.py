@@ -41,6 +41,7 @@ from apps.indexes.services import (
     deployment_undeploy,
     index_build_create,
 )
+from apps.indexes.upgrades import public_adapter
 from apps.registry.models import EmbeddingModel
 from workers.common.configs.calibration import CalibrationConfig
 from workers.common.configs.encoding import Precision, precision_field
@@ -155,6 +156,11 @@ class DeploymentOut(Schema):
     fusion: dict[str, Any]
     rerank: dict[str, Any] | None = Field(
         description="the rerank stage: {model, model_name, k_prime}; null: none"
+    )
+    adapter: dict[str, Any] | None = Field(
+        description="a model upgrade's query adapter in use: {upgrade, kind, model, "
+        "model_name}; the new model's queries are mapped into this index's space (each "
+        "answer's timings give adapter_ms); null: none"
     )
     calibration: CalibrationSummary | None = Field(
         default=None,
@@ -322,6 +328,7 @@ def deployment_payload(deployment: Deployment, *, history: bool = False) -> dict
         "encoder": public_encoder(deployment.encoder),
         "fusion": deployment.fusion,
         "rerank": public_rerank(deployment.rerank),
+        "adapter": public_adapter(deployment.adapter),
         "calibration": calibration_summary(deployment),
         "deployed_by": deployment.deployed_by.username if deployment.deployed_by else None,
         "updated_at": deployment.updated_at.isoformat(),

@@ -121,6 +121,9 @@ class Deployment(TeamOwned):
     # The rerank stage, if any: {model, k_prime, model_name, path, fingerprint, max_length} as
     # deployed (the search process refuses a reranker whose folder changed since); {} = none.
     rerank = models.JSONField(default=dict, blank=True)
+    # A query adapter while the name moves to a new model ({} = none): {upgrade, kind, path,
+    # sha256, encoder} — the new model's queries, mapped into this index's space.
+    adapter = models.JSONField(default=dict, blank=True)
     deployed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -179,6 +182,72 @@ class DeploymentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.get_action_display()} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class ModelUpgrade(TeamOwned, Job):
+    """Moving a deployment's name to a new model without downtime.
+
+    The job (``workers.tasks.upgrade``) encodes the corpus under both models (through the
+    embedding cache), fits the query adapter (new model's query space → the old index's space)
+    and writes the compatibility report. Then, each a step the user takes: serve new-model
+    queries on the old index through the adapter; re-embed (an index build of the new model on
+    the same data, with its own progress); cut over, gated by the paired test of the new model
+    against the old on a judged split; roll back to the old index until ``rollback_until``.
+    """
+
+    class Kind(models.TextChoices):
+        ORTHOGONAL = "orthogonal", "Orthogonal (Procrustes)"
+        LINEAR = "linear", "Linear (least squares)"
+
+    PROGRESS_UNITS = {"encoding documents": "documents encoded"}
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="upgrades")
+    old_index = models.ForeignKey(IndexBuild, on_delete=models.PROTECT, related_name="+")
+    new_model = models.ForeignKey(
+        "registry.EmbeddingModel", on_delete=models.PROTECT, related_name="+"
+    )
+    adapter_kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.ORTHOGONAL)
+    split = models.CharField(max_length=50)  # the judged queries of the report and the gate
+    precision, precision_used = precision_fields()
+    report = models.JSONField(default=dict, blank=True)
+    adapter_path = models.CharField(max_length=1000, blank=True)
+    adapter_sha256 = models.CharField(max_length=64, blank=True)
+    adapter_encoder = models.JSONField(default=dict, blank=True)  # the new model's query encoder
+    new_index = models.ForeignKey(
+        IndexBuild, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    old_evaluation = models.ForeignKey(
+        "runs.Evaluation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    new_evaluation = models.ForeignKey(
+        "runs.Evaluation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    verdict = models.JSONField(default=dict, blank=True)  # the paired test at cutover
+    forced = models.BooleanField(default=False)
+    cut_over_at = models.DateTimeField(null=True, blank=True)
+    cut_over_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    rollback_until = models.DateTimeField(null=True, blank=True)
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
+    rolled_back_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Upgrade #{self.pk} of {self.deployment.name}"
+
+    @property
+    def can_roll_back(self) -> bool:
+        return bool(
+            self.cut_over_at
+            and not self.rolled_back_at
+            and self.rollback_until
+            and timezone.now() < self.rollback_until
+        )
 
 
 class CalibrationMethod(models.TextChoices):

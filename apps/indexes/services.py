@@ -317,8 +317,10 @@ def deployment_deploy(
                 current.fusion = fusion
             if rerank is not None:
                 current.rerank = rerank
+            # An adapter maps into the space of the index it was fitted for: a swap ends it.
+            current.adapter = {}
             current.save(update_fields=["index", "encoder", "deployed_by", "updated_at", "fusion",
-                                        "rerank"])  # fmt: skip
+                                        "rerank", "adapter"])  # fmt: skip
             deployment = current
         else:
             deployment = Deployment.objects.create(
@@ -374,6 +376,7 @@ def deployments_manifest() -> dict:
             "fusion": d.fusion,
             "rerank": d.rerank,
             "calibration": calibration_manifest_entry(deployment=d),
+            "adapter": d.adapter,
             "updated_at": d.updated_at.isoformat(),
         }
         for d in rows

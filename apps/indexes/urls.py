@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.indexes import calibration_views, views
+from apps.indexes import calibration_views, upgrade_views, views
 
 app_name = "indexes"
 urlpatterns = [
@@ -20,6 +20,13 @@ urlpatterns = [
         views.deployment_undeploy_view,
         name="undeploy",
     ),
+    path("deployments/<slug:name>/upgrade/", upgrade_views.upgrade_start, name="upgrade_start"),
+    path("upgrades/<int:pk>/", upgrade_views.upgrade_detail, name="upgrade"),
+    path("upgrades/<int:pk>/cancel/", upgrade_views.upgrade_cancel, name="upgrade_cancel"),
+    path("upgrades/<int:pk>/adapter/", upgrade_views.upgrade_adapter, name="upgrade_adapter"),
+    path("upgrades/<int:pk>/reembed/", upgrade_views.upgrade_reembed, name="upgrade_reembed"),
+    path("upgrades/<int:pk>/cutover/", upgrade_views.upgrade_cutover, name="upgrade_cutover"),
+    path("upgrades/<int:pk>/rollback/", upgrade_views.upgrade_rollback, name="upgrade_rollback"),
     path(
         "deployments/<slug:name>/calibration/",
         calibration_views.calibration_new,

@@ -184,6 +184,11 @@ def deployment_detail(request, name: str):
     from apps.registry.selectors import embedding_model_list
 
     context["rerankers"] = embedding_model_list(team=request.team, role="reranker")
+    # A model upgrade starts from here: any other embedding model of the team.
+    context["upgrade_models"] = embedding_model_list(team=request.team, role="embedding").exclude(
+        pk=deployment.index.model_id
+    )
+    context["upgrades"] = deployment.upgrades.select_related("new_model", "new_index")[:20]
     context["others"] = (
         index_build_list(team=request.team)
         .filter(status="succeeded")

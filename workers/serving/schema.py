@@ -95,6 +95,7 @@ class Timings(BaseModel):
     bm25_ms: float | None = None  # mode bm25, and hybrid fused with bm25
     sparse_ms: float | None = None  # mode sparse, and hybrid fused with sparse: encode + search
     rerank_ms: float | None = None  # a deployment with a rerank stage
+    adapter_ms: float | None = None  # a model upgrade's query adapter: new model → old index
 
 
 class SearchResponse(BaseModel):

@@ -305,6 +305,10 @@ class Deployed:
     index: Any  # workers.ml.indexing.LoadedIndex
     encoder: Encoder
     loaded_at: str
+    # A model upgrade's query adapter ({} = none): the queries are encoded by the new model
+    # (``adapter["encoder"]``) and mapped into this index's space by ``adapter_matrix``.
+    adapter: dict = field(default_factory=dict)
+    adapter_matrix: Any = None
     fusion: dict = field(default_factory=dict)  # mode hybrid: the deployment's RRF settings
     rerank: dict = field(default_factory=dict)  # the rerank stage as deployed ({}: none)
     reranker: Reranker | None = None
@@ -333,7 +337,16 @@ class Deployed:
             "calibration": {k: self.calibration.get(k) for k in ("id", "threshold")}
             if self.calibration
             else None,
+            "adapter": {k: self.adapter.get(k) for k in ("upgrade", "kind")}
+            | {"model": self.query_spec.get("model_name")}
+            if self.adapter
+            else None,
         }
+
+    @property
+    def query_spec(self) -> dict:
+        """The encoder its queries go through: the adapter's new model, else the index's."""
+        return (self.adapter or {}).get("encoder") or self.encoder_spec
 
 
 def _faiss_threads() -> None:
@@ -372,6 +385,27 @@ def load_encoder_for(spec: dict):
     )
     encoder.encode(["warm up"])  # the first call pays for setup
     return encoder
+
+
+def load_adapter_for(adapter: dict, *, dimension: int):
+    """A model upgrade's query adapter, checked: the file as fitted (its sha256), mapping the
+    new model's dimension into the index's."""
+    from workers.ml.adapter import load_adapter
+
+    try:
+        matrix = load_adapter(adapter["path"], sha256=adapter.get("sha256"))
+    except FileNotFoundError:
+        raise Refused(f"the adapter of upgrade #{adapter.get('upgrade')} is gone") from None
+    except ValueError as exc:
+        raise Refused(f"the adapter of upgrade #{adapter.get('upgrade')}: {exc}") from None
+    encoder = adapter.get("encoder") or {}
+    if matrix.shape != (encoder.get("model_dimension"), dimension):
+        raise Refused(
+            f"the adapter of upgrade #{adapter.get('upgrade')} maps {matrix.shape[0]} into "
+            f"{matrix.shape[1]} dimensions; the new model has {encoder.get('model_dimension')} "
+            f"and the index takes {dimension}"
+        )
+    return matrix
 
 
 class SearchState:
@@ -451,6 +485,7 @@ class SearchState:
                     and old.path == entry["path"]
                     and old.fusion == {**DEFAULT_FUSION, **(entry.get("fusion") or {})}
                     and old.rerank == (entry.get("rerank") or {})
+                    and old.adapter == (entry.get("adapter") or {})
                 ):
                     # A new calibration alone needs nothing loaded: the same index, relabelled.
                     calibration = entry.get("calibration") or {}
@@ -467,7 +502,7 @@ class SearchState:
                     logger.warning("%s: %s", key, errors[key])
                     if old:
                         new[key] = old
-            used = {encoder_key(d.encoder_spec) for d in new.values()}
+            used = {encoder_key(d.query_spec) for d in new.values()}
             for k, e in encoders.items():
                 if k not in used:
                     e.close()  # queries already queued are answered first
@@ -514,10 +549,16 @@ class SearchState:
                 "the index was built with another query encoder than the deployment records "
                 f"({', '.join(differs)} differ)"
             )
-        ekey = encoder_key(spec)
-        if ekey not in encoders:
-            encoders[ekey] = load_encoder_for(spec)
         index = LoadedIndex.load(folder, mmap=True)
+        adapter = entry.get("adapter") or {}
+        matrix = None
+        query_spec = spec
+        if adapter:
+            matrix = load_adapter_for(adapter, dimension=index.input_dimension)
+            query_spec = adapter["encoder"]
+        ekey = encoder_key(query_spec)
+        if ekey not in encoders:
+            encoders[ekey] = load_encoder_for(query_spec)
         rerank = entry.get("rerank") or {}
         reranker = None
         if rerank:
@@ -542,6 +583,8 @@ class SearchState:
             index=index,
             encoder=encoders[ekey],
             loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            adapter=adapter,
+            adapter_matrix=matrix,
             fusion={**DEFAULT_FUSION, **(entry.get("fusion") or {})},
             rerank=rerank,
             reranker=reranker,
@@ -566,9 +609,10 @@ class SearchState:
     def encode_and_search(
         self, deployed: Deployed, texts: list[str], k: int, filters: dict | None
     ) -> Future:
-        """A future of ``(scores, ids, encode_s, search_s)``: the encode on the model's encoder
-        thread, then the faiss search in the pool, handed from one thread to the other
-        directly, so the event loop wakes once per query instead of twice."""
+        """A future of ``(scores, ids, encode_s, search_s, adapter_s)``: the encode on the
+        model's encoder thread, then (a query adapter's map and) the faiss search in the pool,
+        handed from one thread to the other directly, so the event loop wakes once per query
+        instead of twice."""
         done: Future = Future()
         t0 = time.perf_counter()
 
@@ -581,13 +625,22 @@ class SearchState:
         def search(vectors, encode_s: float) -> None:
             if not done.set_running_or_notify_cancel():
                 return
-            t1 = time.perf_counter()
+            adapter_s = 0.0
             try:
+                if deployed.adapter_matrix is not None:
+                    # The new model's query vectors, mapped into the old index's space.
+                    from workers.ml.adapter import apply_adapter
+
+                    t1 = time.perf_counter()
+                    normalize = bool(deployed.encoder_spec.get("normalize"))
+                    vectors = apply_adapter(vectors, deployed.adapter_matrix, normalize=normalize)
+                    adapter_s = time.perf_counter() - t1
+                t1 = time.perf_counter()
                 scores, ids = deployed.index.search(vectors, k, filters=filters)
             except Exception as exc:  # noqa: BLE001 (the request answers it)
                 done.set_exception(exc)
                 return
-            done.set_result((scores, ids, encode_s, time.perf_counter() - t1))
+            done.set_result((scores, ids, encode_s, time.perf_counter() - t1, adapter_s))
 
         def encoded(future: Future) -> None:
             if future.cancelled():
@@ -668,14 +721,16 @@ class SearchState:
             )
             timings["sparse_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         if request.mode in ("dense", "hybrid"):
-            prefix = deployed.encoder_spec.get("query_prefix") or ""
+            prefix = deployed.query_spec.get("query_prefix") or ""
             # Normalised (or not) by the encoder, as the deployment's model records it.
             texts = [prefix + q for q in request.queries]
-            scores, ids, encode_s, search_s = await asyncio.wrap_future(
+            scores, ids, encode_s, search_s, adapter_s = await asyncio.wrap_future(
                 self.encode_and_search(deployed, texts, depth, request.filters)
             )
             timings.update(encode_ms=round(encode_s * 1000, 3),
                            search_ms=round(search_s * 1000, 3))  # fmt: skip
+            if deployed.adapter:
+                timings["adapter_ms"] = round(adapter_s * 1000, 4)
             dense = (scores, ids)
         if request.mode == "hybrid":
             results = hybrid_results(dense=dense, lexical=lexical, fusion=deployed.fusion,

@@ -145,13 +145,14 @@ def test_encode_and_search_runs_the_search_in_the_faiss_pool_even_after_close(tm
     deployed = Deployed(key="t/x", index_id=1, path="p", encoder_spec={}, index=Index(),
                         encoder=encoder, loaded_at="")  # fmt: skip
     found = state.encode_and_search(deployed, ["ab", "c"], 1, None).result(5)
-    scores, ids, encode_s, search_s = found
+    scores, ids, encode_s, search_s, adapter_s = found
     assert ids == [["d2"], ["d1"]] and scores.tolist() == [[2.0], [1.0]]
     assert encode_s >= 0 and search_s >= 0 and searched_in == ["faiss_0"]
+    assert adapter_s == 0.0  # no adapter: nothing mapped
     encoder.close()
     encoder.thread.join(5)
     assert not encoder.thread.is_alive()
-    _, ids, _, _ = state.encode_and_search(deployed, ["abc"], 1, None).result(5)
+    _, ids, _, _, _ = state.encode_and_search(deployed, ["abc"], 1, None).result(5)
     assert ids == [["d3"]] and searched_in[-1] == "faiss_0"
     with pytest.raises(ValueError, match="broken index"):
         state.encode_and_search(deployed, ["a"], 1, {"lang": "en"}).result(5)
