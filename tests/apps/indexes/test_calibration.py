@@ -125,6 +125,8 @@ def test_calibration_page_fits_and_shows_results(client, member, team, tiny_regi
     # The status partial for the page's own poll.
     part = client.get(r["Location"], HTTP_HX_REQUEST="true", HTTP_HX_TARGET="calibration-status")
     assert part.content.decode().lstrip().startswith('<div id="calibration-status"')
+    # The job ended: the "in use" line above is refreshed out of band.
+    assert 'id="calibration-current" hx-swap-oob="true"' in part.content.decode()
     assert 'id="calibration-link"' in client.get(reverse("indexes:deployment", args=["prod"])
                                                   ).content.decode()  # fmt: skip
 
