@@ -64,14 +64,20 @@ def calibration_state(*, deployment: Deployment) -> dict:
         "current": current,
         "stale": current is not None and current.index_id != deployment.index_id,
         "pending": pending,
+        # Served through a model upgrade's query adapter: no relevance meanwhile.
+        "adapter": current is not None and bool(deployment.adapter),
     }
 
 
 def calibration_manifest_entry(*, deployment: Deployment) -> dict:
     """What the search process gets for ``deployment``: the fitted mapping and threshold of
-    its current calibration, or {} (none, or stale)."""
+    its current calibration, or {} (none, stale, or queries through an upgrade's adapter)."""
     current = calibration_current(deployment=deployment)
     if current is None or current.index_id != deployment.index_id:
+        return {}
+    if deployment.adapter:
+        # A model upgrade's queries (another model, mapped into this index's space) score
+        # otherwise than the queries the calibration was fitted on.
         return {}
     return {"id": current.pk, "model": current.model, "threshold": current.threshold}
 

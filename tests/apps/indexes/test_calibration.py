@@ -70,6 +70,13 @@ def test_fitted_on_the_served_index_then_stale_after_a_swap_and_refitted(
         assert set(r["held_out"][side]) >= {"precision", "recall", "threshold", "abstain"}
     entry = deployments_manifest()[d.serving_key]["calibration"]
     assert entry == {"id": job.pk, "model": job.model, "threshold": job.threshold}
+    # Queries through a model upgrade's adapter are another model's: no relevance meanwhile.
+    type(d).objects.filter(pk=d.pk).update(adapter={"upgrade": 1})
+    assert deployments_manifest()[d.serving_key]["calibration"] == {}
+    client.force_login(member)
+    page = client.get(reverse("indexes:deployment", args=["prod"])).content.decode()
+    assert 'id="calibration-adapter"' in page
+    type(d).objects.filter(pk=d.pk).update(adapter={})
 
     # The swap: the calibration is stale (not served), and a refit on the new index is queued.
     with capture() as callbacks:
