@@ -291,6 +291,11 @@ def test_adapter_then_cutover_then_rollback_under_concurrent_queries_loses_none(
             deadline.wait(0.1)
         raise AssertionError(f"adapter never {'on' if on else 'off'}: {serving.health()}")
 
+    # The token's first use records last_used_at: done once here, not by eight threads at once
+    # (the unit tier's SQLite refuses concurrent writers of one table rather than waiting).
+    first = Client().post(url, {"query": "red planet", "k": 3}, content_type="application/json",
+                          HTTP_AUTHORIZATION=f"Bearer {token}")  # fmt: skip
+    assert first.status_code == 200 and first.json()["index"] == old.pk
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(client_loop) for _ in range(8)]
         wait_answers()
