@@ -298,3 +298,25 @@ def test_search_process_returns_relevance_and_honours_min_relevance(
     threshold = job.threshold
     would_cut = sum(p < threshold for p in expected) if threshold is not None else len(expected)
     assert html.count('class="badge cut-badge"') == would_cut
+
+
+def test_calibrate_command_fits_and_names_bad_options(team, tiny_registered_model, tiny_version,
+                                                      django_capture_on_commit_callbacks, capsys):  # fmt: skip  # noqa: E501
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    flat = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    _deploy(team=team, name="prod", build=flat, capture=django_capture_on_commit_callbacks)
+    out = StringIO()
+    call_command("calibrate", "prod", "--split", "test", "--method", "isotonic", "--depth", "10",
+                 "--target", "recall", "--target-value", "0.9", "--conformal", "--sync",
+                 stdout=out)  # fmt: skip
+    got = json.loads(out.getvalue())
+    assert got["status"] == "succeeded" and got["method"] == "isotonic"
+    assert got["index"] == flat.pk and set(got["held_out"]) == {"calibrated", "raw"}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        call_command("calibrate", "prod", "--split", "nope", "--sync")
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("--split: ")
