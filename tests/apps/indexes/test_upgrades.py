@@ -483,6 +483,9 @@ def test_the_page_shows_the_report_verdict_and_refuses_an_unforced_worse_cutover
     prepare_upgrade.run(upgrade.pk)
     page = client.get(r.url).content.decode()
     assert 'id="compat-report"' in page and 'id="adapter-on"' in page
+    report = ModelUpgrade.objects.get(pk=upgrade.pk).report
+    assert f"{report['ndcg_at_10']['adapted_on_old']:.4f}" in page
+    assert f"{report['judged_recall_at_10']['new_on_old']:.4f}" in page
     assert 'hx-trigger="every 2s"' not in page
     fragment = client.get(r.url, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="upgrade-status")
     assert fragment.content.decode().lstrip().startswith('<div id="upgrade-status"')

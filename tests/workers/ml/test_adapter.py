@@ -110,6 +110,8 @@ def test_compatibility_report_rotated_space():
     assert ndcg["old"] == pytest.approx(1.0) and ndcg["new"] == pytest.approx(1.0)
     assert ndcg["adapted_on_old"] == pytest.approx(1.0)
     assert ndcg["new_on_old"] < 0.5
+    recall = report["judged_recall_at_10"]
+    assert recall["adapted_on_old"] == pytest.approx(1.0) and recall["new_on_old"] < 0.5
     assert set(report["per_query"]["adapted_on_old"]) == set(query_ids)
 
 
@@ -123,7 +125,7 @@ def test_cross_search_between_dimensions_is_none_and_adapter_still_reported():
                                   query_ids=[str(i) for i in range(5)])  # fmt: skip
     assert report["recall"]["new_on_old"] is None and report["recall"]["old_on_new"] is None
     assert report["recall"]["adapted_vs_old"] == pytest.approx(1.0)
-    assert "ndcg_at_10" not in report
+    assert "ndcg_at_10" not in report and "judged_recall_at_10" not in report
 
 
 def test_top_k_and_overlap_against_brute_force():
