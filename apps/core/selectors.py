@@ -17,6 +17,7 @@ JOB_PAGES = {
     "MergeJob": ("registry:merge", "Merge"),
     "HubImport": ("registry:hub_import", "From the Hub"),
     "HubPublish": ("registry:hub_publish", "Publish to the Hub"),
+    "ModelUpgrade": ("indexes:upgrade", "Model upgrade"),
 }
 
 

@@ -480,6 +480,7 @@ def test_the_page_shows_the_report_verdict_and_refuses_an_unforced_worse_cutover
     assert upgrade.adapter_kind == "linear"
     page = client.get(r.url).content.decode()
     assert 'hx-trigger="every 2s"' in page  # polls while the job waits
+    assert r.url in client.get(reverse("core:jobs")).content.decode()  # on the Jobs page too
     prepare_upgrade.run(upgrade.pk)
     page = client.get(r.url).content.decode()
     assert 'id="compat-report"' in page and 'id="adapter-on"' in page
