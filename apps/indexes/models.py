@@ -202,7 +202,9 @@ class ModelUpgrade(TeamOwned, Job):
     PROGRESS_UNITS = {"encoding documents": "documents encoded"}
 
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="upgrades")
-    old_index = models.ForeignKey(IndexBuild, on_delete=models.PROTECT, related_name="+")
+    # The record goes with the index it started from; index_build_delete refuses that index
+    # while the upgrade runs or its rollback window is open.
+    old_index = models.ForeignKey(IndexBuild, on_delete=models.CASCADE, related_name="+")
     new_model = models.ForeignKey(
         "registry.EmbeddingModel", on_delete=models.PROTECT, related_name="+"
     )

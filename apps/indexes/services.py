@@ -21,6 +21,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.accounts.models import Team
@@ -155,6 +156,25 @@ def index_build_delete(*, build: IndexBuild) -> None:
         if names:
             raise IndexBuildError(
                 f"Index #{build.pk} is deployed as {', '.join(names)}; undeploy it first."
+            )
+        from apps.indexes.models import ModelUpgrade
+
+        upgrade = (
+            ModelUpgrade.objects.filter(old_index=build)
+            .filter(
+                Q(status__in=[JobStatus.PENDING, JobStatus.RUNNING])
+                | Q(rolled_back_at__isnull=True, rollback_until__gt=timezone.now())
+            )
+            .first()
+        )
+        if upgrade is not None:
+            raise IndexBuildError(
+                f"Index #{build.pk} is what upgrade #{upgrade.pk} of {upgrade.deployment.name} "
+                + (
+                    f"rolls back to until {upgrade.rollback_until:%Y-%m-%d %H:%M} UTC."
+                    if upgrade.rollback_until
+                    else "starts from, and the upgrade is still running."
+                )
             )
         build.delete()
         # Files go only once the row is gone for good: a rolled-back delete keeps both.

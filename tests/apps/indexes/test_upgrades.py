@@ -219,6 +219,11 @@ def test_cutover_goes_through_unforced_when_not_worse_and_rollback_window_closes
         model_upgrade_cutover(upgrade=upgrade, user=member)
     upgrade.refresh_from_db()
     assert upgrade.forced is False and upgrade.verdict["significant"] is False
+    # The index a rollback needs cannot be deleted while the window is open.
+    from apps.indexes.services import IndexBuildError, index_build_delete
+
+    with pytest.raises(IndexBuildError, match=f"upgrade #{upgrade.pk} of prod rolls back to"):
+        index_build_delete(build=old)
     with pytest.raises(UpgradeError, match="upgrade: already cut over"):
         model_upgrade_cutover(upgrade=upgrade)
     type(upgrade).objects.filter(pk=upgrade.pk).update(
@@ -228,6 +233,10 @@ def test_cutover_goes_through_unforced_when_not_worse_and_rollback_window_closes
     with pytest.raises(UpgradeError, match="rollback: the window closed"):
         model_upgrade_rollback(upgrade=upgrade)
     assert Deployment.objects.get(pk=d.pk).index_id == upgrade.new_index_id
+    # Once it closed, the old index may go, and the upgrade's record with it.
+    with capture(execute=True):
+        index_build_delete(build=old)
+    assert not type(upgrade).objects.filter(pk=upgrade.pk).exists()
 
 
 @pytest.mark.django_db(transaction=True)  # the client threads need committed rows
