@@ -18,6 +18,7 @@ JOB_PAGES = {
     "HubImport": ("registry:hub_import", "From the Hub"),
     "HubPublish": ("registry:hub_publish", "Publish to the Hub"),
     "ModelUpgrade": ("indexes:upgrade", "Model upgrade"),
+    "Calibration": ("indexes:calibration_by_id", "Relevance calibration"),
 }
 
 

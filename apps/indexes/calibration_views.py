@@ -90,3 +90,16 @@ def calibration_cancel(request, name: str, pk: int):
     return job_cancel_page(request, job=job, template=TEMPLATE,
                            url=reverse("indexes:calibration", args=[name, pk]),
                            context=lambda j: _context(request, deployment, j))  # fmt: skip
+
+
+@require_GET
+@team_required()
+def calibration_by_id(request, pk: int):
+    """A calibration by its number alone (the jobs list's link): its deployment's page for it,
+    for a member of its team; anyone else gets a 404."""
+    from apps.accounts.selectors import team_scoped_get
+    from apps.indexes.models import Calibration
+
+    job = team_scoped_get(queryset=Calibration.objects.select_related("deployment"),
+                          user=request.user, pk=pk)  # fmt: skip
+    return redirect("indexes:calibration", name=job.deployment.name, pk=job.pk)

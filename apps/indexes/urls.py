@@ -37,6 +37,7 @@ urlpatterns = [
         calibration_views.calibration_detail,
         name="calibration",
     ),
+    path("calibrations/<int:pk>/", calibration_views.calibration_by_id, name="calibration_by_id"),
     path(
         "deployments/<slug:name>/calibration/<int:pk>/cancel/",
         calibration_views.calibration_cancel,

@@ -162,9 +162,13 @@ def test_another_teams_deployment_or_calibration_is_a_404(client, member, outsid
     r = client.post(reverse("api:calibration_create", kwargs={"name": "prod"}),
                     {"split": "test"}, content_type="application/json", **auth)  # fmt: skip
     assert r.status_code == 404
-    # The team's own member sees it.
+    assert client.get(reverse("indexes:calibration_by_id", args=[job.pk])).status_code == 404
+    # The team's own member sees it, also by its number alone (the jobs list's link).
     client.force_login(member)
     assert client.get(reverse("indexes:calibration", args=["prod", job.pk])).status_code == 200
+    r = client.get(reverse("indexes:calibration_by_id", args=[job.pk]))
+    assert r.status_code == 302 and r["Location"] == reverse("indexes:calibration",
+                                                             args=["prod", job.pk])  # fmt: skip
 
 
 def test_api_fits_a_calibration_and_refuses_bad_values_naming_the_field(
