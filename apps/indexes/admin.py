@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from apps.indexes.models import Deployment, DeploymentEvent, IndexBuild
+from apps.indexes.models import Calibration, Deployment, DeploymentEvent, IndexBuild
 
 
 class ReadOnly(admin.ModelAdmin):
@@ -39,3 +39,11 @@ class DeploymentEventAdmin(ReadOnly):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Calibration)
+class CalibrationAdmin(ReadOnly):
+    list_display = ["pk", "team", "deployment", "index", "method", "status", "threshold",
+                    "created_at"]  # fmt: skip
+    list_filter = ["team", "status", "method"]
+    search_fields = ["deployment__name"]
