@@ -57,7 +57,7 @@ def test_a_sparse_folder_registers_as_sparse_and_is_kept_out_of_dense_work(
     with pytest.raises(IndexBuildError, match="model: tiny-splade is a sparse model"):
         index_build_create(team=team, model=splade, dataset_version=tiny_version,
                            index_type="flat", enqueue=False)  # fmt: skip
-    with pytest.raises(TrainingError, match="fine-tuning sparse models is not built yet"):
+    with pytest.raises(TrainingError, match=r"sparse model \(SPLADE\): train it further with"):
         training_run_preview(team=team, base_model=splade, train_version=tiny_version)
 
 
@@ -114,7 +114,7 @@ def test_a_sparse_model_is_the_lexical_side_of_a_hybrid(
     page = client.get(f"/datasets/versions/{tiny_version.pk}/").content.decode()
     assert 'name="lexical_model"' in page and "tiny-splade" in page
     model_page = client.get(f"/models/{splade.pk}/").content.decode()
-    assert "sparse (SPLADE)" in model_page and "not built yet" in model_page
+    assert "sparse (SPLADE)" in model_page and "fine-tune it with the splade loss" in model_page
     assert 'id="optimize"' not in model_page
     r = client.post(f"/runs/evaluate/{tiny_version.pk}/", {"method": "sparse", "model": splade.pk,
                     "split": "test", "precision": "auto"})  # fmt: skip
