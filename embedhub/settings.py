@@ -5,6 +5,7 @@ broker under var/, DEBUG off. Production sets DATABASE_URL, REDIS_URL, SECRET_KE
 (see .env.example and docker-compose.yml).
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -153,7 +154,20 @@ STORAGES = {
 # The dev server serves static files without collectstatic, even with DEBUG off.
 WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
 
-ARTIFACTS_ROOT = Path(env.str("ARTIFACTS_ROOT", default=str(VAR_DIR / "artifacts")))
+# Artifacts (models, embeddings, indexes, run files) live in ARTIFACTS_ROOT: a local folder, or
+# an S3-compatible bucket (s3://bucket/prefix; workers/common/store.py). With a bucket, each host
+# works in ARTIFACTS_CACHE (the same path on every host: the database records paths under it)
+# and fetches what it lacks; ARTIFACTS_ROOT below is then that local folder, so code that reads
+# and writes files is the same for both.
+ARTIFACTS_STORE = env.str("ARTIFACTS_ROOT", default="")
+if ARTIFACTS_STORE.startswith("s3://"):
+    ARTIFACTS_ROOT = Path(env.str("ARTIFACTS_CACHE", default=str(VAR_DIR / "artifacts")))
+    # Processes started from this one (the training child, the search process under bin/up)
+    # find the same local folder.
+    os.environ.setdefault("ARTIFACTS_CACHE", str(ARTIFACTS_ROOT))
+else:
+    ARTIFACTS_ROOT = Path(ARTIFACTS_STORE or VAR_DIR / "artifacts")
+    ARTIFACTS_STORE = ""
 
 # Security: safe by default, tuned for production by the documented variables.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)

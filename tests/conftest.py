@@ -9,6 +9,9 @@ import pytest
 from tests.support import tiers
 from tests.support.worker import start_worker, stop_worker
 
+# The local S3-compatible server and a bucket per test (tests/support/s3.py).
+pytest_plugins = ["tests.support.s3"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

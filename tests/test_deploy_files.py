@@ -197,3 +197,80 @@ def test_dockerfile_installs_the_hash_pinned_lock():
     text = (REPO / "Dockerfile").read_text()
     assert "pip install --require-hashes" in text and "-r requirements/base.txt" in text
     assert "torch==2.13.0+cpu" in (REPO / "requirements" / "base.txt").read_text()
+
+
+# --- several hosts (docker-compose.hosts.yml) -------------------------------------------------
+HOSTS = yaml.safe_load((REPO / "docker-compose.hosts.yml").read_text())["services"]
+GIVEN = {
+    "SECRET_KEY": "s" * 64,
+    "SEARCH_TOKEN": "t" * 64,
+    "ARTIFACTS_ROOT": "s3://embedhub-artifacts/prod",
+    "AWS_ACCESS_KEY_ID": "key",
+    "AWS_SECRET_ACCESS_KEY": "secret",
+    "EMBEDHUB_DB_HOST": "10.0.0.5",
+}
+
+
+def host_env(service: str, given: dict[str, str]) -> dict[str, str]:
+    """A service's environment as compose resolves it with ``given`` set."""
+
+    def one(value: str) -> str:
+        value = re.sub(r"\$\{([A-Z_]+):\?[^}]*\}", lambda m: given[m.group(1)], str(value))
+        return re.sub(r"\$\{([A-Z_]+):-([^}]*)\}", lambda m: given.get(m.group(1), m.group(2)),
+                      value)  # fmt: skip
+
+    return {k: one(v) for k, v in HOSTS[service]["environment"].items()}
+
+
+def test_hosts_share_only_postgres_redis_and_the_bucket():
+    app = [name for name, s in HOSTS.items() if s.get("image") == "embedhub:latest"]
+    assert set(app) == {"web", "worker-cpu", "beat", "search", "worker-gpu", "search-replica"}
+    for name, service in HOSTS.items():
+        assert service.get("profiles"), f"{name} would start on every host"
+    for name in app:
+        env = host_env(name, GIVEN)
+        assert (
+            env["ARTIFACTS_ROOT"].startswith("s3://")
+            and env["ARTIFACTS_CACHE"] == "/data/artifacts"
+        )
+        # Each host's own disk: a named volume of that host, never a path shared between hosts.
+        assert HOSTS[name]["volumes"] == ["cache:/data"], name
+    profiles = {name: HOSTS[name]["profiles"] for name in app}
+    assert profiles["worker-gpu"] == ["gpu-host"] and profiles["search-replica"] == ["search-host"]
+    gpu = host_env("worker-gpu", GIVEN)
+    assert urlsplit(gpu["DATABASE_URL"]).hostname == "10.0.0.5"
+    assert urlsplit(gpu["REDIS_URL"]).hostname == "10.0.0.5"
+    assert "-Q gpu" in " ".join(shlex.split(HOSTS["worker-gpu"]["command"]))
+    assert shlex.split(HOSTS["search-replica"]["command"]) == ["python", "-m", "workers.serving"]
+    on_web = host_env("web", {k: v for k, v in GIVEN.items() if k != "EMBEDHUB_DB_HOST"})
+    assert urlsplit(on_web["DATABASE_URL"]).hostname == "postgres"
+
+
+def test_hosts_variables_are_documented():
+    documented = set(re.findall(r"^#?\s*([A-Z_]+)=", (REPO / ".env.example").read_text(), re.M))
+    text = (REPO / "docker-compose.hosts.yml").read_text()
+    used = set(re.findall(r"\$\{([A-Z_]+)[:}]", text)) - {"WEB_CONCURRENCY", "WEB_THREADS"}
+    assert used <= documented, used - documented
+
+
+def test_settings_with_a_bucket_work_in_the_local_cache(tmp_path):
+    env = {**os.environ, **host_env("search-replica", GIVEN), "VAR_DIR": str(tmp_path),
+           "ARTIFACTS_CACHE": str(tmp_path / "cache")}  # fmt: skip
+    code = (
+        "import json, django; django.setup(); from django.conf import settings as s;"
+        "from workers.common.store import store; b = store();"
+        "print(json.dumps([str(s.ARTIFACTS_ROOT), s.ARTIFACTS_STORE, b.bucket, b.prefix,"
+        " str(b.local_root), str(s.SEARCH_MANIFEST)]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         env={**env, "DJANGO_SETTINGS_MODULE": "embedhub.settings"},
+                         timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    root, store_url, bucket, prefix, local, manifest = json.loads(out.stdout)
+    assert root == local == str(tmp_path / "cache")
+    assert (store_url, bucket, prefix) == (
+        "s3://embedhub-artifacts/prod",
+        "embedhub-artifacts",
+        "prod",
+    )
+    assert manifest.startswith(root)

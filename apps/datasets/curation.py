@@ -243,9 +243,10 @@ def curation_accept(*, job: CurationJob) -> DatasetVersion:
     """pending review → accepted: the dedup's version is written (or an identical one reused)."""
     if job.kind != Kind.SEMDEDUP or job.review != CurationJob.Review.PENDING:
         raise CurationError("Only a dedup waiting for review can be accepted.")
-    artifact = json.loads(
-        (curation_artifact_dir(job=job) / "removed.json").read_text(encoding="utf-8")
-    )
+    from workers.common.store import artifact_ensure
+
+    removed = artifact_ensure(curation_artifact_dir(job=job) / "removed.json")
+    artifact = json.loads(removed.read_text(encoding="utf-8"))
     drop = artifact["keys"]
     source = job.source
     retrieval = source.kind == DatasetVersion.Kind.RETRIEVAL

@@ -13,7 +13,6 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -31,6 +30,7 @@ from apps.datasets.models import DatasetVersion
 from apps.indexes.models import Deployment, DeploymentEvent, IndexBuild, IndexType
 from apps.registry.models import EmbeddingModel
 from workers.common.configs.indexing import parse_params
+from workers.common.store import artifact_delete
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def index_build_delete(*, build: IndexBuild) -> None:
             )
         build.delete()
         # Files go only once the row is gone for good: a rolled-back delete keeps both.
-        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+        transaction.on_commit(lambda: artifact_delete(folder))
 
 
 def index_folder(*, build: IndexBuild) -> Path:
@@ -223,6 +223,12 @@ def deployment_rerank_stage(*, team: Team, rerank: dict, index: IndexBuild) -> d
             f"rerank: index #{index.pk} keeps no document texts for a reranker to read (it was "
             "built before they were kept): build it again"
         )
+    from workers.common.store import ArtifactMissing, artifact_ensure
+
+    try:
+        artifact_ensure(model.path)  # with a bucket: fetched here, to fingerprint it
+    except ArtifactMissing:
+        pass
     if not Path(model.path).is_dir():
         raise IndexBuildError(f"rerank.model: {model.name}'s folder is gone")
     return {
@@ -444,6 +450,15 @@ def deployments_publish(*, notify: bool = True, wait: bool = False) -> dict | No
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 json.dump({"written_at": time.time(), "deployments": deployments}, out, indent=1)
             os.replace(tmp, path)
+        from workers.common.store import store
+
+        if (bucket := store()) is not None:
+            # Replicas on other hosts follow the bucket's copy; it is rewritten every time, so
+            # the periodic publish repairs one that a failed upload left behind.
+            try:
+                bucket.put_manifest(path.read_bytes())
+            except Exception:  # noqa: BLE001 (the local process still gets it; logged)
+                logger.warning("search manifest not uploaded to the bucket", exc_info=True)
     if not notify:
         return None
     from apps.indexes.selectors import search_call

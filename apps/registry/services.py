@@ -17,6 +17,7 @@ from apps.registry.models import (
 from workers.common.configs.distill import DistillConfig
 from workers.common.configs.merge import MergeConfig
 from workers.common.configs.optimize import OptimizeConfig, VariantEvaluation
+from workers.common.store import artifact_delete
 
 
 class ModelRegistrationError(ValueError):
@@ -82,6 +83,11 @@ def embedding_model_register(
         model.full_clean()
     except ValidationError as exc:
         raise ModelRegistrationError("; ".join(exc.messages)) from exc
+    from workers.common.store import artifact_publish
+
+    # A folder under the artifacts folder (a Hub download) goes to the bucket, when there is
+    # one, before its row exists; any other folder is the operator's and stays where it is.
+    artifact_publish(model.path)
     model.save()
     return model
 
@@ -103,6 +109,10 @@ def embedding_model_register_trained(
     Called by the training task once the model folder is written; registering the same run
     again (a retried task) updates the model of that name instead of failing.
     """
+    from workers.common.store import artifact_publish
+
+    # With a bucket: whole there before the row that names it exists.
+    artifact_publish(model_dir)
     from workers.common.inspect import ModelFolderError, inspect_model_folder
 
     try:
@@ -283,6 +293,10 @@ def embedding_model_register_static(
     """A distillation's result as a registry model, the source as parent. Encoded with the
     source's prefixes (the static table was made from its vocabulary); a retried job
     registers the same model again."""
+    from workers.common.store import artifact_publish
+
+    # With a bucket: whole there before the row that names it exists.
+    artifact_publish(path)
     source = job.source
     pca = job.params.get("pca_dims")
     suffix = f" static{f' {pca}d' if pca else ''} (distillation {job.pk})"
@@ -365,6 +379,10 @@ def embedding_model_register_optimized(
     """An optimization's result as a registry model, the source as parent: encoded with the
     source's settings (its pooling and normalisation modules are in the folder), keyed on the
     job so that a retry updates its own model."""
+    from workers.common.store import artifact_publish
+
+    # With a bucket: whole there before the row that names it exists.
+    artifact_publish(path)
     source = job.source
     suffix = f" {job.label} (optimization {job.pk})"
     model, _ = EmbeddingModel.objects.update_or_create(
@@ -450,8 +468,6 @@ def _merge_models(
 ) -> tuple[list[EmbeddingModel], EmbeddingModel | None]:
     """The models and the base of ``config``, in its order, resolved in ``team``; each one
     an embedding model with whole torch weights."""
-    from pathlib import Path
-
     if len(set(config.models)) != len(config.models):
         raise MergeError("models: a model is listed twice")
     found = EmbeddingModel.objects.filter(team=team).in_bulk(config.models)
@@ -475,7 +491,9 @@ def _merge_models(
                 f"{field}: {model.name} is {model.get_kind_display().lower()}: it has no "
                 "transformer weights to merge; merge the models it was made from"
             )
-        if (Path(model.path) / "adapter_config.json").is_file():
+        from workers.common.store import artifact_ensure
+
+        if (artifact_ensure(model.path) / "adapter_config.json").is_file():
             raise MergeError(
                 f"{field}: {model.name} is an unmerged LoRA adapter; train it with merge_lora "
                 "(its weights are then a whole model's) to merge it"
@@ -617,6 +635,10 @@ def embedding_model_register_merged(
     pooling and modules are in the folder), the base (else the first parent) as parent, the
     lineage (every parent, the method, the weights) on the model; keyed on the job so that a
     retry updates its own model."""
+    from workers.common.store import artifact_publish
+
+    # With a bucket: whole there before the row that names it exists.
+    artifact_publish(path)
     by_id = {m.pk: m for m in job.parents.all()}
     parents = [by_id[pk] for pk in job.model_ids]
     first = parents[0]
@@ -658,7 +680,6 @@ def embedding_model_delete(*, model: EmbeddingModel) -> None:
     curation and derivation jobs, derived models): the message lists what does. The files go
     too, but only those EmbedHub wrote under ARTIFACTS_ROOT (a fine-tune, a distillation, an
     optimized variant); a folder or package a model was registered from is never touched."""
-    import shutil
     from pathlib import Path
 
     from apps.indexes.models import Deployment, IndexBuild
@@ -705,7 +726,7 @@ def embedding_model_delete(*, model: EmbeddingModel) -> None:
         # A Hub model's folder is EmbedHub's download (hub/models/<job>/repo) too.
         written = model.kind in kinds or model.source == EmbeddingModel.Source.HUB
         if written and _inside_artifacts(folder):
-            transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+            transaction.on_commit(lambda: artifact_delete(folder))
 
 
 def embedding_model_rename(*, model: EmbeddingModel, name: str) -> EmbeddingModel:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -473,11 +472,10 @@ def run_file_top(*, evaluation: Evaluation, query_id: str, k: int = TOP) -> list
     when the file is gone or outside the artifacts folder (never read a path the row names
     without that check).
     """
-    if not evaluation.run_file:
-        return None
-    path = Path(evaluation.run_file)
-    root = Path(settings.ARTIFACTS_ROOT).resolve()
-    if not path.resolve().is_relative_to(root) or not path.is_file():
+    from workers.common.store import artifact_inside
+
+    path = artifact_inside(evaluation.run_file, settings.ARTIFACTS_ROOT)
+    if path is None or not path.is_file():
         return None
     found: list[tuple] = []
     with open(path, encoding="utf-8") as fh:

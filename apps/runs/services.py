@@ -8,6 +8,7 @@ from apps.core.services import job_create_once, job_enqueue, job_fingerprint
 from apps.datasets.models import DatasetVersion
 from apps.registry.models import EmbeddingModel
 from apps.runs.models import Evaluation, QueryResult
+from workers.common.store import artifact_delete
 
 
 class EvaluationError(ValueError):
@@ -228,7 +229,6 @@ def evaluation_rerun(*, evaluation: Evaluation, created_by=None) -> Evaluation:
 def evaluation_delete(*, evaluation: Evaluation) -> None:
     """Delete an evaluation, its per-query rows and its run file. A running one must be
     cancelled first. The embedding cache it filled stays: other jobs share it."""
-    import shutil
     from pathlib import Path
 
     from django.conf import settings
@@ -246,4 +246,4 @@ def evaluation_delete(*, evaluation: Evaluation) -> None:
             )
         row.delete()
         # Files go only once the row is gone for good: a rolled-back delete keeps both.
-        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+        transaction.on_commit(lambda: artifact_delete(folder))

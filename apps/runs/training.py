@@ -20,6 +20,7 @@ from apps.registry.models import EmbeddingModel
 from apps.runs.models import TrainingRun
 from workers.common.configs.training import ConfigError, TrainConfig, TrainOptions, problems
 from workers.common.estimate import estimate
+from workers.common.store import artifact_delete
 
 
 class TrainingError(ValueError):
@@ -257,7 +258,6 @@ def training_run_delete(*, run: TrainingRun) -> None:
     """Delete a run that is not running, with its checkpoints and logs. A run whose model is
     still registered keeps it: the model's lineage would point nowhere, so delete the model
     first (or keep both)."""
-    import shutil
 
     with transaction.atomic():
         row = TrainingRun.objects.select_for_update().get(pk=run.pk)
@@ -271,7 +271,7 @@ def training_run_delete(*, run: TrainingRun) -> None:
         folder = Path(row.output_dir) if row.output_dir else None
         row.delete()
         if folder is not None and _inside_artifacts(folder):
-            transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+            transaction.on_commit(lambda: artifact_delete(folder))
 
 
 def _inside_artifacts(path: Path) -> bool:

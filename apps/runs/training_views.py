@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import tempfile
 import zipfile
-from pathlib import Path
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
@@ -220,16 +220,19 @@ def training_resume(request, pk: int):
 def training_model_zip(request, pk: int):
     """The resulting model folder (and the LoRA adapter when there is one) as a zip."""
     run = _run_get(request, pk)
-    model_dir = Path(run.result.get("model_dir") or "")
-    if not run.result_model_id or not model_dir.is_dir():
+    from workers.common.store import artifact_inside
+
+    # Only folders inside the artifacts folder (fetched from the bucket when there is one).
+    model_dir = artifact_inside(run.result.get("model_dir"), settings.ARTIFACTS_ROOT)
+    if not run.result_model_id or model_dir is None or not model_dir.is_dir():
         raise Http404
     buffer = tempfile.TemporaryFile()  # on disk: a model is tens to hundreds of MB
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
         for folder, prefix in (
             (model_dir, "model"),
-            (Path(run.result.get("adapter_dir") or ""), "adapter"),
+            (artifact_inside(run.result.get("adapter_dir"), settings.ARTIFACTS_ROOT), "adapter"),
         ):
-            if folder.is_dir() and str(folder) != ".":
+            if folder is not None and folder.is_dir():
                 for f in sorted(folder.rglob("*")):
                     if f.is_file():
                         zf.write(f, f"{prefix}/{f.relative_to(folder)}")

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -143,9 +142,10 @@ def evaluation_cancel(request, pk: int):
 @team_required()
 def evaluation_run_file(request, pk: int):
     evaluation = evaluation_get(user=request.user, pk=pk)
-    path = Path(evaluation.run_file) if evaluation.run_file else None
-    root = Path(settings.ARTIFACTS_ROOT).resolve()
-    if path is None or not path.resolve().is_relative_to(root) or not path.is_file():
+    from workers.common.store import artifact_inside
+
+    path = artifact_inside(evaluation.run_file, settings.ARTIFACTS_ROOT)
+    if path is None or not path.is_file():
         raise Http404("No run file for this evaluation.")
     return FileResponse(
         open(path, "rb"),  # noqa: SIM115 (FileResponse closes it)

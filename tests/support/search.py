@@ -61,22 +61,28 @@ class SearchProcess:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-def start_search_process(folder: Path, manifest: Path | None = None) -> SearchProcess:
+def start_search_process(
+    folder: Path, manifest: Path | None = None, env: dict | None = None,
+    wrap: list[str] | None = None,
+) -> SearchProcess:  # fmt: skip
     # A port free when asked may be taken before the process binds it (by a test running beside
     # this one under pytest-xdist, or any outgoing connection): then it exits, and a new port
     # is tried.
     for _ in range(3):
-        sp = _start_on(free_port(), folder, manifest or folder / "deployments.json")
+        sp = _start_on(free_port(), folder, manifest or folder / "deployments.json", env or {},
+                       wrap or [])  # fmt: skip
         if sp.proc.poll() is None:
             return sp
         sp.fh.close()
     return sp
 
 
-def _start_on(port: int, folder: Path, manifest: Path) -> SearchProcess:
+def _start_on(port: int, folder: Path, manifest: Path, extra: dict, wrap: list[str]
+              ) -> SearchProcess:  # fmt: skip
     log = folder / "search.log"
     env = {
         **os.environ,
+        **extra,
         "SEARCH_URL": f"http://127.0.0.1:{port}",
         "SEARCH_MANIFEST": str(manifest),
         "SEARCH_POLL_S": "0.2",
@@ -84,7 +90,7 @@ def _start_on(port: int, folder: Path, manifest: Path) -> SearchProcess:
     }
     fh = open(log, "wb")  # noqa: SIM115 (closed with the process)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.serving"], cwd=REPO, env=env, stdout=fh, stderr=fh
+        [*wrap, sys.executable, "-m", "workers.serving"], cwd=REPO, env=env, stdout=fh, stderr=fh
     )
     token, _ = resolve_token(env)  # what the process resolves from the same environment
     sp = SearchProcess(port, manifest, proc, log, token)

@@ -14,13 +14,17 @@ REPO = Path(__file__).resolve().parents[2]
 CELERY = str(Path(sys.executable).with_name("celery"))
 
 
-def start_worker(env: dict, log: Path, name: str = "") -> subprocess.Popen:
+def start_worker(
+    env: dict, log: Path, name: str = "", wrap: list[str] | None = None
+) -> subprocess.Popen:
     """A real Celery worker, started the way the Procfile starts it (all queues, prefetch 1);
-    ``name`` sets its node name (two workers of one test on one host)."""
+    ``name`` sets its node name (two workers of one test on one host); ``wrap`` is a command
+    it runs under (``tests.support.hosts.own_folder``: a host of its own)."""
     tiers.require("worker")
     fh = open(log, "wb")  # noqa: SIM115 (closed with the process)
     return subprocess.Popen(
         [
+            *(wrap or []),
             CELERY,
             "-A",
             "embedhub",

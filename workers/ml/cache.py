@@ -35,7 +35,13 @@ class EmbeddingCache:
 
     def get(self, key: str) -> tuple[np.ndarray, list[str]] | None:
         """(vectors, ids) or None. Vectors are memory-mapped: a hit costs no encode and no copy."""
+        from workers.common.store import ArtifactMissing, artifact_ensure
+
         folder = self.path(key)
+        try:
+            artifact_ensure(folder)  # with a bucket: another host's entry is a hit too
+        except ArtifactMissing:
+            return None
         try:
             ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
             vectors = np.load(folder / "vectors.npy", mmap_mode="r")
@@ -65,4 +71,7 @@ class EmbeddingCache:
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        from workers.common.store import artifact_publish
+
+        artifact_publish(folder)
         return folder

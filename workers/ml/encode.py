@@ -41,6 +41,9 @@ def load_encoder(
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import modules as models
 
+    from workers.common.store import artifact_ensure
+
+    artifact_ensure(path)  # with a bucket: fetched first, if not on this host
     if not Path(path).is_dir():
         # Otherwise sentence-transformers would take the path for a hub id and fail obscurely.
         raise FileNotFoundError(f"{path}: no such model folder")

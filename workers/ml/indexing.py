@@ -579,7 +579,9 @@ class LoadedIndex:
         read into memory; ``self.mmap`` says which happened."""
         import faiss
 
-        path = Path(path)
+        from workers.common.store import artifact_ensure
+
+        path = artifact_ensure(path)  # with a bucket: fetched whole first, if not here
         meta_path = path / META_FILE
         if not meta_path.exists():
             raise FileNotFoundError(f"{path} holds no index ({META_FILE} missing)")

@@ -326,7 +326,9 @@ def read_weights(folder: str | Path) -> ModelWeights:
     import torch
     from safetensors.torch import load_file
 
-    root = Path(folder)
+    from workers.common.store import artifact_ensure
+
+    root = artifact_ensure(folder)
     if (root / "adapter_config.json").is_file():
         raise MergeError(
             f"{root.name} is an unmerged LoRA adapter: merge it into its base first (train with "

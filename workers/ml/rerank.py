@@ -28,8 +28,10 @@ def load_reranker(*, path: str, max_length: int | None = None, device: str | Non
     """The sentence-transformers CrossEncoder in ``path`` (local files only)."""
     from sentence_transformers import CrossEncoder
 
+    from workers.common.store import artifact_ensure
     from workers.ml.encode import pick_device
 
+    artifact_ensure(path)
     return CrossEncoder(
         path, max_length=max_length, device=pick_device(device), local_files_only=True
     )

@@ -21,8 +21,10 @@ QUERY_BLOCK = 256  # queries scored at once: a block's dense score matrix is blo
 def load_sparse(*, path: str, max_seq_length: int | None = None, device: str | None = None) -> Any:
     from sentence_transformers import SparseEncoder
 
+    from workers.common.store import artifact_ensure
     from workers.ml.encode import pick_device
 
+    artifact_ensure(path)
     model = SparseEncoder(path, device=pick_device(device), local_files_only=True)
     if max_seq_length:
         model.max_seq_length = max_seq_length

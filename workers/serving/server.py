@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from workers.common.store import artifact_ensure
 from workers.ml.encode import encode_batch
 from workers.serving.auth import authorized
 from workers.serving.schema import MAX_BODY, SearchRequestError, parse_search_request
@@ -103,9 +104,9 @@ def manifest_path() -> Path:
     """The same default chain as the web's settings (SEARCH_MANIFEST, ARTIFACTS_ROOT, VAR_DIR)."""
     if os.environ.get("SEARCH_MANIFEST"):
         return Path(os.environ["SEARCH_MANIFEST"])
-    var = Path(os.environ.get("VAR_DIR") or Path(__file__).resolve().parents[2] / "var")
-    artifacts = Path(os.environ.get("ARTIFACTS_ROOT") or var / "artifacts")
-    return artifacts / "serving" / "deployments.json"
+    from workers.common.store import local_root
+
+    return local_root() / "serving" / "deployments.json"
 
 
 class Refused(Exception):
@@ -240,6 +241,7 @@ def load_reranker_for(spec: dict) -> Reranker:
     from workers.ml.cache import model_fingerprint
     from workers.ml.rerank import load_reranker
 
+    artifact_ensure(spec["path"])
     if model_fingerprint(spec["path"]) != spec.get("fingerprint"):
         raise Refused(
             f"the reranker {spec.get('model_name') or ''} changed since it was deployed (its "
@@ -278,6 +280,7 @@ def load_sparse_for(record: dict) -> SparseQueries:
     from workers.ml.cache import model_fingerprint
     from workers.ml.sparse import load_sparse
 
+    artifact_ensure(record["path"])
     if model_fingerprint(record["path"]) != record.get("fingerprint"):
         raise Refused(
             f"the sparse model {record.get('model_name') or ''} changed since the index was "
@@ -366,6 +369,7 @@ def load_encoder_for(spec: dict):
     from workers.ml.cache import model_fingerprint
     from workers.ml.encode import load_encoder
 
+    artifact_ensure(spec["path"])
     if model_fingerprint(spec["path"]) != spec.get("fingerprint"):
         raise Refused(
             f"the model {spec.get('model_name') or ''} changed since the index was built "
@@ -536,7 +540,10 @@ class SearchState:
         from workers.ml.indexing import LoadedIndex
 
         spec = entry["encoder"]
-        folder = Path(entry["path"])
+        try:  # with a bucket: the index fetched whole to this host first, if not here
+            folder = artifact_ensure(Path(entry["path"]))
+        except FileNotFoundError:
+            raise Refused(f"{entry['path']} holds no index") from None
         try:
             recorded = json.loads((folder / "encoder.json").read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -593,8 +600,26 @@ class SearchState:
         )
 
     def watch(self, interval: float, stop: threading.Event) -> None:
-        """Reload when the manifest file changes (another replica's deploy, a missed POST)."""
+        """Reload when the manifest file changes (another replica's deploy, a missed POST).
+        With artifacts in a bucket, the bucket's copy is the manifest: a replica on another
+        host follows it into its local file."""
+        from workers.common.store import store
+
+        bucket, etag = store(), None
         while not stop.wait(interval):
+            if bucket is not None:
+                try:
+                    changed = bucket.changed_manifest(etag)
+                except Exception:  # noqa: BLE001 (the bucket may be briefly unreachable)
+                    logger.warning("could not read the bucket's search manifest", exc_info=True)
+                    changed = None
+                if changed is not None:
+                    from workers.common.atomic import atomic_write
+
+                    self.manifest.parent.mkdir(parents=True, exist_ok=True)
+                    with atomic_write(self.manifest, "wb") as fh:
+                        fh.write(changed[0])
+                    etag = changed[1]
             if self.stamp() != self.manifest_stamp:
                 self.reload_quietly()
 

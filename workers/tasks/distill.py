@@ -62,6 +62,9 @@ def distill_execute(*, job: DistillJob, report: ProgressReporter) -> dict[str, A
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    from workers.common.store import artifact_ensure
+
+    artifact_ensure(source.path)
     info = distill_static(source_path=source.path, out_dir=tmp, pca_dims=config.pca_dims,
                           vocabulary=vocabulary)  # fmt: skip
     tmp.rename(folder)  # whole or not at all

@@ -43,8 +43,10 @@ def embedding_keys(
     fp32 adds nothing to the key, so the entries written before precision was a setting stay
     valid.
     """
+    from workers.common.store import artifact_ensure
     from workers.ml.cache import embedding_key, model_fingerprint
 
+    artifact_ensure(model.path)  # with a bucket: fetched, so it is hashed (and loaded) here
     common = {
         "model": model_fingerprint(model.path),
         "layout": model.layout,

@@ -51,6 +51,7 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
     from apps.datasets.selectors import evaluation_inputs
     from apps.runs.services import evaluation_results_record
     from workers.common.configs.evaluation import EvaluationConfig
+    from workers.common.store import artifact_publish
     from workers.ml.evaluate import evaluate_bm25, evaluate_dense, evaluate_hybrid
     from workers.ml.metrics import write_trec_run
     from workers.tasks.encoding import embedding_cache, encoding_for
@@ -131,6 +132,7 @@ def evaluation_execute(*, evaluation: Evaluation, report: ProgressReporter) -> d
     run_path = folder / "run.trec"
     write_trec_run(run=out.run, path=run_path, tag=f"embedhub-eval-{evaluation.pk}")
     report.check()  # a reaped or cancelled row gets no results
+    artifact_publish(run_path)  # with a bucket: the compare page on any host reads it
     evaluation_results_record(evaluation=evaluation, per_query=out.per_query)
     return {
         "metrics": out.metrics,
@@ -170,9 +172,10 @@ def _rerank(*, evaluation: Evaluation, config, corpus, queries, qrels, report: P
     from workers.ml.metrics import read_trec_run
 
     first = evaluation.first_stage
-    path = Path(first.run_file) if first is not None and first.run_file else None
-    root = Path(settings.ARTIFACTS_ROOT).resolve()
-    if path is None or not path.resolve().is_relative_to(root) or not path.is_file():
+    from workers.common.store import artifact_inside
+
+    path = artifact_inside(first.run_file if first is not None else None, settings.ARTIFACTS_ROOT)
+    if path is None or not path.is_file():
         raise EvaluationError(
             "The first stage's ranked lists are gone (its evaluation was deleted or its run "
             "file removed); run that evaluation again, then this rerank."

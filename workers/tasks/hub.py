@@ -161,6 +161,7 @@ def hub_publish_execute(*, job: HubPublish, report: ProgressReporter) -> dict[st
     from apps.registry.cards import model_card_text
     from apps.registry.models import HubPublish
     from workers.common.hub import HubError, hub_push
+    from workers.common.store import artifact_ensure
 
     model = job.model
     card = model_card_text(model=model)
@@ -174,7 +175,7 @@ def hub_publish_execute(*, job: HubPublish, report: ProgressReporter) -> dict[st
                                      status=JobStatus.SUCCEEDED).exclude(pk=job.pk)  # fmt: skip
     report("uploading")
     sha, private = hub_push(
-        repo_id=job.repo_id, folder=Path(model.path), card=card, private=job.private,
+        repo_id=job.repo_id, folder=artifact_ensure(model.path), card=card, private=job.private,
         token=token, may_exist=ours.exists(),
         message=f"EmbedHub: {model.name} ({model.get_kind_display().lower()})",
         progress=lambda done, total: report("uploading", done, total),

@@ -52,9 +52,11 @@ def publish_deployments() -> None:
 def index_encoder(*, build: IndexBuild, precision: str) -> dict[str, Any]:
     """The query encoder an index needs: everything that changes a query vector, the
     precision (resolved: fp32 or bf16) its documents were encoded in included."""
+    from workers.common.store import artifact_ensure
     from workers.ml.cache import model_fingerprint
 
     model = build.model
+    artifact_ensure(model.path)
     spec = build.spec or {}
     return {
         "model_id": model.pk,
@@ -91,6 +93,9 @@ def index_sparse_side(
     if sparse is None or not sparse.is_sparse:
         # Checked when the build was made; the model was deleted or changed since.
         raise ValueError(f"sparse_model: model #{model_id} is no longer a sparse model of the team")
+    from workers.common.store import artifact_ensure
+
+    artifact_ensure(sparse.path)
     record = {
         "model_id": sparse.pk,
         "model_name": sparse.name,
@@ -202,6 +207,11 @@ def index_build_execute(*, build: IndexBuild, report: ProgressReporter) -> dict[
             qrels=qrels or None,
         )
         report.check()
+        from workers.common.store import artifact_publish
+
+        # With a bucket: whole there before the row says succeeded (a replica fetches it).
+        report("uploading", 0, 0)
+        artifact_publish(folder)
     except BaseException:
         # Cancelled or failed after the files were written: a dead row keeps no index.
         shutil.rmtree(folder, ignore_errors=True)

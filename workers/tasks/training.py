@@ -17,6 +17,7 @@ Loading this module imports no ML library: the web imports ``train`` to enqueue 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from apps.datasets.models import DatasetVersion
     from apps.runs.models import TrainingRun
     from workers.tasks.runtime import ProgressReporter
+
+logger = logging.getLogger(__name__)
 
 LOG_SAVE_S = 2.0
 
@@ -70,6 +73,7 @@ def training_run_execute(*, run: TrainingRun, report: ProgressReporter) -> dict:
     rows_path = out / "train.jsonl"
     if not rows_path.exists():
         _training_rows(run.train_version, rows_path)
+    _fetch_last_checkpoint(out)
     checkpoint = last_checkpoint(out)
     job = {
         "config": config.to_dict(),
@@ -83,6 +87,10 @@ def training_run_execute(*, run: TrainingRun, report: ProgressReporter) -> dict:
     if checkpoint:
         TrainingRun.objects.filter(pk=run.pk).update(resumed_from=str(checkpoint))
     result = _supervise(run=run, report=report, job_path=out / "job.json")
+    if result.get("adapter_dir"):
+        from workers.common.store import artifact_publish
+
+        artifact_publish(result["adapter_dir"])  # the model folder goes with its registration
     steps = int(result.get("steps") or 0)
     report("registering the model", steps, steps)  # keeps the step count on the page
     model = embedding_model_register_trained(
@@ -209,8 +217,18 @@ def _supervise(*, run: TrainingRun, report: ProgressReporter, job_path: Path) ->
     def save() -> None:
         TrainingRun.objects.filter(pk=run.pk).update(log=curve, log_tail=log_tail(log_path))
 
+    from concurrent.futures import ThreadPoolExecutor
+
+    from workers.common.store import store
+
+    # With a bucket, each checkpoint is uploaded as it is written (beside the run, so reading
+    # the child's events never waits on it): a run stopped with its host resumes on another.
+    uploads = ThreadPoolExecutor(1, thread_name_prefix="checkpoints") if store() else None
+
     def on_event(event: dict[str, Any]) -> None:
         nonlocal curve, total
+        if uploads is not None and event.get("kind") == "checkpoint" and event.get("path"):
+            uploads.submit(_publish_checkpoint, event["path"])
         if event.get("event") == "log":
             curve = merge_point(curve, event)
             total = int(event.get("total_steps") or total)
@@ -240,6 +258,32 @@ def _supervise(*, run: TrainingRun, report: ProgressReporter, job_path: Path) ->
         raise TrainingError(str(exc)) from exc
     finally:
         save()
+        if uploads is not None:
+            uploads.shutdown(wait=True)
+
+
+def _publish_checkpoint(path: str) -> None:
+    from workers.common.store import artifact_publish
+
+    try:
+        artifact_publish(path)
+    except Exception:  # noqa: BLE001 (a checkpoint the trainer rotated out meanwhile; logged)
+        logger.warning("checkpoint %s not uploaded", path, exc_info=True)
+
+
+def _fetch_last_checkpoint(out: Path) -> None:
+    """With a bucket: the run's newest published checkpoint, when this host lacks it (the run
+    started on another host, which stopped), so the resume continues from it."""
+    from workers.common.checkpoints import CHECKPOINTS
+    from workers.common.store import store
+
+    bucket = store()
+    if bucket is None:
+        return
+    steps = {int(p.name[11:]): p for p in bucket.published_under(out / CHECKPOINTS)
+             if p.name.startswith("checkpoint-") and p.name[11:].isdigit()}  # fmt: skip
+    if steps:
+        bucket.ensure(steps[max(steps)])
 
 
 def merge_point(curve: list[dict], event: dict[str, Any]) -> list[dict]:

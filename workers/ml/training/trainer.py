@@ -79,6 +79,12 @@ def train(
     log_history (the trainer's), and the resolved setup (rows, negatives_per_row, learning_rate,
     precision, device, matryoshka_dims / starbucks_pairs / lora_target_modules).
     """
+    from workers.common.store import artifact_ensure
+
+    # With a bucket: the base (and guide) model fetched to this host first.
+    artifact_ensure(config.base_model_path)
+    if config.guide_model_path:
+        artifact_ensure(config.guide_model_path)
     data = read_rows(rows)
     columns, k, dropped = train_columns(config, data)
     reranker, sparse = config.reranker, config.sparse

@@ -88,6 +88,9 @@ def run(*, job: CurationJob, config: SemDedupConfig, report: ProgressReporter) -
     folder = curation_artifact_dir(job=job)
     with atomic_write(folder / "removed.json", "w") as fh:
         fh.write(json.dumps({"keys": removed, "document_words": kept_words}))
+    from workers.common.store import artifact_publish
+
+    artifact_publish(folder / "removed.json")  # the web reads it on accept, on its own host
     report.check()
     return {
         "stage": "done",

@@ -15,7 +15,9 @@ def run(*, job: CurationJob, config: TokensConfig, report: ProgressReporter) -> 
 
     source, model = job.source, job.model
     report("loading tokenizer")
-    tokenizer = load_tokenizer(model.path)
+    from workers.common.store import artifact_ensure
+
+    tokenizer = load_tokenizer(str(artifact_ensure(model.path)))
     if source.kind == DatasetVersion.Kind.RETRIEVAL:
         groups = {
             "documents": [
