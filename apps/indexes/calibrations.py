@@ -137,12 +137,15 @@ def calibration_create(
     )  # fmt: skip
 
 
-def calibration_refit_on_swap(*, deployment: Deployment, user=None) -> Calibration | None:
-    """After ``deployment`` swapped to another index (inside the swap's transaction): a refit of
-    its calibration with the same settings on the new index, enqueued on commit. None when it
-    has no calibration, or one for this index is already fitted or on its way."""
+def calibration_refit_after_swap(*, deployment_id: int, user=None) -> Calibration | None:
+    """After a deployment swapped to another index (once the swap committed): a refit of its
+    calibration with the same settings on the new index, enqueued. None when it has no
+    calibration (or is gone), or one for this index is already fitted or on its way."""
     from workers.tasks.calibration import calibrate
 
+    deployment = Deployment.objects.filter(pk=deployment_id).first()
+    if deployment is None:
+        return None
     current = calibration_current(deployment=deployment)
     if current is None or current.index_id == deployment.index_id:
         return None

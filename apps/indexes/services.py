@@ -363,12 +363,15 @@ def deployment_deploy(
             to_number=index.pk,
             user=user,
         )
-        if previous:
-            from apps.indexes.calibrations import calibration_refit_on_swap
-
-            # A calibration is of one index's scores: the new index gets its own, refitted.
-            calibration_refit_on_swap(deployment=deployment, user=user)
         transaction.on_commit(deployments_publish_soon)
+        if previous:
+            from apps.indexes.calibrations import calibration_refit_after_swap
+
+            # A calibration is of one index's scores: the new index gets its own, refitted,
+            # after the swap's commit (the swap holds the team's lock: it stays short).
+            transaction.on_commit(
+                lambda: calibration_refit_after_swap(deployment_id=deployment.pk, user=user)
+            )
     return deployment
 
 

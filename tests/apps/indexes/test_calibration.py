@@ -44,7 +44,13 @@ def _token(user, team):
 
 
 def test_fitted_on_the_served_index_then_stale_after_a_swap_and_refitted(
-    client, member, team, tiny_registered_model, tiny_version, django_capture_on_commit_callbacks
+    client,
+    member,
+    team,
+    tiny_registered_model,
+    tiny_version,
+    django_capture_on_commit_callbacks,
+    monkeypatch,
 ):
     from apps.indexes.calibrations import calibration_state
     from apps.indexes.models import Calibration
@@ -78,13 +84,20 @@ def test_fitted_on_the_served_index_then_stale_after_a_swap_and_refitted(
     assert 'id="calibration-adapter"' in page
     type(d).objects.filter(pk=d.pk).update(adapter={})
 
-    # The swap: the calibration is stale (not served), and a refit on the new index is queued.
+    # The swap: the calibration is stale (not served), and a refit on the new index is queued
+    # once the swap has committed.
+    sent = []
+    monkeypatch.setattr(calibrate, "apply_async", lambda *a, **kw: sent.append((a, kw)))
     with capture() as callbacks:
         deployment_deploy(team=team, name="prod", index=hnsw)
+    assert not Calibration.objects.filter(refit_of=job).exists()  # not inside the swap
+    with capture(execute=True):
+        for callback in callbacks:
+            callback()
     refit = Calibration.objects.get(refit_of=job)
     assert refit.status == "pending" and refit.index_id == hnsw.pk
     assert refit.params == job.params and refit.celery_task_name == calibrate.name
-    assert callbacks  # the enqueue waits for the commit
+    assert sent == [((), {"args": [refit.pk], "kwargs": {}, "task_id": refit.celery_task_id})]
     d.refresh_from_db()
     state = calibration_state(deployment=d)
     assert state["stale"] and state["current"] == job and state["pending"] == refit
