@@ -476,3 +476,32 @@ def test_a_training_set_repo_imports_as_a_training_version(client, member, hub, 
             "question 0",
             "question 1",
         ]
+
+
+def test_with_artifacts_in_a_bucket_a_hub_model_is_uploaded_before_it_is_registered(
+    client, member, hub, tiny_model_path, monkeypatch, s3_env, tmp_path
+):
+    """Another host (an empty folder) gets the Hub model's exact files from the bucket."""
+    import shutil
+
+    from workers.common.store import Store, store
+
+    monkeypatch.setattr(hub_import, "apply_async", lambda *a, **k: None)
+    files = model_files(tiny_model_path)
+    hub.add("model", "acme/tiny", files)
+    client.force_login(member)
+    start(client, repo_id="acme/tiny", name="tiny-hub")
+    job = HubImport.objects.get()
+    hub_import.run(job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.human_error
+    here = store()
+    folder = Path(job.result_model.path)
+    key = here.key_of(folder)
+    assert key is not None and set(here.manifest(key)["files"]) == set(files)
+    other = Store(bucket=here.bucket, prefix=here.prefix, local_root=tmp_path / "host-b",
+                  endpoint_url=here.endpoint_url)  # fmt: skip
+    fetched = other.ensure(other.local_root / key)
+    assert {str(p.relative_to(fetched)): p.read_bytes()
+            for p in fetched.rglob("*") if p.is_file()} == files  # fmt: skip
+    shutil.rmtree(fetched)
