@@ -23,6 +23,7 @@ time per query; the cutover verdict.
 
     .venv/bin/python -m bench.upgrade                        # bf16 encodes, 40-step fine-tune
     .venv/bin/python -m bench.upgrade --subset 300 --steps 4  # smoke (figures not comparable)
+    .venv/bin/python -m bench.upgrade --steps 180 --artifacts /tmp/bench-upgrade-…/artifacts
 
 Runs in this process on its own database and an empty artifacts folder.
 """
@@ -53,6 +54,9 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
     parser.add_argument("--latency-queries", type=int, default=300)
     parser.add_argument("--database-url", default=DEFAULT_URL)
+    parser.add_argument(
+        "--artifacts", type=Path, help="a previous run's artifacts (its embedding cache is read)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-upgrade-data-"))
@@ -60,8 +64,10 @@ def main() -> None:
     folder, pairs, counts = prepare(args.data, work, dev_queries=0, subset=args.subset, seed=0)
     (folder / "qrels" / "dev.tsv").unlink()  # empty: no held-out split here
     log(f"data: {counts}")
-    team, version, base = product_setup(database_url=args.database_url, data=folder,
-                                        prefix="bench-upgrade-")  # fmt: skip
+    team, version, base = product_setup(
+        database_url=args.database_url, data=folder, prefix="bench-upgrade-",
+        artifacts=args.artifacts,
+    )  # fmt: skip
     from django.conf import settings
 
     from apps.indexes.models import IndexBuild, ModelUpgrade
