@@ -394,11 +394,14 @@ def load_encoder_for(spec: dict):
 def load_adapter_for(adapter: dict, *, dimension: int):
     """A model upgrade's query adapter, checked: the file as fitted (its sha256), mapping the
     new model's dimension into the index's."""
+    from workers.common.store import ArtifactMissing
     from workers.ml.adapter import load_adapter
 
     try:
-        matrix = load_adapter(adapter["path"], sha256=adapter.get("sha256"))
-    except FileNotFoundError:
+        # Fetched from the bucket when artifacts live in one (the upgrade job published it).
+        path = artifact_ensure(Path(adapter["path"]).parent) / Path(adapter["path"]).name
+        matrix = load_adapter(path, sha256=adapter.get("sha256"))
+    except (FileNotFoundError, ArtifactMissing):
         raise Refused(f"the adapter of upgrade #{adapter.get('upgrade')} is gone") from None
     except ValueError as exc:
         raise Refused(f"the adapter of upgrade #{adapter.get('upgrade')}: {exc}") from None

@@ -64,6 +64,7 @@ def upgrade_execute(*, upgrade: ModelUpgrade, report: ProgressReporter) -> dict[
 
     from apps.datasets.selectors import evaluation_inputs
     from workers.common.atomic import atomic_write
+    from workers.common.store import artifact_ensure, artifact_publish
     from workers.ml.adapter import (
         adapter_bytes,
         adapter_digest,
@@ -79,6 +80,8 @@ def upgrade_execute(*, upgrade: ModelUpgrade, report: ProgressReporter) -> dict[
 
     old_index = upgrade.old_index
     version = old_index.dataset_version
+    for model in (old_index.model, upgrade.new_model):
+        artifact_ensure(model.path)  # from the bucket, when artifacts live in one
     corpus, queries, qrels = evaluation_inputs(version=version, split=upgrade.split)
     if not queries:
         raise ValueError(f"split {upgrade.split!r} has no judged queries")
@@ -136,6 +139,9 @@ def upgrade_execute(*, upgrade: ModelUpgrade, report: ProgressReporter) -> dict[
     path = folder / "adapter.npy"
     with atomic_write(path, "wb") as fh:
         fh.write(data)
+    # With a bucket: whole there before the row names it (every search replica fetches it).
+    report("uploading", 0, 0)
+    artifact_publish(folder)
     # The new model's query encoder, as the search process loads one for an index; its
     # dimension is the new model's (the adapter maps it into the index's space).
     encoder = index_encoder(build=new_model_build(upgrade), precision=new_spec.precision)

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from tests.apps.indexes.conftest import build_sync
 from tests.conftest import TINY_CORPUS, TINY_QUERIES, write_beir
+from tests.support.s3 import s3_env, s3_server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
 
@@ -525,3 +526,26 @@ def test_the_page_shows_the_report_verdict_and_refuses_an_unforced_worse_cutover
     client.force_login(outsider)
     assert client.get(reverse("indexes:upgrade", args=[upgrade.pk])).status_code == 404
     assert client.post(reverse("indexes:upgrade_rollback", args=[upgrade.pk])).status_code == 404
+
+
+def test_with_a_bucket_the_adapter_is_published_and_another_host_fetches_it(
+    s3_env, team, tiny_registered_model, new_model, tiny_version,  # noqa: F811
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    """ARTIFACTS_ROOT in an S3 bucket: the job uploads the adapter before its row names it, and
+    a search process on a host without the file fetches it (checked against its sha256)."""
+    import shutil
+    from pathlib import Path
+
+    from workers.serving.server import load_adapter_for
+
+    old = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    d = _deploy(team=team, name="prod", build=old, capture=django_capture_on_commit_callbacks)
+    upgrade = _prepared(team=team, deployment=d, model=new_model)
+    folder = Path(upgrade.adapter_path).parent
+    shutil.rmtree(folder)  # this host no longer has it: as on a search replica
+    adapter = {"upgrade": upgrade.pk, "kind": "orthogonal", "path": upgrade.adapter_path,
+               "sha256": upgrade.adapter_sha256, "encoder": upgrade.adapter_encoder}  # fmt: skip
+    matrix = load_adapter_for(adapter, dimension=64)
+    assert matrix.shape == (64, 64) and (folder / "adapter.npy").exists()
+    np.testing.assert_allclose(matrix.T @ matrix, np.eye(64), atol=1e-4)
