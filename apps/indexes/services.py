@@ -176,9 +176,16 @@ def index_build_delete(*, build: IndexBuild) -> None:
                     else "starts from, and the upgrade is still running."
                 )
             )
+        # Upgrades that started from this index go with it, and their adapters' folders.
+        upgrades = [
+            Path(settings.ARTIFACTS_ROOT) / "upgrades" / str(pk)
+            for pk in ModelUpgrade.objects.filter(old_index=build).values_list("pk", flat=True)
+        ]
         build.delete()
         # Files go only once the row is gone for good: a rolled-back delete keeps both.
         transaction.on_commit(lambda: artifact_delete(folder))
+        for path in upgrades:
+            transaction.on_commit(lambda path=path: artifact_delete(path))
 
 
 def index_folder(*, build: IndexBuild) -> Path:

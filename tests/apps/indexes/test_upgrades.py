@@ -235,9 +235,14 @@ def test_cutover_goes_through_unforced_when_not_worse_and_rollback_window_closes
         model_upgrade_rollback(upgrade=upgrade)
     assert Deployment.objects.get(pk=d.pk).index_id == upgrade.new_index_id
     # Once it closed, the old index may go, and the upgrade's record with it.
+    from pathlib import Path
+
+    adapter_folder = Path(upgrade.adapter_path).parent
+    assert adapter_folder.is_dir()
     with capture(execute=True):
         index_build_delete(build=old)
     assert not type(upgrade).objects.filter(pk=upgrade.pk).exists()
+    assert not adapter_folder.exists()
 
 
 @pytest.mark.django_db(transaction=True)  # the client threads need committed rows
