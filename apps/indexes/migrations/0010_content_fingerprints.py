@@ -3,11 +3,13 @@ the files' times no longer count, so hosts with other mounts agree on a model. E
 recorded before (an index's query encoder, in its row and in its folder's encoder.json; a
 sparse side's model.json; a deployment's encoder, rerank stage and adapter; the search
 manifest) is recomputed from the model folder it names, so the search process keeps serving
-what it served. A fingerprint whose folder is gone is left as it was (the guard refuses it, as
-it did before)."""
+what it served. Only a fingerprint the folder still matches is renewed (the old one is
+recomputed here, path, names, sizes and times as before): a folder changed since the index was
+built, or gone, keeps the old value, and the guard refuses it as it did before."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -30,6 +32,21 @@ def _rewrite_json(path: Path, change) -> None:
     os.replace(tmp, path)
 
 
+def old_fingerprint(path: str) -> str:
+    """The fingerprint as it was computed before this migration (the folder's resolved path and
+    its defining files' names, sizes and whole-second times), frozen here."""
+    root = Path(path)
+    suffixes = (".safetensors", ".bin", ".pt", ".json", ".txt", ".model")
+    if (root / "onnx_config.json").is_file():
+        suffixes += (".onnx", ".data")
+    items = []
+    for file in sorted(root.rglob("*")):
+        if file.is_file() and file.suffix in suffixes:
+            st = file.stat()
+            items.append((str(file.relative_to(root)), st.st_size, int(st.st_mtime)))
+    return hashlib.sha256(json.dumps([str(root.resolve()), items]).encode()).hexdigest()
+
+
 def refingerprint(apps, schema_editor):
     from workers.common.fingerprint import model_fingerprint
 
@@ -41,8 +58,8 @@ def refingerprint(apps, schema_editor):
             return False
         old = spec["fingerprint"]
         if old not in mapping:
-            if not Path(spec["path"]).is_dir():
-                return False
+            if not Path(spec["path"]).is_dir() or old_fingerprint(spec["path"]) != old:
+                return False  # gone, or changed since: the guard keeps refusing it
             mapping[old] = model_fingerprint(spec["path"])
         spec["fingerprint"] = mapping[old]
         return spec["fingerprint"] != old
@@ -66,7 +83,11 @@ def refingerprint(apps, schema_editor):
             if renew(spec)
         ]
         if changed:
-            deployment.save(update_fields=sorted({f for f in changed}))
+            deployment.save(update_fields=sorted(set(changed)))
+    ModelUpgrade = apps.get_model("indexes", "ModelUpgrade")
+    for upgrade in ModelUpgrade.objects.exclude(adapter_encoder={}).iterator():
+        if renew(upgrade.adapter_encoder):
+            upgrade.save(update_fields=["adapter_encoder"])
     manifest = Path(settings.SEARCH_MANIFEST)
 
     def renew_manifest(data: dict) -> bool:

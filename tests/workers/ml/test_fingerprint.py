@@ -46,7 +46,7 @@ def test_the_migration_gives_recorded_fingerprints_their_content_hash(
     build = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
     content = build.encoder["fingerprint"]
     assert content == model_fingerprint(tiny_registered_model.path)
-    old = "0" * 64  # what the path-and-time fingerprint recorded
+    old = migration.old_fingerprint(tiny_registered_model.path)  # what was recorded before
     build.encoder = {**build.encoder, "fingerprint": old}
     build.save(update_fields=["encoder"])
     encoder_json = Path(build.path) / "encoder.json"
@@ -69,3 +69,32 @@ def test_the_migration_gives_recorded_fingerprints_their_content_hash(
     assert deployment.rerank["fingerprint"] == "1" * 64  # its folder is gone: left to the guard
     entry = json.loads(manifest.read_text())["deployments"]["1/d"]
     assert entry["encoder"]["fingerprint"] == content
+
+
+def test_the_migration_leaves_a_folder_changed_since_to_the_guard(
+    db, team, tiny_registered_model, tiny_version, tmp_path
+):
+    """A model folder rewritten after its index was built must not get the new weights' hash:
+    the search process has to keep refusing that index."""
+    import importlib
+    import shutil
+
+    from django.apps import apps
+
+    from tests.apps.indexes.conftest import build_sync
+
+    migration = importlib.import_module("apps.indexes.migrations.0010_content_fingerprints")
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_registered_model.path, copy)
+    tiny_registered_model.path = str(copy)
+    tiny_registered_model.save(update_fields=["path"])
+    build = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    recorded = migration.old_fingerprint(str(copy))
+    build.encoder = {**build.encoder, "fingerprint": recorded}
+    build.save(update_fields=["encoder"])
+    weights = next(copy.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\2")  # rewritten after the build
+    os.utime(weights, (10, 10))
+    migration.refingerprint(apps, None)
+    build.refresh_from_db()
+    assert build.encoder["fingerprint"] == recorded != model_fingerprint(str(copy))
