@@ -304,8 +304,8 @@ def deployment_deploy(
             raise IndexBuildError(
                 f"fusion.lexical: index #{index.pk} has no {what} to fuse with the dense one"
             )
-        if fusion is None and current is None:
-            fusion = DeploymentFusion().model_dump()
+        if current is None and not lexical_given:
+            fusion = fusion or DeploymentFusion().model_dump()
             if sides["sparse"] and not sides["bm25"]:
                 fusion["lexical"] = "sparse"  # the only lexical side this index has
         if rerank is not None:

@@ -157,3 +157,32 @@ def test_a_run_resumes_on_another_host_from_its_last_published_checkpoint(s3_env
         b'{"global_step": 4}'
     )
     assert not (out / "checkpoints" / "checkpoint-2").exists()  # only the newest is fetched
+
+
+def test_what_a_host_wrote_is_never_dropped_by_its_read_cache(s3_env, settings, tmp_path):
+    here = store()
+    for name in ("one", "two"):
+        here.publish(_folder(settings.ARTIFACTS_ROOT, f"models/{name}",
+                             {"w.bin": os.urandom(1000)}))  # fmt: skip
+    there = _other_host(here, tmp_path / "host-b", max_bytes=1500)
+    mine = _folder(there.local_root, "indexes/mine", {"index.faiss": os.urandom(4000)})
+    there.publish(mine)
+    there.ensure(there.local_root / "models/one")
+    there.ensure(there.local_root / "models/two")  # over the limit: "one" goes, "mine" stays
+    assert mine.is_dir() and (mine / "index.faiss").stat().st_size == 4000
+    assert not (there.local_root / "models/one").exists()
+    assert not list(there.local_root.glob("models/.evict-*"))  # nothing left half-deleted
+
+
+def test_a_search_process_takes_the_buckets_manifest_only_when_it_is_newer(tmp_path):
+    import json as json_module
+
+    from workers.serving.server import SearchState
+
+    state = SearchState(manifest=tmp_path / "serving" / "deployments.json")
+    older = json_module.dumps({"written_at": 1.0, "deployments": {"1/a": {}}}).encode()
+    newer = json_module.dumps({"written_at": 2.0, "deployments": {"1/b": {}}}).encode()
+    assert state.take_manifest(older)  # a replica with no manifest of its own
+    assert state.take_manifest(newer)
+    assert not state.take_manifest(older)  # the web wrote a later one here: kept
+    assert json_module.loads(state.manifest.read_text())["deployments"] == {"1/b": {}}

@@ -25,6 +25,8 @@ web share it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -32,7 +34,6 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,6 @@ from workers.common.fingerprint import file_sha256
 MANIFEST = ".embedhub-manifest.json"  # beside the files in the bucket: written last
 SEARCH_MANIFEST = "serving/deployments.json"  # what the search replicas serve
 STATE_DIR = ".embedhub-store"  # in the local folder: blobs and one marker per artifact
-_lock = threading.Lock()
 
 
 class ArtifactMissing(FileNotFoundError):
@@ -114,8 +114,8 @@ class Store:
             self.client.upload_file(str(file), self.bucket, self._object(target))
         manifest = {"kind": kind, "files": entries, "published_at": time.time()}
         body = json.dumps(manifest, sort_keys=True).encode()
+        # No marker: what this host wrote is its own copy, never dropped by the read cache.
         self.client.put_object(Bucket=self.bucket, Key=self._manifest_key(key), Body=body)
-        self._mark(key, manifest)
         return manifest
 
     def remove(self, path: str | Path) -> int:
@@ -258,37 +258,59 @@ class Store:
         blobs = self.local_root / STATE_DIR / "blobs"
         return sum(f.stat().st_size for f in blobs.rglob("*") if f.is_file())
 
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """One evicting process at a time on this host's folder (the Celery pool's children,
+        the training child and the search process share it)."""
+        state = self.local_root / STATE_DIR
+        state.mkdir(parents=True, exist_ok=True)
+        with open(state / "evict.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     def evict(self, *, keep: str | None = None) -> list[str]:
-        """Drop the least recently used published artifacts until the local blobs fit in
-        ``max_bytes``; returns the keys dropped."""
+        """Drop the least recently used fetched artifacts until the local blobs fit in
+        ``max_bytes``; returns the keys dropped. Only fetched artifacts (a marker, files that
+        are blobs) are dropped: what this host wrote stays. An artifact is renamed out of sight
+        before it is deleted, so a reader finds it whole or not at all (then fetches it)."""
         if not self.max_bytes:
             return []
         dropped: list[str] = []
-        with _lock:
+        with self._exclusive():
+            total = self.cached_bytes()
             markers = sorted(
                 (self.local_root / STATE_DIR / "markers").rglob("*.json"),
                 key=lambda m: m.stat().st_mtime,
             )
             for marker in markers:
-                if self.cached_bytes() <= self.max_bytes:
+                if total <= self.max_bytes:
                     break
                 key = json.loads(marker.read_text(encoding="utf-8"))["key"]
                 if key == keep:
                     continue
                 local = self.local_root / key
-                if local.is_dir():
-                    shutil.rmtree(local, ignore_errors=True)
-                else:
-                    local.unlink(missing_ok=True)
+                if local.exists():
+                    trash = local.with_name(f".evict-{os.getpid()}-{local.name}")
+                    os.rename(local, trash)
+                    if trash.is_dir():
+                        shutil.rmtree(trash, ignore_errors=True)
+                    else:
+                        trash.unlink(missing_ok=True)
                 marker.unlink(missing_ok=True)
-                self._drop_unlinked_blobs()
+                total -= self._drop_unlinked_blobs()
                 dropped.append(key)
         return dropped
 
-    def _drop_unlinked_blobs(self) -> None:
+    def _drop_unlinked_blobs(self) -> int:
+        """Delete the blobs no artifact links to any more; returns the bytes freed."""
+        freed = 0
         for blob in (self.local_root / STATE_DIR / "blobs").rglob("*"):
-            if blob.is_file() and blob.stat().st_nlink == 1:
-                blob.unlink(missing_ok=True)
+            if blob.is_file():
+                st = blob.stat()
+                if st.st_nlink == 1:
+                    blob.unlink(missing_ok=True)
+                    freed += st.st_size
+        return freed
 
 
 def parse_root(root: str) -> tuple[str, str] | None:

@@ -237,16 +237,27 @@ class Reranker:
         return out
 
 
-def load_reranker_for(spec: dict) -> Reranker:
+def checked_model(spec: dict, changed: str) -> None:
+    """The model folder ``spec`` records ({path, fingerprint, model_name}) is here (fetched from
+    the bucket when artifacts live in one) and still the one recorded; else ``Refused``, with
+    ``changed`` as the reason when its files differ."""
+    from workers.common.store import ArtifactMissing
     from workers.ml.cache import model_fingerprint
+
+    try:
+        artifact_ensure(spec["path"])
+    except ArtifactMissing:
+        raise Refused(f"the model {spec.get('model_name') or ''} is gone") from None
+    if model_fingerprint(spec["path"]) != spec.get("fingerprint"):
+        raise Refused(changed)
+
+
+def load_reranker_for(spec: dict) -> Reranker:
     from workers.ml.rerank import load_reranker
 
-    artifact_ensure(spec["path"])
-    if model_fingerprint(spec["path"]) != spec.get("fingerprint"):
-        raise Refused(
-            f"the reranker {spec.get('model_name') or ''} changed since it was deployed (its "
-            "folder's files differ from the recorded fingerprint): set the rerank stage again"
-        )
+    checked_model(spec, f"the reranker {spec.get('model_name') or ''} changed since it was "
+                        "deployed (its folder's files differ from the recorded fingerprint): "
+                        "set the rerank stage again")  # fmt: skip
     torch_threads()
     model = load_reranker(path=spec["path"], max_length=spec.get("max_length"),
                           device=os.environ.get("SEARCH_DEVICE") or None)  # fmt: skip
@@ -277,15 +288,11 @@ class SparseQueries:
 
 
 def load_sparse_for(record: dict) -> SparseQueries:
-    from workers.ml.cache import model_fingerprint
     from workers.ml.sparse import load_sparse
 
-    artifact_ensure(record["path"])
-    if model_fingerprint(record["path"]) != record.get("fingerprint"):
-        raise Refused(
-            f"the sparse model {record.get('model_name') or ''} changed since the index was "
-            "built (its folder's files differ from the recorded fingerprint): build it again"
-        )
+    checked_model(record, f"the sparse model {record.get('model_name') or ''} changed since the "
+                          "index was built (its folder's files differ from the recorded "
+                          "fingerprint): build it again")  # fmt: skip
     torch_threads()
     model = load_sparse(path=record["path"], max_seq_length=record.get("max_seq_length"),
                         device=os.environ.get("SEARCH_DEVICE") or None)  # fmt: skip
@@ -366,15 +373,11 @@ def encoder_key(spec: dict) -> str:
 
 
 def load_encoder_for(spec: dict):
-    from workers.ml.cache import model_fingerprint
     from workers.ml.encode import load_encoder
 
-    artifact_ensure(spec["path"])
-    if model_fingerprint(spec["path"]) != spec.get("fingerprint"):
-        raise Refused(
-            f"the model {spec.get('model_name') or ''} changed since the index was built "
-            "(its folder's files differ from the recorded fingerprint)"
-        )
+    checked_model(spec, f"the model {spec.get('model_name') or ''} changed since the index "
+                        "was built (its folder's files differ from the recorded "
+                        "fingerprint)")  # fmt: skip
     torch_threads()
     model = load_encoder(
         path=spec["path"],
@@ -617,14 +620,33 @@ class SearchState:
                     logger.warning("could not read the bucket's search manifest", exc_info=True)
                     changed = None
                 if changed is not None:
-                    from workers.common.atomic import atomic_write
-
-                    self.manifest.parent.mkdir(parents=True, exist_ok=True)
-                    with atomic_write(self.manifest, "wb") as fh:
-                        fh.write(changed[0])
                     etag = changed[1]
+                    self.take_manifest(changed[0])
             if self.stamp() != self.manifest_stamp:
                 self.reload_quietly()
+
+    def take_manifest(self, content: bytes) -> bool:
+        """Write the bucket's manifest as this process's own, unless the local one was written
+        later (on the web's host, the local file is written before the upload: a failed or
+        slower upload must not roll it back)."""
+        from workers.common.atomic import atomic_write
+
+        def written_at(data: bytes) -> float:
+            try:
+                return float(json.loads(data).get("written_at") or 0)
+            except (ValueError, AttributeError):
+                return 0.0
+
+        try:
+            local = self.manifest.read_bytes()
+        except FileNotFoundError:
+            local = b""
+        if local and written_at(local) >= written_at(content):
+            return False
+        self.manifest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(self.manifest, "wb") as fh:
+            fh.write(content)
+        return True
 
     def reload_quietly(self) -> None:
         try:
