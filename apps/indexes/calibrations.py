@@ -60,10 +60,15 @@ def calibration_state(*, deployment: Deployment) -> dict:
         .order_by("-pk")
         .first()
     )
+    stale = current is not None and current.index_id != deployment.index_id
     return {
         "current": current,
-        "stale": current is not None and current.index_id != deployment.index_id,
+        "stale": stale,
         "pending": pending,
+        # Why the stale one cannot be refitted as it was (the new index's data lacks a split).
+        "refit_problem": _refit_problem(deployment=deployment, current=current)
+        if stale and pending is None
+        else "",
         # Served through a model upgrade's query adapter: no relevance meanwhile.
         "adapter": current is not None and bool(deployment.adapter),
     }
@@ -83,6 +88,14 @@ def calibration_manifest_entry(*, deployment: Deployment) -> dict:
 
 
 # --- writes ----------------------------------------------------------------------------------
+
+
+def _refit_problem(*, deployment: Deployment, current: Calibration) -> str:
+    try:
+        _checked(deployment=deployment, params=current.params)
+    except CalibrationError as exc:
+        return str(exc)
+    return ""
 
 
 def _checked(*, deployment: Deployment, params: dict) -> dict:
@@ -154,6 +167,10 @@ def calibration_refit_after_swap(*, deployment_id: int, user=None) -> Calibratio
         .filter(index_id=deployment.index_id, status__in=(JobStatus.PENDING, JobStatus.RUNNING))
         .exists()
     ):
+        return None
+    if _refit_problem(deployment=deployment, current=current):
+        # The new index's data lacks a split the settings name: a job bound to fail helps no
+        # one; the deployment page says why and offers a fit with other settings.
         return None
     with transaction.atomic():
         job = Calibration.objects.create(

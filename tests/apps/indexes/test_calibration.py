@@ -337,3 +337,28 @@ def test_calibrate_command_fits_and_names_bad_options(team, tiny_registered_mode
         call_command("calibrate", "prod", "--split", "nope", "--sync")
     assert exit_.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith("--split: ")
+
+
+def test_a_swap_to_data_without_the_split_queues_no_refit_and_the_page_says_why(
+    client, member, team, tiny_registered_model, tiny_version, tmp_path,
+    django_capture_on_commit_callbacks, monkeypatch,
+):  # fmt: skip
+    from apps.datasets.services import dataset_import_beir
+    from apps.indexes.models import Calibration
+    from tests.conftest import TINY_QRELS, write_beir
+    from workers.tasks.calibration import calibrate
+
+    capture = django_capture_on_commit_callbacks
+    flat = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    folder = write_beir(tmp_path / "dev-only", qrels={"dev": TINY_QRELS["test"]})
+    other = dataset_import_beir(team=team, name="dev-only", path=folder).version
+    moved = build_sync(team=team, model=tiny_registered_model, version=other)
+    d = _deploy(team=team, name="prod", build=flat, capture=capture)
+    job = _fit(team=team, deployment=d)
+    monkeypatch.setattr(calibrate, "apply_async", lambda *a, **kw: None)
+    _deploy(team=team, name="prod", build=moved, capture=capture)
+    assert not Calibration.objects.filter(refit_of=job).exists()  # it could only fail
+    client.force_login(member)
+    page = client.get(reverse("indexes:deployment", args=["prod"])).content.decode()
+    assert 'id="calibration-stale"' in page and 'id="refit-problem"' in page
+    assert "has no judged split &#x27;test&#x27;" in page
