@@ -682,11 +682,13 @@ def embedding_model_delete(*, model: EmbeddingModel) -> None:
     optimized variant); a folder or package a model was registered from is never touched."""
     from pathlib import Path
 
-    from apps.indexes.models import Deployment, IndexBuild
+    from apps.indexes.models import Deployment, IndexBuild, ModelUpgrade
     from apps.runs.models import Evaluation
     from apps.runs.training import _inside_artifacts
 
     uses = [
+        # The model an upgrade moves to (a PROTECT link; the old one is its index's model).
+        (ModelUpgrade.objects.filter(new_model=model).count(), "model upgrade"),
         (
             Deployment.objects.filter(team=model.team, rerank__model=model.pk).count(),
             "deployment's rerank stage",
