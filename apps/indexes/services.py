@@ -20,14 +20,20 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from apps.accounts.models import Team
 from apps.core.models import JobStatus, Precision
 from apps.core.services import job_create_once, job_enqueue, job_fingerprint
 from apps.datasets.models import DatasetVersion
-from apps.indexes.models import Deployment, DeploymentEvent, IndexBuild, IndexType
+from apps.indexes.models import (
+    Deployment,
+    DeploymentEvent,
+    IndexBuild,
+    IndexType,
+    ModelUpgrade,
+)
 from apps.registry.models import EmbeddingModel
 from workers.common.configs.indexing import parse_params
 from workers.common.store import artifact_delete
@@ -157,8 +163,6 @@ def index_build_delete(*, build: IndexBuild) -> None:
             raise IndexBuildError(
                 f"Index #{build.pk} is deployed as {', '.join(names)}; undeploy it first."
             )
-        from apps.indexes.models import ModelUpgrade
-
         upgrade = (
             ModelUpgrade.objects.filter(old_index=build)
             .filter(
@@ -177,15 +181,18 @@ def index_build_delete(*, build: IndexBuild) -> None:
                 )
             )
         # Upgrades that started from this index go with it, and their adapters' folders.
-        upgrades = [
-            Path(settings.ARTIFACTS_ROOT) / "upgrades" / str(pk)
-            for pk in ModelUpgrade.objects.filter(old_index=build).values_list("pk", flat=True)
-        ]
-        build.delete()
         # Files go only once the row is gone for good: a rolled-back delete keeps both.
+        upgrade_folders_delete_on_commit(upgrades=ModelUpgrade.objects.filter(old_index=build))
+        build.delete()
         transaction.on_commit(lambda: artifact_delete(folder))
-        for path in upgrades:
-            transaction.on_commit(lambda path=path: artifact_delete(path))
+
+
+def upgrade_folders_delete_on_commit(*, upgrades: QuerySet[ModelUpgrade]) -> None:
+    """Delete the adapter folders of ``upgrades`` (a queryset, read now: call it before the
+    rows go) once the transaction commits; a rolled-back delete keeps them."""
+    for pk in list(upgrades.values_list("pk", flat=True)):
+        path = Path(settings.ARTIFACTS_ROOT) / "upgrades" / str(pk)
+        transaction.on_commit(lambda path=path: artifact_delete(path))
 
 
 def index_folder(*, build: IndexBuild) -> Path:
@@ -392,6 +399,10 @@ def deployment_undeploy(*, deployment: Deployment, user=None) -> None:
             from_index_id=deployment.index_id,
             from_number=deployment.index_id,
             user=user,
+        )
+        # The deployment's upgrades go with it (a cascade), and their adapters' folders.
+        upgrade_folders_delete_on_commit(
+            upgrades=ModelUpgrade.objects.filter(deployment_id=deployment.pk)
         )
         deployment.delete()
         transaction.on_commit(deployments_publish_soon)

@@ -22,6 +22,7 @@ from apps.indexes.upgrades import (
     model_upgrade_gate,
     model_upgrade_get,
     model_upgrade_reembed,
+    model_upgrade_reembed_due,
     model_upgrade_rollback,
     model_upgrade_serve_adapter,
     public_report,
@@ -41,6 +42,7 @@ def _context(request, upgrade) -> dict:
         "deployment": upgrade.deployment,
         "report": public_report(upgrade.report),
         "gate": model_upgrade_gate(upgrade=upgrade),
+        "reembed_due": model_upgrade_reembed_due(upgrade=upgrade),
         "serving_adapter": (upgrade.deployment.adapter or {}).get("upgrade") == upgrade.pk,
         "waiting": waiting,
         "can_write": can_write(user=request.user, team=upgrade.team),
@@ -52,7 +54,11 @@ def _context(request, upgrade) -> dict:
 def upgrade_start(request, name: str):
     deployment = deployment_get(team=request.team, name=name)
     post = request.POST
-    model = EmbeddingModel.objects.filter(team=request.team, pk=post.get("model") or 0).first()
+    try:
+        model_id = int(post.get("model") or 0)
+    except ValueError:
+        model_id = 0
+    model = EmbeddingModel.objects.filter(team=request.team, pk=model_id).first()
     if model is None:
         messages.error(request, "model: choose one of your team's embedding models.")
         return redirect("indexes:deployment", name=name)
@@ -123,7 +129,7 @@ def upgrade_reembed(request, pk: int):
     return _step(
         request, pk, lambda u: model_upgrade_reembed(upgrade=u, user=request.user),
         "Re-embedding started: an index build of the new model, and the two evaluations the "
-        "cutover's paired test compares.",
+        "cutover's paired test compares (only what failed or was cancelled runs again).",
     )  # fmt: skip
 
 

@@ -137,6 +137,7 @@ def model_upgrade_create(
     if precision not in Precision.values:
         known = ", ".join(Precision.values)
         raise UpgradeError(f"precision: unknown precision {precision!r} (known: {known})")
+    upgrade_params_fit(old_index=old_index, new_model=new_model)
     version = old_index.dataset_version
     splits = version.splits
     if split is None:
@@ -175,6 +176,24 @@ def model_upgrade_create(
         idempotency_key=idempotency_key,
         create=create,
     )
+
+
+def upgrade_params_fit(*, old_index: IndexBuild, new_model: EmbeddingModel) -> None:
+    """The re-embedding builds the old index's type with its parameters from the new model's
+    vectors: refuse now, naming ``model``, when those parameters cannot hold the new model's
+    dimension (``dim``, ``pca_dim`` above it, ``pq_m`` not dividing it), rather than after the
+    adapter job, when re-embedding would be refused."""
+    from workers.common.configs.indexing import check_dimensions, parse_params
+
+    try:
+        config = parse_params(old_index.params)
+        check_dimensions(dim=config.dim, pca_dim=config.pca_dim, pq_m=config.pq_m,
+                         input_dim=new_model.dimension)  # fmt: skip
+    except ValueError as exc:
+        raise UpgradeError(
+            f"model: {new_model.name} ({new_model.dimension} dimensions) cannot be re-embedded "
+            f"with index #{old_index.pk}'s parameters ({exc})"
+        ) from None
 
 
 def public_adapter(adapter: dict) -> dict | None:
@@ -236,45 +255,73 @@ def model_upgrade_serve_adapter(*, upgrade: ModelUpgrade, serve: bool, user=None
     return deployment
 
 
+GONE = (JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def model_upgrade_reembed_due(*, upgrade: ModelUpgrade) -> list[str]:
+    """What a re-embed would start now: ``new_index`` (none yet, or it failed or was
+    cancelled) and each of ``old_evaluation`` / ``new_evaluation`` missing, failed or
+    cancelled. Empty once all three are running or done (then re-embedding is a no-op)."""
+    return [
+        name
+        for name in ("new_index", "old_evaluation", "new_evaluation")
+        if (job := getattr(upgrade, name)) is None or job.status in GONE
+    ]
+
+
 def model_upgrade_reembed(*, upgrade: ModelUpgrade, user=None, enqueue: bool = True) -> IndexBuild:
     """Re-embed the corpus with the new model: an index build of the old index's type and
     parameters on the same data (its own job and progress, sharded when large), and the two
     evaluations on the judged split that the cutover's paired test compares. A second call
-    returns the build already started (unless it failed or was cancelled)."""
+    starts again only what failed or was cancelled (the build, either evaluation) and
+    returns the build; the rest is kept as it is."""
     from apps.indexes.services import index_build_create
-    from apps.runs.services import evaluation_create
+    from apps.runs.services import EvaluationError, evaluation_create
 
-    if upgrade.status != JobStatus.SUCCEEDED:
-        raise UpgradeError(f"upgrade: #{upgrade.pk} is {upgrade.status}; re-embed once it succeeds")
-    if upgrade.cut_over_at:
-        raise UpgradeError("upgrade: already cut over")
-    current = upgrade.new_index
-    if current is not None and current.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
-        return current
-    old_index = upgrade.old_index
-    version = old_index.dataset_version
     with transaction.atomic():
-        build = index_build_create(
-            team=upgrade.team, model=upgrade.new_model, dataset_version=version,
-            index_type=old_index.index_type, params=old_index.params, split=upgrade.split,
-            precision=upgrade.precision_used or upgrade.precision, created_by=user,
-            enqueue=enqueue,
-        )  # fmt: skip
-        evaluations = {}
-        for side, model, precision in (
-            ("old", old_index.model, old_index.precision_used or old_index.precision),
-            ("new", upgrade.new_model, upgrade.precision_used or upgrade.precision),
+        # Locked (the team first, as every job start does) so that two clicks start one
+        # build and one pair of evaluations.
+        Team.objects.select_for_update().filter(pk=upgrade.team_id).first()
+        locked = ModelUpgrade.objects.select_for_update().get(pk=upgrade.pk)
+        if locked.status != JobStatus.SUCCEEDED:
+            raise UpgradeError(
+                f"upgrade: #{locked.pk} is {locked.status}; re-embed once it succeeds"
+            )
+        if locked.cut_over_at:
+            raise UpgradeError("upgrade: already cut over")
+        due = model_upgrade_reembed_due(upgrade=locked)
+        if not due:
+            return locked.new_index
+        old_index = locked.old_index
+        version = old_index.dataset_version
+        changes = {}
+        if "new_index" in due:
+            try:
+                changes["new_index"] = index_build_create(
+                    team=locked.team, model=locked.new_model, dataset_version=version,
+                    index_type=old_index.index_type, params=old_index.params,
+                    split=locked.split, precision=locked.precision_used or locked.precision,
+                    created_by=user, enqueue=enqueue,
+                )  # fmt: skip
+            except IndexBuildError as exc:
+                raise UpgradeError(f"new_index: {exc}") from None
+        for name, model, precision in (
+            ("old_evaluation", old_index.model, old_index.precision_used or old_index.precision),
+            ("new_evaluation", locked.new_model, locked.precision_used or locked.precision),
         ):
-            evaluations[side] = evaluation_create(
-                team=upgrade.team, model=model, dataset_version=version, split=upgrade.split,
-                precision=precision, created_by=user, enqueue=enqueue,
-            )  # fmt: skip
-        ModelUpgrade.objects.filter(pk=upgrade.pk).update(
-            new_index=build, old_evaluation=evaluations["old"], new_evaluation=evaluations["new"]
-        )
-    upgrade.new_index = build
-    upgrade.old_evaluation, upgrade.new_evaluation = evaluations["old"], evaluations["new"]
-    return build
+            if name not in due:
+                continue
+            try:
+                changes[name] = evaluation_create(
+                    team=locked.team, model=model, dataset_version=version,
+                    split=locked.split, precision=precision, created_by=user, enqueue=enqueue,
+                )  # fmt: skip
+            except EvaluationError as exc:
+                raise UpgradeError(f"{name}: {exc}") from None
+        ModelUpgrade.objects.filter(pk=locked.pk).update(**changes)
+    for name, job in changes.items():
+        setattr(upgrade, name, job)
+    return changes.get("new_index") or locked.new_index
 
 
 def model_upgrade_cutover(*, upgrade: ModelUpgrade, user=None, force: bool = False) -> Deployment:
@@ -297,9 +344,11 @@ def model_upgrade_cutover(*, upgrade: ModelUpgrade, user=None, force: bool = Fal
         states = ", ".join(
             f"{e.status}" for e in (upgrade.old_evaluation, upgrade.new_evaluation) if e
         )
+        again = any(e.status in GONE for e in (upgrade.old_evaluation, upgrade.new_evaluation) if e)
         raise UpgradeError(
             f"verdict: the paired test needs both evaluations on {upgrade.split} to succeed "
             f"({states or 'none started'})"
+            + ("; re-embed to run the failed or cancelled one again" if again else "")
         )
     if gate["worse"] and not force:
         raise CutoverRefused(

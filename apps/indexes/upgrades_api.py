@@ -10,6 +10,7 @@ deployment, model or upgrade is a 404 like a missing one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from django.http import HttpRequest, JsonResponse
@@ -19,6 +20,7 @@ from pydantic import Field
 from apps.accounts.api import ERRORS, error, forbidden_below, not_found
 from apps.accounts.models import Role
 from apps.core.api_schemas import InputSchema, idempotency_key
+from apps.core.models import JobStatus
 from apps.core.services import IdempotencyConflict
 from apps.indexes.models import ModelUpgrade
 from apps.indexes.selectors import deployment_list
@@ -30,6 +32,7 @@ from apps.indexes.upgrades import (
     model_upgrade_gate,
     model_upgrade_list,
     model_upgrade_reembed,
+    model_upgrade_reembed_due,
     model_upgrade_rollback,
     model_upgrade_serve_adapter,
     public_report,
@@ -106,7 +109,13 @@ class UpgradeOut(Schema):
     new_index_status: str | None
     new_index_progress: float | None
     old_evaluation: int | None
+    old_evaluation_status: str | None
     new_evaluation: int | None
+    new_evaluation_status: str | None
+    reembed_due: list[str] = Field(
+        description="what POST /reembed would start (again): new_index, old_evaluation, "
+        "new_evaluation (none yet, failed or cancelled); the cutover needs all three to succeed"
+    )
     gate: GateOut | None = Field(description="the paired test now; null until both evaluations")
     verdict: GateOut | None = Field(description="the paired test the cutover went through on")
     forced: bool
@@ -125,6 +134,10 @@ class UpgradeListOut(Schema):
 
 def _iso(value) -> str | None:
     return value.isoformat() if value else None
+
+
+def _status(job) -> str | None:
+    return job.status if job else None
 
 
 def upgrade_payload(upgrade: ModelUpgrade, *, gate: bool = True) -> dict:
@@ -148,7 +161,14 @@ def upgrade_payload(upgrade: ModelUpgrade, *, gate: bool = True) -> dict:
         "new_index_status": build.status if build else None,
         "new_index_progress": build.progress if build else None,
         "old_evaluation": upgrade.old_evaluation_id,
+        "old_evaluation_status": _status(upgrade.old_evaluation),
         "new_evaluation": upgrade.new_evaluation_id,
+        "new_evaluation_status": _status(upgrade.new_evaluation),
+        "reembed_due": (
+            model_upgrade_reembed_due(upgrade=upgrade)
+            if upgrade.status == JobStatus.SUCCEEDED and not upgrade.cut_over_at
+            else []
+        ),
         "gate": model_upgrade_gate(upgrade=upgrade) if gate else None,
         "verdict": upgrade.verdict or None,
         "forced": upgrade.forced,
@@ -219,6 +239,31 @@ def upgrade_detail(request: HttpRequest, pk: int):
     return upgrade_payload(upgrade) if upgrade else not_found()
 
 
+def _upgrade_step(
+    request: HttpRequest,
+    pk: int,
+    step: Callable[[ModelUpgrade, Any], object],
+    *,
+    accepted: bool = False,
+):
+    """One upgrade step: the member role, the team's upgrade (another team's is a 404), the
+    service call (its refusal names the field: 400, or 409 for a refused cutover), then the
+    upgrade as it is now."""
+    if denied := forbidden_below(request, Role.MEMBER):
+        return denied
+    upgrade = _upgrade(request, pk)
+    if upgrade is None:
+        return not_found()
+    try:
+        step(upgrade, request.api_token.user)
+    except UpgradeError as exc:
+        return _refused(exc)
+    upgrade = _upgrade(request, pk)
+    if accepted:  # jobs started: 202, before the paired test can say anything
+        return JsonResponse(upgrade_payload(upgrade, gate=False), status=202)
+    return upgrade_payload(upgrade)
+
+
 @router.post(
     "/upgrades/{int:pk}/adapter",
     response={200: UpgradeOut, **ERRORS},
@@ -227,36 +272,27 @@ def upgrade_detail(request: HttpRequest, pk: int):
     url_name="upgrade_adapter",
 )
 def upgrade_adapter(request: HttpRequest, pk: int, body: AdapterIn):
-    if denied := forbidden_below(request, Role.MEMBER):
-        return denied
-    upgrade = _upgrade(request, pk)
-    if upgrade is None:
-        return not_found()
-    try:
-        model_upgrade_serve_adapter(upgrade=upgrade, serve=body.serve, user=request.api_token.user)
-    except UpgradeError as exc:
-        return _refused(exc)
-    return upgrade_payload(_upgrade(request, pk))
+    return _upgrade_step(
+        request, pk,
+        lambda upgrade, user: model_upgrade_serve_adapter(upgrade=upgrade, serve=body.serve,
+                                                          user=user),
+    )  # fmt: skip
 
 
 @router.post(
     "/upgrades/{int:pk}/reembed",
     response={202: UpgradeOut, **ERRORS},
     summary="Re-embed the corpus with the new model: an index build and the gate's two "
-    "evaluations (member role)",
+    "evaluations; called again, it re-runs only what failed or was cancelled (the build, "
+    "either evaluation) (member role)",
     url_name="upgrade_reembed",
 )
 def upgrade_reembed(request: HttpRequest, pk: int):
-    if denied := forbidden_below(request, Role.MEMBER):
-        return denied
-    upgrade = _upgrade(request, pk)
-    if upgrade is None:
-        return not_found()
-    try:
-        model_upgrade_reembed(upgrade=upgrade, user=request.api_token.user)
-    except UpgradeError as exc:
-        return _refused(exc)
-    return JsonResponse(upgrade_payload(_upgrade(request, pk), gate=False), status=202)
+    return _upgrade_step(
+        request, pk,
+        lambda upgrade, user: model_upgrade_reembed(upgrade=upgrade, user=user),
+        accepted=True,
+    )  # fmt: skip
 
 
 @router.post(
@@ -267,16 +303,10 @@ def upgrade_reembed(request: HttpRequest, pk: int):
     url_name="upgrade_cutover",
 )
 def upgrade_cutover(request: HttpRequest, pk: int, body: CutoverIn):
-    if denied := forbidden_below(request, Role.MEMBER):
-        return denied
-    upgrade = _upgrade(request, pk)
-    if upgrade is None:
-        return not_found()
-    try:
-        model_upgrade_cutover(upgrade=upgrade, user=request.api_token.user, force=body.force)
-    except UpgradeError as exc:
-        return _refused(exc)
-    return upgrade_payload(_upgrade(request, pk))
+    return _upgrade_step(
+        request, pk,
+        lambda upgrade, user: model_upgrade_cutover(upgrade=upgrade, user=user, force=body.force),
+    )  # fmt: skip
 
 
 @router.post(
@@ -286,13 +316,6 @@ def upgrade_cutover(request: HttpRequest, pk: int, body: CutoverIn):
     url_name="upgrade_rollback",
 )
 def upgrade_rollback(request: HttpRequest, pk: int):
-    if denied := forbidden_below(request, Role.MEMBER):
-        return denied
-    upgrade = _upgrade(request, pk)
-    if upgrade is None:
-        return not_found()
-    try:
-        model_upgrade_rollback(upgrade=upgrade, user=request.api_token.user)
-    except UpgradeError as exc:
-        return _refused(exc)
-    return upgrade_payload(_upgrade(request, pk))
+    return _upgrade_step(
+        request, pk, lambda upgrade, user: model_upgrade_rollback(upgrade=upgrade, user=user)
+    )

@@ -554,3 +554,147 @@ def test_with_a_bucket_the_adapter_is_published_and_another_host_fetches_it(
     matrix = load_adapter_for(adapter, dimension=64)
     assert matrix.shape == (64, 64) and (folder / "adapter.npy").exists()
     np.testing.assert_allclose(matrix.T @ matrix, np.eye(64), atol=1e-4)
+
+
+def test_index_params_the_new_model_cannot_hold_are_refused_naming_the_field(
+    api, client, member, team, tiny_registered_model, new_model, tiny_version,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    """The old index keeps 48 Matryoshka dimensions; a 32-d new model is allowed with the
+    linear adapter, but its re-embedding could not keep 48: refused at the start, and (for an
+    upgrade begun before) at the re-embed as a message naming the field, never a 500."""
+    from apps.indexes.models import ModelUpgrade
+    from apps.indexes.upgrades import UpgradeError, model_upgrade_create, model_upgrade_reembed
+
+    capture = django_capture_on_commit_callbacks
+    old = build_sync(team=team, model=tiny_registered_model, version=tiny_version,
+                     params={"dim": 48})  # fmt: skip
+    d = _deploy(team=team, name="prod", build=old, capture=capture)
+    type(new_model).objects.filter(pk=new_model.pk).update(dimension=32)
+    new_model.refresh_from_db()
+    with pytest.raises(UpgradeError, match=r"model: tiny-v2 \(32 dimensions\).*dim: 48"):
+        model_upgrade_create(team=team, deployment=d, new_model=new_model,
+                             adapter_kind="linear", enqueue=False)  # fmt: skip
+    r = api("post", "/api/v1/deployments/prod/upgrades", {"model": new_model.pk,
+                                                          "adapter": "linear"})  # fmt: skip
+    assert r.status_code == 400 and r.json()["error"].startswith("model: tiny-v2")
+    assert not ModelUpgrade.objects.exists()
+
+    upgrade = ModelUpgrade.objects.create(
+        team=team, deployment=d, old_index=old, new_model=new_model, adapter_kind="linear",
+        split="test", status="succeeded",
+    )  # fmt: skip
+    with pytest.raises(UpgradeError, match="new_index: dim: 48 is more than the model's 32"):
+        model_upgrade_reembed(upgrade=upgrade, enqueue=False)
+    with capture(execute=False):
+        r = api("post", f"/api/v1/upgrades/{upgrade.pk}/reembed")
+    assert r.status_code == 400 and r.json()["error"].startswith("new_index: dim: 48")
+    client.force_login(member)
+    with capture(execute=False):
+        page = client.post(reverse("indexes:upgrade_reembed", args=[upgrade.pk]), follow=True)
+    assert page.status_code == 200 and "new_index: dim: 48" in page.content.decode()
+    upgrade.refresh_from_db()
+    assert upgrade.new_index is None and upgrade.old_evaluation is None  # nothing half-made
+    # An evaluation's refusal is one too (here: a build stands, and the split is unknown).
+    type(upgrade).objects.filter(pk=upgrade.pk).update(split="gone", new_index=old)
+    with pytest.raises(UpgradeError, match="^old_evaluation: .*'gone'"):
+        model_upgrade_reembed(upgrade=upgrade, enqueue=False)
+
+
+def test_reembed_runs_a_failed_or_cancelled_evaluation_again(
+    api, client, member, team, tiny_registered_model, new_model, judged_version,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    """A re-embedding whose build succeeded but one of whose evaluations failed is not stuck:
+    the cutover says to re-embed, and re-embedding (page or API) starts only that evaluation
+    again; the cutover then goes through."""
+    from apps.indexes.upgrades import UpgradeError, model_upgrade_cutover, model_upgrade_reembed
+    from apps.runs.models import Evaluation
+
+    capture = django_capture_on_commit_callbacks
+    old = build_sync(team=team, model=tiny_registered_model, version=judged_version)
+    d = _deploy(team=team, name="prod", build=old, capture=capture)
+    upgrade = _reembedded(_prepared(team=team, deployment=d, model=new_model))
+    build, first_old, first_new = upgrade.new_index, upgrade.old_evaluation, upgrade.new_evaluation
+    values = np.linspace(0.2, 0.9, 40)
+    _judge(first_new, values[::-1])
+    Evaluation.objects.filter(pk=first_old.pk).update(status="failed")
+    upgrade.refresh_from_db()
+    with pytest.raises(UpgradeError, match=r"verdict: .*\(failed, succeeded\); re-embed"):
+        model_upgrade_cutover(upgrade=upgrade)
+    body = api("get", f"/api/v1/upgrades/{upgrade.pk}").json()
+    assert body["old_evaluation_status"] == "failed" and body["reembed_due"] == ["old_evaluation"]
+    client.force_login(member)
+    page = client.get(reverse("indexes:upgrade", args=[upgrade.pk])).content.decode()
+    assert 'id="reembed-again"' in page and "Run the failed or cancelled evaluation again" in page
+
+    with capture(execute=False):
+        r = client.post(reverse("indexes:upgrade_reembed", args=[upgrade.pk]))
+    assert r.status_code == 302
+    upgrade.refresh_from_db()
+    assert upgrade.new_index_id == build.pk and upgrade.new_evaluation_id == first_new.pk
+    assert upgrade.old_evaluation_id != first_old.pk
+    assert upgrade.old_evaluation.status == "pending"
+    assert upgrade.old_evaluation.model_id == tiny_registered_model.pk
+    page = client.get(reverse("indexes:upgrade", args=[upgrade.pk])).content.decode()
+    assert 'id="reembed-again"' not in page
+    # Nothing failed: a re-embed changes nothing.
+    ids = (upgrade.old_evaluation_id, upgrade.new_evaluation_id)
+    assert model_upgrade_reembed(upgrade=upgrade, enqueue=False).pk == build.pk
+    upgrade.refresh_from_db()
+    assert (upgrade.old_evaluation_id, upgrade.new_evaluation_id) == ids
+
+    # A cancelled one, through the API: the same.
+    second_old = upgrade.old_evaluation
+    Evaluation.objects.filter(pk=first_new.pk).update(status="cancelled")
+    with capture(execute=False):
+        r = api("post", f"/api/v1/upgrades/{upgrade.pk}/reembed")
+    assert r.status_code == 202, r.content
+    body = r.json()
+    assert body["new_index"] == build.pk and body["old_evaluation"] == second_old.pk
+    assert body["new_evaluation"] != first_new.pk and body["new_evaluation_status"] == "pending"
+    assert body["reembed_due"] == []
+    upgrade.refresh_from_db()
+    _judge(upgrade.old_evaluation, values)
+    _judge(upgrade.new_evaluation, values[::-1])
+    with capture(execute=True):
+        model_upgrade_cutover(upgrade=upgrade, user=member)
+    upgrade.refresh_from_db()
+    assert upgrade.cut_over_at is not None
+
+
+def test_the_start_form_answers_a_bad_model_value_with_its_message(
+    client, member, team, tiny_registered_model, tiny_version, django_capture_on_commit_callbacks
+):
+    old = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    _deploy(team=team, name="prod", build=old, capture=django_capture_on_commit_callbacks)
+    client.force_login(member)
+    for value in ("abc", "", "1.5", "-"):
+        r = client.post(reverse("indexes:upgrade_start", args=["prod"]), {"model": value},
+                        follow=True)  # fmt: skip
+        assert r.status_code == 200, value
+        assert "model: choose one of your team&#x27;s embedding models." in r.content.decode()
+
+
+def test_undeploying_deletes_the_upgrades_adapter_folders_after_commit(
+    team, member, tiny_registered_model, new_model, tiny_version,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    from pathlib import Path
+
+    from apps.indexes.models import ModelUpgrade
+    from apps.indexes.services import deployment_undeploy
+
+    capture = django_capture_on_commit_callbacks
+    old = build_sync(team=team, model=tiny_registered_model, version=tiny_version)
+    d = _deploy(team=team, name="prod", build=old, capture=capture)
+    upgrade = _prepared(team=team, deployment=d, model=new_model)
+    folder = Path(upgrade.adapter_path).parent
+    assert folder.is_dir()
+    with capture(execute=False) as callbacks:
+        deployment_undeploy(deployment=d, user=member)
+    assert folder.is_dir()  # not before the commit
+    for callback in callbacks:
+        callback()
+    assert not ModelUpgrade.objects.filter(pk=upgrade.pk).exists()
+    assert not folder.exists()
