@@ -85,6 +85,11 @@ def test_swap_under_concurrent_queries_loses_none(team, owner, tiny_registered_m
     serving.wait_serving(d.serving_key, a.pk)
     token = _token(owner, team)
     url = reverse("api:search", kwargs={"name": "live"})
+    # The token's first use records last_used_at: done once here, not by eight threads at once
+    # (the unit tier's SQLite refuses concurrent writers of one table rather than waiting).
+    first = Client().post(url, {"query": "red planet", "k": 3}, content_type="application/json",
+                          HTTP_AUTHORIZATION=f"Bearer {token}")  # fmt: skip
+    assert first.status_code == 200 and first.json()["index"] == a.pk
     stop = threading.Event()
     statuses: list[int] = []
     served: set[int] = set()
