@@ -92,16 +92,16 @@ def prepare(
     return folder, pairs, counts
 
 
-def fine_tune(*, team, base, pairs: Path, args) -> tuple:
+def fine_tune(*, team, base, pairs: Path, args, seed: int = 42, name: str = "pairs") -> tuple:
     from apps.datasets.services import dataset_import_training
     from apps.runs.models import TrainingRun
     from apps.runs.training import training_run_create
     from workers.tasks.training import training_run_execute
 
-    version = dataset_import_training(team=team, name="pairs", path=pairs).version
+    version = dataset_import_training(team=team, name=name, path=pairs).version
     options = {"method": "full", "loss": "mnrl", "batch_size": args.batch_size,
                "max_steps": args.steps, "learning_rate": 2e-5, "warmup_ratio": 0.1,
-               "seed": 42, "max_seq_length": args.max_seq_length, "no_duplicates": True,
+               "seed": seed, "max_seq_length": args.max_seq_length, "no_duplicates": True,
                "logging_steps": 1, "save_steps": 10_000}  # fmt: skip
     run = training_run_create(team=team, base_model=base, train_version=version,
                               options=options, enqueue=False)  # fmt: skip
@@ -126,6 +126,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--second-seed", type=int, default=None,
+                        help="merge two fine-tunes (training seeds 42 and this) with each other "
+                        "instead of a fine-tune with its base")  # fmt: skip
     parser.add_argument("--database-url", default=DEFAULT_URL)
     args = parser.parse_args()
     grid = [float(w) for w in args.grid.split(",")]
@@ -153,7 +156,14 @@ def main() -> None:
         log(f"fine-tuning: full MNRL, {args.steps} steps at batch {args.batch_size}")
         tuned, result = fine_tune(team=team, base=base, pairs=pairs, args=args)
         log(f"  {time.perf_counter() - t0:.0f} s, {result.get('steps')} steps")
-    config = MergeConfig(models=[tuned.pk], base=base.pk, method="linear", search=True,
+    models = [tuned.pk]
+    if args.second_seed is not None:
+        log(f"second fine-tune: seed {args.second_seed}")
+        other, result = fine_tune(team=team, base=base, pairs=pairs, args=args,
+                                  seed=args.second_seed, name="pairs-2")  # fmt: skip
+        log(f"  {time.perf_counter() - t0:.0f} s in all, {result.get('steps')} steps")
+        models.append(other.pk)  # the weight searched is the first fine-tune's
+    config = MergeConfig(models=models, base=base.pk, method="linear", search=True,
                          grid=grid, evaluate_version=version.pk, dev_split="dev",
                          test_split="test")  # fmt: skip
     job = merge_job_create(team=team, config=config, enqueue=False)
