@@ -51,6 +51,12 @@ def test_fit_a_calibration_then_see_it_stale_after_a_swap(page, shot, live_serve
     page.wait_for_selector("#ece", timeout=60_000)
     assert page.locator("#reliability-chart svg circle").count() >= 1
     assert "single global raw-score threshold" in page.inner_text("#threshold-table")
+    # The list below says so too (swapped in with the status, not left at "Pending").
+    page.wait_for_selector("#calibration-list >> text=Succeeded")
+    # The reliability line is a line: no filled area (browsers fill a bare polyline black).
+    fill = page.eval_on_selector("#reliability-chart polyline.front",
+                                 "e => getComputedStyle(e).fill")  # fmt: skip
+    assert fill == "none"
     shot(page, "calibration-results")
 
     from apps.indexes.services import deployment_deploy
