@@ -163,7 +163,9 @@ def main() -> None:
                                   seed=args.second_seed, name="pairs-2")  # fmt: skip
         log(f"  {time.perf_counter() - t0:.0f} s in all, {result.get('steps')} steps")
         models.append(other.pk)  # the weight searched is the first fine-tune's
-    config = MergeConfig(models=models, base=base.pk, method="linear", search=True,
+    # A search runs between two end points: the fine-tune and its base, or the two fine-tunes.
+    config = MergeConfig(models=models, base=None if len(models) == 2 else base.pk,
+                         method="linear", search=True,
                          grid=grid, evaluate_version=version.pk, dev_split="dev",
                          test_split="test")  # fmt: skip
     job = merge_job_create(team=team, config=config, enqueue=False)
