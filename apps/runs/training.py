@@ -6,6 +6,7 @@ worker's supervisor, the registered result, the evaluation) is :mod:`workers.tas
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 from django.conf import settings
@@ -208,7 +209,11 @@ def training_run_create(
             ),
             created_by=created_by,
         )
-        run.output_dir = str(Path(settings.ARTIFACTS_ROOT) / "runs" / str(run.pk))
+        # Not the number alone: a run resumes from whatever checkpoints its folder holds, and
+        # a database started afresh over kept artifacts hands out the same numbers again.
+        run.output_dir = str(
+            Path(settings.ARTIFACTS_ROOT) / "runs" / f"{run.pk}-{uuid.uuid4().hex[:8]}"
+        )
         run.save(update_fields=["output_dir"])
         if enqueue:
             job_enqueue(job=run, task=train)

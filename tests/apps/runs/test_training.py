@@ -104,6 +104,28 @@ def test_bad_config_and_bad_data_are_refused_with_a_reason(
                             train_version=tiny_version, enqueue=False)  # fmt: skip
 
 
+def test_a_run_never_takes_over_a_folder_left_by_another_run_of_its_number(
+    settings, team, tiny_registered_model, pairs
+):
+    # A database started afresh over kept artifacts gives out run numbers again: the new run
+    # must not resume from the old run's checkpoints or train on its stale rows file.
+    from workers.common.checkpoints import last_checkpoint
+
+    first = training_run_create(team=team, base_model=tiny_registered_model, train_version=pairs,
+                                options={"max_steps": 2}, enqueue=False)  # fmt: skip
+    stale = Path(settings.ARTIFACTS_ROOT) / "runs" / str(first.pk + 1)
+    (stale / "checkpoint-2").mkdir(parents=True)
+    (stale / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
+    (stale / "train.jsonl").write_text('{"anchor": "old", "positive": "old", "negatives": []}\n')
+    second = training_run_create(team=team, base_model=tiny_registered_model, enqueue=False,
+                                 train_version=pairs, options={"max_steps": 3})  # fmt: skip
+    assert second.pk == first.pk + 1
+    assert Path(second.output_dir).name.startswith(f"{second.pk}-")
+    assert not Path(second.output_dir).exists()
+    assert last_checkpoint(second.output_dir) is None
+    assert Path(first.output_dir) != Path(second.output_dir)
+
+
 def test_another_team_sees_no_run(client, outsider, team, tiny_registered_model, pairs):
     run = training_run_create(team=team, base_model=tiny_registered_model, train_version=pairs,
                               options={"max_steps": 2}, enqueue=False)  # fmt: skip
