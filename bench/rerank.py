@@ -7,6 +7,7 @@ comparison page's: randomization test, Holm across the runs, BCa interval).
 
     .venv/bin/python -m bench.rerank                  # bce, 1 epoch
     .venv/bin/python -m bench.rerank --loss lambdaloss
+    .venv/bin/python -m bench.rerank --precision bf16 --negatives 5 --epochs 8 --learning-rate 5e-5
 
 Runs in this process on its own database and an empty artifacts folder.
 """
@@ -42,6 +43,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--loss", default="bce", choices=("bce", "lambdaloss"))
     parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="the run's learning rate (default: the product's)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--negatives", type=int, default=5)
     parser.add_argument("--k-primes", default="20,50,100")
@@ -94,6 +97,7 @@ def main() -> None:
     run = training_run_create(team=team, base_model=model, train_version=training,
                               options={"loss": args.loss, "epochs": args.epochs,
                                        "batch_size": args.batch_size,
+                                       "learning_rate": args.learning_rate,
                                        "num_negatives": args.negatives, "logging_steps": 5,
                                        "save_steps": 10_000, "max_seq_length": args.max_length,
                                        "bf16": args.precision == "bf16"},
@@ -126,7 +130,8 @@ def main() -> None:
     print(f"\nSciFact test ({comparison.n_queries} queries, {version.document_count:,} documents)"
           f"; reranker: all-MiniLM-L6-v2's weights + a new head, {args.loss}, "
           f"{result['steps']} steps ({args.epochs:g} epoch, {result['rows']} mined rows, "
-          f"{result['negatives_per_row']} negatives each) in {train_s:.0f} s on CPU; "
+          f"{result['negatives_per_row']} negatives each, lr {args.learning_rate or 'default'}) in "
+          f"{train_s:.0f} s on CPU; "
           f"{args.precision}, {args.max_length} tokens per pair")  # fmt: skip
     print(f"{'way':<22}{'nDCG@10':>9}{'MRR@10':>8}{'R@100':>8}{'ms/query':>10}  "
           "nDCG@10 vs hybrid (95% BCa; Holm p)")  # fmt: skip
