@@ -7,7 +7,8 @@ comparison page's: randomization test, Holm across the runs, BCa interval).
 
     .venv/bin/python -m bench.rerank                  # bce, 1 epoch
     .venv/bin/python -m bench.rerank --loss lambdaloss
-    .venv/bin/python -m bench.rerank --precision bf16 --negatives 5 --epochs 8 --learning-rate 5e-5
+    .venv/bin/python -m bench.rerank --precision bf16 --negatives 5 --epochs 6 --learning-rate 5e-5 \
+        --k-primes 20,100                           # the 300-step run in bench/README
 
 Runs in this process on its own database and an empty artifacts folder.
 """
